@@ -1,0 +1,1 @@
+//! Agent protocol types (mTLS listener, `/agent/v1/...`).

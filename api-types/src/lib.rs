@@ -1,0 +1,6 @@
+//! Wire types shared by the certkeep server, its CLI and the agent.
+//!
+//! This crate knows JSON shapes only: no HTTP, no storage, no ACME. The agent depends on it and
+//! must never depend on the server crate.
+
+pub mod agent;

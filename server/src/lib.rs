@@ -1,0 +1,1 @@
+//! certkeep server library.
