@@ -1,1 +1,197 @@
 //! Agent protocol types (mTLS listener, `/agent/v1/...`).
+//!
+//! Requests refuse unknown fields; responses accept them so a newer server can add fields
+//! without breaking older agents.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// `POST`: exchange a one-time join token and a CSR for a client certificate (no client cert).
+pub const ENROLL_PATH: &str = "/agent/v1/enroll";
+/// `POST`: renew the agent's own client certificate (client cert required).
+pub const RENEW_PATH: &str = "/agent/v1/renew";
+/// `GET`: what this agent must have installed; honours `If-None-Match`.
+pub const MANIFEST_PATH: &str = "/agent/v1/manifest";
+/// `POST`: per-file deployment results.
+pub const REPORT_PATH: &str = "/agent/v1/report";
+/// Media type of a PFX download.
+pub const PKCS12_MEDIA_TYPE: &str = "application/x-pkcs12";
+/// Prefix of the URI SAN that binds a client certificate to an agent: `urn:certkeep:agent:<uuid>`.
+pub const AGENT_URI_PREFIX: &str = "urn:certkeep:agent:";
+
+/// Enrollment: a one-time join token and a PKCS#10 CSR for a key generated on the host.
+///
+/// The server uses only the CSR's public key.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct EnrollRequest {
+    /// Join token from `certkeep agent add`; single use, expires.
+    pub token: String,
+    /// PEM-encoded CSR.
+    pub csr_pem: String,
+}
+
+impl fmt::Debug for EnrollRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnrollRequest")
+            .field("token", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// Renewal of the agent's own client certificate, over mTLS with the current one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct RenewRequest {
+    /// PEM-encoded CSR; the key may be new or the current one.
+    pub csr_pem: String,
+}
+
+/// The agent's client certificate, answer to both enroll and renew.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct EnrollResponse {
+    /// Agent id, also in the certificate as URI SAN `urn:certkeep:agent:<uuid>`.
+    pub agent_id: Uuid,
+    /// PEM client certificate (clientAuth EKU), issued by certkeep's internal CA.
+    pub certificate_pem: String,
+    /// PEM of the internal CA that issued it.
+    pub ca_pem: String,
+    /// End of the certificate's validity.
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+}
+
+/// PKCS#12 encryption of the PFX files for one agent, chosen by the oldest Windows reading them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub enum PfxEncryption {
+    /// 3DES with a SHA-1 MAC, 2048 iterations: readable by every IIS 8+.
+    #[default]
+    Legacy,
+    /// PBES2 AES-256 with a SHA-256 MAC: Windows Server 2019 (build 17763) and later only.
+    Aes256,
+}
+
+/// Everything one agent must have installed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct Manifest {
+    /// The agent this manifest is for.
+    pub agent_id: Uuid,
+    /// Encryption of every PFX download.
+    pub pfx_encryption: PfxEncryption,
+    /// Current version of every certificate assigned to the agent.
+    pub certificates: Vec<ManifestEntry>,
+}
+
+/// One certificate version to install.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct ManifestEntry {
+    /// Certificate id.
+    pub certificate_id: Uuid,
+    /// Human name of the certificate; the directory name for `directory` targets.
+    pub certificate_name: String,
+    /// Id of this issued version.
+    pub version_id: Uuid,
+    /// Lowercase hex SHA-256 of the leaf DER.
+    pub thumbprint: String,
+    /// Lowercase hex serial number.
+    pub serial: String,
+    /// End of the leaf's validity.
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    /// CCS file names, one per DNS SAN, e.g. `_.contoso.com.pfx`.
+    pub file_names: Vec<String>,
+    /// Path of the PFX download on the agent listener, e.g. `/agent/v1/certificates/{id}/pfx`.
+    pub download_path: String,
+}
+
+/// Result of one sync, sent after every run that fetched a manifest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct Report {
+    /// Agent version (`CARGO_PKG_VERSION`).
+    pub agent_version: String,
+    /// Operating system name, e.g. `windows`.
+    pub os_name: String,
+    /// Operating system build, e.g. `10.0.17763`.
+    pub os_build: String,
+    /// One entry per file the agent manages.
+    pub files: Vec<FileReport>,
+    /// Errors not tied to one file (e.g. a download that failed).
+    pub errors: Vec<String>,
+}
+
+/// State of one file on the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct FileReport {
+    /// Certificate the file belongs (or belonged) to.
+    pub certificate_id: Uuid,
+    /// File name, e.g. `www.contoso.com.pfx`, or directory name for `directory` targets.
+    pub file_name: String,
+    /// Lowercase hex SHA-256 of the leaf the file holds now, if known.
+    pub thumbprint: Option<String>,
+    /// Outcome.
+    pub status: DeploymentStatus,
+    /// Why it failed or was kept.
+    pub error: Option<String>,
+}
+
+/// Outcome for one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub enum DeploymentStatus {
+    /// The file holds the manifest's thumbprint.
+    Installed,
+    /// The file could not be written; any previous file was left in place.
+    Failed,
+    /// A file no longer in the manifest was left in place (not ours any more, or still in use).
+    Kept,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_refuse_unknown_fields() {
+        let err = serde_json::from_str::<EnrollRequest>(r#"{"token":"t","csr_pem":"c","x":1}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains("unknown field `x`"), "{err}");
+    }
+
+    #[test]
+    fn enroll_request_debug_hides_token() {
+        let req = EnrollRequest {
+            token: "secret-token".into(),
+            csr_pem: String::new(),
+        };
+        assert!(!format!("{req:?}").contains("secret-token"));
+    }
+
+    #[test]
+    fn manifest_wire_shape() {
+        let json = r#"{"agent_id":"6f1c1a8e-8a8e-4b4e-9d57-1b4a3a1f0c11","pfx_encryption":"aes256",
+            "certificates":[{"certificate_id":"6f1c1a8e-8a8e-4b4e-9d57-1b4a3a1f0c12",
+            "certificate_name":"web","version_id":"6f1c1a8e-8a8e-4b4e-9d57-1b4a3a1f0c13",
+            "thumbprint":"ab","serial":"01","not_after":"2030-01-01T00:00:00Z",
+            "file_names":["_.contoso.com.pfx"],"download_path":"/agent/v1/certificates/x/pfx"}]}"#;
+        let manifest: Manifest = serde_json::from_str(json).unwrap();
+        assert_eq!(manifest.pfx_encryption, PfxEncryption::Aes256);
+        assert_eq!(manifest.certificates[0].file_names, ["_.contoso.com.pfx"]);
+        let status = serde_json::to_string(&DeploymentStatus::Kept).unwrap();
+        assert_eq!(status, r#""kept""#);
+    }
+}

@@ -1,6 +1,9 @@
 //! Wire types shared by the certkeep server, its CLI and the agent.
 //!
 //! This crate knows JSON shapes only: no HTTP, no storage, no ACME. The agent depends on it and
-//! must never depend on the server crate.
+//! must never depend on the server crate. The optional `pfx` feature adds the PKCS#12 and CCS
+//! file-name rules both sides must apply identically.
 
 pub mod agent;
+#[cfg(feature = "pfx")]
+pub mod pfx;

@@ -1,1 +1,109 @@
-//! certkeep server library.
+//! certkeep server library: configuration, storage, secrets, internal CA, API and listeners.
+//!
+//! `main.rs` parses the command line and calls [`serve`] or one of the admin commands.
+
+pub mod api;
+pub mod app;
+pub mod bootstrap;
+pub mod ca;
+pub mod config;
+pub mod db;
+pub mod fsutil;
+pub mod model;
+pub mod secrets;
+pub mod tls;
+
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum_server::Handle;
+use axum_server::tls_rustls::RustlsConfig;
+use tower_http::limit::RequestBodyLimitLayer;
+
+use crate::app::AppState;
+
+/// Listeners bound by the caller (so tests can bind port 0).
+pub struct Listeners {
+    pub api: std::net::TcpListener,
+    pub agent: std::net::TcpListener,
+}
+
+impl Listeners {
+    /// Binds the configured addresses.
+    pub fn bind(config: &config::Config) -> anyhow::Result<Self> {
+        let bind = |addr: SocketAddr, what: &str| {
+            let l = std::net::TcpListener::bind(addr).with_context(|| format!("bind the {what} listener on {addr}"))?;
+            l.set_nonblocking(true)?;
+            Ok::<_, anyhow::Error>(l)
+        };
+        Ok(Self {
+            api: bind(config.api_addr, "API")?,
+            agent: bind(config.agent_addr, "agent")?,
+        })
+    }
+}
+
+/// The API listener's certificate and key: configured files, or issued by the internal CA.
+fn api_tls(state: &AppState) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let (cert, key) = match (&state.config.tls_cert_file, &state.config.tls_key_file) {
+        (Some(c), Some(k)) => (
+            std::fs::read_to_string(c).with_context(|| format!("read {}", c.display()))?,
+            zeroize::Zeroizing::new(std::fs::read_to_string(k).with_context(|| format!("read {}", k.display()))?),
+        ),
+        _ => {
+            let pair = state.ca.issue_server_cert(&state.config.server_names, now())?;
+            (pair.cert_pem, pair.key_pem)
+        }
+    };
+    Ok(tls::api_config(&cert, &key)?)
+}
+
+/// The agent listener's TLS: always a certificate from the internal CA, client roots = the CA.
+fn agent_tls(state: &AppState) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let pair = state.ca.issue_server_cert(&state.config.server_names, now())?;
+    Ok(tls::agent_config(&pair.cert_pem, &pair.key_pem, state.ca.cert_pem())?)
+}
+
+/// Wall-clock time. The one place outside tests that reads the clock for the listeners.
+#[expect(clippy::disallowed_methods, reason = "the server's clock is read at its edges")]
+pub fn now() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc()
+}
+
+/// Serves the API and agent listeners until `shutdown` resolves, then drains in-flight requests.
+pub async fn serve(
+    state: AppState,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (api_router, _) = api::router(state.clone());
+    let api_router = api_router.layer(RequestBodyLimitLayer::new(state.config.max_body_bytes));
+    let handle: Handle<SocketAddr> = Handle::new();
+    let api_addr = listeners.api.local_addr()?;
+    let agent_addr = listeners.agent.local_addr()?;
+    let api_server = axum_server::from_tcp_rustls(listeners.api, RustlsConfig::from_config(api_tls(&state)?))?
+        .handle(handle.clone())
+        .serve(api_router.into_make_service_with_connect_info::<SocketAddr>());
+    let agent_router = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
+    let agent_server = axum_server::from_tcp_rustls(listeners.agent, RustlsConfig::from_config(agent_tls(&state)?))?
+        .handle(handle.clone())
+        .serve(agent_router.into_make_service_with_connect_info::<SocketAddr>());
+    tracing::info!(api.addr = %api_addr, agent.addr = %agent_addr, backend = state.db.backend(), "certkeep is serving");
+    let drain = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        drain.graceful_shutdown(Some(Duration::from_secs(30)));
+    });
+    let (api, agent) = tokio::join!(api_server, agent_server);
+    api.context("API listener")?;
+    agent.context("agent listener")?;
+    state.db.close().await;
+    Ok(())
+}

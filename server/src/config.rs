@@ -1,0 +1,340 @@
+//! Typed, layered server configuration: defaults, TOML file, `CERTKEEP_*` environment, flags.
+//!
+//! Knows nothing about storage or HTTP. Secrets are [`SecretString`]s and may come from `*_FILE`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+/// The effective server configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory for the SQLite database, age identity, internal CA certificate and admin token.
+    pub data_dir: PathBuf,
+    /// PostgreSQL URL (`postgres://...`). Unset: embedded SQLite at `<data_dir>/certkeep.db`.
+    #[serde(serialize_with = "redact_opt")]
+    pub database_url: Option<SecretString>,
+    /// Address of the HTTPS API listener.
+    pub api_addr: SocketAddr,
+    /// Address of the agent mTLS listener.
+    pub agent_addr: SocketAddr,
+    /// Apply pending migrations when `serve` starts.
+    pub migrate_on_start: bool,
+    /// age identity file. Unset: `<data_dir>/age-identity.txt`, created on first start.
+    pub age_identity_file: Option<PathBuf>,
+    /// PEM certificate chain for the API listener. Unset: issued by the internal CA.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key for `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+    /// Host names and IP addresses put in the internally issued server certificates.
+    pub server_names: Vec<String>,
+    /// Largest accepted request body in bytes.
+    pub max_body_bytes: usize,
+    /// Failed authentications allowed per source address per minute before 429.
+    pub auth_failures_per_minute: u32,
+    /// Issuance engine settings.
+    pub engine: EngineConfig,
+    /// Agent enrollment settings.
+    pub agents: AgentConfig,
+}
+
+/// Issuance engine settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Run the issuance and renewal workers in this process.
+    pub enabled: bool,
+    /// Concurrent order workers.
+    pub workers: usize,
+    /// Seconds between scans for runnable jobs when idle.
+    pub poll_interval_secs: u64,
+    /// Seconds a claimed job stays leased before another process may take it over.
+    pub lease_secs: u64,
+    /// Overall deadline of one order in seconds (default 7 days).
+    pub order_deadline_secs: u64,
+    /// Longest single in-process wait on the CA in seconds; longer waits park the job.
+    pub max_inline_wait_secs: u64,
+    /// Per-request timeout towards the CA in seconds.
+    pub request_timeout_secs: u64,
+    /// Timeout of the finalize request in seconds.
+    pub finalize_timeout_secs: u64,
+    /// Requests per second allowed towards one ACME directory.
+    pub directory_requests_per_sec: u32,
+    /// Default fraction of the lifetime that remains when renewal starts.
+    pub renew_fraction: f64,
+}
+
+/// Agent enrollment settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Lifetime of a join token in hours.
+    pub join_token_hours: u64,
+    /// Lifetime of an agent client certificate in days.
+    pub cert_days: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("certkeep-data"),
+            database_url: None,
+            api_addr: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            agent_addr: SocketAddr::from(([127, 0, 0, 1], 8444)),
+            migrate_on_start: true,
+            age_identity_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            server_names: vec!["localhost".into(), "127.0.0.1".into()],
+            max_body_bytes: 1024 * 1024,
+            auth_failures_per_minute: 30,
+            engine: EngineConfig::default(),
+            agents: AgentConfig::default(),
+        }
+    }
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            workers: 8,
+            poll_interval_secs: 5,
+            lease_secs: 120,
+            order_deadline_secs: 7 * 24 * 3600,
+            max_inline_wait_secs: 120,
+            request_timeout_secs: 30,
+            finalize_timeout_secs: 180,
+            directory_requests_per_sec: 20,
+            renew_fraction: 1.0 / 3.0,
+        }
+    }
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            join_token_hours: 24,
+            cert_days: 30,
+        }
+    }
+}
+
+/// Configuration errors, each naming what was wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Invalid(String),
+    #[error("cannot read {path}: {source}")]
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Secret keys that may also be given as `CERTKEEP_<KEY>_FILE`.
+const SECRET_FILE_VARS: &[(&str, &str)] = &[("CERTKEEP_DATABASE_URL_FILE", "database_url")];
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then the environment, then `overrides`.
+    pub fn load(
+        file: Option<&Path>,
+        overrides: Figment,
+        env: &[(String, String)],
+    ) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let mut env_pairs: Vec<(String, String)> = Vec::new();
+        for (key, value) in env {
+            if let Some((_, target)) = SECRET_FILE_VARS.iter().find(|(var, _)| var == key) {
+                let content =
+                    std::fs::read_to_string(value).map_err(|source| ConfigError::ReadFile {
+                        path: PathBuf::from(value),
+                        source,
+                    })?;
+                env_pairs.push((format!("CERTKEEP_{}", target.to_uppercase()), content.trim().to_owned()));
+            } else if key.starts_with("CERTKEEP_") && !is_client_var(key) {
+                env_pairs.push((key.clone(), value.clone()));
+            }
+        }
+        for (key, value) in env_pairs {
+            let name = key.trim_start_matches("CERTKEEP_").to_lowercase().replace("__", ".");
+            figment = figment.merge(Serialized::default(&name, parse_env_value(&value)));
+        }
+        figment = figment.merge(overrides);
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Invalid(describe_figment_error(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.database_url {
+            let url = url.expose_secret();
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(ConfigError::Invalid(
+                    "database_url must start with postgres:// or postgresql:// (leave it unset for the embedded SQLite database)".into(),
+                ));
+            }
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err(ConfigError::Invalid(
+                "tls_cert_file and tls_key_file must be set together".into(),
+            ));
+        }
+        if !(0.0 < self.engine.renew_fraction && self.engine.renew_fraction < 1.0) {
+            return Err(ConfigError::Invalid(
+                "engine.renew_fraction must be between 0 and 1".into(),
+            ));
+        }
+        if self.engine.workers == 0 {
+            return Err(ConfigError::Invalid("engine.workers must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// The age identity file in use.
+    pub fn identity_path(&self) -> PathBuf {
+        self.age_identity_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("age-identity.txt"))
+    }
+
+    /// The effective configuration as TOML with secrets redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+/// Variables of the admin CLI, which share the prefix but are not server settings.
+fn is_client_var(key: &str) -> bool {
+    matches!(key, "CERTKEEP_SERVER" | "CERTKEEP_TOKEN" | "CERTKEEP_CA_FILE" | "CERTKEEP_CONFIG")
+        || key.starts_with("CERTKEEP_TEST_")
+        || key.starts_with("CERTKEEP_BENCH_")
+}
+
+fn parse_env_value(value: &str) -> figment::value::Value {
+    use figment::value::Value;
+    value
+        .parse::<Value>()
+        .unwrap_or_else(|_| Value::from(value.to_owned()))
+}
+
+fn describe_figment_error(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|e| {
+            let path = e.path.join(".");
+            let kind = e.kind.to_string();
+            if path.is_empty() {
+                kind
+            } else {
+                format!("{kind} (at `{path}`)")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn redact_opt<S: serde::Serializer>(
+    value: &Option<SecretString>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(_) => serializer.serialize_some("<redacted>"),
+        None => serializer.serialize_none(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_secure() {
+        let c = Config::load(None, Figment::new(), &[]).unwrap();
+        assert_eq!(c.api_addr.to_string(), "127.0.0.1:8443");
+        assert_eq!(c.agent_addr.to_string(), "127.0.0.1:8444");
+        assert!(c.database_url.is_none());
+    }
+
+    #[test]
+    fn layers_file_then_env_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "data_dir = \"/from/file\"\napi_addr = \"127.0.0.1:1\"\n[engine]\nworkers = 3\n").unwrap();
+        let c = Config::load(
+            Some(&file),
+            Figment::from(Serialized::default("agent_addr", "127.0.0.1:3")),
+            &env(&[("CERTKEEP_API_ADDR", "127.0.0.1:2"), ("CERTKEEP_ENGINE__WORKERS", "4")]),
+        )
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(c.api_addr.to_string(), "127.0.0.1:2");
+        assert_eq!(c.agent_addr.to_string(), "127.0.0.1:3");
+        assert_eq!(c.engine.workers, 4);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "api_adr = \"127.0.0.1:1\"\n").unwrap();
+        let err = Config::load(Some(&file), Figment::new(), &[]).unwrap_err().to_string();
+        assert!(err.contains("api_adr"), "{err}");
+        let err = Config::load(None, Figment::new(), &env(&[("CERTKEEP_DATABASE_URI", "x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("database_uri"), "{err}");
+    }
+
+    #[test]
+    fn secret_from_file_is_redacted_when_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("db-url");
+        std::fs::write(&file, "postgres://u:hunter2@localhost/db\n").unwrap();
+        let c = Config::load(
+            None,
+            Figment::new(),
+            &env(&[("CERTKEEP_DATABASE_URL_FILE", file.to_str().unwrap())]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.database_url.as_ref().unwrap().expose_secret(),
+            "postgres://u:hunter2@localhost/db"
+        );
+        let printed = c.to_redacted_toml();
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("<redacted>"));
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn rejects_non_postgres_url() {
+        let err = Config::load(None, Figment::new(), &env(&[("CERTKEEP_DATABASE_URL", "mysql://x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("postgres://"), "{err}");
+    }
+}

@@ -1,0 +1,257 @@
+//! `audit_events`: the append-only, hash-chained audit log.
+//!
+//! Each event stores the hash of its predecessor and its own hash over its content, so editing,
+//! reordering or deleting a row breaks the chain at that row. Appends are serialised: a
+//! transaction-scoped advisory lock on PostgreSQL (several servers), a process mutex on SQLite.
+
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{Db, Pool, Result, on_pool};
+use crate::model::{AuditEvent, NewAuditEvent};
+
+const AUDIT_LOCK_KEY: i64 = 0x6365_7274_6b65_6570; // "certkeep"
+
+#[derive(sqlx::FromRow)]
+struct AuditRow {
+    seq: i64,
+    id: Uuid,
+    at: OffsetDateTime,
+    actor: String,
+    action: String,
+    subject: String,
+    source: Option<String>,
+    outcome: String,
+    detail: String,
+    prev_hash: Vec<u8>,
+    hash: Vec<u8>,
+}
+
+impl From<AuditRow> for AuditEvent {
+    fn from(r: AuditRow) -> Self {
+        AuditEvent {
+            seq: r.seq,
+            id: r.id,
+            at: r.at,
+            actor: r.actor,
+            action: r.action,
+            subject: r.subject,
+            source: r.source,
+            outcome: r.outcome,
+            detail: r.detail,
+            prev_hash: r.prev_hash,
+            hash: r.hash,
+        }
+    }
+}
+
+/// Filters for listing audit events.
+#[derive(Debug, Default, Clone)]
+pub struct AuditFilter {
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub subject: Option<String>,
+    pub after_seq: Option<i64>,
+    pub limit: i64,
+}
+
+/// The first place where the chain does not hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainBreak {
+    /// Sequence number at which the break was found.
+    pub seq: i64,
+    pub reason: String,
+}
+
+/// Hash of one event: SHA-256 over the predecessor's hash and a length-prefixed encoding of
+/// every field, so no two different events share an encoding.
+fn event_hash(prev: &[u8], seq: i64, id: Uuid, at: OffsetDateTime, e: &NewAuditEvent) -> Vec<u8> {
+    let mut h = Sha256::new();
+    h.update(b"certkeep-audit/v1");
+    h.update(prev);
+    h.update(seq.to_be_bytes());
+    h.update(id.as_bytes());
+    h.update((at.unix_timestamp_nanos() / 1000).to_be_bytes());
+    for field in [
+        e.actor.as_str(),
+        e.action.as_str(),
+        e.subject.as_str(),
+        e.source.as_deref().unwrap_or("\u{0}none"),
+        e.outcome.as_str(),
+        e.detail.as_str(),
+    ] {
+        h.update((field.len() as u64).to_be_bytes());
+        h.update(field.as_bytes());
+    }
+    h.finalize().to_vec()
+}
+
+/// Truncates to microseconds, the precision both backends store.
+fn micros(at: OffsetDateTime) -> OffsetDateTime {
+    let nanos = at.unix_timestamp_nanos();
+    OffsetDateTime::from_unix_timestamp_nanos(nanos - nanos.rem_euclid(1000)).unwrap_or(at)
+}
+
+impl Db {
+    /// Appends an event to the chain and returns it.
+    pub async fn append_audit(&self, event: &NewAuditEvent, now: OffsetDateTime) -> Result<AuditEvent> {
+        const LAST: &str = "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1";
+        const INSERT: &str = "INSERT INTO audit_events (seq, id, at, actor, action, subject, source, outcome, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+        let at = micros(now);
+        let id = Uuid::now_v7();
+        let _local = self.audit_lock.lock().await;
+        let (seq, prev, hash) = on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            if let Pool::Pg(_) = &self.pool {
+                sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(AUDIT_LOCK_KEY).execute(&mut *tx).await?;
+            }
+            let last: Option<(i64, Vec<u8>)> = sqlx::query_as(LAST).fetch_optional(&mut *tx).await?;
+            let (seq, prev) = last.map_or((1, vec![0u8; 32]), |(s, h)| (s + 1, h));
+            let hash = event_hash(&prev, seq, id, at, event);
+            sqlx::query(INSERT)
+                .bind(seq)
+                .bind(id)
+                .bind(at)
+                .bind(&event.actor)
+                .bind(&event.action)
+                .bind(&event.subject)
+                .bind(&event.source)
+                .bind(&event.outcome)
+                .bind(&event.detail)
+                .bind(&prev)
+                .bind(&hash)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>((seq, prev, hash))
+        })?;
+        Ok(AuditEvent {
+            seq,
+            id,
+            at,
+            actor: event.actor.clone(),
+            action: event.action.clone(),
+            subject: event.subject.clone(),
+            source: event.source.clone(),
+            outcome: event.outcome.clone(),
+            detail: event.detail.clone(),
+            prev_hash: prev,
+            hash,
+        })
+    }
+
+    /// Lists events, oldest first, after `after_seq`, filtered.
+    pub async fn list_audit(&self, f: &AuditFilter) -> Result<Vec<AuditEvent>> {
+        const Q: &str = "SELECT seq, id, at, actor, action, subject, source, outcome, detail, prev_hash, hash FROM audit_events WHERE seq > $1 AND ($2 IS NULL OR actor = $2) AND ($3 IS NULL OR action = $3) AND ($4 IS NULL OR subject = $4) ORDER BY seq LIMIT $5";
+        let rows: Vec<AuditRow> = on_pool!(self, p => sqlx::query_as(Q)
+            .bind(f.after_seq.unwrap_or(0))
+            .bind(&f.actor)
+            .bind(&f.action)
+            .bind(&f.subject)
+            .bind(f.limit)
+            .fetch_all(p)
+            .await)?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    /// Walks the whole chain; returns the number of events, or the first break.
+    pub async fn verify_audit_chain(&self) -> Result<Result<u64, ChainBreak>> {
+        const PAGE: i64 = 1000;
+        let mut prev = vec![0u8; 32];
+        let mut expected_seq = 1i64;
+        loop {
+            let page = self
+                .list_audit(&AuditFilter {
+                    after_seq: Some(expected_seq - 1),
+                    limit: PAGE,
+                    ..AuditFilter::default()
+                })
+                .await?;
+            let n = page.len();
+            for e in page {
+                let broken = |reason: &str| ChainBreak {
+                    seq: expected_seq,
+                    reason: reason.to_owned(),
+                };
+                if e.seq != expected_seq {
+                    return Ok(Err(broken(&format!(
+                        "event {expected_seq} is missing (next present is {})",
+                        e.seq
+                    ))));
+                }
+                if e.prev_hash != prev {
+                    return Ok(Err(broken("previous-hash link does not match the preceding event")));
+                }
+                let content = NewAuditEvent {
+                    actor: e.actor.clone(),
+                    action: e.action.clone(),
+                    subject: e.subject.clone(),
+                    source: e.source.clone(),
+                    outcome: e.outcome.clone(),
+                    detail: e.detail.clone(),
+                };
+                if event_hash(&prev, e.seq, e.id, e.at, &content) != e.hash {
+                    return Ok(Err(broken("content does not match its hash (edited)")));
+                }
+                prev = e.hash;
+                expected_seq += 1;
+            }
+            if n < PAGE as usize {
+                return Ok(Ok((expected_seq - 1) as u64));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::TestDb;
+
+    fn event(i: usize) -> NewAuditEvent {
+        NewAuditEvent {
+            actor: "token:admin".into(),
+            action: "certificate.create".into(),
+            subject: format!("certificate:{i}"),
+            source: Some("127.0.0.1".into()),
+            outcome: "success".into(),
+            detail: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn chain_detects_edit_and_delete() {
+        for t in TestDb::all().await {
+            let now = crate::now();
+            for i in 0..5 {
+                t.db.append_audit(&event(i), now).await.unwrap();
+            }
+            assert_eq!(t.db.verify_audit_chain().await.unwrap(), Ok(5), "{}", t.backend);
+            on_pool!(t.db, p => sqlx::query("UPDATE audit_events SET subject = 'certificate:x' WHERE seq = 3").execute(p).await.map(|r| r.rows_affected())).unwrap();
+            let err = t.db.verify_audit_chain().await.unwrap().unwrap_err();
+            assert_eq!(err.seq, 3, "{}: {err:?}", t.backend);
+            on_pool!(t.db, p => sqlx::query("UPDATE audit_events SET subject = 'certificate:2' WHERE seq = 3").execute(p).await.map(|r| r.rows_affected())).unwrap();
+            assert_eq!(t.db.verify_audit_chain().await.unwrap(), Ok(5));
+            on_pool!(t.db, p => sqlx::query("DELETE FROM audit_events WHERE seq = 2").execute(p).await.map(|r| r.rows_affected())).unwrap();
+            let err = t.db.verify_audit_chain().await.unwrap().unwrap_err();
+            assert_eq!(err.seq, 2, "{}: {err:?}", t.backend);
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_appends_keep_one_chain() {
+        for t in TestDb::all().await {
+            let now = crate::now();
+            let mut tasks = Vec::new();
+            for i in 0..20 {
+                let db = t.db.clone();
+                tasks.push(tokio::spawn(async move { db.append_audit(&event(i), now).await }));
+            }
+            for task in tasks {
+                task.await.unwrap().unwrap();
+            }
+            assert_eq!(t.db.verify_audit_chain().await.unwrap(), Ok(20), "{}", t.backend);
+        }
+    }
+}

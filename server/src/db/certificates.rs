@@ -1,0 +1,131 @@
+//! `certificates`: certificate definitions (names, key type, account, renewal policy, state).
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{Db, Result, from_json, on_pool, to_json};
+use crate::model::{
+    AccountId, Certificate, CertificateId, CertificateState, RenewalPolicy, VersionId,
+};
+
+/// What is needed to define a certificate.
+pub struct NewCertificate<'a> {
+    pub name: &'a str,
+    pub dns_names: &'a [String],
+    pub key_type: crate::model::KeyType,
+    pub account_id: AccountId,
+    pub policy: RenewalPolicy,
+    pub created_by: Option<&'a str>,
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct CertificateRow {
+    id: Uuid,
+    name: String,
+    dns_names: String,
+    key_type: String,
+    account_id: Uuid,
+    renew_fraction: Option<f64>,
+    renew_days: Option<i32>,
+    state: String,
+    current_version_id: Option<Uuid>,
+    renew_after: Option<OffsetDateTime>,
+    consecutive_failures: i32,
+    last_error: Option<String>,
+    created_by: Option<String>,
+    created_at: OffsetDateTime,
+    updated_at: OffsetDateTime,
+}
+
+impl CertificateRow {
+    pub(super) fn into_model(self) -> Result<Certificate> {
+        Ok(Certificate {
+            id: CertificateId(self.id),
+            dns_names: from_json("dns_names", &self.dns_names)?,
+            key_type: self.key_type.parse().map_err(super::Error::Corrupt)?,
+            account_id: AccountId(self.account_id),
+            policy: RenewalPolicy {
+                fraction: self.renew_fraction,
+                days: self.renew_days,
+            },
+            state: self.state.parse().map_err(super::Error::Corrupt)?,
+            current_version_id: self.current_version_id.map(VersionId),
+            name: self.name,
+            renew_after: self.renew_after,
+            consecutive_failures: self.consecutive_failures,
+            last_error: self.last_error,
+            created_by: self.created_by,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+/// `SELECT <every model column> FROM certificates <tail>`.
+macro_rules! select_certificates {
+    ($tail:literal) => {
+        concat!(
+            "SELECT id, name, dns_names, key_type, account_id, renew_fraction, renew_days, state, current_version_id, renew_after, consecutive_failures, last_error, created_by, created_at, updated_at FROM certificates ",
+            $tail
+        )
+    };
+}
+
+impl Db {
+    /// Stores a new certificate definition in state `pending`.
+    pub async fn insert_certificate(
+        &self,
+        new: &NewCertificate<'_>,
+        now: OffsetDateTime,
+    ) -> Result<Certificate> {
+        const Q: &str = "INSERT INTO certificates (id, name, dns_names, key_type, account_id, renew_fraction, renew_days, state, created_by, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $9)";
+        let id = CertificateId::new();
+        on_pool!(self, p => sqlx::query(Q)
+            .bind(id.0)
+            .bind(new.name)
+            .bind(to_json(&new.dns_names))
+            .bind(new.key_type.as_str())
+            .bind(new.account_id.0)
+            .bind(new.policy.fraction)
+            .bind(new.policy.days)
+            .bind(new.created_by)
+            .bind(now)
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()))?;
+        self.certificate(id).await
+    }
+
+    /// One certificate by id.
+    pub async fn certificate(&self, id: CertificateId) -> Result<Certificate> {
+        const Q: &str = select_certificates!("WHERE id = $1");
+        let row: CertificateRow =
+            on_pool!(self, p => sqlx::query_as(Q).bind(id.0).fetch_one(p).await)?;
+        row.into_model()
+    }
+
+    /// One certificate by its unique name.
+    pub async fn certificate_by_name(&self, name: &str) -> Result<Certificate> {
+        const Q: &str = select_certificates!("WHERE name = $1");
+        let row: CertificateRow =
+            on_pool!(self, p => sqlx::query_as(Q).bind(name).fetch_one(p).await)?;
+        row.into_model()
+    }
+
+    /// Sets the state (and last error) of a certificate.
+    pub async fn set_certificate_state(
+        &self,
+        id: CertificateId,
+        state: CertificateState,
+        error: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        const Q: &str =
+            "UPDATE certificates SET state = $2, last_error = $3, updated_at = $4 WHERE id = $1";
+        let done = on_pool!(self, p => sqlx::query(Q).bind(id.0).bind(state.as_str()).bind(error).bind(now).execute(p).await.map(|r| r.rows_affected()))?;
+        if done == 0 {
+            return Err(super::Error::NotFound);
+        }
+        Ok(())
+    }
+}

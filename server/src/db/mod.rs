@@ -1,0 +1,166 @@
+//! Storage. Knows SQL for both backends (PostgreSQL and embedded SQLite); knows nothing about
+//! HTTP or ACME. One concrete [`Db`] over two pools; statements are shared where the dialects
+//! agree and written twice only where they differ. Row types stay private to this module tree.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{PgPool, SqlitePool};
+
+pub mod accounts;
+pub mod audit;
+pub mod certificates;
+pub mod rekey;
+pub mod server_keys;
+pub mod tokens;
+pub mod versions;
+
+/// Storage errors. Constraint violations are mapped to domain meaning here.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("database: {0}")]
+    Sqlx(#[source] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::SecretsError),
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::RowNotFound => Error::NotFound,
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                Error::Conflict(db.constraint().unwrap_or("unique").to_owned())
+            }
+            other => Error::Sqlx(other),
+        }
+    }
+}
+
+/// Result alias for storage calls.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The database: PostgreSQL for production, SQLite embedded. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: Pool,
+    audit_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+#[derive(Clone, Debug)]
+enum Pool {
+    Pg(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// Runs `$body` once per backend with `$p` bound to the concrete pool (or transaction).
+macro_rules! on_pool {
+    ($db:expr, $p:ident => $body:expr) => {
+        match &$db.pool {
+            $crate::db::Pool::Pg($p) => $body,
+            $crate::db::Pool::Sqlite($p) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+
+impl Db {
+    /// Connects to PostgreSQL at `url`.
+    pub async fn connect_postgres(url: &secrecy::SecretString) -> Result<Self> {
+        let options = PgConnectOptions::from_str(url.expose_secret())
+            .map_err(|_| Error::Corrupt("database_url is not a valid PostgreSQL URL".into()))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        Ok(Self::from_pool(Pool::Pg(pool)))
+    }
+
+    /// Opens (creating if missing) the embedded SQLite database at `path`.
+    pub async fn open_sqlite(path: &Path) -> Result<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        Ok(Self::from_pool(Pool::Sqlite(pool)))
+    }
+
+    fn from_pool(pool: Pool) -> Self {
+        Self {
+            pool,
+            audit_lock: std::sync::Arc::default(),
+        }
+    }
+
+    /// Whether several processes may share this database (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.pool, Pool::Pg(_))
+    }
+
+    /// Human name of the backend, for logs.
+    pub fn backend(&self) -> &'static str {
+        match self.pool {
+            Pool::Pg(_) => "postgres",
+            Pool::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Applies pending forward-only migrations; returns how many were applied.
+    pub async fn migrate(&self) -> Result<usize> {
+        let before = self.applied_migrations().await.unwrap_or(0);
+        match &self.pool {
+            Pool::Pg(p) => PG_MIGRATOR.run(p).await?,
+            Pool::Sqlite(p) => SQLITE_MIGRATOR.run(p).await?,
+        }
+        Ok(self.applied_migrations().await?.saturating_sub(before))
+    }
+
+    async fn applied_migrations(&self) -> Result<usize> {
+        const Q: &str = "SELECT COUNT(*) FROM _sqlx_migrations WHERE success";
+        let n: i64 = on_pool!(self, p => sqlx::query_scalar(Q).fetch_one(p).await)?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    /// Checks the database answers (for `/readyz`).
+    pub async fn ping(&self) -> Result<()> {
+        on_pool!(self, p => sqlx::query("SELECT 1").execute(p).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    /// Closes the pool, waiting for connections to be returned.
+    pub async fn close(&self) {
+        on_pool!(self, p => p.close().await);
+    }
+}
+
+/// Encodes a JSON list for a TEXT column.
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "[]".into())
+}
+
+/// Decodes a JSON TEXT column.
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(column: &str, text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| Error::Corrupt(format!("{column}: {e}")))
+}
+

@@ -1,0 +1,128 @@
+//! `certificate_versions`: issued certificates, chain as downloaded, key sealed with age.
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{Db, Result, from_json, on_pool, to_json};
+use crate::model::{CertificateId, CertificateVersion, OrderId, VersionId};
+use crate::secrets::{Binding, SecretBytes, Secrets};
+
+/// A freshly issued version to store.
+pub struct NewVersion<'a> {
+    pub id: VersionId,
+    pub certificate_id: CertificateId,
+    pub order_id: Option<OrderId>,
+    pub chain_pem: &'a str,
+    pub key_pkcs8_der: &'a [u8],
+    pub serial: &'a str,
+    pub thumbprint: &'a str,
+    pub dns_names: &'a [String],
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+}
+
+#[derive(sqlx::FromRow)]
+struct VersionRow {
+    id: Uuid,
+    certificate_id: Uuid,
+    order_id: Option<Uuid>,
+    chain_pem: String,
+    serial: String,
+    thumbprint: String,
+    dns_names: String,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+    revoked_at: Option<OffsetDateTime>,
+    revocation_reason: Option<i32>,
+    created_at: OffsetDateTime,
+}
+
+impl VersionRow {
+    fn into_model(self) -> Result<CertificateVersion> {
+        Ok(CertificateVersion {
+            id: VersionId(self.id),
+            certificate_id: CertificateId(self.certificate_id),
+            order_id: self.order_id.map(OrderId),
+            dns_names: from_json("dns_names", &self.dns_names)?,
+            chain_pem: self.chain_pem,
+            serial: self.serial,
+            thumbprint: self.thumbprint,
+            not_before: self.not_before,
+            not_after: self.not_after,
+            revoked_at: self.revoked_at,
+            revocation_reason: self.revocation_reason,
+            created_at: self.created_at,
+        })
+    }
+}
+
+/// `SELECT <every model column> FROM certificate_versions <tail>`.
+macro_rules! select_versions {
+    ($tail:literal) => {
+        concat!(
+            "SELECT id, certificate_id, order_id, chain_pem, serial, thumbprint, dns_names, not_before, not_after, revoked_at, revocation_reason, created_at FROM certificate_versions ",
+            $tail
+        )
+    };
+}
+
+/// Where a version's private key is sealed.
+pub(crate) fn key_binding(id: VersionId) -> Binding {
+    Binding::new("certificate_versions", "key_enc", id.0)
+}
+
+impl Db {
+    /// Stores a version and makes it the certificate's current one, in one transaction.
+    pub async fn insert_version(
+        &self,
+        secrets: &Secrets,
+        new: &NewVersion<'_>,
+        now: OffsetDateTime,
+    ) -> Result<CertificateVersion> {
+        const INSERT: &str = "INSERT INTO certificate_versions (id, certificate_id, order_id, chain_pem, key_enc, serial, thumbprint, dns_names, not_before, not_after, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+        const CURRENT: &str = "UPDATE certificates SET current_version_id = $2, updated_at = $3 WHERE id = $1";
+        let key = secrets.seal(key_binding(new.id), new.key_pkcs8_der)?;
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            sqlx::query(INSERT)
+                .bind(new.id.0)
+                .bind(new.certificate_id.0)
+                .bind(new.order_id.map(|o| o.0))
+                .bind(new.chain_pem)
+                .bind(key)
+                .bind(new.serial)
+                .bind(new.thumbprint)
+                .bind(to_json(&new.dns_names))
+                .bind(new.not_before)
+                .bind(new.not_after)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(CURRENT).bind(new.certificate_id.0).bind(new.id.0).bind(now).execute(&mut *tx).await?;
+            tx.commit().await
+        })?;
+        self.version(new.id).await
+    }
+
+    /// One version by id.
+    pub async fn version(&self, id: VersionId) -> Result<CertificateVersion> {
+        const Q: &str = select_versions!("WHERE id = $1");
+        let row: VersionRow = on_pool!(self, p => sqlx::query_as(Q).bind(id.0).fetch_one(p).await)?;
+        row.into_model()
+    }
+
+    /// Every version of a certificate, newest first.
+    pub async fn versions(&self, certificate: CertificateId) -> Result<Vec<CertificateVersion>> {
+        const Q: &str = select_versions!("WHERE certificate_id = $1 ORDER BY created_at DESC");
+        let rows: Vec<VersionRow> =
+            on_pool!(self, p => sqlx::query_as(Q).bind(certificate.0).fetch_all(p).await)?;
+        rows.into_iter().map(VersionRow::into_model).collect()
+    }
+
+    /// The PKCS#8 private key of a version. Callers audit every release.
+    pub async fn version_key(&self, secrets: &Secrets, id: VersionId) -> Result<SecretBytes> {
+        const Q: &str = "SELECT key_enc FROM certificate_versions WHERE id = $1";
+        let ct: Vec<u8> = on_pool!(self, p => sqlx::query_scalar(Q).bind(id.0).fetch_one(p).await)?;
+        Ok(secrets.open(key_binding(id), &ct)?)
+    }
+}
