@@ -17,6 +17,8 @@ pub struct App {
     pub secrets: Secrets,
     pub ca: InternalCa,
     pub config: Config,
+    /// Wakes the issuance workers when a job was queued.
+    pub wake: tokio::sync::Notify,
 }
 
 impl std::ops::Deref for AppState {

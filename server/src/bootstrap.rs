@@ -103,6 +103,7 @@ pub async fn prepare(config: Config, now: OffsetDateTime) -> anyhow::Result<AppS
         secrets,
         ca,
         config,
+        wake: tokio::sync::Notify::new(),
     })))
 }
 

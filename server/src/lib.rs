@@ -8,6 +8,7 @@ pub mod bootstrap;
 pub mod ca;
 pub mod config;
 pub mod db;
+pub mod domain;
 pub mod fsutil;
 pub mod model;
 pub mod secrets;

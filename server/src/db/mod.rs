@@ -14,6 +14,7 @@ use sqlx::{PgPool, SqlitePool};
 pub mod accounts;
 pub mod audit;
 pub mod certificates;
+pub mod orders;
 pub mod rekey;
 pub mod server_keys;
 pub mod tokens;

@@ -1,0 +1,4 @@
+//! Domain rules: pure functions over the model. Imports nothing from axum, sqlx or ACME; time is
+//! always a parameter.
+
+pub mod names;
