@@ -5,5 +5,6 @@
 //! file-name rules both sides must apply identically.
 
 pub mod agent;
+pub mod api;
 #[cfg(feature = "pfx")]
 pub mod pfx;

@@ -249,7 +249,9 @@ fn ccs_file_name(dns: &str) -> Result<String, PfxError> {
         return Err(invalid("empty label"));
     }
     if unicode.chars().any(|c| {
-        c.is_control() || c.is_whitespace() || matches!(c, '\\' | '/' | ':' | '*' | '?' | '"' | '<' | '>' | '|')
+        c.is_control()
+            || c.is_whitespace()
+            || matches!(c, '\\' | '/' | ':' | '*' | '?' | '"' | '<' | '>' | '|')
     }) {
         return Err(invalid("character not allowed in a host name or file name"));
     }
@@ -344,8 +346,10 @@ pub mod testing {
         pub fn leaf(&self, names: &[&str], kind: KeyKind) -> TestLeaf {
             let key = match kind {
                 KeyKind::Ecdsa => ecdsa_key(),
-                KeyKind::Rsa => KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, RsaKeySize::_2048)
-                    .expect("aws-lc-rs makes RSA keys"),
+                KeyKind::Rsa => {
+                    KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, RsaKeySize::_2048)
+                        .expect("aws-lc-rs makes RSA keys")
+                }
             };
             let mut params = CertificateParams::default();
             params.distinguished_name.push(DnType::CommonName, names[0]);
@@ -439,7 +443,11 @@ mod tests {
                     String::from_utf8_lossy(&out.stderr)
                 );
                 let text = String::from_utf8_lossy(&out.stdout);
-                let expected = if part == "-nokeys" { "BEGIN CERTIFICATE" } else { "BEGIN PRIVATE KEY" };
+                let expected = if part == "-nokeys" {
+                    "BEGIN CERTIFICATE"
+                } else {
+                    "BEGIN PRIVATE KEY"
+                };
                 assert!(text.contains(expected), "{enc:?} {part}: {text}");
             }
         }
@@ -456,7 +464,12 @@ mod tests {
             assert!(!err.to_string().contains("wrong-pass"));
         }
         assert!(matches!(
-            build_pfx(&leaf.key_pkcs8_der, &leaf.chain_der, "", PfxEncryption::Legacy),
+            build_pfx(
+                &leaf.key_pkcs8_der,
+                &leaf.chain_der,
+                "",
+                PfxEncryption::Legacy
+            ),
             Err(PfxError::EmptyPassword)
         ));
     }
@@ -466,8 +479,13 @@ mod tests {
         let ca = TestCa::new();
         let leaf = ca.leaf(&["a.example"], KeyKind::Ecdsa);
         let other = ca.leaf(&["a.example"], KeyKind::Ecdsa);
-        let err = build_pfx(&other.key_pkcs8_der, &leaf.chain_der, PASSWORD, PfxEncryption::Legacy)
-            .unwrap_err();
+        let err = build_pfx(
+            &other.key_pkcs8_der,
+            &leaf.chain_der,
+            PASSWORD,
+            PfxEncryption::Legacy,
+        )
+        .unwrap_err();
         assert!(matches!(err, PfxError::KeyMismatch), "{err}");
     }
 
@@ -476,8 +494,13 @@ mod tests {
         let ca = TestCa::new();
         let leaf = ca.leaf(&["a.example"], KeyKind::Ecdsa);
         let only_leaf = &leaf.chain_der[..1];
-        let err = build_pfx(&leaf.key_pkcs8_der, only_leaf, PASSWORD, PfxEncryption::Aes256)
-            .unwrap_err();
+        let err = build_pfx(
+            &leaf.key_pkcs8_der,
+            only_leaf,
+            PASSWORD,
+            PfxEncryption::Aes256,
+        )
+        .unwrap_err();
         assert!(matches!(err, PfxError::IncompleteChain(_)), "{err}");
     }
 
@@ -487,14 +510,25 @@ mod tests {
         let leaf = ca.leaf(&["a.example"], KeyKind::Ecdsa);
         let mut with_root = leaf.chain_der.clone();
         with_root.push(leaf.root_der.clone());
-        let der = build_pfx(&leaf.key_pkcs8_der, &with_root, PASSWORD, PfxEncryption::Legacy)
-            .unwrap();
-        assert_eq!(open_pfx(&der, PASSWORD).unwrap().chain_der, leaf.chain_der[1..]);
+        let der = build_pfx(
+            &leaf.key_pkcs8_der,
+            &with_root,
+            PASSWORD,
+            PfxEncryption::Legacy,
+        )
+        .unwrap();
+        assert_eq!(
+            open_pfx(&der, PASSWORD).unwrap().chain_der,
+            leaf.chain_der[1..]
+        );
     }
 
     #[test]
-    fn garbage_is_malformed() {
-        assert!(matches!(open_pfx(b"not a pfx", PASSWORD), Err(PfxError::NoMac)));
+    fn garbage_is_refused() {
+        assert!(matches!(
+            open_pfx(b"not a pfx", PASSWORD),
+            Err(PfxError::NoMac)
+        ));
     }
 
     #[test]
@@ -512,13 +546,19 @@ mod tests {
         );
         assert_eq!(
             ccs_file_names(&leaf.chain_der[0]).unwrap(),
-            ["www.contoso.com.pfx", "_.contoso.com.pfx", "мороженое.рф.pfx"]
+            [
+                "www.contoso.com.pfx",
+                "_.contoso.com.pfx",
+                "мороженое.рф.pfx"
+            ]
         );
     }
 
     #[test]
     fn file_names_refuse_unsafe_names() {
-        for bad in ["a..b", "a/b.com", "a\\b.com", "c:.com", "*.*.com", "x.*.com", ".a.com"] {
+        for bad in [
+            "a..b", "a/b.com", "a\\b.com", "c:.com", "*.*.com", "x.*.com", ".a.com",
+        ] {
             assert!(
                 matches!(ccs_file_name(bad), Err(PfxError::InvalidName { .. })),
                 "{bad} accepted"

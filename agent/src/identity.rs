@@ -1,0 +1,282 @@
+//! The agent's own P-256 key and client certificate: enroll, load, renew.
+//!
+//! The key is generated here and never leaves the host: `agent-key.pem` is written with mode
+//! 0600 on Unix; on Windows the state directory's ACL (SYSTEM and Administrators only, set by
+//! `deploy/windows/install-agent.ps1`) protects it.
+
+use std::{fs, path::Path};
+
+use anyhow::{Context, bail, ensure};
+use certkeep_api_types::agent::{AGENT_URI_PREFIX, EnrollResponse, RenewRequest};
+use rcgen::{CertificateParams, DnType, KeyPair, PKCS_ECDSA_P256_SHA256};
+use time::OffsetDateTime;
+use uuid::Uuid;
+use x509_parser::{extensions::GeneralName, pem::parse_x509_pem};
+use zeroize::Zeroizing;
+
+use crate::{
+    client::AgentClient,
+    fsio::{self, Access},
+};
+
+/// Private key file in the state directory (PKCS#8 PEM).
+pub const KEY_FILE: &str = "agent-key.pem";
+/// Client certificate file in the state directory (PEM).
+pub const CERT_FILE: &str = "agent-cert.pem";
+
+/// A loaded, consistent key and certificate.
+pub struct Identity {
+    key_pem: Zeroizing<String>,
+    cert_pem: String,
+    /// Agent id from the certificate's `urn:certkeep:agent:<uuid>` SAN.
+    pub agent_id: Uuid,
+    /// Start of the certificate's validity.
+    pub not_before: OffsetDateTime,
+    /// End of the certificate's validity.
+    pub not_after: OffsetDateTime,
+}
+
+impl Identity {
+    /// Loads the identity from `state_dir`; says to enroll when there is none.
+    pub fn load(state_dir: &Path) -> anyhow::Result<Self> {
+        let key_path = state_dir.join(KEY_FILE);
+        let cert_path = state_dir.join(CERT_FILE);
+        if !key_path.exists() || !cert_path.exists() {
+            bail!(
+                "this agent is not enrolled ({} has no {KEY_FILE}/{CERT_FILE}); run \
+                 `certkeep-agent enroll`",
+                state_dir.display()
+            );
+        }
+        let key_pem = Zeroizing::new(
+            fs::read_to_string(&key_path)
+                .with_context(|| format!("cannot read {}", key_path.display()))?,
+        );
+        let cert_pem = fs::read_to_string(&cert_path)
+            .with_context(|| format!("cannot read {}", cert_path.display()))?;
+        Self::from_pems(key_pem, cert_pem).with_context(|| {
+            format!(
+                "unusable agent identity in {}; enroll again",
+                state_dir.display()
+            )
+        })
+    }
+
+    /// Checks that the certificate carries an agent id and belongs to the key.
+    fn from_pems(key_pem: Zeroizing<String>, cert_pem: String) -> anyhow::Result<Self> {
+        let key = KeyPair::from_pem(&key_pem).context("agent key is not a PKCS#8 PEM key")?;
+        let (_, pem) =
+            parse_x509_pem(cert_pem.as_bytes()).context("agent certificate is not PEM")?;
+        let cert = pem
+            .parse_x509()
+            .context("agent certificate does not parse")?;
+        ensure!(
+            cert.public_key().subject_public_key.data.as_ref() == key.public_key_raw(),
+            "agent certificate does not belong to the agent key"
+        );
+        let agent_id = cert
+            .subject_alternative_name()
+            .ok()
+            .flatten()
+            .into_iter()
+            .flat_map(|san| &san.value.general_names)
+            .find_map(|name| match name {
+                GeneralName::URI(uri) => uri.strip_prefix(AGENT_URI_PREFIX),
+                _ => None,
+            })
+            .and_then(|id| Uuid::try_parse(id).ok())
+            .context("agent certificate has no urn:certkeep:agent:<uuid> SAN")?;
+        let validity = cert.validity();
+        Ok(Self {
+            agent_id,
+            not_before: validity.not_before.to_datetime(),
+            not_after: validity.not_after.to_datetime(),
+            key_pem,
+            cert_pem,
+        })
+    }
+
+    /// Key and certificate PEM concatenated, as the TLS client wants them.
+    pub fn client_pem(&self) -> Zeroizing<Vec<u8>> {
+        let mut pem = Zeroizing::new(Vec::with_capacity(
+            self.key_pem.len() + self.cert_pem.len() + 1,
+        ));
+        pem.extend_from_slice(self.key_pem.as_bytes());
+        pem.push(b'\n');
+        pem.extend_from_slice(self.cert_pem.as_bytes());
+        pem
+    }
+
+    /// Fails with re-enrollment instructions once the certificate has expired.
+    pub fn ensure_valid(&self, now: OffsetDateTime) -> anyhow::Result<()> {
+        if now >= self.not_after {
+            bail!(
+                "the certificate of agent {} expired at {}, so it cannot renew itself; get a new \
+                 join token from the certkeep server and run `certkeep-agent enroll` again",
+                self.agent_id,
+                crate::format_time(self.not_after),
+            );
+        }
+        Ok(())
+    }
+
+    /// Accepts the server's answer for our key, checking it names `expected` when given.
+    fn from_response(
+        key_pem: Zeroizing<String>,
+        response: EnrollResponse,
+        expected: Option<Uuid>,
+    ) -> anyhow::Result<Self> {
+        let identity = Self::from_pems(key_pem, response.certificate_pem)
+            .context("the server returned an unusable certificate")?;
+        ensure!(
+            identity.agent_id == response.agent_id
+                && expected.is_none_or(|id| id == identity.agent_id),
+            "the server returned a certificate for another agent"
+        );
+        Ok(identity)
+    }
+
+    /// Writes key (owner-only) then certificate into `state_dir`.
+    fn save(&self, state_dir: &Path) -> anyhow::Result<()> {
+        fs::create_dir_all(state_dir)
+            .with_context(|| format!("cannot create {}", state_dir.display()))?;
+        for (name, bytes, access) in [
+            (KEY_FILE, self.key_pem.as_bytes(), Access::Private),
+            (CERT_FILE, self.cert_pem.as_bytes(), Access::Shared),
+        ] {
+            let path = state_dir.join(name);
+            fsio::replace(&path, bytes, access)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// A fresh P-256 key and a CSR for it; the server uses only the public key.
+pub fn new_key_and_csr() -> anyhow::Result<(Zeroizing<String>, String)> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).context("cannot generate a key")?;
+    let csr = csr_for(&key)?;
+    Ok((Zeroizing::new(key.serialize_pem()), csr))
+}
+
+fn csr_for(key: &KeyPair) -> anyhow::Result<String> {
+    let mut params = CertificateParams::default();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "certkeep-agent");
+    Ok(params.serialize_request(key)?.pem()?)
+}
+
+/// Stores the identity the enroll endpoint returned for the key in `key_pem`.
+pub fn accept_enrollment(
+    state_dir: &Path,
+    key_pem: Zeroizing<String>,
+    response: EnrollResponse,
+) -> anyhow::Result<Identity> {
+    let identity = Identity::from_response(key_pem, response, None)?;
+    identity.save(state_dir)?;
+    Ok(identity)
+}
+
+/// Renews the client certificate for the same key over mTLS and stores it.
+///
+/// Keeping the key means a crash can never leave a key and certificate that do not match.
+pub async fn renew(
+    client: &AgentClient,
+    current: &Identity,
+    state_dir: &Path,
+) -> anyhow::Result<Identity> {
+    let key = KeyPair::from_pem(&current.key_pem).context("agent key is not a PKCS#8 PEM key")?;
+    let response = client
+        .renew(&RenewRequest {
+            csr_pem: csr_for(&key)?,
+        })
+        .await?;
+    let identity =
+        Identity::from_response(current.key_pem.clone(), response, Some(current.agent_id))?;
+    identity.save(state_dir)?;
+    tracing::info!(
+        agent.id = %identity.agent_id,
+        not_after = crate::format_time(identity.not_after),
+        "agent certificate renewed"
+    );
+    Ok(identity)
+}
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{BasicConstraints, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, SanType};
+    use time::{Duration, macros::datetime};
+
+    use super::*;
+
+    /// What the server does: sign the CSR's key with the agent URI SAN.
+    fn issue(key_pem: &str, agent_id: Uuid) -> EnrollResponse {
+        let mut ca_params = CertificateParams::default();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::from_pem(key_pem).unwrap();
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = vec![SanType::URI(
+            format!("{AGENT_URI_PREFIX}{agent_id}").try_into().unwrap(),
+        )];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.not_before = datetime!(2026-01-01 0:00 UTC);
+        params.not_after = datetime!(2026-01-31 0:00 UTC);
+        let cert = params.signed_by(&key, &ca).unwrap();
+        EnrollResponse {
+            agent_id,
+            certificate_pem: cert.pem(),
+            ca_pem: ca.pem(),
+            not_after: params.not_after,
+        }
+    }
+
+    #[test]
+    fn enrollment_is_stored_and_loaded_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key_pem, csr) = new_key_and_csr().unwrap();
+        assert!(csr.contains("BEGIN CERTIFICATE REQUEST"));
+        let id = Uuid::new_v4();
+        accept_enrollment(dir.path(), key_pem.clone(), issue(&key_pem, id)).unwrap();
+        let loaded = Identity::load(dir.path()).unwrap();
+        assert_eq!(loaded.agent_id, id);
+        assert_eq!(loaded.not_after, datetime!(2026-01-31 0:00 UTC));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(dir.path().join(KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let err = loaded
+            .ensure_valid(loaded.not_after + Duration::SECOND)
+            .unwrap_err();
+        assert!(err.to_string().contains("enroll"), "{err}");
+        loaded
+            .ensure_valid(loaded.not_after - Duration::SECOND)
+            .unwrap();
+    }
+
+    #[test]
+    fn refuses_a_certificate_for_another_key_or_agent() {
+        let (key_pem, _) = new_key_and_csr().unwrap();
+        let (other_key, _) = new_key_and_csr().unwrap();
+        let id = Uuid::new_v4();
+        assert!(Identity::from_response(key_pem.clone(), issue(&other_key, id), None).is_err());
+        let mut response = issue(&key_pem, id);
+        response.agent_id = Uuid::new_v4();
+        assert!(Identity::from_response(key_pem.clone(), response, None).is_err());
+        let response = issue(&key_pem, id);
+        assert!(Identity::from_response(key_pem, response, Some(Uuid::new_v4())).is_err());
+    }
+
+    #[test]
+    fn missing_identity_says_enroll() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Identity::load(dir.path()).err().unwrap();
+        assert!(err.to_string().contains("certkeep-agent enroll"), "{err}");
+    }
+}

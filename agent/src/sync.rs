@@ -1,0 +1,396 @@
+//! One sync (manifest, downloads, verification, installation, report) and the `run` loop.
+//!
+//! Network calls are async; installers run on a blocking thread. Nothing here logs a password,
+//! key or PFX bytes.
+
+use std::{collections::HashSet, fs, future::Future};
+
+use anyhow::{Context, ensure};
+use certkeep_api_types::{
+    agent::{DeploymentStatus, FileReport, Manifest, ManifestEntry, Report},
+    pfx::{PfxError, open_pfx},
+};
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use crate::{
+    client::{AgentClient, ManifestFetch},
+    config::{Config, read_password},
+    format_time, host,
+    identity::{self, Identity},
+    install::{self, Bundle, Installer, MANIFEST_FILE, file_report},
+    now, poll,
+    state::{self, Etag, LastSync, SyncState},
+};
+
+/// Result of one sync.
+#[derive(Debug, Default)]
+pub struct SyncOutcome {
+    /// The server answered 304: nothing changed, nothing written, nothing reported.
+    pub unchanged: bool,
+    /// One report per file (or directory) the agent manages.
+    pub files: Vec<FileReport>,
+    /// Errors not tied to one file.
+    pub errors: Vec<String>,
+    /// Files in the target that are not ours and were left alone.
+    pub notes: Vec<String>,
+    /// The report reached the server.
+    pub reported: bool,
+}
+
+impl SyncOutcome {
+    /// True when every file is current and nothing failed.
+    pub fn is_success(&self) -> bool {
+        self.errors.is_empty()
+            && (self.unchanged || self.reported)
+            && self
+                .files
+                .iter()
+                .all(|f| f.status != DeploymentStatus::Failed)
+    }
+
+    /// Summary for `status`; a 304 keeps the file counts and notes of the run before.
+    fn summary(&self, previous: Option<LastSync>) -> LastSync {
+        let count = |status| self.files.iter().filter(|f| f.status == status).count();
+        let (installed, failed, kept, notes) = match previous {
+            Some(p) if self.unchanged => (p.installed, p.failed, p.kept, p.notes),
+            _ => (
+                count(DeploymentStatus::Installed),
+                count(DeploymentStatus::Failed),
+                count(DeploymentStatus::Kept),
+                self.notes.clone(),
+            ),
+        };
+        LastSync {
+            at: now(),
+            success: self.is_success(),
+            unchanged: self.unchanged,
+            installed,
+            failed,
+            kept,
+            notes,
+            errors: self
+                .files
+                .iter()
+                .filter_map(|f| f.error.as_ref().map(|e| format!("{}: {e}", f.file_name)))
+                .chain(self.errors.iter().cloned())
+                .collect(),
+        }
+    }
+}
+
+/// Syncs once: renews the agent certificate if due, fetches the manifest (conditionally),
+/// installs what changed and reports.
+///
+/// `Err` means nothing could be attempted (not enrolled, certificate expired, server
+/// unreachable); per-file failures are in the outcome.
+pub async fn sync_once(config: &Config) -> anyhow::Result<SyncOutcome> {
+    let _lock = state::lock(&config.state_dir)?;
+    let mut identity = Identity::load(&config.state_dir)?;
+    identity.ensure_valid(now())?;
+    let ca_pem = fs::read(&config.ca_file)
+        .with_context(|| format!("cannot read CA file {}", config.ca_file.display()))?;
+    let connect = |identity: &Identity| {
+        AgentClient::new(&config.server, &ca_pem, Some(&identity.client_pem()))
+    };
+    let mut client = connect(&identity)?;
+    let mut errors = Vec::new();
+    if poll::renewal_due(identity.not_before, identity.not_after, now()) {
+        match identity::renew(&client, &identity, &config.state_dir).await {
+            Ok(renewed) => {
+                identity = renewed;
+                client = connect(&identity)?;
+            }
+            Err(e) => errors.push(format!(
+                "agent certificate renewal failed (it expires at {}): {e:#}",
+                format_time(identity.not_after)
+            )),
+        }
+    }
+    let mut state = SyncState::load(&config.state_dir);
+    let outcome = deliver(&client, config, &identity, &mut state, errors).await?;
+    for file in outcome
+        .files
+        .iter()
+        .filter(|f| f.status != DeploymentStatus::Installed)
+    {
+        tracing::warn!(
+            file = %file.file_name,
+            status = ?file.status,
+            error = file.error.as_deref().unwrap_or_default(),
+            "not installed"
+        );
+    }
+    for error in &outcome.errors {
+        tracing::warn!(error = %error, "sync error");
+    }
+    for note in &outcome.notes {
+        tracing::info!(note = %note, "left alone");
+    }
+    if !outcome.is_success() {
+        state.etag = None;
+    }
+    state.last_sync = Some(outcome.summary(state.last_sync.take()));
+    state.save(&config.state_dir)?;
+    Ok(outcome)
+}
+
+/// Repeats [`sync_once`] every interval (±10 %), backing off after failures, until `shutdown`.
+pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    let mut failures = 0;
+    loop {
+        let result = tokio::select! {
+            result = sync_once(config) => result,
+            () = &mut shutdown => break,
+        };
+        let succeeded = match result {
+            Ok(outcome) => {
+                tracing::info!(
+                    unchanged = outcome.unchanged,
+                    files = outcome.files.len(),
+                    success = outcome.is_success(),
+                    "sync finished"
+                );
+                outcome.is_success()
+            }
+            Err(e) => {
+                tracing::warn!(error = format!("{e:#}"), "sync failed");
+                false
+            }
+        };
+        failures = if succeeded { 0 } else { failures + 1 };
+        let base = if succeeded {
+            config.interval
+        } else {
+            poll::backoff(failures, config.interval)
+        };
+        let wait = poll::jittered(base, rand::random());
+        tracing::debug!(wait_secs = wait.as_secs(), "next sync");
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = &mut shutdown => break,
+        }
+    }
+    tracing::info!("stopped");
+}
+
+/// Fetches the manifest, installs what changed and reports, along with earlier `errors`.
+async fn deliver(
+    client: &AgentClient,
+    config: &Config,
+    identity: &Identity,
+    state: &mut SyncState,
+    mut errors: Vec<String>,
+) -> anyhow::Result<SyncOutcome> {
+    let target_dir = config.target.path().to_path_buf();
+    let ours = tokio::fs::try_exists(target_dir.join(MANIFEST_FILE))
+        .await
+        .unwrap_or(false);
+    let etag = state
+        .etag
+        .as_ref()
+        .filter(|e| ours && e.agent_id == identity.agent_id && e.target == target_dir)
+        .map(|e| e.value.clone());
+    let (manifest, new_etag) = match client.manifest(etag.as_deref()).await? {
+        ManifestFetch::NotModified => {
+            return Ok(SyncOutcome {
+                unchanged: true,
+                errors,
+                ..SyncOutcome::default()
+            });
+        }
+        ManifestFetch::Changed { manifest, etag } => (manifest, etag),
+    };
+    ensure!(
+        manifest.agent_id == identity.agent_id,
+        "the server sent the manifest of agent {} to agent {}",
+        manifest.agent_id,
+        identity.agent_id
+    );
+    let password = read_password(config.target.password_file())?;
+    let installer = install::for_target(&config.target, password.clone());
+    let (files, install_errors, notes) =
+        install_manifest(client, installer, manifest, password).await?;
+    errors.extend(install_errors);
+
+    let (os_name, os_build) = host::os_info();
+    let report = Report {
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        os_name,
+        os_build,
+        files,
+        errors,
+    };
+    let reported = client.report(&report).await;
+    let mut outcome = SyncOutcome {
+        unchanged: false,
+        files: report.files,
+        errors: report.errors,
+        notes,
+        reported: reported.is_ok(),
+    };
+    if let Err(e) = reported {
+        outcome.errors.push(format!("report not delivered: {e}"));
+    }
+    state.etag = new_etag.map(|value| Etag {
+        value,
+        agent_id: identity.agent_id,
+        target: target_dir,
+    });
+    Ok(outcome)
+}
+
+/// Recovers the target, downloads what changed, installs it and finishes the target.
+async fn install_manifest(
+    client: &AgentClient,
+    installer: Box<dyn Installer>,
+    manifest: Manifest,
+    password: Zeroizing<String>,
+) -> anyhow::Result<(Vec<FileReport>, Vec<String>, Vec<String>)> {
+    let entries = manifest.certificates;
+    let (pass, wanted) = blocking(move || Pass::prepare(installer, entries)).await?;
+    let mut downloads = Vec::with_capacity(wanted.len());
+    for entry in wanted {
+        let pfx = client
+            .download(&entry.download_path)
+            .await
+            .map_err(|e| format!("download failed: {e}"));
+        downloads.push((entry, pfx));
+    }
+    blocking(move || pass.complete(downloads, &password)).await
+}
+
+/// The local half of a sync, everything but the network; runs on a blocking thread.
+pub(crate) struct Pass {
+    installer: Box<dyn Installer>,
+    entries: Vec<ManifestEntry>,
+    files: Vec<FileReport>,
+    errors: Vec<String>,
+    incomplete: HashSet<Uuid>,
+    /// `recover` succeeded, so `finish` may run (it rewrites our manifest).
+    usable: bool,
+}
+
+/// A downloaded PFX, or why it could not be downloaded.
+pub(crate) type Download = (ManifestEntry, Result<Vec<u8>, String>);
+
+impl Pass {
+    /// Recovers the target and plans; returns the entries to download.
+    ///
+    /// An unusable target (share down, folder missing, corrupt manifest) fails every file and
+    /// touches nothing.
+    pub(crate) fn prepare(
+        mut installer: Box<dyn Installer>,
+        entries: Vec<ManifestEntry>,
+    ) -> (Self, Vec<ManifestEntry>) {
+        let mut files = Vec::new();
+        let mut incomplete = HashSet::new();
+        if let Err(e) = installer.recover() {
+            let error = e.to_string();
+            for entry in &entries {
+                files.extend(failed(installer.as_ref(), entry, &error));
+            }
+            let pass = Self {
+                installer,
+                entries,
+                files,
+                errors: vec![error],
+                incomplete,
+                usable: false,
+            };
+            return (pass, Vec::new());
+        }
+        let plan = poll::plan(&entries, |e| installer.is_current(e));
+        for entry in &plan.current {
+            files.extend(installer.report_names(entry).iter().map(|name| {
+                file_report(
+                    entry,
+                    name,
+                    Some(&entry.thumbprint),
+                    DeploymentStatus::Installed,
+                    None,
+                )
+            }));
+        }
+        for (entry, why) in &plan.conflicts {
+            incomplete.insert(entry.certificate_id);
+            files.extend(failed(installer.as_ref(), entry, why));
+        }
+        let download = plan.download.into_iter().cloned().collect();
+        let pass = Self {
+            installer,
+            entries,
+            files,
+            errors: Vec::new(),
+            incomplete,
+            usable: true,
+        };
+        (pass, download)
+    }
+
+    /// Verifies and installs `downloads`, then finishes the target: `(files, errors, notes)`.
+    pub(crate) fn complete(
+        mut self,
+        downloads: Vec<Download>,
+        password: &str,
+    ) -> (Vec<FileReport>, Vec<String>, Vec<String>) {
+        for (entry, pfx) in downloads {
+            let reports = match pfx.and_then(|pfx| verify(&entry, pfx, password)) {
+                Ok(bundle) => self.installer.install(&entry, &bundle),
+                Err(error) => failed(self.installer.as_ref(), &entry, &error),
+            };
+            if reports.iter().any(|r| r.status == DeploymentStatus::Failed) {
+                self.incomplete.insert(entry.certificate_id);
+            }
+            self.files.extend(reports);
+        }
+        if !self.usable {
+            return (self.files, self.errors, Vec::new());
+        }
+        let finish = self.installer.finish(&self.entries, &self.incomplete);
+        self.files.extend(finish.files);
+        self.errors.extend(finish.errors);
+        (self.files, self.errors, finish.notes)
+    }
+}
+
+/// Opens the download with the local password and checks it is the manifest's certificate.
+fn verify(entry: &ManifestEntry, pfx: Vec<u8>, password: &str) -> Result<Bundle, String> {
+    let opened = open_pfx(&pfx, password).map_err(|e| match e {
+        PfxError::WrongPassword => format!(
+            "downloaded PFX does not open with the local password file, nothing written; the \
+             agent's CCS password on the server differs ({e})"
+        ),
+        other => format!("downloaded PFX refused, nothing written: {other}"),
+    })?;
+    if opened.thumbprint != entry.thumbprint {
+        return Err(format!(
+            "downloaded PFX holds certificate {}, the manifest says {}; nothing written",
+            opened.thumbprint, entry.thumbprint
+        ));
+    }
+    Ok(Bundle { pfx, opened })
+}
+
+fn failed(installer: &dyn Installer, entry: &ManifestEntry, error: &str) -> Vec<FileReport> {
+    installer
+        .report_names(entry)
+        .iter()
+        .map(|name| {
+            file_report(
+                entry,
+                name,
+                None,
+                DeploymentStatus::Failed,
+                Some(error.into()),
+            )
+        })
+        .collect()
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .context("installer thread panicked")
+}
