@@ -38,7 +38,8 @@ fn ensure_data_dir(dir: &Path) -> anyhow::Result<()> {
     if dir.exists() {
         return Ok(());
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("create data directory {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("create data directory {}", dir.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -65,7 +66,9 @@ pub fn load_secrets(config: &Config) -> anyhow::Result<Secrets> {
 /// Opens the configured database (PostgreSQL, or SQLite in the data directory).
 pub async fn open_db(config: &Config) -> anyhow::Result<Db> {
     let db = match &config.database_url {
-        Some(url) => Db::connect_postgres(url).await.context("connect to PostgreSQL")?,
+        Some(url) => Db::connect_postgres(url)
+            .await
+            .context("connect to PostgreSQL")?,
         None => {
             ensure_data_dir(&config.data_dir)?;
             let path = config.data_dir.join("certkeep.db");
@@ -80,7 +83,11 @@ pub async fn open_db(config: &Config) -> anyhow::Result<Db> {
 /// Applies migrations, logging how many ran.
 pub async fn migrate(db: &Db) -> anyhow::Result<()> {
     let applied = db.migrate().await.context("apply migrations")?;
-    tracing::info!(backend = db.backend(), applied, "database migrations up to date");
+    tracing::info!(
+        backend = db.backend(),
+        applied,
+        "database migrations up to date"
+    );
     Ok(())
 }
 
@@ -130,6 +137,9 @@ async fn ensure_admin_token(db: &Db, data_dir: &Path, now: OffsetDateTime) -> an
     )
     .await?;
     tracing::warn!(path = %path.display(), "created the first admin API token; read it from this file");
-    println!("certkeep: first admin API token written to {}", path.display());
+    println!(
+        "certkeep: first admin API token written to {}",
+        path.display()
+    );
     Ok(())
 }

@@ -3,8 +3,7 @@
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
-    SerialNumber,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls_pki_types::PrivatePkcs8KeyDer;
 use time::{Duration, OffsetDateTime};
@@ -129,9 +128,10 @@ impl InternalCa {
     ) -> Result<IssuedPair, CaError> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::new(names.to_vec())?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, names.first().map_or("certkeep", String::as_str));
+        params.distinguished_name.push(
+            DnType::CommonName,
+            names.first().map_or("certkeep", String::as_str),
+        );
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -191,8 +191,12 @@ mod tests {
         let t = TestDb::sqlite().await;
         let secrets = Secrets::generate();
         let now = crate::now();
-        let a = InternalCa::load_or_create(&t.db, &secrets, now).await.unwrap();
-        let b = InternalCa::load_or_create(&t.db, &secrets, now).await.unwrap();
+        let a = InternalCa::load_or_create(&t.db, &secrets, now)
+            .await
+            .unwrap();
+        let b = InternalCa::load_or_create(&t.db, &secrets, now)
+            .await
+            .unwrap();
         assert_eq!(a.cert_pem(), b.cert_pem());
     }
 
@@ -201,7 +205,9 @@ mod tests {
         let t = TestDb::sqlite().await;
         let secrets = Secrets::generate();
         let now = crate::now();
-        let ca = InternalCa::load_or_create(&t.db, &secrets, now).await.unwrap();
+        let ca = InternalCa::load_or_create(&t.db, &secrets, now)
+            .await
+            .unwrap();
         // A hostile CSR asking to be a CA for some DNS name.
         let key = KeyPair::generate().unwrap();
         let mut req = CertificateParams::new(vec!["evil.example".to_string()]).unwrap();
@@ -216,9 +222,17 @@ mod tests {
         let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
         assert!(!cert.is_ca());
         let san = cert.subject_alternative_name().unwrap().unwrap();
-        let names: Vec<String> = san.value.general_names.iter().map(|n| n.to_string()).collect();
+        let names: Vec<String> = san
+            .value
+            .general_names
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
         assert_eq!(names, vec![format!("URI({})", agent_uri(agent))]);
         assert_eq!(hex::encode(cert.raw_serial()), issued.serial);
-        assert_eq!(cert.public_key().subject_public_key.data.as_ref(), key.public_key_raw());
+        assert_eq!(
+            cert.public_key().subject_public_key.data.as_ref(),
+            key.public_key_raw()
+        );
     }
 }

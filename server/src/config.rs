@@ -67,6 +67,8 @@ pub struct EngineConfig {
     pub directory_requests_per_sec: u32,
     /// Default fraction of the lifetime that remains when renewal starts.
     pub renew_fraction: f64,
+    /// Seconds between scans for certificates due for renewal or re-issuance.
+    pub renewal_scan_secs: u64,
 }
 
 /// Agent enrollment settings.
@@ -112,6 +114,7 @@ impl Default for EngineConfig {
             finalize_timeout_secs: 180,
             directory_requests_per_sec: 20,
             renew_fraction: 1.0 / 3.0,
+            renewal_scan_secs: 60,
         }
     }
 }
@@ -165,13 +168,19 @@ impl Config {
                         path: PathBuf::from(value),
                         source,
                     })?;
-                env_pairs.push((format!("CERTKEEP_{}", target.to_uppercase()), content.trim().to_owned()));
+                env_pairs.push((
+                    format!("CERTKEEP_{}", target.to_uppercase()),
+                    content.trim().to_owned(),
+                ));
             } else if key.starts_with("CERTKEEP_") && !is_client_var(key) {
                 env_pairs.push((key.clone(), value.clone()));
             }
         }
         for (key, value) in env_pairs {
-            let name = key.trim_start_matches("CERTKEEP_").to_lowercase().replace("__", ".");
+            let name = key
+                .trim_start_matches("CERTKEEP_")
+                .to_lowercase()
+                .replace("__", ".");
             figment = figment.merge(Serialized::default(&name, parse_env_value(&value)));
         }
         figment = figment.merge(overrides);
@@ -202,7 +211,9 @@ impl Config {
             ));
         }
         if self.engine.workers == 0 {
-            return Err(ConfigError::Invalid("engine.workers must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "engine.workers must be at least 1".into(),
+            ));
         }
         Ok(())
     }
@@ -222,8 +233,10 @@ impl Config {
 
 /// Variables of the admin CLI, which share the prefix but are not server settings.
 fn is_client_var(key: &str) -> bool {
-    matches!(key, "CERTKEEP_SERVER" | "CERTKEEP_TOKEN" | "CERTKEEP_CA_FILE" | "CERTKEEP_CONFIG")
-        || key.starts_with("CERTKEEP_TEST_")
+    matches!(
+        key,
+        "CERTKEEP_SERVER" | "CERTKEEP_TOKEN" | "CERTKEEP_CA_FILE" | "CERTKEEP_CONFIG"
+    ) || key.starts_with("CERTKEEP_TEST_")
         || key.starts_with("CERTKEEP_BENCH_")
 }
 
@@ -283,11 +296,18 @@ mod tests {
     fn layers_file_then_env_then_flags() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
-        std::fs::write(&file, "data_dir = \"/from/file\"\napi_addr = \"127.0.0.1:1\"\n[engine]\nworkers = 3\n").unwrap();
+        std::fs::write(
+            &file,
+            "data_dir = \"/from/file\"\napi_addr = \"127.0.0.1:1\"\n[engine]\nworkers = 3\n",
+        )
+        .unwrap();
         let c = Config::load(
             Some(&file),
             Figment::from(Serialized::default("agent_addr", "127.0.0.1:3")),
-            &env(&[("CERTKEEP_API_ADDR", "127.0.0.1:2"), ("CERTKEEP_ENGINE__WORKERS", "4")]),
+            &env(&[
+                ("CERTKEEP_API_ADDR", "127.0.0.1:2"),
+                ("CERTKEEP_ENGINE__WORKERS", "4"),
+            ]),
         )
         .unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/from/file"));
@@ -301,11 +321,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
         std::fs::write(&file, "api_adr = \"127.0.0.1:1\"\n").unwrap();
-        let err = Config::load(Some(&file), Figment::new(), &[]).unwrap_err().to_string();
-        assert!(err.contains("api_adr"), "{err}");
-        let err = Config::load(None, Figment::new(), &env(&[("CERTKEEP_DATABASE_URI", "x")]))
+        let err = Config::load(Some(&file), Figment::new(), &[])
             .unwrap_err()
             .to_string();
+        assert!(err.contains("api_adr"), "{err}");
+        let err = Config::load(
+            None,
+            Figment::new(),
+            &env(&[("CERTKEEP_DATABASE_URI", "x")]),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("database_uri"), "{err}");
     }
 
@@ -332,9 +358,13 @@ mod tests {
 
     #[test]
     fn rejects_non_postgres_url() {
-        let err = Config::load(None, Figment::new(), &env(&[("CERTKEEP_DATABASE_URL", "mysql://x")]))
-            .unwrap_err()
-            .to_string();
+        let err = Config::load(
+            None,
+            Figment::new(),
+            &env(&[("CERTKEEP_DATABASE_URL", "mysql://x")]),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("postgres://"), "{err}");
     }
 }

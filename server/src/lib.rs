@@ -2,14 +2,19 @@
 //!
 //! `main.rs` parses the command line and calls [`serve`] or one of the admin commands.
 
+pub mod acme;
+pub mod agent_api;
 pub mod api;
 pub mod app;
 pub mod bootstrap;
 pub mod ca;
+pub mod cli;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod engine;
 pub mod fsutil;
+pub mod metrics;
 pub mod model;
 pub mod secrets;
 pub mod tls;
@@ -39,7 +44,8 @@ impl Listeners {
     /// Binds the configured addresses.
     pub fn bind(config: &config::Config) -> anyhow::Result<Self> {
         let bind = |addr: SocketAddr, what: &str| {
-            let l = std::net::TcpListener::bind(addr).with_context(|| format!("bind the {what} listener on {addr}"))?;
+            let l = std::net::TcpListener::bind(addr)
+                .with_context(|| format!("bind the {what} listener on {addr}"))?;
             l.set_nonblocking(true)?;
             Ok::<_, anyhow::Error>(l)
         };
@@ -55,10 +61,14 @@ fn api_tls(state: &AppState) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let (cert, key) = match (&state.config.tls_cert_file, &state.config.tls_key_file) {
         (Some(c), Some(k)) => (
             std::fs::read_to_string(c).with_context(|| format!("read {}", c.display()))?,
-            zeroize::Zeroizing::new(std::fs::read_to_string(k).with_context(|| format!("read {}", k.display()))?),
+            zeroize::Zeroizing::new(
+                std::fs::read_to_string(k).with_context(|| format!("read {}", k.display()))?,
+            ),
         ),
         _ => {
-            let pair = state.ca.issue_server_cert(&state.config.server_names, now())?;
+            let pair = state
+                .ca
+                .issue_server_cert(&state.config.server_names, now())?;
             (pair.cert_pem, pair.key_pem)
         }
     };
@@ -67,12 +77,21 @@ fn api_tls(state: &AppState) -> anyhow::Result<Arc<rustls::ServerConfig>> {
 
 /// The agent listener's TLS: always a certificate from the internal CA, client roots = the CA.
 fn agent_tls(state: &AppState) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    let pair = state.ca.issue_server_cert(&state.config.server_names, now())?;
-    Ok(tls::agent_config(&pair.cert_pem, &pair.key_pem, state.ca.cert_pem())?)
+    let pair = state
+        .ca
+        .issue_server_cert(&state.config.server_names, now())?;
+    Ok(tls::agent_config(
+        &pair.cert_pem,
+        &pair.key_pem,
+        state.ca.cert_pem(),
+    )?)
 }
 
 /// Wall-clock time. The one place outside tests that reads the clock for the listeners.
-#[expect(clippy::disallowed_methods, reason = "the server's clock is read at its edges")]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the server's clock is read at its edges"
+)]
 pub fn now() -> time::OffsetDateTime {
     time::OffsetDateTime::now_utc()
 }
@@ -84,17 +103,21 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (api_router, _) = api::router(state.clone());
-    let api_router = api_router.layer(RequestBodyLimitLayer::new(state.config.max_body_bytes));
     let handle: Handle<SocketAddr> = Handle::new();
     let api_addr = listeners.api.local_addr()?;
     let agent_addr = listeners.agent.local_addr()?;
-    let api_server = axum_server::from_tcp_rustls(listeners.api, RustlsConfig::from_config(api_tls(&state)?))?
-        .handle(handle.clone())
-        .serve(api_router.into_make_service_with_connect_info::<SocketAddr>());
-    let agent_router = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
-    let agent_server = axum_server::from_tcp_rustls(listeners.agent, RustlsConfig::from_config(agent_tls(&state)?))?
-        .handle(handle.clone())
-        .serve(agent_router.into_make_service_with_connect_info::<SocketAddr>());
+    let api_server =
+        axum_server::from_tcp_rustls(listeners.api, RustlsConfig::from_config(api_tls(&state)?))?
+            .handle(handle.clone())
+            .serve(api_router.into_make_service_with_connect_info::<SocketAddr>());
+    let agent_router = agent_api::router(state.clone())
+        .layer(RequestBodyLimitLayer::new(state.config.max_body_bytes));
+    let agent_server = axum_server::from_tcp_rustls(
+        listeners.agent,
+        RustlsConfig::from_config(agent_tls(&state)?),
+    )?
+    .handle(handle.clone())
+    .serve(agent_router.into_make_service_with_connect_info::<SocketAddr>());
     tracing::info!(api.addr = %api_addr, agent.addr = %agent_addr, backend = state.db.backend(), "certkeep is serving");
     let drain = handle.clone();
     tokio::spawn(async move {
@@ -102,7 +125,17 @@ pub async fn serve(
         tracing::info!("shutting down: finishing in-flight requests");
         drain.graceful_shutdown(Some(Duration::from_secs(30)));
     });
+    let engine_stop = tokio_util::sync::CancellationToken::new();
+    let engine = state
+        .config
+        .engine
+        .enabled
+        .then(|| engine::spawn(state.clone(), engine_stop.clone()));
     let (api, agent) = tokio::join!(api_server, agent_server);
+    engine_stop.cancel();
+    if let Some(engine) = engine {
+        let _ = engine.await;
+    }
     api.context("API listener")?;
     agent.context("agent listener")?;
     state.db.close().await;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use certkeep_server::cli::{self, ApiCommand, AuditCommand};
 use certkeep_server::config::Config;
 use certkeep_server::{bootstrap, now};
 use clap::{Args, Parser, Subcommand};
@@ -41,14 +42,18 @@ struct ServerArgs {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server: API and agent listeners, issuance and renewal workers.
-    #[command(after_help = "Example:\n  certkeep serve                 # embedded SQLite in ./certkeep-data\n  CERTKEEP_DATABASE_URL_FILE=/run/secrets/db certkeep serve")]
+    #[command(
+        after_help = "Example:\n  certkeep serve                 # embedded SQLite in ./certkeep-data\n  CERTKEEP_DATABASE_URL_FILE=/run/secrets/db certkeep serve"
+    )]
     Serve {
         /// Do not apply migrations at start.
         #[arg(long)]
         no_migrate: bool,
     },
     /// Apply pending database migrations and exit.
-    #[command(after_help = "Example:\n  CERTKEEP_DATABASE_URL_FILE=/run/secrets/db certkeep migrate")]
+    #[command(
+        after_help = "Example:\n  CERTKEEP_DATABASE_URL_FILE=/run/secrets/db certkeep migrate"
+    )]
     Migrate,
     /// Print the effective configuration with secrets redacted.
     #[command(after_help = "Example:\n  certkeep --config certkeep.toml print-config")]
@@ -57,22 +62,62 @@ enum Command {
     #[command(after_help = "Example:\n  certkeep openapi > openapi/openapi.json")]
     Openapi,
     /// Re-encrypt every stored secret to a new age identity, in one transaction.
-    #[command(after_help = "Example:\n  age-keygen -o new-identity.txt && certkeep rekey --new-identity new-identity.txt")]
+    #[command(
+        after_help = "Example:\n  age-keygen -o new-identity.txt && certkeep rekey --new-identity new-identity.txt"
+    )]
     Rekey {
         /// File holding the new identity (AGE-SECRET-KEY-1... line).
         #[arg(long)]
         new_identity: PathBuf,
     },
-    /// Audit log commands that run against the database directly.
-    #[command(subcommand)]
-    Audit(AuditCommand),
-}
-
-#[derive(Subcommand)]
-enum AuditCommand {
-    /// Walk the hash chain and report the first break.
+    /// ACME accounts (API client).
+    #[command(
+        after_help = "Example:\n  CERTKEEP_TOKEN=$(cat certkeep-data/admin-token) certkeep --ca-file certkeep-data/ca.pem account list"
+    )]
+    Account {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(subcommand)]
+        command: cli::AccountCommand,
+    },
+    /// Certificates (API client).
+    #[command(
+        after_help = "Example:\n  certkeep cert add --name www --dns www.example.edu --account incommon --wait"
+    )]
+    Cert {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(subcommand)]
+        command: cli::CertCommand,
+    },
+    /// Agents (API client).
+    #[command(
+        after_help = "Example:\n  certkeep agent add --name web1 --ccs-password-file ccs.txt"
+    )]
+    Agent {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(subcommand)]
+        command: cli::AgentCommand,
+    },
+    /// API tokens (API client).
+    #[command(
+        after_help = "Example:\n  certkeep token create --name ci --scope issuer --domain '*.ci.example.edu'"
+    )]
+    Token {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(subcommand)]
+        command: cli::TokenCommand,
+    },
+    /// The audit log (API client; `verify --local` reads the database directly).
     #[command(after_help = "Example:\n  certkeep audit verify")]
-    Verify,
+    Audit {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -154,7 +199,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Audit(AuditCommand::Verify) => {
+        Command::Audit {
+            command: AuditCommand::Verify { local: true },
+            ..
+        } => {
             let config = load_config(&cli.server)?;
             let db = bootstrap::open_db(&config).await?;
             match db.verify_audit_chain().await? {
@@ -164,9 +212,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 Err(b) => {
                     println!("audit chain BROKEN at event {}: {}", b.seq, b.reason);
-                    Ok(ExitCode::from(3))
+                    Ok(ExitCode::FAILURE)
                 }
             }
+        }
+        Command::Account { client, command } => {
+            Ok(cli::run(&client, ApiCommand::Account(command)).await)
+        }
+        Command::Cert { client, command } => Ok(cli::run(&client, ApiCommand::Cert(command)).await),
+        Command::Agent { client, command } => {
+            Ok(cli::run(&client, ApiCommand::Agent(command)).await)
+        }
+        Command::Token { client, command } => {
+            Ok(cli::run(&client, ApiCommand::Token(command)).await)
+        }
+        Command::Audit { client, command } => {
+            Ok(cli::run(&client, ApiCommand::Audit(command)).await)
         }
     }
 }

@@ -35,7 +35,8 @@ impl Binding {
 
     fn header(&self) -> Vec<u8> {
         let mut header = MAGIC.to_vec();
-        header.extend_from_slice(format!("{}.{}:{}\n", self.table, self.column, self.row).as_bytes());
+        header
+            .extend_from_slice(format!("{}.{}:{}\n", self.table, self.column, self.row).as_bytes());
         header
     }
 }

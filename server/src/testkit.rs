@@ -1,6 +1,10 @@
 //! Test harness shared by the server's unit tests and the `tests/` package: a throwaway
 //! PostgreSQL cluster started from the `initdb`/`postgres` binaries on PATH, and fresh databases
 //! on both backends. Compiled only for tests or with the `testkit` feature.
+#![allow(
+    clippy::expect_used,
+    reason = "test harness: a failed set-up step must stop the test loudly"
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -77,7 +81,16 @@ impl PgCluster {
         let data = dir.join("data");
         let mut initdb = Command::new("initdb");
         initdb
-            .args(["-U", "postgres", "--auth=trust", "-N", "-E", "UTF8", "--locale=C", "-D"])
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-N",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "-D",
+            ])
             .arg(&data)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -113,7 +126,9 @@ impl PgCluster {
         }
         if line.trim() != "ready" {
             let log = std::fs::read_to_string(dir.join("postgres.log")).unwrap_or_default();
-            return Err(std::io::Error::other(format!("PostgreSQL did not start: {log}")));
+            return Err(std::io::Error::other(format!(
+                "PostgreSQL did not start: {log}"
+            )));
         }
         Ok(Self {
             port,
@@ -148,10 +163,22 @@ impl PgCluster {
     /// Runs `pg_dump` of database `name` and returns the dump text.
     pub fn dump(&self, name: &str) -> Vec<u8> {
         let out = Command::new("pg_dump")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", name])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                name,
+            ])
             .output()
             .expect("run pg_dump");
-        assert!(out.status.success(), "pg_dump failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "pg_dump failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         out.stdout
     }
 }
@@ -239,6 +266,96 @@ impl TestDb {
             }
             (None, Some(name)) => PgCluster::shared().expect("cluster").dump(name),
             (None, None) => Vec::new(),
+        }
+    }
+}
+
+/// A whole server (API + agent listeners) running in this process on loopback ports chosen by
+/// the OS, with its own data directory. Stops when dropped.
+pub struct TestServer {
+    pub state: crate::app::AppState,
+    /// `https://127.0.0.1:<port>` of the API listener.
+    pub api_url: String,
+    /// `https://127.0.0.1:<port>` of the agent listener.
+    pub agent_url: String,
+    pub data_dir: tempfile::TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestServer {
+    /// Starts a server on embedded SQLite with the issuance engine disabled.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server after `adjust` has edited its default configuration (data_dir and
+    /// listener addresses are set here).
+    pub async fn start_with(adjust: impl FnOnce(&mut crate::config::Config)) -> Self {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let mut config = crate::config::Config {
+            data_dir: data_dir.path().join("data"),
+            api_addr: "127.0.0.1:0".parse().expect("addr"),
+            agent_addr: "127.0.0.1:0".parse().expect("addr"),
+            ..crate::config::Config::default()
+        };
+        config.engine.enabled = false;
+        adjust(&mut config);
+        let listeners = crate::Listeners::bind(&config).expect("bind listeners");
+        let api_url = format!(
+            "https://127.0.0.1:{}",
+            listeners.api.local_addr().expect("addr").port()
+        );
+        let agent_url = format!(
+            "https://127.0.0.1:{}",
+            listeners.agent.local_addr().expect("addr").port()
+        );
+        let state = crate::bootstrap::prepare(config, crate::now())
+            .await
+            .expect("prepare server");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(crate::serve(state.clone(), listeners, async {
+            let _ = rx.await;
+        }));
+        Self {
+            state,
+            api_url,
+            agent_url,
+            data_dir,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Path of the internal CA certificate (`<data_dir>/ca.pem`).
+    pub fn ca_file(&self) -> PathBuf {
+        self.state.config.data_dir.join("ca.pem")
+    }
+
+    /// The first admin token written at first start.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.state.config.data_dir.join("admin-token"))
+            .expect("admin-token")
+            .trim()
+            .to_owned()
+    }
+
+    /// Stops the server and waits until it has drained.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task").expect("server result");
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
         }
     }
 }

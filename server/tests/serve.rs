@@ -1,6 +1,10 @@
 //! The README's run command on a bare machine: `certkeep serve` in an empty directory creates
 //! its data directory and answers `/healthz` over HTTPS trusted through `ca.pem`, then stops
 //! cleanly on SIGTERM.
+#![allow(
+    clippy::unwrap_used,
+    reason = "integration test: a failed step must panic"
+)]
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;

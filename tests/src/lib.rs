@@ -1,1 +1,9 @@
+//! certkeep-tests: harness for the end-to-end tests (Pebble, the fault-injecting proxy).
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "test harness: a failed set-up is a failed test, with the message as its explanation"
+)]
 
+pub mod pebble;
+pub mod proxy;

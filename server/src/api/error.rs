@@ -4,28 +4,14 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+
+/// Media type of every error body.
+pub const PROBLEM_MEDIA_TYPE: &str = "application/problem+json";
 
 /// Base of every problem `type` URI.
 pub const PROBLEM_BASE: &str = "https://certkeep.dev/problems/";
 
-/// A problem document (RFC 9457).
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Problem {
-    /// Stable URI naming the kind of problem.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// Short summary of the kind.
-    pub title: String,
-    /// HTTP status code.
-    pub status: u16,
-    /// What went wrong in this case.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-    /// The request field at fault, for validation errors.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-}
+pub use certkeep_api_types::api::Problem;
 
 /// Every error a handler can return.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +24,8 @@ pub enum ApiError {
     Unauthorized,
     #[error("forbidden")]
     Forbidden,
+    #[error("{0}")]
+    OutOfScope(String),
     #[error("not found")]
     NotFound,
     #[error("{0}")]
@@ -46,6 +34,12 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("too many requests")]
     TooManyRequests,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    Upstream(String),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -61,15 +55,54 @@ impl ApiError {
 
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
-            ApiError::Validation { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "validation", "Invalid request field"),
+            ApiError::Validation { .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation",
+                "Invalid request field",
+            ),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad request"),
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "Authentication required"),
-            ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden", "Not allowed for this token"),
+            ApiError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Authentication required",
+            ),
+            ApiError::Forbidden | ApiError::OutOfScope(_) => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "Not allowed for this token",
+            ),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not-found", "Not found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
-            ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Request body too large"),
-            ApiError::TooManyRequests => (StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many requests"),
-            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal server error"),
+            ApiError::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Request body too large",
+            ),
+            ApiError::TooManyRequests => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests",
+            ),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+            ),
+            ApiError::UnsupportedMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+            ),
+            ApiError::Upstream(_) => (
+                StatusCode::BAD_GATEWAY,
+                "upstream-ca",
+                "The certificate authority refused or failed",
+            ),
+            ApiError::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal server error",
+            ),
         }
     }
 }
@@ -78,7 +111,9 @@ impl From<crate::db::Error> for ApiError {
     fn from(e: crate::db::Error) -> Self {
         match e {
             crate::db::Error::NotFound => ApiError::NotFound,
-            crate::db::Error::Conflict(what) => ApiError::Conflict(format!("already exists ({what})")),
+            crate::db::Error::Conflict(what) => {
+                ApiError::Conflict(format!("already exists ({what})"))
+            }
             other => ApiError::Internal(other.into()),
         }
     }
@@ -93,7 +128,11 @@ impl IntoResponse for ApiError {
                 (None, None)
             }
             ApiError::Validation { field, detail } => (Some(detail.clone()), Some(field.clone())),
-            ApiError::BadRequest(d) | ApiError::Conflict(d) => (Some(d.clone()), None),
+            ApiError::BadRequest(d)
+            | ApiError::Conflict(d)
+            | ApiError::OutOfScope(d)
+            | ApiError::UnsupportedMediaType(d)
+            | ApiError::Upstream(d) => (Some(d.clone()), None),
             _ => (None, None),
         };
         let body = Problem {
@@ -104,10 +143,50 @@ impl IntoResponse for ApiError {
             field,
         };
         let mut response = (status, Json(body)).into_response();
-        response.headers_mut().insert(
+        let headers = response.headers_mut();
+        headers.insert(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
+            HeaderValue::from_static(PROBLEM_MEDIA_TYPE),
         );
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         response
+    }
+}
+
+impl From<crate::domain::names::NameError> for ApiError {
+    fn from(e: crate::domain::names::NameError) -> Self {
+        ApiError::field("dns_names", e.to_string())
+    }
+}
+
+impl From<axum::extract::rejection::PathRejection> for ApiError {
+    fn from(e: axum::extract::rejection::PathRejection) -> Self {
+        ApiError::BadRequest(format!("invalid path: {}", e.body_text()))
+    }
+}
+
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(e: axum::extract::rejection::QueryRejection) -> Self {
+        ApiError::BadRequest(format!("invalid query string: {}", e.body_text()))
+    }
+}
+
+/// Turns the framework's own bare error responses (unknown route, wrong method, body over the
+/// size limit) into problem documents, so every error a client sees has the same shape.
+pub async fn problem_for_bare_errors(response: Response) -> Response {
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes() == PROBLEM_MEDIA_TYPE.as_bytes());
+    if is_problem {
+        return response;
+    }
+    match response.status() {
+        StatusCode::NOT_FOUND => ApiError::NotFound.into_response(),
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed.into_response(),
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge.into_response(),
+        _ => response,
     }
 }

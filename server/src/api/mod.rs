@@ -1,42 +1,205 @@
-//! HTTP API (`/api/v1`, health, metrics, OpenAPI). Handlers parse, authorise, call the storage
-//! and engine layers, and map errors in one place (`error.rs`). Knows no SQL.
+//! HTTP API (`/api/v1`, health, metrics, OpenAPI, Swagger UI). Handlers parse, authorise, call
+//! the storage and engine layers, and map errors in one place (`error.rs`). Knows no SQL.
+//!
+//! Every route is registered through utoipa-axum's `routes!`, so the router and the OpenAPI
+//! document come from the same registrations and cannot drift.
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::{Extension, Router};
+use tower_http::limit::RequestBodyLimitLayer;
 use utoipa::OpenApi;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
+use uuid::Uuid;
 
+use self::auth::{Auth, AuthLimiter, READ};
+use self::error::{ApiError, PROBLEM_MEDIA_TYPE, Problem};
 use crate::app::AppState;
 
+pub mod accounts;
+pub mod agents;
+pub mod audit;
+pub mod auth;
+pub mod certificates;
 pub mod error;
+pub mod extract;
+pub mod tokens;
+pub mod validate;
+
+#[cfg(test)]
+mod scope_tests;
+#[cfg(test)]
+mod testapp;
+#[cfg(test)]
+mod tests;
+
+/// Prefix of every resource route.
+pub const API_PREFIX: &str = "/api/v1";
 
 /// The OpenAPI document's fixed parts.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "certkeep", description = "Central ACME certificate server with EAB, durable orders and agent delivery."),
-    tags((name = "health", description = "Liveness and readiness"))
+    info(title = "certkeep", description = "Central ACME certificate server with EAB, durable orders and agent delivery.\n\nAuthenticate with `Authorization: Bearer <token>`. Each operation names the token scopes it accepts. Errors are RFC 9457 problem documents (`application/problem+json`)."),
+    components(schemas(Problem)),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags(
+        (name = "health", description = "Liveness, readiness and metrics"),
+        (name = "acme-accounts", description = "Accounts at ACME CAs, with external account binding"),
+        (name = "certificates", description = "Certificates: ordering, renewal, revocation, downloads"),
+        (name = "agents", description = "Hosts that pull certificates over mTLS"),
+        (name = "tokens", description = "API tokens and their scopes"),
+        (name = "audit", description = "The hash-chained audit log"),
+    )
 )]
 pub struct ApiDoc;
 
-/// The API router and the OpenAPI document generated from the same registrations.
-pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
-    let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+/// Declares the bearer-token security scheme.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// A path segment naming a resource by id or by its unique name.
+pub(crate) enum Key<'a> {
+    Id(Uuid),
+    Name(&'a str),
+}
+
+impl<'a> Key<'a> {
+    /// A UUID is an id; anything else a name.
+    pub(crate) fn parse(text: &'a str) -> Self {
+        match Uuid::parse_str(text) {
+            Ok(id) => Key::Id(id),
+            Err(_) => Key::Name(text),
+        }
+    }
+}
+
+/// Every route, with the OpenAPI document they generate (error responses added).
+fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let resources = OpenApiRouter::new()
+        .merge(accounts::routes())
+        .merge(certificates::routes())
+        .merge(agents::routes())
+        .merge(tokens::routes())
+        .merge(audit::routes());
+    let (router, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(healthz))
         .routes(routes!(readyz))
-        .with_state(state)
+        .routes(routes!(metrics))
+        .nest(API_PREFIX, resources)
         .split_for_parts();
+    document_errors(&mut api);
+    (router, api)
+}
+
+/// Adds the problem responses every authenticated operation can give, so each documents its
+/// errors: 401/403/429/500 always, 404 with path parameters, 400/413/415/422 with a body or query.
+fn document_errors(api: &mut utoipa::openapi::OpenApi) {
+    let problem = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                PROBLEM_MEDIA_TYPE,
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build()
+    };
+    for item in api.paths.paths.values_mut() {
+        let operations: [&mut Option<Operation>; 5] = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for op in operations.into_iter().flatten() {
+            if op
+                .security
+                .as_ref()
+                .is_some_and(|s| s.iter().all(|r| *r == Default::default()))
+            {
+                continue;
+            }
+            let params = op.parameters.as_deref().unwrap_or_default();
+            let in_path = |p: &utoipa::openapi::RefOr<utoipa::openapi::path::Parameter>| matches!(p, utoipa::openapi::RefOr::T(p) if p.parameter_in == utoipa::openapi::path::ParameterIn::Path);
+            let has_path = params.iter().any(in_path);
+            let has_query = params.iter().any(|p| !in_path(p));
+            let has_body = op.request_body.is_some();
+            let mut add = |code: &str, description: &str| {
+                op.responses
+                    .responses
+                    .entry(code.to_owned())
+                    .or_insert_with(|| problem(description).into());
+            };
+            add("401", "Missing, unknown, revoked or expired token");
+            add("403", "The token's scopes do not allow this");
+            add("429", "Too many failed authentications from this address");
+            add("500", "Internal error (details are logged, never returned)");
+            if has_path {
+                add("400", "Malformed path parameter");
+                add("404", "No such resource, or not visible to this token");
+            }
+            if has_query || has_body {
+                add("400", "Malformed JSON or query string");
+                add("422", "A field is invalid; `field` names it");
+            }
+            if has_body {
+                add("413", "The body exceeds `max_body_bytes`");
+                add("415", "The body is not JSON");
+            }
+        }
+    }
+}
+
+/// The API router (with Swagger UI at `/docs`, the document at `/openapi.json`, the body limit
+/// and the failed-authentication limiter) and the OpenAPI document.
+pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    // Install the recorder before the engine records anything, not at the first scrape.
+    crate::metrics::install();
+    let (router, api) = routes();
+    let max_body = state.config.max_body_bytes;
+    let limiter = Arc::new(AuthLimiter::new(state.config.auth_failures_per_minute));
+    let router = router
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", api.clone()))
+        .fallback(|| async { ApiError::NotFound })
+        .layer(Extension(limiter))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(RequestBodyLimitLayer::new(max_body))
+        .layer(axum::middleware::map_response(
+            error::problem_for_bare_errors,
+        ))
+        .with_state(state);
     (router, api)
 }
 
 /// The OpenAPI document alone (for `certkeep openapi` and the drift test).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi())
-        .routes(routes!(healthz))
-        .routes(routes!(readyz))
-        .split_for_parts()
-        .1
+    routes().1
+}
+
+/// The OpenAPI document as pretty JSON, exactly as committed in `openapi/openapi.json`.
+pub fn openapi_json() -> String {
+    openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
 }
 
 /// Liveness: the process is up.
@@ -60,7 +223,24 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
     }
 }
 
-/// The OpenAPI document as pretty JSON, exactly as committed in `openapi/openapi.json`.
-pub fn openapi_json() -> String {
-    openapi().to_pretty_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+/// Prometheus metrics: certificate expiry and renewal-due times, renewal failures, order
+/// durations, ACME requests, jobs waiting, agents' last reports and stale deployments.
+///
+/// Scope: `admin`, `operator` or `reader` (names of certificates and hosts are not public).
+#[utoipa::path(get, path = "/metrics", tag = "health", responses(
+    (status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain; version=0.0.4", body = String),
+))]
+async fn metrics(
+    State(state): State<AppState>,
+    auth: Auth,
+) -> Result<([(header::HeaderName, &'static str); 1], String), ApiError> {
+    auth.require(READ)?;
+    let text = crate::metrics::render(&state, crate::now()).await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    ))
 }

@@ -106,8 +106,7 @@ impl Db {
     /// One account by id.
     pub async fn account(&self, id: AccountId) -> Result<Account> {
         const Q: &str = select_accounts!("WHERE id = $1");
-        let row: AccountRow =
-            on_pool!(self, p => sqlx::query_as(Q).bind(id.0).fetch_one(p).await)?;
+        let row: AccountRow = on_pool!(self, p => sqlx::query_as(Q).bind(id.0).fetch_one(p).await)?;
         row.into_model()
     }
 
@@ -147,8 +146,12 @@ impl Db {
         const Q: &str = "SELECT credentials_enc FROM acme_accounts WHERE id = $1";
         let ct: Option<Vec<u8>> =
             on_pool!(self, p => sqlx::query_scalar(Q).bind(id.0).fetch_one(p).await)?;
-        ct.map(|c| secrets.open(credentials_binding(id), &c).map_err(Into::into))
-            .transpose()
+        ct.map(|c| {
+            secrets
+                .open(credentials_binding(id), &c)
+                .map_err(Into::into)
+        })
+        .transpose()
     }
 
     /// Records a successful registration: sealed credentials and account URL, state `valid`.
@@ -174,7 +177,8 @@ impl Db {
         error: Option<&str>,
         now: OffsetDateTime,
     ) -> Result<()> {
-        const Q: &str = "UPDATE acme_accounts SET state = $2, last_error = $3, updated_at = $4 WHERE id = $1";
+        const Q: &str =
+            "UPDATE acme_accounts SET state = $2, last_error = $3, updated_at = $4 WHERE id = $1";
         let done = on_pool!(self, p => sqlx::query(Q).bind(id.0).bind(state.as_str()).bind(error).bind(now).execute(p).await.map(|r| r.rows_affected()))?;
         if done == 0 {
             return Err(super::Error::NotFound);
@@ -193,9 +197,8 @@ mod tests {
         let secrets = Secrets::generate();
         for t in TestDb::all().await {
             let now = crate::now();
-            let acc = t
-                .db
-                .insert_account(
+            let acc =
+                t.db.insert_account(
                     &secrets,
                     &NewAccount {
                         name: "incommon-rsa",
@@ -212,18 +215,35 @@ mod tests {
                 .unwrap();
             assert_eq!(acc.state, AccountState::Pending, "{}", t.backend);
             assert_eq!(acc.allowed_domains, vec!["*.example.edu".to_owned()]);
-            let hmac = t.db.account_eab_hmac(&secrets, acc.id).await.unwrap().unwrap();
+            let hmac =
+                t.db.account_eab_hmac(&secrets, acc.id)
+                    .await
+                    .unwrap()
+                    .unwrap();
             assert_eq!(&hmac[..], &[7u8; 32]);
-            assert!(t.db.account_credentials(&secrets, acc.id).await.unwrap().is_none());
-            t.db.set_account_registered(&secrets, acc.id, b"{\"id\":\"x\"}", "https://acme.example/acct/1", now)
-                .await
-                .unwrap();
+            assert!(
+                t.db.account_credentials(&secrets, acc.id)
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+            t.db.set_account_registered(
+                &secrets,
+                acc.id,
+                b"{\"id\":\"x\"}",
+                "https://acme.example/acct/1",
+                now,
+            )
+            .await
+            .unwrap();
             let acc = t.db.account_by_name("incommon-rsa").await.unwrap();
             assert_eq!(acc.state, AccountState::Valid);
-            assert_eq!(acc.account_url.as_deref(), Some("https://acme.example/acct/1"));
-            let dup = t
-                .db
-                .insert_account(
+            assert_eq!(
+                acc.account_url.as_deref(),
+                Some("https://acme.example/acct/1")
+            );
+            let dup =
+                t.db.insert_account(
                     &secrets,
                     &NewAccount {
                         name: "incommon-rsa",
@@ -237,7 +257,11 @@ mod tests {
                     now,
                 )
                 .await;
-            assert!(matches!(dup, Err(super::super::Error::Conflict(_))), "{}", t.backend);
+            assert!(
+                matches!(dup, Err(super::super::Error::Conflict(_))),
+                "{}",
+                t.backend
+            );
         }
     }
 }

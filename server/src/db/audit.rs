@@ -95,7 +95,11 @@ fn micros(at: OffsetDateTime) -> OffsetDateTime {
 
 impl Db {
     /// Appends an event to the chain and returns it.
-    pub async fn append_audit(&self, event: &NewAuditEvent, now: OffsetDateTime) -> Result<AuditEvent> {
+    pub async fn append_audit(
+        &self,
+        event: &NewAuditEvent,
+        now: OffsetDateTime,
+    ) -> Result<AuditEvent> {
         const LAST: &str = "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1";
         const INSERT: &str = "INSERT INTO audit_events (seq, id, at, actor, action, subject, source, outcome, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
         let at = micros(now);
@@ -181,7 +185,9 @@ impl Db {
                     ))));
                 }
                 if e.prev_hash != prev {
-                    return Ok(Err(broken("previous-hash link does not match the preceding event")));
+                    return Ok(Err(broken(
+                        "previous-hash link does not match the preceding event",
+                    )));
                 }
                 let content = NewAuditEvent {
                     actor: e.actor.clone(),
@@ -201,6 +207,14 @@ impl Db {
                 return Ok(Ok((expected_seq - 1) as u64));
             }
         }
+    }
+}
+
+/// Raw statements for tests that tamper with the database behind the API's back.
+#[cfg(test)]
+impl Db {
+    pub(crate) async fn execute_raw(&self, sql: &'static str) -> Result<u64> {
+        Ok(on_pool!(self, p => sqlx::query(sql).execute(p).await.map(|r| r.rows_affected()))?)
     }
 }
 
@@ -227,7 +241,12 @@ mod tests {
             for i in 0..5 {
                 t.db.append_audit(&event(i), now).await.unwrap();
             }
-            assert_eq!(t.db.verify_audit_chain().await.unwrap(), Ok(5), "{}", t.backend);
+            assert_eq!(
+                t.db.verify_audit_chain().await.unwrap(),
+                Ok(5),
+                "{}",
+                t.backend
+            );
             on_pool!(t.db, p => sqlx::query("UPDATE audit_events SET subject = 'certificate:x' WHERE seq = 3").execute(p).await.map(|r| r.rows_affected())).unwrap();
             let err = t.db.verify_audit_chain().await.unwrap().unwrap_err();
             assert_eq!(err.seq, 3, "{}: {err:?}", t.backend);
@@ -246,12 +265,19 @@ mod tests {
             let mut tasks = Vec::new();
             for i in 0..20 {
                 let db = t.db.clone();
-                tasks.push(tokio::spawn(async move { db.append_audit(&event(i), now).await }));
+                tasks.push(tokio::spawn(async move {
+                    db.append_audit(&event(i), now).await
+                }));
             }
             for task in tasks {
                 task.await.unwrap().unwrap();
             }
-            assert_eq!(t.db.verify_audit_chain().await.unwrap(), Ok(20), "{}", t.backend);
+            assert_eq!(
+                t.db.verify_audit_chain().await.unwrap(),
+                Ok(20),
+                "{}",
+                t.backend
+            );
         }
     }
 }

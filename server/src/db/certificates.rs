@@ -8,6 +8,19 @@ use crate::model::{
     AccountId, Certificate, CertificateId, CertificateState, RenewalPolicy, VersionId,
 };
 
+/// Filters and page position for listing certificates. `dns_name` is a normalised A-label.
+#[derive(Debug, Clone, Default)]
+pub struct CertificateFilter {
+    pub state: Option<CertificateState>,
+    pub account: Option<AccountId>,
+    /// Only certificates whose current version ends at or before this time.
+    pub expiring_before: Option<OffsetDateTime>,
+    pub dns_name: Option<String>,
+    /// Start after this id (ids are time-ordered, so pages are stable).
+    pub after: Option<CertificateId>,
+    pub limit: i64,
+}
+
 /// What is needed to define a certificate.
 pub struct NewCertificate<'a> {
     pub name: &'a str,
@@ -110,6 +123,23 @@ impl Db {
         let row: CertificateRow =
             on_pool!(self, p => sqlx::query_as(Q).bind(name).fetch_one(p).await)?;
         row.into_model()
+    }
+
+    /// One page of certificates matching `f`, in id (creation) order.
+    pub async fn list_certificates(&self, f: &CertificateFilter) -> Result<Vec<Certificate>> {
+        const Q: &str = "SELECT c.id, c.name, c.dns_names, c.key_type, c.account_id, c.renew_fraction, c.renew_days, c.state, c.current_version_id, c.renew_after, c.consecutive_failures, c.last_error, c.created_by, c.created_at, c.updated_at FROM certificates c LEFT JOIN certificate_versions v ON v.id = c.current_version_id WHERE ($1 IS NULL OR c.state = $1) AND ($2 IS NULL OR c.account_id = $2) AND ($3 IS NULL OR v.not_after <= $3) AND ($4 IS NULL OR c.dns_names LIKE $4) AND ($5 IS NULL OR c.id > $5) ORDER BY c.id LIMIT $6";
+        // Names are stored as a JSON array of normalised names, which never contain `%`, `_` or `"`.
+        let name_pattern = f.dns_name.as_ref().map(|n| format!("%\"{n}\"%"));
+        let rows: Vec<CertificateRow> = on_pool!(self, p => sqlx::query_as(Q)
+            .bind(f.state.map(CertificateState::as_str))
+            .bind(f.account.map(|a| a.0))
+            .bind(f.expiring_before)
+            .bind(&name_pattern)
+            .bind(f.after.map(|a| a.0))
+            .bind(f.limit)
+            .fetch_all(p)
+            .await)?;
+        rows.into_iter().map(CertificateRow::into_model).collect()
     }
 
     /// Sets the state (and last error) of a certificate.

@@ -12,8 +12,12 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{PgPool, SqlitePool};
 
 pub mod accounts;
+pub mod agents;
 pub mod audit;
 pub mod certificates;
+pub mod deployments;
+pub mod enrollment;
+pub mod metrics;
 pub mod orders;
 pub mod rekey;
 pub mod server_keys;
@@ -165,3 +169,36 @@ pub(crate) fn from_json<T: serde::de::DeserializeOwned>(column: &str, text: &str
     serde_json::from_str(text).map_err(|e| Error::Corrupt(format!("{column}: {e}")))
 }
 
+#[cfg(test)]
+mod tests {
+    fn names(dir: &str) -> Vec<String> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../migrations")
+            .join(dir);
+        let mut names: Vec<String> = std::fs::read_dir(path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn both_backends_have_the_same_migrations() {
+        let pg = names("postgres");
+        assert!(!pg.is_empty());
+        assert_eq!(
+            pg,
+            names("sqlite"),
+            "migrations/postgres and migrations/sqlite must list the same files"
+        );
+    }
+
+    #[tokio::test]
+    async fn migrate_is_idempotent() {
+        for t in crate::testkit::TestDb::all().await {
+            assert_eq!(t.db.migrate().await.unwrap(), 0, "{}", t.backend);
+            t.db.ping().await.unwrap();
+        }
+    }
+}

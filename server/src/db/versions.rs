@@ -66,6 +66,9 @@ macro_rules! select_versions {
     };
 }
 
+/// Inserts one version; shared with `orders::complete_order`, which runs it in its transaction.
+pub(super) const INSERT_VERSION: &str = "INSERT INTO certificate_versions (id, certificate_id, order_id, chain_pem, key_enc, serial, thumbprint, dns_names, not_before, not_after, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+
 /// Where a version's private key is sealed.
 pub(crate) fn key_binding(id: VersionId) -> Binding {
     Binding::new("certificate_versions", "key_enc", id.0)
@@ -79,12 +82,12 @@ impl Db {
         new: &NewVersion<'_>,
         now: OffsetDateTime,
     ) -> Result<CertificateVersion> {
-        const INSERT: &str = "INSERT INTO certificate_versions (id, certificate_id, order_id, chain_pem, key_enc, serial, thumbprint, dns_names, not_before, not_after, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
-        const CURRENT: &str = "UPDATE certificates SET current_version_id = $2, updated_at = $3 WHERE id = $1";
+        const CURRENT: &str =
+            "UPDATE certificates SET current_version_id = $2, updated_at = $3 WHERE id = $1";
         let key = secrets.seal(key_binding(new.id), new.key_pkcs8_der)?;
         on_pool!(self, p => {
             let mut tx = p.begin().await?;
-            sqlx::query(INSERT)
+            sqlx::query(INSERT_VERSION)
                 .bind(new.id.0)
                 .bind(new.certificate_id.0)
                 .bind(new.order_id.map(|o| o.0))
@@ -117,6 +120,34 @@ impl Db {
         let rows: Vec<VersionRow> =
             on_pool!(self, p => sqlx::query_as(Q).bind(certificate.0).fetch_all(p).await)?;
         rows.into_iter().map(VersionRow::into_model).collect()
+    }
+
+    /// Marks a version revoked with its RFC 5280 reason code.
+    pub async fn set_version_revoked(
+        &self,
+        id: VersionId,
+        reason: u8,
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        const Q: &str =
+            "UPDATE certificate_versions SET revoked_at = $2, revocation_reason = $3 WHERE id = $1";
+        let n = on_pool!(self, p => sqlx::query(Q).bind(id.0).bind(now).bind(i32::from(reason)).execute(p).await.map(|r| r.rows_affected()))?;
+        if n == 0 {
+            return Err(super::Error::NotFound);
+        }
+        Ok(())
+    }
+
+    /// A certificate whose current version was revoked: state `revoked` and due for
+    /// re-issuance now, unless retired. Returns whether it is to be re-issued.
+    pub async fn mark_current_revoked(
+        &self,
+        certificate: CertificateId,
+        now: OffsetDateTime,
+    ) -> Result<bool> {
+        const Q: &str = "UPDATE certificates SET state = 'revoked', renew_after = $2, updated_at = $2 WHERE id = $1 AND state <> 'retired'";
+        let n = on_pool!(self, p => sqlx::query(Q).bind(certificate.0).bind(now).execute(p).await.map(|r| r.rows_affected()))?;
+        Ok(n == 1)
     }
 
     /// The PKCS#8 private key of a version. Callers audit every release.

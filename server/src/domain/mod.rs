@@ -1,4 +1,7 @@
 //! Domain rules: pure functions over the model. Imports nothing from axum, sqlx or ACME; time is
 //! always a parameter.
 
+pub mod deployments;
+pub mod issuance;
 pub mod names;
+pub mod renewal;

@@ -76,16 +76,26 @@ pub fn normalize(name: &str) -> Result<String, NameError> {
     if labels.iter().any(|l| l.len() > 63) {
         return Err(NameError::LabelTooLong(original.into()));
     }
-    if labels.iter().any(|l| l.starts_with('-') || l.ends_with('-')) {
+    if labels
+        .iter()
+        .any(|l| l.starts_with('-') || l.ends_with('-'))
+    {
         return Err(NameError::BadCharacter(original.into()));
     }
     if labels.len() < 2 {
         return Err(NameError::SingleLabel(original.into()));
     }
-    if labels.last().is_some_and(|tld| tld.chars().all(|c| c.is_ascii_digit())) {
+    if labels
+        .last()
+        .is_some_and(|tld| tld.chars().all(|c| c.is_ascii_digit()))
+    {
         return Err(NameError::IpAddress(original.into()));
     }
-    Ok(if wildcard { format!("*.{ascii}") } else { ascii })
+    Ok(if wildcard {
+        format!("*.{ascii}")
+    } else {
+        ascii
+    })
 }
 
 fn truncate(s: &str) -> String {
@@ -165,7 +175,10 @@ mod tests {
         assert_eq!(normalize("WWW.Example.EDU.").unwrap(), "www.example.edu");
         assert_eq!(normalize("*.example.edu").unwrap(), "*.example.edu");
         let ascii = normalize("Мороженое.РФ").unwrap();
-        assert!(ascii.starts_with("xn--") && ascii.ends_with(".xn--p1ai"), "{ascii}");
+        assert!(
+            ascii.starts_with("xn--") && ascii.ends_with(".xn--p1ai"),
+            "{ascii}"
+        );
         assert_eq!(to_unicode(&ascii), "мороженое.рф");
         assert_eq!(to_unicode("*.xn--p1ai.xn--p1ai"), "*.рф.рф");
     }
@@ -173,13 +186,30 @@ mod tests {
     #[test]
     fn refuses_bad_names() {
         for bad in [
-            "", "../x", "a..b", ".a.b", "a/b.com", "192.168.1.1", "::1", "[::1]", "*.*.a.com",
-            "a.*.com", "foo", "-a.com", "a-.com", "a b.com", "x\\y.com", "a.123",
+            "",
+            "../x",
+            "a..b",
+            ".a.b",
+            "a/b.com",
+            "192.168.1.1",
+            "::1",
+            "[::1]",
+            "*.*.a.com",
+            "a.*.com",
+            "foo",
+            "-a.com",
+            "a-.com",
+            "a b.com",
+            "x\\y.com",
+            "a.123",
         ] {
             assert!(normalize(bad).is_err(), "{bad:?} was accepted");
         }
         let long_label = format!("{}.com", "a".repeat(64));
-        assert_eq!(normalize(&long_label), Err(NameError::LabelTooLong(long_label.clone())));
+        assert_eq!(
+            normalize(&long_label),
+            Err(NameError::LabelTooLong(long_label.clone()))
+        );
         let long = format!("{}com", "abcdefghi.".repeat(26));
         assert!(matches!(normalize(&long), Err(NameError::TooLong(_))));
     }
@@ -204,7 +234,13 @@ mod tests {
         assert!(pattern_matches("example.edu", "example.edu"));
         assert!(!pattern_matches("example.edu", "a.example.edu"));
         let pats = vec!["example.edu".to_owned(), "*.example.edu".to_owned()];
-        assert_eq!(all_covered(&pats, &["www.example.edu".into(), "example.edu".into()]), Ok(()));
-        assert_eq!(all_covered(&pats, &["www.other.edu".into()]), Err("www.other.edu".into()));
+        assert_eq!(
+            all_covered(&pats, &["www.example.edu".into(), "example.edu".into()]),
+            Ok(())
+        );
+        assert_eq!(
+            all_covered(&pats, &["www.other.edu".into()]),
+            Err("www.other.edu".into())
+        );
     }
 }

@@ -1,0 +1,590 @@
+//! The HTTP client under instant-acme: per-request timeouts (a longer one for finalize), a
+//! per-directory rate limiter that a 429 pauses as a whole, retries of the safe requests (GET
+//! directory, HEAD newNonce), and classification of error responses. A non-JSON error body (an
+//! nginx or Apache page) becomes a synthetic problem document that keeps the status, so the
+//! engine can tell a transient 502 from a refusal. Signed POSTs are never retried here.
+//!
+//! Knows HTTP and TLS; knows nothing about orders or storage. Never logs bodies.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::BodyExt as _;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use instant_acme::{BodyWrapper, BytesResponse, HttpClient};
+
+use super::AcmeError;
+
+/// Longest single wait honoured inside one request (longer pauses reschedule the job).
+pub const MAX_INLINE_PAUSE: Duration = Duration::from_secs(60);
+/// Attempts for the safe requests (GET, HEAD).
+const SAFE_ATTEMPTS: u32 = 4;
+/// Pause of a whole directory after a 429 without `Retry-After`.
+const DEFAULT_RATE_LIMIT_PAUSE: Duration = Duration::from_secs(60);
+
+tokio::task_local! {
+    /// Per-operation context: an optional timeout override and what the responses said.
+    static CALL: CallContext;
+}
+
+/// What one ACME operation observed on the wire (the last response wins).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Observed {
+    /// HTTP status of the last response, if one arrived.
+    pub status: Option<u16>,
+    /// `Retry-After` of the last response, as a delay from when it arrived.
+    pub retry_after: Option<Duration>,
+}
+
+struct CallContext {
+    timeout: Option<Duration>,
+    observed: Arc<Mutex<Observed>>,
+}
+
+/// Runs `op` with `timeout` (if given) for each request and returns what the responses said.
+pub async fn observe<T>(timeout: Option<Duration>, op: impl Future<Output = T>) -> (T, Observed) {
+    let observed = Arc::new(Mutex::new(Observed::default()));
+    let ctx = CallContext {
+        timeout,
+        observed: observed.clone(),
+    };
+    let out = CALL.scope(ctx, op).await;
+    let seen = observed.lock().map(|o| o.clone()).unwrap_or_default();
+    (out, seen)
+}
+
+fn record(status: Option<u16>, retry_after: Option<Duration>) {
+    let _ = CALL.try_with(|c| {
+        if let Ok(mut o) = c.observed.lock() {
+            *o = Observed {
+                status,
+                retry_after,
+            };
+        }
+    });
+}
+
+/// Parses `Retry-After` (delay-seconds or HTTP-date) into a delay from `now`.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if value.is_empty() {
+        return None;
+    }
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+fn retry_after_of(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, now))
+}
+
+/// How a response is treated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Class {
+    /// Success or redirect: passed through.
+    Success,
+    /// An error with a JSON problem body: passed through for instant-acme to parse.
+    Problem { transient: bool },
+    /// An error without a JSON body: replaced by this synthetic problem document.
+    Synthetic { transient: bool, body: String },
+}
+
+/// Whether a status is worth retrying later (rate limits and server errors).
+pub fn is_transient_status(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+}
+
+/// Classifies a response from its status, `Content-Type` and body.
+pub fn classify(status: StatusCode, content_type: Option<&str>, body: &[u8], url: &str) -> Class {
+    if status.is_success() || status.is_redirection() || status.is_informational() {
+        return Class::Success;
+    }
+    let transient = is_transient_status(status);
+    let json_type = content_type.is_some_and(|ct| ct.contains("json"));
+    if json_type && serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| v.is_object()) {
+        return Class::Problem { transient };
+    }
+    let kind = match status {
+        StatusCode::TOO_MANY_REQUESTS => "rateLimited",
+        s if s.is_server_error() => "serverInternal",
+        _ => "malformed",
+    };
+    let what = content_type.map_or_else(
+        || "no content type".to_owned(),
+        |ct| ct.split(';').next().unwrap_or(ct).trim().to_owned(),
+    );
+    let detail = format!("HTTP {status} from {url} with a non-JSON body ({what})");
+    let body = serde_json::json!({
+        "type": format!("urn:ietf:params:acme:error:{kind}"),
+        "detail": detail,
+        "status": status.as_u16(),
+    })
+    .to_string();
+    Class::Synthetic { transient, body }
+}
+
+/// A per-directory token bucket that a 429 pauses as a whole. Shared by every account and
+/// worker of this process that talks to the same directory URL.
+#[derive(Debug)]
+pub struct Gate {
+    per_sec: f64,
+    state: Mutex<GateState>,
+}
+
+#[derive(Debug)]
+struct GateState {
+    tokens: f64,
+    refilled: Instant,
+    paused_until: Option<Instant>,
+}
+
+static GATES: LazyLock<Mutex<HashMap<String, Arc<Gate>>>> = LazyLock::new(Mutex::default);
+
+impl Gate {
+    /// The gate of `directory_url`, created with `per_sec` requests per second on first use.
+    pub fn for_directory(directory_url: &str, per_sec: u32) -> Arc<Gate> {
+        let mut gates = GATES
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        gates
+            .entry(directory_url.to_owned())
+            .or_insert_with(|| Arc::new(Gate::new(per_sec)))
+            .clone()
+    }
+
+    fn new(per_sec: u32) -> Self {
+        let per_sec = f64::from(per_sec.max(1));
+        Self {
+            per_sec,
+            state: Mutex::new(GateState {
+                tokens: per_sec,
+                refilled: Instant::now(),
+                paused_until: None,
+            }),
+        }
+    }
+
+    /// Pauses the whole directory for `pause` (a 429 answer).
+    pub fn pause(&self, pause: Duration) {
+        let until = Instant::now() + pause;
+        let mut s = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.paused_until = Some(s.paused_until.map_or(until, |p| p.max(until)));
+    }
+
+    /// How long until this directory is no longer paused.
+    pub fn paused_for(&self) -> Duration {
+        let s = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.paused_until.map_or(Duration::ZERO, |p| {
+            p.saturating_duration_since(Instant::now())
+        })
+    }
+
+    /// Takes a token, or says how long to wait for one.
+    fn try_take(&self) -> Result<(), Duration> {
+        let now = Instant::now();
+        let mut s = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(p) = s.paused_until {
+            if p > now {
+                return Err(p - now);
+            }
+            s.paused_until = None;
+        }
+        let elapsed = now.saturating_duration_since(s.refilled).as_secs_f64();
+        s.tokens = (s.tokens + elapsed * self.per_sec).min(self.per_sec);
+        s.refilled = now;
+        if s.tokens >= 1.0 {
+            s.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - s.tokens) / self.per_sec))
+        }
+    }
+
+    /// Waits for a token. A pause longer than [`MAX_INLINE_PAUSE`] is an error instead, so the
+    /// job is rescheduled rather than holding a worker.
+    pub async fn acquire(&self) -> Result<(), AcmeError> {
+        loop {
+            match self.try_take() {
+                Ok(()) => return Ok(()),
+                Err(wait) if wait > MAX_INLINE_PAUSE => {
+                    return Err(AcmeError::Transient {
+                        detail: format!(
+                            "the ACME endpoint is paused for {}s after a rate limit (HTTP 429)",
+                            wait.as_secs()
+                        ),
+                        retry_after: Some(wait),
+                        rate_limited: true,
+                    });
+                }
+                Err(wait) => tokio::time::sleep(wait).await,
+            }
+        }
+    }
+}
+
+/// Settings of the HTTP client towards one directory.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Timeout of one request (headers and body).
+    pub timeout: Duration,
+    /// Requests per second towards the directory.
+    pub requests_per_sec: u32,
+}
+
+/// The instant-acme [`HttpClient`] used for every ACME request.
+#[derive(Clone)]
+pub struct AcmeHttp {
+    client: HyperClient<HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>,
+    gate: Arc<Gate>,
+    timeout: Duration,
+}
+
+impl AcmeHttp {
+    /// A client trusting the system roots plus `extra_roots_pem`, rate limited per directory.
+    pub fn new(
+        directory_url: &str,
+        extra_roots_pem: Option<&str>,
+        settings: &HttpSettings,
+    ) -> Result<Self, AcmeError> {
+        let mut roots = rustls::RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        roots.add_parsable_certificates(native.certs);
+        if let Some(pem) = extra_roots_pem {
+            let extra = crate::tls::certs_from_pem("extra CA certificates of the account", pem)
+                .map_err(|e| AcmeError::Config(e.to_string()))?;
+            for cert in extra {
+                roots.add(cert).map_err(|e| {
+                    AcmeError::Config(format!("extra CA certificate of the account: {e}"))
+                })?;
+            }
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| AcmeError::Config(format!("TLS client: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_http1()
+            .enable_http2()
+            .build();
+        Ok(Self {
+            client: HyperClient::builder(TokioExecutor::new()).build(connector),
+            gate: Gate::for_directory(directory_url, settings.requests_per_sec),
+            timeout: settings.timeout,
+        })
+    }
+
+    /// The rate limiter of this client's directory.
+    pub fn gate(&self) -> &Arc<Gate> {
+        &self.gate
+    }
+
+    /// Sends one request, reads the whole body within the timeout and classifies the answer.
+    async fn send_once(
+        &self,
+        req: Request<BodyWrapper<Bytes>>,
+        timeout: Duration,
+    ) -> Result<(http::response::Parts, Bytes), AcmeError> {
+        self.gate.acquire().await?;
+        let url = req.uri().to_string();
+        let method = req.method().clone();
+        let exchange = async {
+            let rsp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| transport_error(&method, &url, &e))?;
+            let (parts, body) = rsp.into_parts();
+            let bytes = body
+                .collect()
+                .await
+                .map_err(|e| transport_error(&method, &url, &e))?
+                .to_bytes();
+            Ok::<_, AcmeError>((parts, bytes))
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(AcmeError::Transient {
+                detail: format!("{method} {url} timed out after {}s", timeout.as_secs()),
+                retry_after: None,
+                rate_limited: false,
+            }),
+        }
+    }
+
+    /// One exchange with retries for the safe methods, returning a response for instant-acme.
+    async fn exchange(
+        self,
+        req: Request<BodyWrapper<Bytes>>,
+        timeout: Duration,
+    ) -> Result<BytesResponse, AcmeError> {
+        let safe = req.method() == Method::GET || req.method() == Method::HEAD;
+        let (template, body) = req.into_parts();
+        let url = template.uri.to_string();
+        let mut body = Some(body);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut builder = Request::builder()
+                .method(template.method.clone())
+                .uri(template.uri.clone());
+            for (name, value) in &template.headers {
+                builder = builder.header(name, value);
+            }
+            let req = builder
+                .body(body.take().unwrap_or_default())
+                .map_err(|e| AcmeError::Internal(format!("build request: {e}")))?;
+            let outcome = self.send_once(req, timeout).await;
+            let retry_in = match &outcome {
+                Ok((parts, _)) if is_transient_status(parts.status) => {
+                    retry_after_of(&parts.headers, SystemTime::now())
+                }
+                Err(e) if e.is_transient() => e.retry_after(),
+                _ => None,
+            };
+            let transient = match &outcome {
+                Ok((parts, _)) => is_transient_status(parts.status),
+                Err(e) => e.is_transient(),
+            };
+            if let Ok((parts, _)) = &outcome {
+                if parts.status == StatusCode::TOO_MANY_REQUESTS {
+                    self.gate
+                        .pause(retry_in.unwrap_or(DEFAULT_RATE_LIMIT_PAUSE));
+                }
+                if is_transient_status(parts.status) {
+                    metrics::counter!("certkeep_acme_transient_responses_total", "status" => parts.status.as_u16().to_string()).increment(1);
+                    tracing::warn!(http.status = parts.status.as_u16(), acme.url = %url, retry_after_s = retry_in.map(|d| d.as_secs()), "transient answer from the ACME server");
+                }
+            }
+            if safe && transient && attempt < SAFE_ATTEMPTS {
+                let wait = retry_in
+                    .unwrap_or(Duration::from_millis(500 << attempt))
+                    .min(MAX_INLINE_PAUSE);
+                tracing::info!(acme.url = %url, attempt, wait_ms = wait.as_millis() as u64, "retrying a safe ACME request");
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            let (mut parts, bytes) = match outcome {
+                Ok(ok) => ok,
+                Err(e) => {
+                    record(None, e.retry_after());
+                    return Err(e);
+                }
+            };
+            let retry_after = retry_after_of(&parts.headers, SystemTime::now());
+            record(Some(parts.status.as_u16()), retry_after);
+            let content_type = parts
+                .headers
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let bytes = match classify(parts.status, content_type.as_deref(), &bytes, &url) {
+                Class::Success => bytes,
+                Class::Problem { .. } => {
+                    if problem_type(&bytes).is_some_and(|t| t.ends_with(":badNonce")) {
+                        metrics::counter!("certkeep_acme_bad_nonce_total").increment(1);
+                    }
+                    bytes
+                }
+                Class::Synthetic { body, .. } => {
+                    parts.headers.insert(
+                        CONTENT_TYPE,
+                        http::HeaderValue::from_static("application/problem+json"),
+                    );
+                    Bytes::from(body)
+                }
+            };
+            return Ok(BytesResponse {
+                parts,
+                body: Box::new(bytes),
+            });
+        }
+    }
+}
+
+fn problem_type(body: &[u8]) -> Option<String> {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()?
+        .get("type")?
+        .as_str()
+        .map(str::to_owned)
+}
+
+fn transport_error(method: &Method, url: &str, e: &dyn std::error::Error) -> AcmeError {
+    let mut detail = format!("{method} {url} failed: {e}");
+    let mut source = e.source();
+    while let Some(s) = source {
+        detail.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    AcmeError::Transient {
+        detail,
+        retry_after: None,
+        rate_limited: false,
+    }
+}
+
+impl HttpClient for AcmeHttp {
+    fn request(
+        &self,
+        req: Request<BodyWrapper<Bytes>>,
+    ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
+        let timeout = CALL
+            .try_with(|c| c.timeout)
+            .ok()
+            .flatten()
+            .unwrap_or(self.timeout);
+        let this = self.clone();
+        Box::pin(async move {
+            this.exchange(req, timeout)
+                .await
+                .map_err(|e| instant_acme::Error::Other(Box::new(e)))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_both_forms() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        assert_eq!(
+            parse_retry_after(" 120 ", now),
+            Some(Duration::from_secs(120))
+        );
+        let date = httpdate::fmt_http_date(now + Duration::from_secs(90));
+        assert_eq!(parse_retry_after(&date, now), Some(Duration::from_secs(90)));
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(90));
+        assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("", now), None);
+    }
+
+    #[test]
+    fn html_error_pages_become_problems_that_keep_the_status() {
+        let html = b"<html><body><h1>502 Bad Gateway</h1><hr>nginx</body></html>";
+        let Class::Synthetic { transient, body } = classify(
+            StatusCode::BAD_GATEWAY,
+            Some("text/html"),
+            html,
+            "https://ca/acme/new-order",
+        ) else {
+            panic!("not synthetic");
+        };
+        assert!(transient);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["type"], "urn:ietf:params:acme:error:serverInternal");
+        assert_eq!(v["status"], 502);
+        assert!(
+            v["detail"]
+                .as_str()
+                .unwrap()
+                .contains("https://ca/acme/new-order")
+        );
+        assert!(v["detail"].as_str().unwrap().contains("text/html"));
+
+        let Class::Synthetic { transient, body } =
+            classify(StatusCode::TOO_MANY_REQUESTS, None, b"slow down", "u")
+        else {
+            panic!("not synthetic");
+        };
+        assert!(transient);
+        assert!(body.contains("rateLimited"));
+
+        let Class::Synthetic { transient, body } =
+            classify(StatusCode::FORBIDDEN, Some("text/html"), b"<html>", "u")
+        else {
+            panic!("not synthetic");
+        };
+        assert!(
+            !transient,
+            "a 403 page is a configuration problem, not a transient one"
+        );
+        assert!(body.contains("malformed"));
+    }
+
+    #[test]
+    fn json_problems_and_successes_pass_through() {
+        let problem =
+            br#"{"type":"urn:ietf:params:acme:error:badNonce","detail":"x","status":400}"#;
+        assert_eq!(
+            classify(
+                StatusCode::BAD_REQUEST,
+                Some("application/problem+json"),
+                problem,
+                "u"
+            ),
+            Class::Problem { transient: false }
+        );
+        assert_eq!(
+            classify(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("application/problem+json"),
+                problem,
+                "u"
+            ),
+            Class::Problem { transient: true }
+        );
+        assert_eq!(
+            classify(StatusCode::OK, Some("text/html"), b"<html>", "u"),
+            Class::Success
+        );
+        assert_eq!(classify(StatusCode::FOUND, None, b"", "u"), Class::Success);
+        // A JSON content type with a broken body is still synthesised.
+        assert!(matches!(
+            classify(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Some("application/json"),
+                b"{trunc",
+                "u"
+            ),
+            Class::Synthetic {
+                transient: true,
+                ..
+            }
+        ));
+    }
+
+    #[tokio::test]
+    async fn gate_paces_and_pauses() {
+        let gate = Gate::new(1000);
+        for _ in 0..10 {
+            gate.acquire().await.unwrap();
+        }
+        gate.pause(Duration::from_secs(3600));
+        let err = gate.acquire().await.unwrap_err();
+        assert!(err.is_transient());
+        assert!(err.retry_after().unwrap() > Duration::from_secs(3500));
+        assert!(err.to_string().contains("429"), "{err}");
+    }
+}

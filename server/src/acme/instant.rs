@@ -1,0 +1,564 @@
+//! [`Issuer`] on top of instant-acme 0.8.5. Each method reopens the order from its URL (the
+//! `Order` type is not serializable), so every call is one self-contained operation that the
+//! engine may repeat after a crash or a transient error.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use instant_acme::{
+    Account as AcmeAccount, AccountCredentials, AuthorizationStatus, BodyWrapper, BytesResponse,
+    CertificateIdentifier, ChallengeStatus, ChallengeType, ExternalAccountKey, HttpClient as _,
+    Identifier, NewAccount, NewOrder, OrderStatus, RevocationReason, RevocationRequest,
+};
+use rustls_pki_types::CertificateDer;
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use super::http::{AcmeHttp, Observed, observe};
+use super::{
+    AcmeError, CaAuthorization, CaAuthzStatus, CaChallenge, CaOrder, CaOrderStatus, Issuer,
+    http_settings,
+};
+use crate::app::AppState;
+use crate::model::Account;
+
+/// What certkeep reads from a directory document itself.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct DirectoryInfo {
+    /// `meta.externalAccountRequired`.
+    pub(super) external_account_required: bool,
+    /// Whether `renewalInfo` (ARI) is advertised.
+    pub(super) renewal_info: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DirectoryDoc {
+    new_nonce: Option<String>,
+    new_account: Option<String>,
+    new_order: Option<String>,
+    renewal_info: Option<String>,
+    #[serde(default)]
+    meta: DirectoryMeta,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct DirectoryMeta {
+    #[serde(default)]
+    external_account_required: bool,
+}
+
+/// GETs the directory at `url`, used byte for byte. Anything but a JSON ACME directory is a
+/// configuration error naming the URL.
+pub(super) async fn fetch_directory(
+    http: &AcmeHttp,
+    url: &str,
+) -> Result<DirectoryInfo, AcmeError> {
+    let request = http::Request::builder()
+        .uri(url)
+        .header(
+            http::header::USER_AGENT,
+            concat!("certkeep/", env!("CARGO_PKG_VERSION")),
+        )
+        .body(BodyWrapper::default())
+        .map_err(|e| {
+            AcmeError::Config(format!("the directory URL `{url}` is not a valid URL: {e}"))
+        })?;
+    let rsp: BytesResponse = http
+        .request(request)
+        .await
+        .map_err(|e| from_instant(e, &Observed::default()))?;
+    let status = rsp.parts.status;
+    if status.is_redirection() {
+        let to = rsp
+            .parts
+            .headers
+            .get(http::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("?");
+        return Err(AcmeError::Config(format!(
+            "the directory URL {url} redirects (HTTP {status}) to {to}; configure the ACME directory URL exactly as the CA publishes it"
+        )));
+    }
+    let mut body = rsp.body;
+    let bytes = body.into_bytes().await.map_err(|e| AcmeError::Transient {
+        detail: format!("reading the directory {url}: {e}"),
+        retry_after: None,
+        rate_limited: false,
+    })?;
+    if !status.is_success() {
+        let err = format!(
+            "the directory URL {url} answered HTTP {status}; check the URL (it is used exactly as configured, nothing is appended)"
+        );
+        return Err(if super::http::is_transient_status(status) {
+            AcmeError::Transient {
+                detail: err,
+                retry_after: None,
+                rate_limited: false,
+            }
+        } else {
+            AcmeError::Config(err)
+        });
+    }
+    let doc: DirectoryDoc = serde_json::from_slice(&bytes).map_err(|_| {
+        AcmeError::Config(format!(
+            "the directory URL {url} did not return an ACME directory (not JSON); check the URL"
+        ))
+    })?;
+    if doc.new_nonce.is_none() || doc.new_account.is_none() || doc.new_order.is_none() {
+        return Err(AcmeError::Config(format!(
+            "the document at {url} is JSON but not an ACME directory (newNonce, newAccount or newOrder missing)"
+        )));
+    }
+    Ok(DirectoryInfo {
+        external_account_required: doc.meta.external_account_required,
+        renewal_info: doc.renewal_info.is_some(),
+    })
+}
+
+/// Maps an instant-acme error (and what the wire said) to a classified [`AcmeError`].
+fn from_instant(e: instant_acme::Error, observed: &Observed) -> AcmeError {
+    let transient = |detail: String| AcmeError::Transient {
+        detail,
+        retry_after: observed.retry_after,
+        rate_limited: false,
+    };
+    match e {
+        instant_acme::Error::Other(inner) => match inner.downcast::<AcmeError>() {
+            Ok(ours) => *ours,
+            Err(other) => transient(format!("ACME exchange failed: {other}")),
+        },
+        instant_acme::Error::Api(problem) => {
+            let kind = problem.r#type.as_deref().unwrap_or("");
+            let status = problem.status.or(observed.status).unwrap_or(0);
+            let text = problem.to_string();
+            if kind.ends_with(":rateLimited") || status == 429 {
+                AcmeError::Transient {
+                    detail: text,
+                    retry_after: observed.retry_after,
+                    rate_limited: true,
+                }
+            } else if kind.ends_with(":badNonce") {
+                AcmeError::Transient {
+                    detail: text,
+                    retry_after: Some(Duration::ZERO),
+                    rate_limited: false,
+                }
+            } else if status >= 500 || kind.ends_with(":serverInternal") {
+                transient(text)
+            } else {
+                AcmeError::Rejected(text)
+            }
+        }
+        instant_acme::Error::Json(e) => {
+            transient(format!("the CA answered with unexpected JSON: {e}"))
+        }
+        instant_acme::Error::Timeout(_) => transient("timed out waiting for the CA".into()),
+        other => transient(format!("ACME exchange failed: {other}")),
+    }
+}
+
+/// Runs one ACME operation with its timeout and classifies its error.
+async fn run<T>(
+    timeout: Option<Duration>,
+    op: impl Future<Output = Result<T, instant_acme::Error>>,
+) -> Result<(T, Observed), AcmeError> {
+    let (result, observed) = observe(timeout, op).await;
+    match result {
+        Ok(v) => Ok((v, observed)),
+        Err(e) => Err(from_instant(e, &observed)),
+    }
+}
+
+/// An opened, registered ACME account.
+pub(super) struct InstantIssuer {
+    account: AcmeAccount,
+    renewal_info: bool,
+    finalize_timeout: Duration,
+}
+
+impl InstantIssuer {
+    /// Restores the account from its stored credentials (one directory GET).
+    pub(super) async fn open(
+        state: &AppState,
+        account: &Account,
+        credentials_json: &[u8],
+    ) -> Result<Self, AcmeError> {
+        let http = AcmeHttp::new(
+            &account.directory_url,
+            account.extra_roots_pem.as_deref(),
+            &http_settings(state),
+        )?;
+        let info = fetch_directory(&http, &account.directory_url).await?;
+        let credentials: AccountCredentials =
+            serde_json::from_slice(credentials_json).map_err(|_| {
+                AcmeError::Config(format!(
+                    "the stored credentials of ACME account `{}` do not parse",
+                    account.name
+                ))
+            })?;
+        let (acme, _) = run(
+            None,
+            AcmeAccount::builder_with_http(Box::new(http)).from_credentials(credentials),
+        )
+        .await?;
+        Ok(Self {
+            account: acme,
+            renewal_info: info.renewal_info,
+            finalize_timeout: Duration::from_secs(state.config.engine.finalize_timeout_secs),
+        })
+    }
+
+    async fn reopen(&self, url: &str) -> Result<instant_acme::Order, instant_acme::Error> {
+        self.account.order(url.to_owned()).await
+    }
+}
+
+/// Registers `account` (see [`super::register_account`]).
+pub(super) async fn register(state: &AppState, account: &Account) -> Result<(), AcmeError> {
+    let url = &account.directory_url;
+    let http = AcmeHttp::new(
+        url,
+        account.extra_roots_pem.as_deref(),
+        &http_settings(state),
+    )?;
+    let info = fetch_directory(&http, url).await?;
+    let hmac = state
+        .db
+        .account_eab_hmac(&state.secrets, account.id)
+        .await?;
+    let eab = match (&account.eab_kid, &hmac) {
+        (Some(kid), Some(key)) => Some(ExternalAccountKey::new(kid.clone(), key)),
+        (None, None) => None,
+        _ => {
+            return Err(AcmeError::Config(
+                "an EAB key id and HMAC key must be given together".into(),
+            ));
+        }
+    };
+    if info.external_account_required && eab.is_none() {
+        return Err(AcmeError::Config(format!(
+            "the ACME server at {url} requires external account binding (externalAccountRequired) but account `{}` has no EAB key id and HMAC key; get them from the CA and create the account with them",
+            account.name
+        )));
+    }
+    let contacts: Vec<&str> = account.contact.iter().map(String::as_str).collect();
+    let new = NewAccount {
+        contact: &contacts,
+        terms_of_service_agreed: true,
+        only_return_existing: false,
+    };
+    let (registered, _) = run(None, AcmeAccount::builder_with_http(Box::new(http)).create(&new, url.clone(), eab.as_ref()))
+        .await
+        .map_err(|e| match e {
+            AcmeError::Rejected(text) if text.contains("not awaiting external account binding") => AcmeError::Rejected(format!(
+                "{text}; this EAB key id was already bound to another account key: ask the CA for a new EAB (or for EAB reuse)"
+            )),
+            other => other,
+        })?;
+    let (acme, credentials) = registered;
+    let json = Zeroizing::new(
+        serde_json::to_vec(&credentials)
+            .map_err(|e| AcmeError::Internal(format!("serialize account credentials: {e}")))?,
+    );
+    state
+        .db
+        .set_account_registered(&state.secrets, account.id, &json, acme.id(), crate::now())
+        .await?;
+    Ok(())
+}
+
+fn order_view(
+    url: &str,
+    state: &instant_acme::OrderState,
+    retry_after: Option<Duration>,
+) -> CaOrder {
+    CaOrder {
+        url: url.to_owned(),
+        status: match state.status {
+            OrderStatus::Pending => CaOrderStatus::Pending,
+            OrderStatus::Ready => CaOrderStatus::Ready,
+            OrderStatus::Processing => CaOrderStatus::Processing,
+            OrderStatus::Valid => CaOrderStatus::Valid,
+            OrderStatus::Invalid => CaOrderStatus::Invalid,
+        },
+        error: state.error.as_ref().map(ToString::to_string),
+        retry_after,
+    }
+}
+
+fn challenge_kind(kind: &ChallengeType) -> String {
+    match kind {
+        ChallengeType::Http01 => "http-01".into(),
+        ChallengeType::Dns01 => "dns-01".into(),
+        ChallengeType::TlsAlpn01 => "tls-alpn-01".into(),
+        ChallengeType::DeviceAttest01 => "device-attest-01".into(),
+        ChallengeType::Unknown(other) => other.clone(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn parse_challenge_kind(kind: &str) -> ChallengeType {
+    match kind {
+        "http-01" => ChallengeType::Http01,
+        "dns-01" => ChallengeType::Dns01,
+        "tls-alpn-01" => ChallengeType::TlsAlpn01,
+        "device-attest-01" => ChallengeType::DeviceAttest01,
+        other => ChallengeType::Unknown(other.to_owned()),
+    }
+}
+
+/// The RFC 5280 reason code as instant-acme's enum (7 is unused by RFC 5280).
+pub(super) fn revocation_reason(reason: u8) -> Result<RevocationReason, AcmeError> {
+    Ok(match reason {
+        0 => RevocationReason::Unspecified,
+        1 => RevocationReason::KeyCompromise,
+        2 => RevocationReason::CaCompromise,
+        3 => RevocationReason::AffiliationChanged,
+        4 => RevocationReason::Superseded,
+        5 => RevocationReason::CessationOfOperation,
+        6 => RevocationReason::CertificateHold,
+        8 => RevocationReason::RemoveFromCrl,
+        9 => RevocationReason::PrivilegeWithdrawn,
+        10 => RevocationReason::AaCompromise,
+        other => {
+            return Err(AcmeError::Config(format!(
+                "revocation reason {other} is not an RFC 5280 reason code (0-6 or 8-10)"
+            )));
+        }
+    })
+}
+
+/// The ARI certificate id (`base64url(AKI).base64url(serial)`) of a leaf certificate.
+pub fn ari_cert_id(leaf_der: &[u8]) -> Result<String, AcmeError> {
+    let der = CertificateDer::from(leaf_der);
+    CertificateIdentifier::try_from(&der)
+        .map(|id| id.to_string())
+        .map_err(AcmeError::Internal)
+}
+
+#[async_trait]
+impl Issuer for InstantIssuer {
+    fn supports_renewal_info(&self) -> bool {
+        self.renewal_info
+    }
+
+    async fn new_order(
+        &self,
+        names: &[String],
+        replaces: Option<&str>,
+    ) -> Result<CaOrder, AcmeError> {
+        let identifiers: Vec<Identifier> =
+            names.iter().map(|n| Identifier::Dns(n.clone())).collect();
+        let mut new = NewOrder::new(&identifiers);
+        if let Some(id) = replaces {
+            if !self.renewal_info {
+                return Err(AcmeError::Internal(
+                    "`replaces` is only sent when the directory advertises renewalInfo".into(),
+                ));
+            }
+            let (aki, serial) = id.split_once('.').ok_or_else(|| {
+                AcmeError::Internal(format!("`{id}` is not an ARI certificate id"))
+            })?;
+            new = new.replaces(CertificateIdentifier {
+                authority_key_identifier: Cow::Borrowed(aki),
+                serial: Cow::Borrowed(serial),
+            });
+        }
+        let (mut order, observed) = run(None, self.account.new_order(&new)).await?;
+        let url = order.url().to_owned();
+        Ok(order_view(&url, order.state(), observed.retry_after))
+    }
+
+    async fn order(&self, url: &str) -> Result<CaOrder, AcmeError> {
+        let (mut order, observed) = run(None, self.reopen(url)).await?;
+        Ok(order_view(url, order.state(), observed.retry_after))
+    }
+
+    async fn authorizations(&self, order_url: &str) -> Result<Vec<CaAuthorization>, AcmeError> {
+        let thumbprint = self.account.key_thumbprint().to_owned();
+        let (authzs, _) = run(None, async {
+            let mut order = self.reopen(order_url).await?;
+            let mut out = Vec::new();
+            let mut stream = order.authorizations();
+            while let Some(handle) = stream.next().await {
+                let handle = handle?;
+                out.push(CaAuthorization {
+                    url: handle.url().to_owned(),
+                    name: handle.identifier().to_string(),
+                    status: match handle.status {
+                        AuthorizationStatus::Pending => CaAuthzStatus::Pending,
+                        AuthorizationStatus::Valid => CaAuthzStatus::Valid,
+                        AuthorizationStatus::Invalid => CaAuthzStatus::Invalid,
+                        _ => CaAuthzStatus::Other,
+                    },
+                    challenges: handle
+                        .challenges
+                        .iter()
+                        .map(|c| CaChallenge {
+                            kind: challenge_kind(&c.r#type),
+                            url: c.url.clone(),
+                            token: c.token.clone(),
+                            pending: c.status == ChallengeStatus::Pending,
+                            key_authorization: format!("{}.{thumbprint}", c.token),
+                        })
+                        .collect(),
+                });
+            }
+            Ok(out)
+        })
+        .await?;
+        Ok(authzs)
+    }
+
+    async fn challenge_ready(
+        &self,
+        order_url: &str,
+        authz_url: &str,
+        kind: &str,
+    ) -> Result<(), AcmeError> {
+        let kind = parse_challenge_kind(kind);
+        run(None, async {
+            let mut order = self.reopen(order_url).await?;
+            let mut stream = order.authorizations();
+            while let Some(handle) = stream.next().await {
+                let mut handle = handle?;
+                if handle.url() != authz_url {
+                    continue;
+                }
+                let Some(mut challenge) = handle.challenge(kind.clone()) else {
+                    return Err(instant_acme::Error::Str(
+                        "the authorization does not offer that challenge type",
+                    ));
+                };
+                return challenge.set_ready().await;
+            }
+            Err(instant_acme::Error::Str(
+                "the order no longer lists that authorization",
+            ))
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn finalize(&self, order_url: &str, csr_der: &[u8]) -> Result<CaOrder, AcmeError> {
+        let (mut order, observed) = run(Some(self.finalize_timeout), async {
+            let mut order = self.reopen(order_url).await?;
+            // Re-read first: finalize only a `ready` order, never one already finalized.
+            if order.state().status == OrderStatus::Ready {
+                order.finalize_csr(csr_der).await?;
+            }
+            Ok(order)
+        })
+        .await?;
+        Ok(order_view(order_url, order.state(), observed.retry_after))
+    }
+
+    async fn certificate(&self, order_url: &str) -> Result<String, AcmeError> {
+        let (chain, observed) = run(None, async {
+            let mut order = self.reopen(order_url).await?;
+            order.certificate().await
+        })
+        .await?;
+        chain.ok_or(AcmeError::Transient {
+            detail: "the order is still processing; no certificate yet".into(),
+            retry_after: observed.retry_after,
+            rate_limited: false,
+        })
+    }
+
+    async fn revoke(&self, leaf_der: &[u8], reason: u8) -> Result<(), AcmeError> {
+        let reason = revocation_reason(reason)?;
+        let der = CertificateDer::from(leaf_der);
+        let request = RevocationRequest {
+            certificate: &der,
+            reason: Some(reason),
+        };
+        match run(None, self.account.revoke(&request)).await {
+            Ok(_) => Ok(()),
+            Err(AcmeError::Rejected(text)) if text.contains("alreadyRevoked") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn renewal_window(
+        &self,
+        cert_id: &str,
+    ) -> Result<(time::OffsetDateTime, time::OffsetDateTime), AcmeError> {
+        let (aki, serial) = cert_id.split_once('.').ok_or_else(|| {
+            AcmeError::Internal(format!("`{cert_id}` is not an ARI certificate id"))
+        })?;
+        let id = CertificateIdentifier {
+            authority_key_identifier: Cow::Borrowed(aki),
+            serial: Cow::Borrowed(serial),
+        };
+        let ((info, _), _) = run(None, self.account.renewal_info(&id)).await?;
+        Ok((info.suggested_window.start, info.suggested_window.end))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenge_kinds_round_trip_including_unknown_ones() {
+        for kind in ["http-01", "dns-01", "tls-alpn-01", "sectigo-email-01"] {
+            assert_eq!(challenge_kind(&parse_challenge_kind(kind)), kind);
+        }
+    }
+
+    #[test]
+    fn revocation_reasons_follow_rfc_5280() {
+        for ok in [0u8, 1, 4, 5, 9, 10] {
+            assert_eq!(revocation_reason(ok).unwrap() as u8, ok);
+        }
+        for bad in [7u8, 11, 255] {
+            assert!(
+                revocation_reason(bad)
+                    .unwrap_err()
+                    .to_string()
+                    .contains("RFC 5280")
+            );
+        }
+    }
+
+    #[test]
+    fn problems_are_classified() {
+        let problem = |json: &str| instant_acme::Error::Api(serde_json::from_str(json).unwrap());
+        let seen = Observed {
+            status: Some(429),
+            retry_after: Some(Duration::from_secs(7)),
+        };
+        let e = from_instant(
+            problem(r#"{"type":"urn:ietf:params:acme:error:rateLimited","detail":"slow"}"#),
+            &seen,
+        );
+        assert!(
+            matches!(e, AcmeError::Transient { rate_limited: true, retry_after: Some(d), .. } if d.as_secs() == 7)
+        );
+        let e = from_instant(
+            problem(r#"{"type":"urn:ietf:params:acme:error:badNonce"}"#),
+            &Observed::default(),
+        );
+        assert_eq!(e.retry_after(), Some(Duration::ZERO));
+        let e = from_instant(
+            problem(r#"{"type":"urn:ietf:params:acme:error:serverInternal","status":500}"#),
+            &Observed::default(),
+        );
+        assert!(e.is_transient());
+        let e = from_instant(
+            problem(
+                r#"{"type":"urn:ietf:params:acme:error:rejectedIdentifier","detail":"no","status":400}"#,
+            ),
+            &Observed::default(),
+        );
+        assert!(
+            matches!(e, AcmeError::Rejected(ref t) if t.contains("rejectedIdentifier")),
+            "{e}"
+        );
+    }
+}

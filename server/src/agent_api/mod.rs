@@ -1,0 +1,358 @@
+//! The agent listener (mTLS): enrollment, client-certificate renewal, manifest, PFX delivery and
+//! deployment reports. An agent sees only what is assigned to it; everything else is 404.
+//! Errors go through the API's one problem+json mapping.
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use certkeep_api_types::agent::{
+    DeploymentStatus, ENROLL_PATH, EnrollRequest, EnrollResponse, MANIFEST_PATH, Manifest,
+    ManifestEntry, PKCS12_MEDIA_TYPE, PfxEncryption, RENEW_PATH, REPORT_PATH, RenewRequest, Report,
+};
+use certkeep_api_types::pfx;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::api::error::ApiError;
+use crate::app::AppState;
+use crate::bootstrap::token_hash;
+use crate::db::deployments::NewDeployment;
+use crate::model::{AgentId, CertificateId, NewAuditEvent, PfxMode};
+
+mod identity;
+
+pub use identity::AgentIdentity;
+
+/// Most files one report may list.
+const MAX_REPORTED_FILES: usize = 10_000;
+
+/// The agent listener's router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(ENROLL_PATH, post(enroll))
+        .route(RENEW_PATH, post(renew))
+        .route(MANIFEST_PATH, get(manifest))
+        .route("/agent/v1/certificates/{id}/pfx", get(download_pfx))
+        .route(REPORT_PATH, post(report))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(state)
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+async fn audit(
+    state: &AppState,
+    actor: String,
+    action: &str,
+    subject: String,
+    source: SocketAddr,
+    outcome: &str,
+    detail: String,
+) -> Result<(), ApiError> {
+    state
+        .db
+        .append_audit(
+            &NewAuditEvent {
+                actor,
+                action: action.into(),
+                subject,
+                source: Some(source.ip().to_string()),
+                outcome: outcome.into(),
+                detail,
+            },
+            crate::now(),
+        )
+        .await?;
+    Ok(())
+}
+
+fn issued(
+    state: &AppState,
+    agent: AgentId,
+    csr_pem: &str,
+) -> Result<(EnrollResponse, String), ApiError> {
+    let now = crate::now();
+    let cert = state
+        .ca
+        .issue_agent_cert(agent, csr_pem, state.config.agents.cert_days, now)
+        .map_err(|e| ApiError::field("csr_pem", e.to_string()))?;
+    Ok((
+        EnrollResponse {
+            agent_id: agent.0,
+            certificate_pem: cert.cert_pem,
+            ca_pem: state.ca.cert_pem().to_owned(),
+            not_after: cert.not_after,
+        },
+        cert.serial,
+    ))
+}
+
+/// `POST /agent/v1/enroll`: a one-time join token and a CSR buy a client certificate.
+async fn enroll(
+    State(state): State<AppState>,
+    ConnectInfo(source): ConnectInfo<SocketAddr>,
+    body: Bytes,
+) -> Result<Json<EnrollResponse>, ApiError> {
+    let req: EnrollRequest = parse_json(&body)?;
+    let now = crate::now();
+    // Validate the CSR before consuming the token, so a typo does not burn it.
+    certkeep_csr_check(&req.csr_pem)?;
+    let Some(agent) = state
+        .db
+        .consume_join_token(&token_hash(req.token.trim()), now)
+        .await?
+    else {
+        audit(
+            &state,
+            "anonymous".into(),
+            "agent.enroll",
+            "agent:unknown".into(),
+            source,
+            "denied",
+            "unknown, used or expired join token".into(),
+        )
+        .await?;
+        return Err(ApiError::Unauthorized);
+    };
+    let (response, serial) = issued(&state, agent, &req.csr_pem)?;
+    state
+        .db
+        .activate_agent(agent, &serial, response.not_after, now)
+        .await?;
+    audit(
+        &state,
+        format!("agent:{agent}"),
+        "agent.enroll",
+        format!("agent:{agent}"),
+        source,
+        "success",
+        format!("client certificate serial {serial}"),
+    )
+    .await?;
+    tracing::info!(agent.id = %agent, certificate.serial = %serial, "agent enrolled");
+    Ok(Json(response))
+}
+
+fn certkeep_csr_check(csr_pem: &str) -> Result<(), ApiError> {
+    rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+        .map(drop)
+        .map_err(|e| {
+            ApiError::field(
+                "csr_pem",
+                format!("not a valid PEM certificate signing request: {e}"),
+            )
+        })
+}
+
+/// `POST /agent/v1/renew`: a new client certificate for the calling agent.
+async fn renew(
+    State(state): State<AppState>,
+    ConnectInfo(source): ConnectInfo<SocketAddr>,
+    agent: AgentIdentity,
+    body: Bytes,
+) -> Result<Json<EnrollResponse>, ApiError> {
+    let req: RenewRequest = parse_json(&body)?;
+    certkeep_csr_check(&req.csr_pem)?;
+    let (response, serial) = issued(&state, agent.id, &req.csr_pem)?;
+    state
+        .db
+        .activate_agent(agent.id, &serial, response.not_after, crate::now())
+        .await?;
+    audit(
+        &state,
+        format!("agent:{}", agent.id),
+        "agent.renew",
+        format!("agent:{}", agent.id),
+        source,
+        "success",
+        format!("client certificate serial {serial}"),
+    )
+    .await?;
+    Ok(Json(response))
+}
+
+fn pfx_mode(mode: PfxMode) -> PfxEncryption {
+    match mode {
+        PfxMode::Legacy => PfxEncryption::Legacy,
+        PfxMode::Aes256 => PfxEncryption::Aes256,
+    }
+}
+
+fn chain_der(chain_pem: &str) -> Result<Vec<Vec<u8>>, ApiError> {
+    crate::tls::certs_from_pem("stored chain", chain_pem)
+        .map(|certs| certs.into_iter().map(|c| c.to_vec()).collect())
+        .map_err(|e| ApiError::Internal(e.into()))
+}
+
+async fn build_manifest(state: &AppState, agent: &AgentIdentity) -> Result<Manifest, ApiError> {
+    let mut certificates = Vec::new();
+    for cert in state.db.assigned_certificates(agent.id).await? {
+        let Some(version_id) = cert.current_version_id else {
+            continue;
+        };
+        let version = state.db.version(version_id).await?;
+        let chain = chain_der(&version.chain_pem)?;
+        let leaf = chain
+            .first()
+            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("empty stored chain")))?;
+        let file_names = pfx::ccs_file_names(leaf).map_err(|e| ApiError::Internal(e.into()))?;
+        certificates.push(ManifestEntry {
+            certificate_id: cert.id.0,
+            certificate_name: cert.name,
+            version_id: version.id.0,
+            thumbprint: version.thumbprint,
+            serial: version.serial,
+            not_after: version.not_after,
+            file_names,
+            download_path: format!("/agent/v1/certificates/{}/pfx", cert.id),
+        });
+    }
+    Ok(Manifest {
+        agent_id: agent.id.0,
+        pfx_encryption: pfx_mode(agent.agent.pfx_mode),
+        certificates,
+    })
+}
+
+/// `GET /agent/v1/manifest`: what this agent must have, with an ETag.
+async fn manifest(
+    State(state): State<AppState>,
+    agent: AgentIdentity,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let manifest = build_manifest(&state, &agent).await?;
+    let body = serde_json::to_vec(&manifest).map_err(|e| ApiError::Internal(e.into()))?;
+    let etag = format!("\"{}\"", hex::encode(&Sha256::digest(&body)[..16]));
+    let etag_value = HeaderValue::from_str(&etag).map_err(|e| ApiError::Internal(e.into()))?;
+    let unchanged = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    if unchanged {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value)]).into_response());
+    }
+    Ok((
+        [
+            (header::ETAG, etag_value),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// `GET /agent/v1/certificates/{id}/pfx`: the current version as PFX, with the agent's
+/// password and encryption mode. Every pull is audited.
+async fn download_pfx(
+    State(state): State<AppState>,
+    ConnectInfo(source): ConnectInfo<SocketAddr>,
+    agent: AgentIdentity,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = Uuid::parse_str(&id)
+        .map(CertificateId)
+        .map_err(|_| ApiError::NotFound)?;
+    let assigned = state.db.assigned_certificates(agent.id).await?;
+    let Some(cert) = assigned.into_iter().find(|c| c.id == id) else {
+        return Err(ApiError::NotFound);
+    };
+    let version_id = cert.current_version_id.ok_or(ApiError::NotFound)?;
+    let version = state.db.version(version_id).await?;
+    let chain = chain_der(&version.chain_pem)?;
+    let key = state.db.version_key(&state.secrets, version_id).await?;
+    let password = state
+        .db
+        .agent_ccs_password(&state.secrets, agent.id)
+        .await?;
+    let mode = pfx_mode(agent.agent.pfx_mode);
+    let bundle = tokio::task::spawn_blocking(move || pfx::build_pfx(&key, &chain, &password, mode))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    audit(
+        &state,
+        format!("agent:{}", agent.id),
+        "certificate.pfx_pull",
+        format!("certificate:{}", cert.id),
+        source,
+        "success",
+        format!("version {} thumbprint {}", version.id, version.thumbprint),
+    )
+    .await?;
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(PKCS12_MEDIA_TYPE),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        bundle,
+    )
+        .into_response())
+}
+
+/// `POST /agent/v1/report`: what the agent installed.
+async fn report(
+    State(state): State<AppState>,
+    agent: AgentIdentity,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let report: Report = parse_json(&body)?;
+    if report.files.len() > MAX_REPORTED_FILES {
+        return Err(ApiError::field(
+            "files",
+            format!("at most {MAX_REPORTED_FILES} files per report"),
+        ));
+    }
+    let now = crate::now();
+    let assigned: Vec<CertificateId> = state
+        .db
+        .assigned_certificates(agent.id)
+        .await?
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    let files: Vec<NewDeployment<'_>> = report
+        .files
+        .iter()
+        .filter(|f| assigned.contains(&CertificateId(f.certificate_id)))
+        .map(|f| NewDeployment {
+            certificate_id: CertificateId(f.certificate_id),
+            file_name: &f.file_name,
+            thumbprint: f.thumbprint.as_deref(),
+            status: match f.status {
+                DeploymentStatus::Installed => "installed",
+                DeploymentStatus::Failed => "failed",
+                DeploymentStatus::Kept => "kept",
+            },
+            error: f.error.as_deref(),
+        })
+        .collect();
+    state
+        .db
+        .record_deployments(agent.id, &files, &report.errors, now)
+        .await?;
+    state
+        .db
+        .touch_agent(
+            agent.id,
+            &report.os_name,
+            &report.os_build,
+            &report.agent_version,
+            now,
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,411 @@
+//! `/api/v1/agents`: hosts that pull certificates. Creating one returns a one-time join token
+//! (stored hashed); the CCS password is write-only and sealed at rest.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use certkeep_api_types::agent::PfxEncryption;
+use certkeep_api_types::api::{
+    AgentResponse, CreateAgentRequest, DeployedFile, DeploymentResponse, JoinTokenResponse,
+    UpdateAgentRequest,
+};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::auth::{Auth, OPERATE, READ};
+use super::certificates::find_certificate;
+use super::error::{ApiError, Problem};
+use super::extract::{AppJson, AppPath};
+use super::{Key, validate};
+use crate::app::AppState;
+use crate::bootstrap::{new_token_secret, token_hash};
+use crate::db::agents::{Assignment, NewAgent};
+use crate::domain::deployments::deployment_state;
+use crate::model::{
+    Agent, AgentId, AgentState, CertificateId, CertificateState, Deployment, PfxMode,
+};
+
+/// Routes of this resource.
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_agents, create_agent))
+        .routes(routes!(show_agent, update_agent))
+        .routes(routes!(assign_certificate, unassign_certificate))
+        .routes(routes!(revoke_agent))
+        .routes(routes!(new_join_token))
+}
+
+fn pfx_mode(e: PfxEncryption) -> PfxMode {
+    match e {
+        PfxEncryption::Legacy => PfxMode::Legacy,
+        PfxEncryption::Aes256 => PfxMode::Aes256,
+    }
+}
+
+fn pfx_encryption(m: PfxMode) -> PfxEncryption {
+    match m {
+        PfxMode::Legacy => PfxEncryption::Legacy,
+        PfxMode::Aes256 => PfxEncryption::Aes256,
+    }
+}
+
+/// One entry per assignment, with its files and deployment state.
+pub(super) fn deployment_responses(
+    assignments: &[Assignment],
+    files: &[Deployment],
+) -> Vec<DeploymentResponse> {
+    assignments
+        .iter()
+        .map(|a| {
+            let mine: Vec<&Deployment> = files
+                .iter()
+                .filter(|d| d.agent_id == a.agent_id && d.certificate_id == a.certificate_id)
+                .collect();
+            DeploymentResponse {
+                agent_id: a.agent_id.0,
+                agent_name: a.agent_name.clone(),
+                certificate_id: a.certificate_id.0,
+                certificate_name: a.certificate_name.clone(),
+                state: deployment_state(a.current_thumbprint.as_deref(), &mine),
+                current_thumbprint: a.current_thumbprint.clone(),
+                files: mine
+                    .into_iter()
+                    .map(|d| DeployedFile {
+                        file_name: d.file_name.clone(),
+                        thumbprint: d.thumbprint.clone(),
+                        status: d.status.clone(),
+                        error: d.error.clone(),
+                        reported_at: d.reported_at,
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+fn agent_response(a: Agent, certificates: Vec<DeploymentResponse>) -> AgentResponse {
+    AgentResponse {
+        id: a.id.0,
+        name: a.name,
+        state: a.state.as_str().to_owned(),
+        join_token_expires_at: a.join_token_expires_at,
+        client_cert_not_after: a.cert_not_after,
+        pfx_encryption: pfx_encryption(a.pfx_mode),
+        last_seen_at: a.last_seen_at,
+        os_name: a.os_name,
+        os_build: a.os_build,
+        agent_version: a.agent_version,
+        last_report_errors: a.last_report_errors,
+        certificates,
+    }
+}
+
+/// One agent with its assignments and deployment states.
+async fn agent_detail(state: &AppState, agent: Agent) -> Result<AgentResponse, ApiError> {
+    let assignments = state.db.assignments(Some(agent.id), None).await?;
+    let files = state.db.deployments(Some(agent.id), None).await?;
+    Ok(agent_response(
+        agent,
+        deployment_responses(&assignments, &files),
+    ))
+}
+
+/// The agent named by `key` (id or name).
+async fn find_agent(state: &AppState, key: &str) -> Result<Agent, ApiError> {
+    Ok(match Key::parse(key) {
+        Key::Id(id) => state.db.agent(AgentId(id)).await?,
+        Key::Name(name) => state.db.agent_by_name(name).await?,
+    })
+}
+
+/// A fresh join token for `agent`, stored hashed: the secret and its expiry.
+fn join_token(state: &AppState) -> (zeroize::Zeroizing<String>, Vec<u8>, time::OffsetDateTime) {
+    let secret = new_token_secret();
+    let hash = token_hash(&secret);
+    let hours = i64::try_from(state.config.agents.join_token_hours).unwrap_or(24);
+    (secret, hash, crate::now() + time::Duration::hours(hours))
+}
+
+/// Create an agent and its one-time join token.
+///
+/// Scope: `admin` or `operator`. `ccs_password` is write-only. The join token expires after
+/// `agents.join_token_hours` (default 24).
+#[utoipa::path(post, path = "/agents", tag = "agents", request_body = CreateAgentRequest, responses(
+    (status = 201, description = "Created; `join_token` is shown only now", body = JoinTokenResponse),
+    (status = 409, description = "The name is taken", body = Problem),
+))]
+async fn create_agent(
+    State(state): State<AppState>,
+    auth: Auth,
+    AppJson(req): AppJson<CreateAgentRequest>,
+) -> Result<(StatusCode, Json<JoinTokenResponse>), ApiError> {
+    auth.require(OPERATE)?;
+    validate::name("name", &req.name)?;
+    validate::secret("ccs_password", &req.ccs_password)?;
+    let (secret, hash, expires_at) = join_token(&state);
+    let agent = state
+        .db
+        .insert_agent(
+            &state.secrets,
+            &NewAgent {
+                name: &req.name,
+                join_token_hash: &hash,
+                join_token_expires_at: expires_at,
+                ccs_password: &req.ccs_password,
+                pfx_mode: pfx_mode(req.pfx_encryption.unwrap_or_default()),
+            },
+            crate::now(),
+        )
+        .await?;
+    auth.audit_ok(
+        &state,
+        "agent.create",
+        &format!("agent:{}", agent.id),
+        &format!("name={}", agent.name),
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(JoinTokenResponse {
+            agent: agent_response(agent, Vec::new()),
+            join_token: secret.to_string(),
+            expires_at,
+        }),
+    ))
+}
+
+/// List agents: last seen, reported OS, and deployment state per assigned certificate.
+///
+/// Scope: `admin`, `operator` or `reader`.
+#[utoipa::path(get, path = "/agents", tag = "agents", responses(
+    (status = 200, description = "Every agent, by name", body = Vec<AgentResponse>),
+))]
+async fn list_agents(
+    State(state): State<AppState>,
+    auth: Auth,
+) -> Result<Json<Vec<AgentResponse>>, ApiError> {
+    auth.require(READ)?;
+    let agents = state.db.list_agents().await?;
+    let assignments = state.db.assignments(None, None).await?;
+    let files = state.db.deployments(None, None).await?;
+    let all = deployment_responses(&assignments, &files);
+    Ok(Json(
+        agents
+            .into_iter()
+            .map(|a| {
+                let mine = all
+                    .iter()
+                    .filter(|d| d.agent_id == a.id.0)
+                    .cloned()
+                    .collect();
+                agent_response(a, mine)
+            })
+            .collect(),
+    ))
+}
+
+/// Show one agent.
+///
+/// Scope: `admin`, `operator` or `reader`.
+#[utoipa::path(get, path = "/agents/{agent}", tag = "agents",
+    params(("agent" = String, Path, description = "Agent id or name")),
+    responses((status = 200, description = "The agent", body = AgentResponse)))]
+async fn show_agent(
+    State(state): State<AppState>,
+    auth: Auth,
+    AppPath(key): AppPath<String>,
+) -> Result<Json<AgentResponse>, ApiError> {
+    auth.require(READ)?;
+    let agent = find_agent(&state, &key).await?;
+    Ok(Json(agent_detail(&state, agent).await?))
+}
+
+/// Rotate the CCS password and/or change the PFX encryption.
+///
+/// Scope: `admin` or `operator`. `aes256` files open only on Windows Server 2019 and later.
+#[utoipa::path(patch, path = "/agents/{agent}", tag = "agents",
+    params(("agent" = String, Path, description = "Agent id or name")),
+    request_body = UpdateAgentRequest,
+    responses((status = 200, description = "Updated", body = AgentResponse)))]
+async fn update_agent(
+    State(state): State<AppState>,
+    auth: Auth,
+    AppPath(key): AppPath<String>,
+    AppJson(req): AppJson<UpdateAgentRequest>,
+) -> Result<Json<AgentResponse>, ApiError> {
+    auth.require(OPERATE)?;
+    if req.ccs_password.is_none() && req.pfx_encryption.is_none() {
+        return Err(ApiError::field(
+            "body",
+            "give ccs_password and/or pfx_encryption",
+        ));
+    }
+    if let Some(p) = &req.ccs_password {
+        validate::secret("ccs_password", p)?;
+    }
+    let agent = find_agent(&state, &key).await?;
+    let mode = req.pfx_encryption.map(pfx_mode);
+    state
+        .db
+        .update_agent_ccs(
+            &state.secrets,
+            agent.id,
+            req.ccs_password.as_deref(),
+            mode,
+            crate::now(),
+        )
+        .await?;
+    let mut changed = Vec::new();
+    if req.ccs_password.is_some() {
+        changed.push("ccs_password rotated".to_owned());
+    }
+    if let Some(m) = mode {
+        changed.push(format!("pfx_encryption={m}"));
+    }
+    auth.audit_ok(
+        &state,
+        "agent.update",
+        &format!("agent:{}", agent.id),
+        &changed.join(" "),
+    )
+    .await?;
+    let agent = state.db.agent(agent.id).await?;
+    Ok(Json(agent_detail(&state, agent).await?))
+}
+
+/// The agent and certificate named in an assignment path.
+async fn assignment_parts(
+    state: &AppState,
+    agent: &str,
+    certificate: &str,
+) -> Result<(Agent, CertificateId), ApiError> {
+    let agent = find_agent(state, agent).await?;
+    let cert = find_certificate(state, certificate).await?;
+    if cert.state == CertificateState::Retired {
+        return Err(ApiError::Conflict("the certificate is retired".into()));
+    }
+    Ok((agent, cert.id))
+}
+
+/// Assign a certificate to an agent. Assigning twice is a no-op.
+///
+/// Scope: `admin` or `operator`.
+#[utoipa::path(put, path = "/agents/{agent}/certificates/{certificate}", tag = "agents",
+    params(
+        ("agent" = String, Path, description = "Agent id or name"),
+        ("certificate" = String, Path, description = "Certificate id or name"),
+    ),
+    responses(
+        (status = 204, description = "Assigned"),
+        (status = 409, description = "The agent is revoked or the certificate retired", body = Problem),
+    ))]
+async fn assign_certificate(
+    State(state): State<AppState>,
+    auth: Auth,
+    AppPath((agent, certificate)): AppPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    auth.require(OPERATE)?;
+    let (agent, cert) = assignment_parts(&state, &agent, &certificate).await?;
+    if agent.state == AgentState::Revoked {
+        return Err(ApiError::Conflict("the agent is revoked".into()));
+    }
+    state
+        .db
+        .assign_certificate(agent.id, cert, crate::now())
+        .await?;
+    auth.audit_ok(
+        &state,
+        "agent.assign",
+        &format!("agent:{}", agent.id),
+        &format!("certificate:{cert}"),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Unassign a certificate from an agent; the agent stops receiving it. Idempotent.
+///
+/// Scope: `admin` or `operator`.
+#[utoipa::path(delete, path = "/agents/{agent}/certificates/{certificate}", tag = "agents",
+    params(
+        ("agent" = String, Path, description = "Agent id or name"),
+        ("certificate" = String, Path, description = "Certificate id or name"),
+    ),
+    responses((status = 204, description = "Unassigned")))]
+async fn unassign_certificate(
+    State(state): State<AppState>,
+    auth: Auth,
+    AppPath((agent, certificate)): AppPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    auth.require(OPERATE)?;
+    let agent = find_agent(&state, &agent).await?;
+    let cert = find_certificate(&state, &certificate).await?;
+    state.db.unassign_certificate(agent.id, cert.id).await?;
+    auth.audit_ok(
+        &state,
+        "agent.unassign",
+        &format!("agent:{}", agent.id),
+        &format!("certificate:{}", cert.id),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revoke an agent: its client certificate and join token stop working at once.
+///
+/// Scope: `admin` or `operator`.
+#[utoipa::path(post, path = "/agents/{agent}/revoke", tag = "agents",
+    params(("agent" = String, Path, description = "Agent id or name")),
+    responses((status = 200, description = "Revoked", body = AgentResponse)))]
+async fn revoke_agent(
+    State(state): State<AppState>,
+    auth: Auth,
+    AppPath(key): AppPath<String>,
+) -> Result<Json<AgentResponse>, ApiError> {
+    auth.require(OPERATE)?;
+    let agent = find_agent(&state, &key).await?;
+    state.db.revoke_agent(agent.id, crate::now()).await?;
+    auth.audit_ok(&state, "agent.revoke", &format!("agent:{}", agent.id), "")
+        .await?;
+    let agent = state.db.agent(agent.id).await?;
+    Ok(Json(agent_detail(&state, agent).await?))
+}
+
+/// Issue a new one-time join token, e.g. to re-enroll an agent whose certificate expired.
+///
+/// Scope: `admin` or `operator`. Replaces any unused token.
+#[utoipa::path(post, path = "/agents/{agent}/join-token", tag = "agents",
+    params(("agent" = String, Path, description = "Agent id or name")),
+    responses(
+        (status = 200, description = "`join_token` is shown only now", body = JoinTokenResponse),
+        (status = 409, description = "The agent is revoked", body = Problem),
+    ))]
+async fn new_join_token(
+    State(state): State<AppState>,
+    auth: Auth,
+    AppPath(key): AppPath<String>,
+) -> Result<Json<JoinTokenResponse>, ApiError> {
+    auth.require(OPERATE)?;
+    let agent = find_agent(&state, &key).await?;
+    if agent.state == AgentState::Revoked {
+        return Err(ApiError::Conflict("the agent is revoked".into()));
+    }
+    let (secret, hash, expires_at) = join_token(&state);
+    state
+        .db
+        .set_join_token(agent.id, &hash, expires_at, crate::now())
+        .await?;
+    auth.audit_ok(
+        &state,
+        "agent.join_token",
+        &format!("agent:{}", agent.id),
+        "",
+    )
+    .await?;
+    let agent = state.db.agent(agent.id).await?;
+    Ok(Json(JoinTokenResponse {
+        agent: agent_detail(&state, agent).await?,
+        join_token: secret.to_string(),
+        expires_at,
+    }))
+}

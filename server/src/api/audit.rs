@@ -1,0 +1,122 @@
+//! `/api/v1/audit-events`: reading and verifying the hash-chained audit log. Read-only: the API
+//! offers no way to change or delete an event.
+
+use axum::Json;
+use axum::extract::State;
+use certkeep_api_types::api::{AuditEventList, AuditEventResponse, AuditVerifyResponse};
+use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::auth::{ADMIN, Auth};
+use super::error::ApiError;
+use super::extract::AppQuery;
+use crate::app::AppState;
+use crate::db::audit::AuditFilter;
+use crate::model::AuditEvent;
+
+/// Default and largest page size.
+const DEFAULT_PAGE: i64 = 100;
+const MAX_PAGE: i64 = 1000;
+
+/// Routes of this resource.
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_audit_events))
+        .routes(routes!(verify_audit_chain))
+}
+
+impl From<AuditEvent> for AuditEventResponse {
+    fn from(e: AuditEvent) -> Self {
+        AuditEventResponse {
+            seq: e.seq,
+            id: e.id,
+            at: e.at,
+            actor: e.actor,
+            action: e.action,
+            subject: e.subject,
+            source: e.source,
+            outcome: e.outcome,
+            detail: e.detail,
+        }
+    }
+}
+
+/// Filters and page of the audit list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct AuditQuery {
+    /// Only this actor, e.g. `token:<id>`.
+    actor: Option<String>,
+    /// Only this action, e.g. `certificate.key_release`.
+    action: Option<String>,
+    /// Only this subject, e.g. `certificate:<id>`.
+    subject: Option<String>,
+    /// Events after this sequence number (`next_after_seq` of the previous page).
+    after_seq: Option<i64>,
+    /// Page size, 1 to 1000 (default 100).
+    limit: Option<i64>,
+}
+
+/// List audit events, oldest first.
+///
+/// Scope: `admin`.
+#[utoipa::path(get, path = "/audit-events", tag = "audit", params(AuditQuery), responses(
+    (status = 200, description = "One page of events", body = AuditEventList),
+))]
+async fn list_audit_events(
+    State(state): State<AppState>,
+    auth: Auth,
+    AppQuery(q): AppQuery<AuditQuery>,
+) -> Result<Json<AuditEventList>, ApiError> {
+    auth.require(ADMIN)?;
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::field("limit", format!("must be 1 to {MAX_PAGE}")));
+    }
+    let events = state
+        .db
+        .list_audit(&AuditFilter {
+            actor: q.actor,
+            action: q.action,
+            subject: q.subject,
+            after_seq: q.after_seq,
+            limit,
+        })
+        .await?;
+    let next_after_seq = (events.len() as i64 == limit)
+        .then(|| events.last().map(|e| e.seq))
+        .flatten();
+    Ok(Json(AuditEventList {
+        items: events.into_iter().map(Into::into).collect(),
+        next_after_seq,
+    }))
+}
+
+/// Walk the hash chain and report the first break (an edited, reordered or deleted event).
+///
+/// Scope: `admin`.
+#[utoipa::path(get, path = "/audit-events/verify", tag = "audit", responses(
+    (status = 200, description = "The result; `intact` is false when the chain is broken", body = AuditVerifyResponse),
+))]
+async fn verify_audit_chain(
+    State(state): State<AppState>,
+    auth: Auth,
+) -> Result<Json<AuditVerifyResponse>, ApiError> {
+    auth.require(ADMIN)?;
+    Ok(Json(match state.db.verify_audit_chain().await? {
+        Ok(events) => AuditVerifyResponse {
+            intact: true,
+            events,
+            broken_at: None,
+            reason: None,
+        },
+        Err(b) => AuditVerifyResponse {
+            intact: false,
+            events: u64::try_from(b.seq - 1).unwrap_or(0),
+            broken_at: Some(b.seq),
+            reason: Some(b.reason),
+        },
+    }))
+}

@@ -1,0 +1,653 @@
+//! `/api/v1/certificates`: certificate definitions, their versions, orders, deployments,
+//! renewal, revocation, retirement and downloads. Every private-key release is audited first.
+
+use std::str::FromStr as _;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use certkeep_api_types::agent::PfxEncryption;
+use certkeep_api_types::api::{
+    CertificateDetail, CertificateList, CertificateResponse, CreateCertificateRequest,
+    DownloadFormat, DownloadRequest, OrderEventResponse, OrderResponse, RevokeCertificateRequest,
+    VersionResponse,
+};
+use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use super::accounts::find_account;
+use super::agents::deployment_responses;
+use super::auth::{Auth, CERT_ISSUE, CERT_READ, OPERATE};
+use super::error::{ApiError, Problem};
+use super::extract::{AppJson, AppPath, AppQuery};
+use super::{Key, validate};
+use crate::app::AppState;
+use crate::db::certificates::{CertificateFilter, NewCertificate};
+use crate::domain::names::{all_covered, normalize, normalize_all, to_unicode};
+use crate::model::{
+    AccountState, Certificate, CertificateId, CertificateState, CertificateVersion, KeyType, Order,
+    OrderReason, RenewalPolicy, VersionId,
+};
+
+/// Default and largest page size of the certificate list.
+const DEFAULT_PAGE: i64 = 100;
+const MAX_PAGE: i64 = 1000;
+
+/// Routes of this resource.
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_certificates, create_certificate))
+        .routes(routes!(show_certificate))
+        .routes(routes!(list_versions))
+        .routes(routes!(renew_certificate))
+        .routes(routes!(revoke_certificate))
+        .routes(routes!(retire_certificate))
+        .routes(routes!(download_certificate))
+}
+
+impl From<CertificateVersion> for VersionResponse {
+    fn from(v: CertificateVersion) -> Self {
+        VersionResponse {
+            id: v.id.0,
+            serial: v.serial,
+            thumbprint: v.thumbprint,
+            dns_names: v.dns_names,
+            not_before: v.not_before,
+            not_after: v.not_after,
+            revoked_at: v.revoked_at,
+            revocation_reason: v.revocation_reason,
+            created_at: v.created_at,
+        }
+    }
+}
+
+/// The wire form of a certificate, with its current version loaded.
+async fn certificate_response(
+    state: &AppState,
+    c: Certificate,
+) -> Result<CertificateResponse, ApiError> {
+    let current_version = match c.current_version_id {
+        Some(v) => Some(state.db.version(v).await?.into()),
+        None => None,
+    };
+    Ok(CertificateResponse {
+        id: c.id.0,
+        display_names: c.dns_names.iter().map(|n| to_unicode(n)).collect(),
+        dns_names: c.dns_names,
+        key_type: c.key_type.as_str().to_owned(),
+        account_id: c.account_id.0,
+        state: c.state.as_str().to_owned(),
+        renew_fraction: c.policy.fraction,
+        renew_days: c.policy.days,
+        renew_after: c.renew_after,
+        consecutive_failures: c.consecutive_failures,
+        last_error: c.last_error,
+        created_by: c.created_by,
+        created_at: c.created_at,
+        updated_at: c.updated_at,
+        name: c.name,
+        current_version,
+    })
+}
+
+/// The wire form of an order, with its events.
+async fn order_response(state: &AppState, o: Order) -> Result<OrderResponse, ApiError> {
+    let events = state.db.order_events(o.id).await?;
+    Ok(OrderResponse {
+        id: o.id.0,
+        reason: o.reason.as_str().to_owned(),
+        state: o.state.as_str().to_owned(),
+        attempts: o.attempts,
+        next_attempt_at: o.next_attempt_at,
+        deadline_at: o.deadline_at,
+        last_error: o.last_error,
+        created_at: o.created_at,
+        finished_at: o.finished_at,
+        events: events
+            .into_iter()
+            .map(|e| OrderEventResponse {
+                at: e.at,
+                kind: e.kind,
+                detail: e.detail,
+            })
+            .collect(),
+    })
+}
+
+/// The certificate named by `key` (id or name).
+pub(super) async fn find_certificate(state: &AppState, key: &str) -> Result<Certificate, ApiError> {
+    Ok(match Key::parse(key) {
+        Key::Id(id) => state.db.certificate(CertificateId(id)).await?,
+        Key::Name(name) => state.db.certificate_by_name(name).await?,
+    })
+}
+
+/// The certificate named by `key` (id or name), if this caller may see it; 404 otherwise.
+async fn find_visible(state: &AppState, auth: &Auth, key: &str) -> Result<Certificate, ApiError> {
+    let cert = find_certificate(state, key).await?;
+    if !auth.can_see(&cert.dns_names) {
+        return Err(ApiError::NotFound);
+    }
+    Ok(cert)
+}
+
+/// The requested version of `cert`, or its current one.
+async fn pick_version(
+    state: &AppState,
+    cert: &Certificate,
+    requested: Option<Uuid>,
+) -> Result<CertificateVersion, ApiError> {
+    let id = match requested {
+        Some(v) => VersionId(v),
+        None => cert.current_version_id.ok_or_else(|| {
+            ApiError::Conflict("the certificate has no issued version yet".into())
+        })?,
+    };
+    let version = state.db.version(id).await?;
+    if version.certificate_id != cert.id {
+        return Err(ApiError::NotFound);
+    }
+    Ok(version)
+}
+
+/// Parses a key type, explaining why P-521 and short RSA keys are refused.
+fn parse_key_type(text: Option<&str>) -> Result<KeyType, ApiError> {
+    let text = text.unwrap_or("ecdsa-p256").to_ascii_lowercase();
+    if text.contains("521") {
+        return Err(ApiError::field(
+            "key_type",
+            "P-521 keys are refused: many TLS clients and Windows schannel configurations reject them; use ecdsa-p256 or ecdsa-p384",
+        ));
+    }
+    if let Some(bits) = text.strip_prefix("rsa").and_then(|b| b.parse::<u32>().ok())
+        && bits < 2048
+    {
+        return Err(ApiError::field(
+            "key_type",
+            format!("RSA keys under 2048 bits are refused (got {bits})"),
+        ));
+    }
+    KeyType::from_str(&text).map_err(|e| ApiError::field("key_type", e))
+}
+
+/// Checks the renewal policy: a fraction in (0, 1) or 1..=365 days, not both.
+fn parse_policy(req: &CreateCertificateRequest) -> Result<RenewalPolicy, ApiError> {
+    if req.renew_fraction.is_some() && req.renew_days.is_some() {
+        return Err(ApiError::field(
+            "renew_days",
+            "give renew_fraction or renew_days, not both",
+        ));
+    }
+    if req.renew_fraction.is_some_and(|f| !(f > 0.0 && f < 1.0)) {
+        return Err(ApiError::field("renew_fraction", "must be between 0 and 1"));
+    }
+    if req.renew_days.is_some_and(|d| !(1..=365).contains(&d)) {
+        return Err(ApiError::field("renew_days", "must be 1 to 365"));
+    }
+    Ok(RenewalPolicy {
+        fraction: req.renew_fraction,
+        days: req.renew_days,
+    })
+}
+
+/// Queues an order for `cert` (or returns the one in flight) and wakes the workers.
+async fn enqueue(
+    state: &AppState,
+    cert: &Certificate,
+    reason: OrderReason,
+) -> Result<Order, ApiError> {
+    let now = crate::now();
+    let deadline_secs = i64::try_from(state.config.engine.order_deadline_secs).unwrap_or(i64::MAX);
+    let deadline = now.saturating_add(time::Duration::seconds(deadline_secs));
+    let order = state
+        .db
+        .enqueue_order(cert.id, cert.account_id, reason, deadline, now)
+        .await?;
+    state.wake.notify_one();
+    Ok(order)
+}
+
+/// Request a certificate; it is ordered at once.
+///
+/// Scope: `admin`, `operator`, or `issuer` when every name is within the token's domain
+/// patterns. Every name must also be within the account's `allowed_domains`.
+#[utoipa::path(post, path = "/certificates", tag = "certificates", request_body = CreateCertificateRequest, responses(
+    (status = 202, description = "Accepted: defined and queued for ordering", body = CertificateResponse),
+    (status = 409, description = "The name is taken", body = Problem),
+))]
+async fn create_certificate(
+    State(state): State<AppState>,
+    auth: Auth,
+    AppJson(req): AppJson<CreateCertificateRequest>,
+) -> Result<(StatusCode, Json<CertificateResponse>), ApiError> {
+    auth.require(CERT_ISSUE)?;
+    validate::name("name", &req.name)?;
+    let names = normalize_all(&req.dns_names)?;
+    auth.may_issue(&names)?;
+    let key_type = parse_key_type(req.key_type.as_deref())?;
+    let policy = parse_policy(&req)?;
+    let account = find_account(&state, &req.account)
+        .await
+        .map_err(|e| match e {
+            ApiError::NotFound => {
+                ApiError::field("account", format!("no account `{}`", req.account))
+            }
+            other => other,
+        })?;
+    if matches!(
+        account.state,
+        AccountState::Deactivated | AccountState::Failed
+    ) {
+        return Err(ApiError::field(
+            "account",
+            format!("account `{}` is {}", account.name, account.state),
+        ));
+    }
+    all_covered(&account.allowed_domains, &names).map_err(|outside| {
+        ApiError::field(
+            "dns_names",
+            format!(
+                "`{outside}` is outside account `{}`'s allowed domains",
+                account.name
+            ),
+        )
+    })?;
+    let actor = auth.actor();
+    let cert = state
+        .db
+        .insert_certificate(
+            &NewCertificate {
+                name: &req.name,
+                dns_names: &names,
+                key_type,
+                account_id: account.id,
+                policy,
+                created_by: Some(&actor),
+            },
+            crate::now(),
+        )
+        .await?;
+    let order = enqueue(&state, &cert, OrderReason::New).await?;
+    auth.audit_ok(
+        &state,
+        "certificate.create",
+        &format!("certificate:{}", cert.id),
+        &format!(
+            "name={} names={} order={}",
+            cert.name,
+            names.join(","),
+            order.id
+        ),
+    )
+    .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(certificate_response(&state, cert).await?),
+    ))
+}
+
+/// Filters and page of the certificate list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct ListQuery {
+    /// Only this state.
+    state: Option<String>,
+    /// Only this account (id or name).
+    account: Option<String>,
+    /// Only certificates whose current version expires within this span: `30d`, `12h`, `90m`.
+    expiring_within: Option<String>,
+    /// Only certificates carrying this DNS name.
+    dns_name: Option<String>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<Uuid>,
+    /// Page size, 1 to 1000 (default 100).
+    limit: Option<i64>,
+}
+
+/// Parses `30d`, `12h`, `90m` or `45s`.
+fn parse_span(text: &str) -> Option<time::Duration> {
+    let (n, unit) = text.split_at(text.len().checked_sub(1)?);
+    let n: i64 = n
+        .parse()
+        .ok()
+        .filter(|n| *n >= 0 && *n <= 100 * 365 * 24 * 3600)?;
+    Some(match unit {
+        "d" => time::Duration::days(n),
+        "h" => time::Duration::hours(n),
+        "m" => time::Duration::minutes(n),
+        "s" => time::Duration::seconds(n),
+        _ => return None,
+    })
+}
+
+/// List certificates, with filters and cursor pagination.
+///
+/// Scope: `admin`, `operator`, `reader`, or `issuer` (which sees only certificates within its
+/// domain patterns; its pages may be shorter than `limit`).
+#[utoipa::path(get, path = "/certificates", tag = "certificates", params(ListQuery), responses(
+    (status = 200, description = "One page of certificates", body = CertificateList),
+))]
+async fn list_certificates(
+    State(state): State<AppState>,
+    auth: Auth,
+    AppQuery(q): AppQuery<ListQuery>,
+) -> Result<Json<CertificateList>, ApiError> {
+    auth.require(CERT_READ)?;
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::field("limit", format!("must be 1 to {MAX_PAGE}")));
+    }
+    let state_filter = q
+        .state
+        .as_deref()
+        .map(CertificateState::from_str)
+        .transpose()
+        .map_err(|e| ApiError::field("state", e))?;
+    let account = match &q.account {
+        Some(key) => Some(
+            find_account(&state, key)
+                .await
+                .map_err(|_| ApiError::field("account", format!("no account `{key}`")))?
+                .id,
+        ),
+        None => None,
+    };
+    let expiring_before = q
+        .expiring_within
+        .as_deref()
+        .map(|s| {
+            parse_span(s).map(|d| crate::now() + d).ok_or_else(|| {
+                ApiError::field(
+                    "expiring_within",
+                    "expected a span such as 30d, 12h, 90m or 45s",
+                )
+            })
+        })
+        .transpose()?;
+    let dns_name = q
+        .dns_name
+        .as_deref()
+        .map(|n| normalize(n).map_err(|e| ApiError::field("dns_name", e.to_string())))
+        .transpose()?;
+    let page = state
+        .db
+        .list_certificates(&CertificateFilter {
+            state: state_filter,
+            account,
+            expiring_before,
+            dns_name,
+            after: q.cursor.map(CertificateId),
+            limit,
+        })
+        .await?;
+    let next_cursor = (page.len() as i64 == limit)
+        .then(|| page.last().map(|c| c.id.0))
+        .flatten();
+    let mut items = Vec::with_capacity(page.len());
+    for cert in page.into_iter().filter(|c| auth.can_see(&c.dns_names)) {
+        items.push(certificate_response(&state, cert).await?);
+    }
+    Ok(Json(CertificateList { items, next_cursor }))
+}
+
+/// Show a certificate: current and previous versions, order history, deployments per agent.
+///
+/// Scope: `admin`, `operator`, `reader`, or `issuer` within its domain patterns.
+#[utoipa::path(get, path = "/certificates/{certificate}", tag = "certificates",
+    params(("certificate" = String, Path, description = "Certificate id or name")),
+    responses((status = 200, description = "The certificate", body = CertificateDetail)))]
+async fn show_certificate(
+    State(state): State<AppState>,
+    auth: Auth,
+    AppPath(key): AppPath<String>,
+) -> Result<Json<CertificateDetail>, ApiError> {
+    auth.require(CERT_READ)?;
+    let cert = find_visible(&state, &auth, &key).await?;
+    let versions = state.db.versions(cert.id).await?;
+    let mut orders = Vec::new();
+    for order in state.db.orders_for(cert.id).await? {
+        orders.push(order_response(&state, order).await?);
+    }
+    let assignments = state.db.assignments(None, Some(cert.id)).await?;
+    let deployments = state.db.deployments(None, Some(cert.id)).await?;
+    Ok(Json(CertificateDetail {
+        certificate: certificate_response(&state, cert).await?,
+        versions: versions.into_iter().map(Into::into).collect(),
+        orders,
+        deployments: deployment_responses(&assignments, &deployments),
+    }))
+}
+
+/// List every issued version of a certificate, newest first.
+///
+/// Scope: `admin`, `operator`, `reader`, or `issuer` within its domain patterns.
+#[utoipa::path(get, path = "/certificates/{certificate}/versions", tag = "certificates",
+    params(("certificate" = String, Path, description = "Certificate id or name")),
+    responses((status = 200, description = "Versions, newest first", body = Vec<VersionResponse>)))]
+async fn list_versions(
+    State(state): State<AppState>,
+    auth: Auth,
+    AppPath(key): AppPath<String>,
+) -> Result<Json<Vec<VersionResponse>>, ApiError> {
+    auth.require(CERT_READ)?;
+    let cert = find_visible(&state, &auth, &key).await?;
+    let versions = state.db.versions(cert.id).await?;
+    Ok(Json(versions.into_iter().map(Into::into).collect()))
+}
+
+/// Renew now. Idempotent: while an order is in flight, that order is returned.
+///
+/// Scope: `admin`, `operator`, or `issuer` within its domain patterns.
+#[utoipa::path(post, path = "/certificates/{certificate}/renew", tag = "certificates",
+    params(("certificate" = String, Path, description = "Certificate id or name")),
+    responses(
+        (status = 202, description = "Queued (or already in flight)", body = OrderResponse),
+        (status = 409, description = "The certificate is retired", body = Problem),
+    ))]
+async fn renew_certificate(
+    State(state): State<AppState>,
+    auth: Auth,
+    AppPath(key): AppPath<String>,
+) -> Result<(StatusCode, Json<OrderResponse>), ApiError> {
+    auth.require(CERT_ISSUE)?;
+    let cert = find_visible(&state, &auth, &key).await?;
+    auth.may_issue(&cert.dns_names)?;
+    if cert.state == CertificateState::Retired {
+        return Err(ApiError::Conflict("the certificate is retired".into()));
+    }
+    let order = enqueue(&state, &cert, OrderReason::Manual).await?;
+    auth.audit_ok(
+        &state,
+        "certificate.renew",
+        &format!("certificate:{}", cert.id),
+        &format!("order={}", order.id),
+    )
+    .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(order_response(&state, order).await?),
+    ))
+}
+
+/// Revoke the current (or a given) version at the CA.
+///
+/// Scope: `admin` or `operator`.
+#[utoipa::path(post, path = "/certificates/{certificate}/revoke", tag = "certificates",
+    params(("certificate" = String, Path, description = "Certificate id or name")),
+    request_body = RevokeCertificateRequest,
+    responses(
+        (status = 200, description = "Revoked", body = VersionResponse),
+        (status = 409, description = "No issued version, or already revoked", body = Problem),
+        (status = 502, description = "The CA refused", body = Problem),
+    ))]
+async fn revoke_certificate(
+    State(state): State<AppState>,
+    auth: Auth,
+    AppPath(key): AppPath<String>,
+    AppJson(req): AppJson<RevokeCertificateRequest>,
+) -> Result<Json<VersionResponse>, ApiError> {
+    auth.require(OPERATE)?;
+    let cert = find_visible(&state, &auth, &key).await?;
+    let version = pick_version(&state, &cert, req.version_id).await?;
+    if version.revoked_at.is_some() {
+        return Err(ApiError::Conflict("this version is already revoked".into()));
+    }
+    let subject = format!("certificate:{}", cert.id);
+    let detail = format!("version={} reason={}", version.id, req.reason.code());
+    if let Err(e) = crate::engine::revoke_version(&state, version.id, req.reason.code()).await {
+        let reason = e.to_string();
+        auth.audit(
+            &state,
+            "certificate.revoke",
+            &subject,
+            "failure",
+            &format!("{detail}: {reason}"),
+        )
+        .await?;
+        return Err(ApiError::Upstream(reason));
+    }
+    auth.audit_ok(&state, "certificate.revoke", &subject, &detail)
+        .await?;
+    Ok(Json(state.db.version(version.id).await?.into()))
+}
+
+/// Retire a certificate: it is no longer renewed.
+///
+/// Scope: `admin` or `operator`.
+#[utoipa::path(post, path = "/certificates/{certificate}/retire", tag = "certificates",
+    params(("certificate" = String, Path, description = "Certificate id or name")),
+    responses((status = 200, description = "Retired", body = CertificateResponse)))]
+async fn retire_certificate(
+    State(state): State<AppState>,
+    auth: Auth,
+    AppPath(key): AppPath<String>,
+) -> Result<Json<CertificateResponse>, ApiError> {
+    auth.require(OPERATE)?;
+    let cert = find_visible(&state, &auth, &key).await?;
+    state
+        .db
+        .set_certificate_state(cert.id, CertificateState::Retired, None, crate::now())
+        .await?;
+    auth.audit_ok(
+        &state,
+        "certificate.retire",
+        &format!("certificate:{}", cert.id),
+        "",
+    )
+    .await?;
+    let cert = state.db.certificate(cert.id).await?;
+    Ok(Json(certificate_response(&state, cert).await?))
+}
+
+/// PEM encoding of DER bytes.
+fn pem(label: &str, der: &[u8]) -> Zeroizing<String> {
+    use base64::Engine as _;
+    let b64 = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(der));
+    let mut out = Zeroizing::new(format!("-----BEGIN {label}-----\n"));
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// Download a version: PEM chain, PEM private key, or PFX with a caller-supplied password.
+///
+/// Scope: the chain needs `admin`, `operator`, `reader` or `issuer` (within its domain
+/// patterns); `pem-key` and `pfx` also need `export`, and every release is audited. POST so the
+/// PFX password travels in the body, never in a URL.
+#[utoipa::path(post, path = "/certificates/{certificate}/download", tag = "certificates",
+    params(("certificate" = String, Path, description = "Certificate id or name")),
+    request_body = DownloadRequest,
+    responses(
+        (status = 200, description = "The bundle", content(
+            (String = "application/pem-certificate-chain"),
+            (String = "application/x-pem-file"),
+            (Vec<u8> = "application/x-pkcs12"),
+        )),
+        (status = 409, description = "No issued version yet", body = Problem),
+    ))]
+async fn download_certificate(
+    State(state): State<AppState>,
+    auth: Auth,
+    AppPath(key): AppPath<String>,
+    AppJson(req): AppJson<DownloadRequest>,
+) -> Result<Response, ApiError> {
+    auth.require(CERT_READ)?;
+    match (req.format, &req.password) {
+        (DownloadFormat::Pfx, Some(p)) => validate::secret("password", p)?,
+        (DownloadFormat::Pfx, None) => return Err(ApiError::field("password", "required for pfx")),
+        (_, Some(_)) => return Err(ApiError::field("password", "only for pfx")),
+        (_, None) => {}
+    }
+    if req.encryption.is_some() && req.format != DownloadFormat::Pfx {
+        return Err(ApiError::field("encryption", "only for pfx"));
+    }
+    let cert = find_visible(&state, &auth, &key).await?;
+    let subject = format!("certificate:{}", cert.id);
+    if req.format != DownloadFormat::PemChain {
+        auth.require_export(&state, &subject).await?;
+    }
+    let version = pick_version(&state, &cert, req.version_id).await?;
+    let file = |ext: &str| format!("attachment; filename=\"{}.{ext}\"", cert.name);
+    let (content_type, disposition, body) = match req.format {
+        DownloadFormat::PemChain => (
+            "application/pem-certificate-chain",
+            file("chain.pem"),
+            version.chain_pem.into_bytes(),
+        ),
+        DownloadFormat::PemKey => {
+            auth.audit_ok(
+                &state,
+                "certificate.key_release",
+                &subject,
+                &format!("format=pem-key version={}", version.id),
+            )
+            .await?;
+            let key = state.db.version_key(&state.secrets, version.id).await?;
+            (
+                "application/x-pem-file",
+                file("key.pem"),
+                pem("PRIVATE KEY", &key).as_bytes().to_vec(),
+            )
+        }
+        DownloadFormat::Pfx => {
+            let encryption = req.encryption.unwrap_or(PfxEncryption::Legacy);
+            auth.audit_ok(
+                &state,
+                "certificate.key_release",
+                &subject,
+                &format!(
+                    "format=pfx encryption={encryption:?} version={}",
+                    version.id
+                ),
+            )
+            .await?;
+            let key = state.db.version_key(&state.secrets, version.id).await?;
+            let chain: Vec<Vec<u8>> = crate::tls::certs_from_pem("chain", &version.chain_pem)
+                .map_err(|e| ApiError::Internal(e.into()))?
+                .into_iter()
+                .map(|c| c.to_vec())
+                .collect();
+            let password = req.password.as_deref().unwrap_or_default();
+            let pfx = certkeep_api_types::pfx::build_pfx(&key, &chain, password, encryption)
+                .map_err(|e| ApiError::Internal(e.into()))?;
+            ("application/x-pkcs12", file("pfx"), pfx)
+        }
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type.to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+        ],
+        body,
+    )
+        .into_response())
+}

@@ -1,0 +1,336 @@
+//! Every scope against every endpoint: the expected status for each pair, each on a fresh
+//! database so allowed state changes cannot affect other pairs. A final check proves the table
+//! covers every operation of the OpenAPI document.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+
+use super::testapp::TestApp;
+use crate::model::Scope;
+
+/// Callers, in the column order of [`ROWS`], then the two that never authenticate.
+const CALLERS: [&[Scope]; 6] = [
+    &[Scope::Admin],
+    &[Scope::Admin, Scope::Export],
+    &[Scope::Operator],
+    &[Scope::Issuer],
+    &[Scope::Reader],
+    &[Scope::Export],
+];
+/// Who calls: `None` sends no token, `Some(None)` an unknown one.
+type Caller = Option<Option<&'static [Scope]>>;
+
+/// Expected status of a public endpoint for every caller.
+const PUBLIC: [u16; 6] = [200; 6];
+
+/// (method, path template, body, expected for admin, admin+export, operator, issuer, reader,
+/// export). Callers without a token, or with an unknown one, get 401 unless the row is public.
+fn rows(v0: &str) -> Vec<(&'static str, &'static str, Option<Value>, [u16; 6])> {
+    let new_account = json!({"name": "new", "directory_url": "https://acme.invalid/dir", "allowed_domains": ["*.example.com"]});
+    let new_cert = json!({"name": "new", "dns_names": ["api.example.com"], "account": "acme"});
+    vec![
+        ("GET", "/healthz", None, PUBLIC),
+        ("GET", "/readyz", None, PUBLIC),
+        ("GET", "/openapi.json", None, PUBLIC),
+        ("GET", "/metrics", None, [200, 200, 200, 403, 200, 403]),
+        (
+            "POST",
+            "/api/v1/acme-accounts",
+            Some(new_account),
+            [201, 201, 403, 403, 403, 403],
+        ),
+        (
+            "GET",
+            "/api/v1/acme-accounts",
+            None,
+            [200, 200, 200, 403, 200, 403],
+        ),
+        (
+            "GET",
+            "/api/v1/acme-accounts/{account}",
+            None,
+            [200, 200, 200, 403, 200, 403],
+        ),
+        (
+            "POST",
+            "/api/v1/acme-accounts/{account}/deactivate",
+            None,
+            [200, 200, 403, 403, 403, 403],
+        ),
+        (
+            "POST",
+            "/api/v1/certificates",
+            Some(new_cert),
+            [202, 202, 202, 202, 403, 403],
+        ),
+        (
+            "GET",
+            "/api/v1/certificates",
+            None,
+            [200, 200, 200, 200, 200, 403],
+        ),
+        (
+            "GET",
+            "/api/v1/certificates/{certificate}",
+            None,
+            [200, 200, 200, 200, 200, 403],
+        ),
+        (
+            "GET",
+            "/api/v1/certificates/{certificate}/versions",
+            None,
+            [200, 200, 200, 200, 200, 403],
+        ),
+        (
+            "POST",
+            "/api/v1/certificates/{certificate}/renew",
+            None,
+            [202, 202, 202, 202, 403, 403],
+        ),
+        (
+            "POST",
+            "/api/v1/certificates/{certificate}/revoke",
+            Some(json!({"version_id": v0})),
+            [409, 409, 409, 403, 403, 403],
+        ),
+        (
+            "POST",
+            "/api/v1/certificates/{certificate}/retire",
+            None,
+            [200, 200, 200, 403, 403, 403],
+        ),
+        (
+            "POST",
+            "/api/v1/certificates/{certificate}/download",
+            Some(json!({"format": "pem-chain"})),
+            [200, 200, 200, 200, 200, 403],
+        ),
+        (
+            "POST",
+            "/api/v1/certificates/{certificate}/download",
+            Some(json!({"format": "pem-key"})),
+            [403, 200, 403, 403, 403, 403],
+        ),
+        (
+            "POST",
+            "/api/v1/certificates/{certificate}/download",
+            Some(json!({"format": "pfx", "password": "pw"})),
+            [403, 200, 403, 403, 403, 403],
+        ),
+        (
+            "POST",
+            "/api/v1/agents",
+            Some(json!({"name": "web2", "ccs_password": "pw"})),
+            [201, 201, 201, 403, 403, 403],
+        ),
+        (
+            "GET",
+            "/api/v1/agents",
+            None,
+            [200, 200, 200, 403, 200, 403],
+        ),
+        (
+            "GET",
+            "/api/v1/agents/{agent}",
+            None,
+            [200, 200, 200, 403, 200, 403],
+        ),
+        (
+            "PATCH",
+            "/api/v1/agents/{agent}",
+            Some(json!({"pfx_encryption": "aes256"})),
+            [200, 200, 200, 403, 403, 403],
+        ),
+        (
+            "PUT",
+            "/api/v1/agents/{agent}/certificates/{certificate}",
+            None,
+            [204, 204, 204, 403, 403, 403],
+        ),
+        (
+            "DELETE",
+            "/api/v1/agents/{agent}/certificates/{certificate}",
+            None,
+            [204, 204, 204, 403, 403, 403],
+        ),
+        (
+            "POST",
+            "/api/v1/agents/{agent}/revoke",
+            None,
+            [200, 200, 200, 403, 403, 403],
+        ),
+        (
+            "POST",
+            "/api/v1/agents/{agent}/join-token",
+            None,
+            [200, 200, 200, 403, 403, 403],
+        ),
+        (
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"name": "t", "scopes": ["reader"]})),
+            [201, 201, 403, 403, 403, 403],
+        ),
+        (
+            "GET",
+            "/api/v1/tokens",
+            None,
+            [200, 200, 403, 403, 403, 403],
+        ),
+        (
+            "POST",
+            "/api/v1/tokens/{id}/revoke",
+            None,
+            [200, 200, 403, 403, 403, 403],
+        ),
+        (
+            "GET",
+            "/api/v1/audit-events",
+            None,
+            [200, 200, 403, 403, 403, 403],
+        ),
+        (
+            "GET",
+            "/api/v1/audit-events/verify",
+            None,
+            [200, 200, 403, 403, 403, 403],
+        ),
+    ]
+}
+
+/// One request by one caller (`None`: no token; `Some(None)`: an unknown token) on a fresh
+/// fixture: account `acme`, certificate `www` (a revoked and a current version), agent `web1`
+/// with `www` assigned, and a reader token to revoke.
+async fn run(
+    method: &'static str,
+    template: &'static str,
+    body: Option<Value>,
+    caller: Caller,
+) -> (u16, String) {
+    let app = TestApp::sqlite().await;
+    let acc = app.account("acme").await;
+    let cert = app.certificate(&acc, "www", &["www.example.com"]).await;
+    let (v0, _) = app.issue(&cert, 90).await;
+    app.issue(&cert, 90).await;
+    // The older version is revoked, so revoking it again is a 409 that needs no CA.
+    app.state.db.execute_raw("UPDATE certificate_versions SET revoked_at = created_at, revocation_reason = 4 WHERE id = (SELECT MIN(id) FROM certificate_versions)").await.unwrap();
+    let agent = app
+        .state
+        .db
+        .insert_agent(
+            &app.state.secrets,
+            &crate::db::agents::NewAgent {
+                name: "web1",
+                join_token_hash: &[1; 32],
+                join_token_expires_at: crate::now() + time::Duration::hours(1),
+                ccs_password: "pw",
+                pfx_mode: crate::model::PfxMode::Legacy,
+            },
+            crate::now(),
+        )
+        .await
+        .unwrap();
+    app.state
+        .db
+        .assign_certificate(agent.id, cert.id, crate::now())
+        .await
+        .unwrap();
+    app.token(&[Scope::Reader], &[]).await;
+    let victim = app.state.db.list_tokens().await.unwrap()[0].id;
+    let token = match caller {
+        Some(Some(scopes)) => Some(
+            app.token(
+                scopes,
+                if scopes.contains(&Scope::Issuer) {
+                    &["*.example.com"]
+                } else {
+                    &[]
+                },
+            )
+            .await,
+        ),
+        Some(None) => Some("ck_unknown".to_owned()),
+        None => None,
+    };
+    let path = template
+        .replace("{account}", "acme")
+        .replace("{certificate}", "www")
+        .replace("{agent}", "web1")
+        .replace("{id}", &victim.to_string());
+    let body = body.map(|b| {
+        let text = b.to_string().replace("V0", &v0.id.to_string());
+        serde_json::from_str(&text).unwrap()
+    });
+    let r = app.call(method, &path, token.as_deref(), body).await;
+    (
+        r.status.as_u16(),
+        String::from_utf8_lossy(&r.body).chars().take(200).collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_scope_against_every_endpoint() {
+    let mut set = tokio::task::JoinSet::new();
+    for (method, template, body, expected) in rows("V0") {
+        let public = expected == PUBLIC;
+        let mut cases: Vec<(Caller, u16, String)> = CALLERS
+            .iter()
+            .zip(expected)
+            .map(|(scopes, want)| (Some(Some(*scopes)), want, format!("{scopes:?}")))
+            .collect();
+        cases.push((None, if public { 200 } else { 401 }, "no token".into()));
+        cases.push((
+            Some(None),
+            if public { 200 } else { 401 },
+            "unknown token".into(),
+        ));
+        for (caller, want, who) in cases {
+            let body = body.clone();
+            set.spawn(async move {
+                let (got, text) = run(method, template, body, caller).await;
+                (got == want).then_some(()).ok_or(format!(
+                    "{method} {template} as {who}: expected {want}, got {got}: {text}"
+                ))
+            });
+        }
+    }
+    let mut failures = Vec::new();
+    while let Some(result) = set.join_next().await {
+        if let Err(e) = result.unwrap() {
+            failures.push(e);
+        }
+    }
+    failures.sort();
+    assert!(
+        failures.is_empty(),
+        "{} scope/endpoint pairs wrong:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn the_table_covers_every_operation() {
+    let spec: Value = serde_json::from_str(&super::openapi_json()).unwrap();
+    let documented: BTreeSet<(String, String)> = spec["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(move |m| (m.to_uppercase(), path.clone()))
+        })
+        .collect();
+    let tested: BTreeSet<(String, String)> = rows("V0")
+        .into_iter()
+        .map(|(m, p, _, _)| (m.to_owned(), p.to_owned()))
+        .collect();
+    let missing: Vec<_> = documented.difference(&tested).collect();
+    assert!(
+        missing.is_empty(),
+        "operations without a row in the scope table: {missing:?}"
+    );
+}

@@ -1,0 +1,107 @@
+//! `deployments`: the files each agent last reported, per certificate. A report replaces the
+//! agent's previous rows as a whole.
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::agents::one_row;
+use super::{Db, Result, on_pool, to_json};
+use crate::model::{AgentId, CertificateId, Deployment};
+
+/// One file of a report. `status` is `installed`, `failed` or `kept`.
+pub struct NewDeployment<'a> {
+    pub certificate_id: CertificateId,
+    pub file_name: &'a str,
+    pub thumbprint: Option<&'a str>,
+    pub status: &'a str,
+    pub error: Option<&'a str>,
+}
+
+#[derive(sqlx::FromRow)]
+struct DeploymentRow {
+    agent_id: Uuid,
+    certificate_id: Uuid,
+    file_name: String,
+    thumbprint: Option<String>,
+    status: String,
+    error: Option<String>,
+    reported_at: OffsetDateTime,
+}
+
+impl From<DeploymentRow> for Deployment {
+    fn from(r: DeploymentRow) -> Self {
+        Deployment {
+            agent_id: AgentId(r.agent_id),
+            certificate_id: CertificateId(r.certificate_id),
+            file_name: r.file_name,
+            thumbprint: r.thumbprint,
+            status: r.status,
+            error: r.error,
+            reported_at: r.reported_at,
+        }
+    }
+}
+
+/// `SELECT <every model column> FROM deployments <tail>`.
+macro_rules! select_deployments {
+    ($tail:literal) => {
+        concat!(
+            "SELECT agent_id, certificate_id, file_name, thumbprint, status, error, reported_at FROM deployments ",
+            $tail
+        )
+    };
+}
+
+impl Db {
+    /// Replaces the agent's deployment rows with one report and stores its general errors, in
+    /// one transaction. Every `certificate_id` must exist (callers drop unknown ones first).
+    pub async fn record_deployments(
+        &self,
+        agent: AgentId,
+        files: &[NewDeployment<'_>],
+        errors: &[String],
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        const CLEAR: &str = "DELETE FROM deployments WHERE agent_id = $1";
+        const INSERT: &str = "INSERT INTO deployments (agent_id, certificate_id, file_name, thumbprint, status, error, reported_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (agent_id, certificate_id, file_name) DO UPDATE SET thumbprint = excluded.thumbprint, status = excluded.status, error = excluded.error, reported_at = excluded.reported_at";
+        const ERRORS: &str =
+            "UPDATE agents SET last_report_errors = $2, last_seen_at = $3 WHERE id = $1";
+        let updated = on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            sqlx::query(CLEAR).bind(agent.0).execute(&mut *tx).await?;
+            for f in files {
+                sqlx::query(INSERT)
+                    .bind(agent.0)
+                    .bind(f.certificate_id.0)
+                    .bind(f.file_name)
+                    .bind(f.thumbprint)
+                    .bind(f.status)
+                    .bind(f.error)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let updated = sqlx::query(ERRORS).bind(agent.0).bind(to_json(&errors)).bind(now).execute(&mut *tx).await?.rows_affected();
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(updated)
+        })?;
+        one_row(updated)
+    }
+
+    /// Reported files, optionally for one agent or one certificate.
+    pub async fn deployments(
+        &self,
+        agent: Option<AgentId>,
+        certificate: Option<CertificateId>,
+    ) -> Result<Vec<Deployment>> {
+        const Q: &str = select_deployments!(
+            "WHERE ($1 IS NULL OR agent_id = $1) AND ($2 IS NULL OR certificate_id = $2) ORDER BY file_name"
+        );
+        let rows: Vec<DeploymentRow> = on_pool!(self, p => sqlx::query_as(Q)
+            .bind(agent.map(|a| a.0))
+            .bind(certificate.map(|c| c.0))
+            .fetch_all(p)
+            .await)?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+}

@@ -1,0 +1,315 @@
+//! Issuance decisions: scope checks, how long to wait on the CA and whether to wait inline or
+//! park the job, retry back-off, what a downloaded chain says. Pure: time is a parameter.
+
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use crate::domain::names;
+use crate::model::{Certificate, CertificateState};
+
+/// Longest single wait on the CA; a longer `Retry-After` is re-checked after this long.
+pub const MAX_SINGLE_WAIT: Duration = Duration::from_secs(3600);
+/// First poll delay when the CA gives no `Retry-After`.
+const FIRST_POLL: Duration = Duration::from_millis(500);
+/// Longest poll delay without `Retry-After`.
+const MAX_POLL: Duration = Duration::from_secs(30);
+
+/// Refuses names outside the account's allowed patterns, naming the first one.
+pub fn check_scope(account: &str, patterns: &[String], names: &[String]) -> Result<(), String> {
+    names::all_covered(patterns, names).map_err(|outside| {
+        format!(
+            "`{outside}` is outside the allowed domains of ACME account `{account}` ({})",
+            patterns.join(", ")
+        )
+    })
+}
+
+/// What to do while the CA is busy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Sleep this long in the worker, then look again.
+    Inline(Duration),
+    /// Release the worker and resume the job at this time.
+    Park(OffsetDateTime),
+    /// The order's deadline has passed.
+    Expired,
+}
+
+/// Decides how to wait `delay` given the inline limit and the order's deadline. A wait that
+/// runs past the deadline parks until the deadline, where one last look decides.
+pub fn wait_decision(
+    now: OffsetDateTime,
+    delay: Duration,
+    max_inline: Duration,
+    deadline: OffsetDateTime,
+) -> Wait {
+    if now >= deadline {
+        return Wait::Expired;
+    }
+    let at = now + delay;
+    if at >= deadline {
+        return Wait::Park(deadline);
+    }
+    if delay <= max_inline {
+        Wait::Inline(delay)
+    } else {
+        Wait::Park(at)
+    }
+}
+
+/// Delay before the next look at an order: the CA's `Retry-After` (capped), else back-off.
+pub fn poll_delay(retry_after: Option<Duration>, polls: u32) -> Duration {
+    match retry_after {
+        Some(d) => d.min(MAX_SINGLE_WAIT),
+        None => FIRST_POLL
+            .saturating_mul(1u32 << polls.min(16))
+            .min(MAX_POLL),
+    }
+}
+
+/// Delay before retrying a job after a transient error: the CA's `Retry-After` (capped), else
+/// 1 s, 2 s, 4 s ... up to an hour.
+pub fn retry_delay(attempts: i32, retry_after: Option<Duration>) -> Duration {
+    match retry_after {
+        Some(d) => d.min(MAX_SINGLE_WAIT),
+        None => Duration::from_secs(1u64 << attempts.clamp(0, 12)).min(MAX_SINGLE_WAIT),
+    }
+}
+
+/// The state a certificate shows while an order for it runs.
+pub fn state_while_ordering(cert: &Certificate) -> CertificateState {
+    match (cert.current_version_id, cert.state) {
+        (_, CertificateState::Failing) => CertificateState::Failing,
+        (None, _) => CertificateState::Issuing,
+        (Some(_), _) => CertificateState::Renewing,
+    }
+}
+
+/// The state a certificate shows after its order failed: a certificate that still has a
+/// version keeps serving it but is visibly `failing`; one that never had a version `failed`.
+pub fn state_after_failure(cert: &Certificate) -> CertificateState {
+    match cert.current_version_id {
+        Some(_) => CertificateState::Failing,
+        None => CertificateState::Failed,
+    }
+}
+
+/// What certkeep records about a downloaded chain, parsed from its leaf.
+#[derive(Debug, Clone)]
+pub struct LeafInfo {
+    pub leaf_der: Vec<u8>,
+    /// Lowercase hex.
+    pub serial: String,
+    /// Lowercase hex SHA-256 of the leaf DER.
+    pub thumbprint: String,
+    pub dns_names: Vec<String>,
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+    /// Certificates in the chain, leaf included.
+    pub chain_len: usize,
+}
+
+/// Parses a PEM chain (leaf first) as served by the CA.
+pub fn parse_chain(chain_pem: &str) -> Result<LeafInfo, String> {
+    let pems: Vec<x509_parser::pem::Pem> =
+        x509_parser::pem::Pem::iter_from_buffer(chain_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("the downloaded chain is not valid PEM: {e}"))?;
+    let leaf_pem = pems
+        .first()
+        .ok_or("the downloaded chain holds no certificate")?;
+    let leaf = leaf_pem
+        .parse_x509()
+        .map_err(|e| format!("the downloaded leaf certificate does not parse: {e}"))?;
+    let dns_names = leaf
+        .subject_alternative_name()
+        .map_err(|e| format!("the leaf's subjectAltName does not parse: {e}"))?
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    x509_parser::extensions::GeneralName::DNSName(d) => {
+                        Some(d.to_ascii_lowercase())
+                    }
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(LeafInfo {
+        serial: hex::encode(leaf.raw_serial()),
+        thumbprint: hex::encode(Sha256::digest(&leaf_pem.contents)),
+        dns_names,
+        not_before: leaf.validity().not_before.to_datetime(),
+        not_after: leaf.validity().not_after.to_datetime(),
+        chain_len: pems.len(),
+        leaf_der: leaf_pem.contents.clone(),
+    })
+}
+
+/// Checks that the leaf covers every requested name.
+pub fn check_leaf_names(requested: &[String], leaf: &LeafInfo) -> Result<(), String> {
+    match requested
+        .iter()
+        .find(|n| !leaf.dns_names.iter().any(|l| l.eq_ignore_ascii_case(n)))
+    {
+        Some(missing) => Err(format!(
+            "the CA issued a certificate without the requested name `{missing}`"
+        )),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::model::{AccountId, CertificateId, KeyType, RenewalPolicy, VersionId};
+
+    const NOW: OffsetDateTime = datetime!(2026-03-01 12:00 UTC);
+
+    #[test]
+    fn scope_names_the_name_outside() {
+        let patterns = vec!["*.example.edu".to_owned(), "example.edu".to_owned()];
+        assert!(
+            check_scope(
+                "rsa",
+                &patterns,
+                &["a.example.edu".into(), "example.edu".into()]
+            )
+            .is_ok()
+        );
+        let err = check_scope(
+            "rsa",
+            &patterns,
+            &["a.example.edu".into(), "evil.com".into()],
+        )
+        .unwrap_err();
+        assert!(err.contains("`evil.com`") && err.contains("`rsa`"), "{err}");
+    }
+
+    #[test]
+    fn waits_inline_park_or_expire() {
+        let deadline = NOW + time::Duration::days(7);
+        let max = Duration::from_secs(120);
+        assert_eq!(
+            wait_decision(NOW, Duration::from_secs(15), max, deadline),
+            Wait::Inline(Duration::from_secs(15))
+        );
+        assert_eq!(
+            wait_decision(NOW, Duration::from_secs(86_400), max, deadline),
+            Wait::Park(NOW + time::Duration::days(1))
+        );
+        // A wait past the deadline parks until the deadline; at the deadline the order expires.
+        let soon = NOW + time::Duration::seconds(30);
+        assert_eq!(
+            wait_decision(NOW, Duration::from_secs(60), max, soon),
+            Wait::Park(soon)
+        );
+        assert_eq!(
+            wait_decision(soon, Duration::from_secs(1), max, soon),
+            Wait::Expired
+        );
+    }
+
+    #[test]
+    fn poll_and_retry_delays_honour_retry_after_with_caps() {
+        assert_eq!(
+            poll_delay(Some(Duration::from_secs(15)), 9),
+            Duration::from_secs(15)
+        );
+        assert_eq!(
+            poll_delay(Some(Duration::from_secs(86_400)), 0),
+            MAX_SINGLE_WAIT
+        );
+        assert_eq!(poll_delay(None, 0), Duration::from_millis(500));
+        assert_eq!(poll_delay(None, 2), Duration::from_secs(2));
+        assert_eq!(poll_delay(None, 40), Duration::from_secs(30));
+        assert_eq!(retry_delay(0, None), Duration::from_secs(1));
+        assert_eq!(retry_delay(3, None), Duration::from_secs(8));
+        assert_eq!(retry_delay(30, None), MAX_SINGLE_WAIT);
+        assert_eq!(retry_delay(3, Some(Duration::ZERO)), Duration::ZERO);
+        assert_eq!(
+            retry_delay(3, Some(Duration::from_secs(2))),
+            Duration::from_secs(2)
+        );
+    }
+
+    fn cert(version: bool, state: CertificateState) -> Certificate {
+        Certificate {
+            id: CertificateId::new(),
+            name: "www".into(),
+            dns_names: vec!["www.example.edu".into()],
+            key_type: KeyType::EcdsaP256,
+            account_id: AccountId::new(),
+            policy: RenewalPolicy::default(),
+            state,
+            current_version_id: version.then(VersionId::new),
+            renew_after: None,
+            consecutive_failures: 0,
+            last_error: None,
+            created_by: None,
+            created_at: NOW,
+            updated_at: NOW,
+        }
+    }
+
+    #[test]
+    fn certificate_states_around_orders() {
+        assert_eq!(
+            state_while_ordering(&cert(false, CertificateState::Pending)),
+            CertificateState::Issuing
+        );
+        assert_eq!(
+            state_while_ordering(&cert(true, CertificateState::Valid)),
+            CertificateState::Renewing
+        );
+        assert_eq!(
+            state_while_ordering(&cert(true, CertificateState::Failing)),
+            CertificateState::Failing
+        );
+        assert_eq!(
+            state_after_failure(&cert(true, CertificateState::Renewing)),
+            CertificateState::Failing
+        );
+        assert_eq!(
+            state_after_failure(&cert(false, CertificateState::Issuing)),
+            CertificateState::Failed
+        );
+    }
+
+    #[test]
+    fn parses_a_chain() {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(vec!["www.example.edu".into(), "*.example.edu".into()])
+                .unwrap();
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(&[0x0a, 0xbc]));
+        let leaf = params.signed_by(&key, &issuer).unwrap();
+        let chain = format!("{}{}", leaf.pem(), ca.pem());
+        let info = parse_chain(&chain).unwrap();
+        assert_eq!(info.serial, "0abc");
+        assert_eq!(info.chain_len, 2);
+        assert_eq!(
+            info.dns_names,
+            vec!["www.example.edu".to_owned(), "*.example.edu".to_owned()]
+        );
+        assert_eq!(info.thumbprint, hex::encode(Sha256::digest(leaf.der())));
+        assert!(check_leaf_names(&["*.example.edu".into()], &info).is_ok());
+        assert!(
+            check_leaf_names(&["mail.example.edu".into()], &info)
+                .unwrap_err()
+                .contains("mail.example.edu")
+        );
+        assert!(parse_chain("no pem here").is_err());
+    }
+}

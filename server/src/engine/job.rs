@@ -1,0 +1,461 @@
+//! One run of one order job, from wherever it stopped to the next stop: done, failed, parked or
+//! retried. Every step is persisted before the network call that depends on it (order URL
+//! before authorizations, key and CSR before finalize), and a resumed job re-reads the order
+//! from the CA instead of trusting its own memory, so a crash at any point resumes the same
+//! order and never finalizes twice or with a second key.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::acme::{
+    AcmeError, CaAuthzStatus, CaChallenge, CaOrder, CaOrderStatus, Issuer, ari_cert_id,
+};
+use crate::db::versions::NewVersion;
+use crate::domain::issuance::{self, LeafInfo, Wait};
+use crate::domain::renewal;
+use crate::engine::Shared;
+use crate::engine::challenge::{ChallengeSolver, no_solver_message};
+use crate::model::{
+    Account, Certificate, CertificateState, Order, OrderReason, OrderState, VersionId,
+};
+use crate::now;
+
+/// How a run ended.
+#[derive(Debug)]
+pub(super) enum Outcome {
+    /// The version is stored and the order is done.
+    Done,
+    /// Resume at `until` without holding a worker.
+    Park {
+        until: time::OffsetDateTime,
+        why: String,
+    },
+    /// The order failed for good.
+    Failed(String),
+}
+
+/// Why a run stopped early.
+#[derive(Debug)]
+pub(super) enum Stop {
+    /// A permanent failure with an operator-facing message.
+    Fail(String),
+    /// An ACME or storage error, retried when transient.
+    Acme(AcmeError),
+    /// Another process owns the job now: write nothing more.
+    LeaseLost,
+}
+
+impl From<AcmeError> for Stop {
+    fn from(e: AcmeError) -> Self {
+        Stop::Acme(e)
+    }
+}
+
+impl From<crate::db::Error> for Stop {
+    fn from(e: crate::db::Error) -> Self {
+        Stop::Acme(AcmeError::Storage(e))
+    }
+}
+
+/// A fenced write that affected no row means the lease is gone.
+fn fenced(written: bool) -> Result<(), Stop> {
+    if written {
+        Ok(())
+    } else {
+        Err(Stop::LeaseLost)
+    }
+}
+
+fn order_state(status: CaOrderStatus) -> OrderState {
+    match status {
+        CaOrderStatus::Pending => OrderState::Pending,
+        CaOrderStatus::Ready => OrderState::Ready,
+        CaOrderStatus::Processing => OrderState::Processing,
+        CaOrderStatus::Valid => OrderState::Valid,
+        CaOrderStatus::Invalid => OrderState::Failed,
+    }
+}
+
+/// Everything one run needs.
+struct Job<'a> {
+    shared: &'a Shared,
+    order: Order,
+    cert: Certificate,
+    account: Account,
+    issuer: Arc<dyn Issuer>,
+    polls: u32,
+    /// Challenges answered in this run, cleaned up when the run ends.
+    presented: Vec<(Arc<dyn ChallengeSolver>, String, CaChallenge)>,
+}
+
+/// Runs `order` (leased by this process) until it stops.
+pub(super) async fn run(shared: &Shared, order: Order) -> Result<Outcome, Stop> {
+    let db = &shared.state.db;
+    let cert = db.certificate(order.certificate_id).await?;
+    if cert.state == CertificateState::Retired {
+        return Ok(Outcome::Failed("the certificate is retired".into()));
+    }
+    let account = db.account(order.account_id).await?;
+    issuance::check_scope(&account.name, &account.allowed_domains, &cert.dns_names)
+        .map_err(Stop::Fail)?;
+    let issuer = shared.issuer(&account).await?;
+    if order.state == OrderState::Queued {
+        db.set_certificate_state(
+            cert.id,
+            issuance::state_while_ordering(&cert),
+            cert.last_error.as_deref(),
+            now(),
+        )
+        .await?;
+    }
+    let mut job = Job {
+        shared,
+        order,
+        cert,
+        account,
+        issuer,
+        polls: 0,
+        presented: Vec::new(),
+    };
+    let outcome = job.drive().await;
+    for (solver, name, challenge) in job.presented.drain(..) {
+        solver.cleanup(&name, &challenge).await;
+    }
+    outcome
+}
+
+impl Job<'_> {
+    fn owner(&self) -> &str {
+        &self.shared.owner
+    }
+
+    async fn event(&self, kind: &str, detail: &str) -> Result<(), Stop> {
+        self.shared
+            .state
+            .db
+            .add_order_event(self.order.id, kind, detail, now())
+            .await?;
+        Ok(())
+    }
+
+    async fn set_state(&self, state: OrderState) -> Result<(), Stop> {
+        fenced(
+            self.shared
+                .state
+                .db
+                .set_order_state(self.order.id, self.owner(), state, now())
+                .await?,
+        )
+    }
+
+    /// Creates the CA order, or re-reads the one already created.
+    async fn open(&mut self) -> Result<CaOrder, Stop> {
+        if let Some(url) = &self.order.order_url {
+            let ca = self.issuer.order(url).await?;
+            self.event(
+                "resumed",
+                &format!("order {url} is {:?} at the CA", ca.status),
+            )
+            .await?;
+            return Ok(ca);
+        }
+        if now() >= self.order.deadline_at {
+            return Err(Stop::Fail(
+                "the order's deadline passed before it could be placed".into(),
+            ));
+        }
+        let replaces = self.replaces().await?;
+        let ca = self
+            .issuer
+            .new_order(&self.cert.dns_names, replaces.as_deref())
+            .await?;
+        let db = &self.shared.state.db;
+        fenced(
+            db.record_order_created(
+                self.order.id,
+                self.owner(),
+                &ca.url,
+                replaces.as_deref(),
+                order_state(ca.status),
+                now(),
+            )
+            .await?,
+        )?;
+        self.order.order_url = Some(ca.url.clone());
+        self.event(
+            "created",
+            &format!("order {} is {:?} at the CA", ca.url, ca.status),
+        )
+        .await?;
+        Ok(ca)
+    }
+
+    /// The ARI id of the version being renewed, only when the CA advertises `renewalInfo`.
+    async fn replaces(&self) -> Result<Option<String>, Stop> {
+        let (true, OrderReason::Renewal, Some(current)) = (
+            self.issuer.supports_renewal_info(),
+            self.order.reason,
+            self.cert.current_version_id,
+        ) else {
+            return Ok(None);
+        };
+        let version = self.shared.state.db.version(current).await?;
+        let leaf = issuance::parse_chain(&version.chain_pem).map_err(AcmeError::Internal)?;
+        Ok(ari_cert_id(&leaf.leaf_der).ok())
+    }
+
+    /// Follows the CA's order status until the run stops.
+    async fn drive(&mut self) -> Result<Outcome, Stop> {
+        let mut ca = self.open().await?;
+        let url = ca.url.clone();
+        let mut authorized = false;
+        loop {
+            match ca.status {
+                CaOrderStatus::Pending => {
+                    if !authorized {
+                        self.authorize(&url).await?;
+                        authorized = true;
+                    }
+                    if let Some(stop) = self
+                        .wait(ca.retry_after, "waiting for the CA to validate")
+                        .await?
+                    {
+                        return Ok(stop);
+                    }
+                    ca = self.issuer.order(&url).await?;
+                }
+                CaOrderStatus::Ready => ca = self.finalize(&url).await?,
+                CaOrderStatus::Processing => {
+                    if self.order.state != OrderState::Processing {
+                        self.set_state(OrderState::Processing).await?;
+                        self.order.state = OrderState::Processing;
+                        let hint = ca
+                            .retry_after
+                            .map(|d| format!(" (Retry-After {}s)", d.as_secs()))
+                            .unwrap_or_default();
+                        self.event(
+                            "processing",
+                            &format!("the CA is processing the order{hint}"),
+                        )
+                        .await?;
+                    }
+                    if let Some(stop) = self
+                        .wait(ca.retry_after, "the CA is still processing")
+                        .await?
+                    {
+                        return Ok(stop);
+                    }
+                    ca = self.issuer.order(&url).await?;
+                }
+                CaOrderStatus::Valid => return self.download(&url).await,
+                CaOrderStatus::Invalid => {
+                    let error = ca.error.unwrap_or_else(|| "no error given".into());
+                    return Ok(Outcome::Failed(format!(
+                        "the CA marked the order invalid: {error}"
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Skips valid authorizations untouched and hands pending ones to their solver.
+    async fn authorize(&mut self, url: &str) -> Result<(), Stop> {
+        let authzs = self.issuer.authorizations(url).await?;
+        let mut valid = Vec::new();
+        for authz in authzs {
+            match authz.status {
+                CaAuthzStatus::Valid => valid.push(authz.name),
+                CaAuthzStatus::Pending => {
+                    let solver = self
+                        .shared
+                        .solvers
+                        .for_name(&authz.name)
+                        .ok_or_else(|| Stop::Fail(no_solver_message(&authz.name)))?;
+                    let index = solver
+                        .present(&authz.name, &authz.challenges)
+                        .await
+                        .map_err(|e| {
+                            Stop::Fail(format!(
+                                "no challenge for {} could be solved: {e}",
+                                authz.name
+                            ))
+                        })?;
+                    let challenge = authz.challenges.get(index).cloned().ok_or_else(|| {
+                        Stop::Fail(format!(
+                            "the challenge solver for {} chose no offered challenge",
+                            authz.name
+                        ))
+                    })?;
+                    if challenge.pending {
+                        self.issuer
+                            .challenge_ready(url, &authz.url, &challenge.kind)
+                            .await?;
+                        self.event(
+                            "challenge-answered",
+                            &format!("{} for {}", challenge.kind, authz.name),
+                        )
+                        .await?;
+                    }
+                    self.presented.push((solver, authz.name, challenge));
+                }
+                CaAuthzStatus::Invalid | CaAuthzStatus::Other => {
+                    return Err(Stop::Fail(format!(
+                        "the authorization for {} is not usable ({:?})",
+                        authz.name, authz.status
+                    )));
+                }
+            }
+        }
+        if !valid.is_empty() {
+            self.event(
+                "pre-validated",
+                &format!("authorizations already valid: {}", valid.join(", ")),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Finalizes a `ready` order with the stored CSR (made and stored first if there is none).
+    async fn finalize(&mut self, url: &str) -> Result<CaOrder, Stop> {
+        let db = &self.shared.state.db;
+        let csr = match &self.order.csr_der {
+            Some(csr) if self.order.has_key => csr.clone(),
+            _ => {
+                let made =
+                    super::keys::generate(self.cert.key_type, self.cert.dns_names.clone()).await?;
+                let stored = db
+                    .store_order_key(
+                        &self.shared.state.secrets,
+                        self.order.id,
+                        self.owner(),
+                        &made.key_pkcs8_der,
+                        &made.csr_der,
+                        now(),
+                    )
+                    .await?;
+                fenced(stored)?;
+                self.order.has_key = true;
+                self.order.csr_der = Some(made.csr_der.clone());
+                self.event(
+                    "key-stored",
+                    &format!("{} key and CSR stored", self.cert.key_type),
+                )
+                .await?;
+                made.csr_der
+            }
+        };
+        if self.order.state != OrderState::Ready {
+            self.set_state(OrderState::Ready).await?;
+            self.order.state = OrderState::Ready;
+        }
+        self.event("finalizing", "sending the CSR").await?;
+        match self.issuer.finalize(url, &csr).await {
+            Ok(ca) => Ok(ca),
+            Err(e) => {
+                self.event("finalize-failed", &e.to_string()).await?;
+                // Re-read the order before anything else: the CA may have taken the CSR.
+                match self.issuer.order(url).await {
+                    Ok(ca) if ca.status != CaOrderStatus::Ready => Ok(ca),
+                    _ => Err(Stop::Acme(e)),
+                }
+            }
+        }
+    }
+
+    /// Waits for the CA: inline for short waits, parked for long ones, failed past the deadline.
+    async fn wait(
+        &mut self,
+        retry_after: Option<Duration>,
+        why: &str,
+    ) -> Result<Option<Outcome>, Stop> {
+        let delay = issuance::poll_delay(retry_after, self.polls);
+        self.polls += 1;
+        let max_inline = Duration::from_secs(self.shared.state.config.engine.max_inline_wait_secs);
+        match issuance::wait_decision(now(), delay, max_inline, self.order.deadline_at) {
+            Wait::Inline(d) => {
+                tokio::time::sleep(d).await;
+                Ok(None)
+            }
+            Wait::Park(until) => Ok(Some(Outcome::Park {
+                until,
+                why: why.to_owned(),
+            })),
+            Wait::Expired => Ok(Some(Outcome::Failed(format!(
+                "the order's deadline passed: {why}"
+            )))),
+        }
+    }
+
+    /// Downloads the chain of a valid order and stores it as the new current version.
+    async fn download(&mut self, url: &str) -> Result<Outcome, Stop> {
+        if self.order.state != OrderState::Valid {
+            self.set_state(OrderState::Valid).await?;
+        }
+        let chain = self.issuer.certificate(url).await?;
+        let leaf = issuance::parse_chain(&chain).map_err(Stop::Fail)?;
+        issuance::check_leaf_names(&self.cert.dns_names, &leaf).map_err(Stop::Fail)?;
+        let state = &self.shared.state;
+        let key = state.db.order_key(&state.secrets, self.order.id).await.map_err(|e| {
+            Stop::Fail(format!("the order is valid at the CA but its stored key is missing ({e}); the certificate cannot be used"))
+        })?;
+        let renew_after = self.renewal_time(&leaf).await;
+        let version = NewVersion {
+            id: VersionId::new(),
+            certificate_id: self.cert.id,
+            order_id: Some(self.order.id),
+            chain_pem: &chain,
+            key_pkcs8_der: &key,
+            serial: &leaf.serial,
+            thumbprint: &leaf.thumbprint,
+            dns_names: &leaf.dns_names,
+            not_before: leaf.not_before,
+            not_after: leaf.not_after,
+        };
+        fenced(
+            state
+                .db
+                .complete_order(&state.secrets, self.owner(), &version, renew_after, now())
+                .await?,
+        )?;
+        state
+            .db
+            .add_order_event(
+                self.order.id,
+                "issued",
+                &format!(
+                    "serial {}, valid until {}, {} certificates in the chain; renewal after {renew_after}",
+                    leaf.serial, leaf.not_after, leaf.chain_len
+                ),
+                now(),
+            )
+            .await?;
+        tracing::info!(certificate.id = %self.cert.id, certificate.serial = %leaf.serial, order.url = %url, "certificate issued");
+        Ok(Outcome::Done)
+    }
+
+    /// When the new version is renewed: inside the ARI window when the CA offers one, else by
+    /// the certificate's policy, with jitter either way.
+    async fn renewal_time(&self, leaf: &LeafInfo) -> time::OffsetDateTime {
+        let jitter: f64 = rand::random();
+        if self.issuer.supports_renewal_info() {
+            let window = match ari_cert_id(&leaf.leaf_der) {
+                Ok(id) => self.issuer.renewal_window(&id).await,
+                Err(e) => Err(e),
+            };
+            match window {
+                Ok((start, end)) => return renewal::ari_renew_at(start, end, jitter),
+                Err(e) => {
+                    tracing::warn!(account.name = %self.account.name, error = %e, "no ARI window; renewing by policy")
+                }
+            }
+        }
+        renewal::renew_at(
+            leaf.not_before,
+            leaf.not_after,
+            &self.cert.policy,
+            self.shared.state.config.engine.renew_fraction,
+            jitter,
+        )
+    }
+}

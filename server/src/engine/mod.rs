@@ -1,0 +1,296 @@
+//! The issuance engine: workers that claim order jobs with row leases and run them
+//! (`job.rs`), a scheduler that queues renewals and re-issuance (`scheduler.rs`), and
+//! revocation (`revoke.rs`). Several processes may share one PostgreSQL database: a job runs
+//! in one process at a time, and a crashed process's jobs are taken over when their lease
+//! expires. On shutdown the leases held are released.
+//!
+//! Talks to CAs only through [`crate::acme::Issuer`]; decisions live in `domain/`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+use tracing::instrument;
+
+use crate::acme::{self, AcmeError, Issuer};
+use crate::app::AppState;
+use crate::db::orders::OrderFailure;
+use crate::domain::{issuance, renewal};
+use crate::model::{Account, AccountId, Order};
+use crate::now;
+
+pub mod challenge;
+mod job;
+mod keys;
+mod revoke;
+mod scheduler;
+
+pub use challenge::{ChallengeSolver, Solvers};
+pub use revoke::revoke_version;
+
+/// Shortest idle sleep between scans, so a burst of due jobs does not spin.
+const MIN_IDLE: Duration = Duration::from_millis(20);
+
+/// Builds and starts the engine. [`spawn`] is the plain form used by `serve`.
+pub struct Engine {
+    state: AppState,
+    solvers: Solvers,
+}
+
+/// Starts the engine with no challenge solvers (pre-validated domains only).
+pub fn spawn(state: AppState, shutdown: CancellationToken) -> JoinHandle<()> {
+    Engine::new(state).spawn(shutdown)
+}
+
+impl Engine {
+    /// An engine over `state`.
+    pub fn new(state: AppState) -> Self {
+        Self {
+            state,
+            solvers: Solvers::default(),
+        }
+    }
+
+    /// Uses `solvers` for `pending` authorizations.
+    pub fn with_solvers(mut self, solvers: Solvers) -> Self {
+        self.solvers = solvers;
+        self
+    }
+
+    /// Starts the workers and the scheduler. They stop when `shutdown` is cancelled, after
+    /// which the leases this engine holds are released. Aborting the handle stops everything at
+    /// once without releasing (as a crash would).
+    pub fn spawn(self, shutdown: CancellationToken) -> JoinHandle<()> {
+        let shared = Arc::new(Shared {
+            owner: format!(
+                "certkeep-{}-{}",
+                std::process::id(),
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            ),
+            state: self.state,
+            solvers: self.solvers,
+            issuers: Mutex::default(),
+        });
+        tokio::spawn(async move {
+            tracing::info!(engine.owner = %shared.owner, workers = shared.state.config.engine.workers, "issuance engine started");
+            let mut tasks = JoinSet::new();
+            for _ in 0..shared.state.config.engine.workers {
+                tasks.spawn(worker(shared.clone(), shutdown.clone()));
+            }
+            tasks.spawn(scheduler::run(shared.clone(), shutdown.clone()));
+            while tasks.join_next().await.is_some() {}
+            match shared.state.db.release_leases(&shared.owner).await {
+                Ok(n) => {
+                    tracing::info!(engine.owner = %shared.owner, released = n, "issuance engine stopped")
+                }
+                Err(e) => tracing::warn!(error = %e, "could not release the engine's leases"),
+            }
+        })
+    }
+}
+
+/// State shared by the workers of one engine.
+pub(crate) struct Shared {
+    state: AppState,
+    /// This engine's lease owner id.
+    owner: String,
+    solvers: Solvers,
+    /// Opened ACME accounts, restored once per account.
+    issuers: Mutex<HashMap<AccountId, Arc<dyn Issuer>>>,
+}
+
+impl Shared {
+    fn lease(&self) -> Duration {
+        Duration::from_secs(self.state.config.engine.lease_secs.max(1))
+    }
+
+    /// The opened ACME account, restored from its credentials on first use.
+    async fn issuer(&self, account: &Account) -> Result<Arc<dyn Issuer>, AcmeError> {
+        if let Some(found) = self
+            .issuers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&account.id)
+        {
+            return Ok(found.clone());
+        }
+        let opened = acme::connect(&self.state, account).await?;
+        self.issuers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(account.id, opened.clone());
+        Ok(opened)
+    }
+
+    /// How long an idle worker sleeps: until the next job may be due, at most the poll interval.
+    async fn idle_wait(&self) -> Duration {
+        let poll = Duration::from_secs(self.state.config.engine.poll_interval_secs.max(1));
+        match self.state.db.next_order_due().await {
+            Ok(Some(at)) => {
+                let until = (at - now()).try_into().unwrap_or(Duration::ZERO);
+                poll.min(until).max(MIN_IDLE)
+            }
+            Ok(None) => poll,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the order queue");
+                poll
+            }
+        }
+    }
+}
+
+/// Claims and runs jobs until shutdown.
+async fn worker(shared: Arc<Shared>, shutdown: CancellationToken) {
+    while !shutdown.is_cancelled() {
+        let t = now();
+        match shared
+            .state
+            .db
+            .claim_order(&shared.owner, t + shared.lease(), t)
+            .await
+        {
+            Ok(Some(order)) => {
+                work(&shared, order, &shutdown).await;
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot claim an order"),
+        }
+        let idle = shared.idle_wait().await;
+        tokio::select! {
+            () = shared.state.wake.notified() => {}
+            () = tokio::time::sleep(idle) => {}
+            () = shutdown.cancelled() => {}
+        }
+    }
+}
+
+/// Runs one claimed job while keeping its lease alive, then records how it ended.
+#[instrument(skip_all, fields(order.id = %order.id, certificate.id = %order.certificate_id))]
+async fn work(shared: &Shared, order: Order, shutdown: &CancellationToken) {
+    let id = order.id;
+    let (certificate, deadline, attempts) =
+        (order.certificate_id, order.deadline_at, order.attempts);
+    let result = tokio::select! {
+        r = job::run(shared, order) => r,
+        () = heartbeat(shared, id) => Err(job::Stop::LeaseLost),
+        () = shutdown.cancelled() => {
+            if let Err(e) = shared.state.db.reschedule_order(id, &shared.owner, now(), None, false, now()).await {
+                tracing::warn!(error = %e, "cannot release the order's lease at shutdown");
+            }
+            return;
+        }
+    };
+    let t = now();
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(job::Stop::LeaseLost) => {
+            tracing::warn!("lost the order's lease to another process; leaving the order to it");
+            return;
+        }
+        Err(job::Stop::Fail(message)) => job::Outcome::Failed(message),
+        Err(job::Stop::Acme(e)) if e.is_transient() || matches!(e, AcmeError::Storage(_)) => {
+            let delay = issuance::retry_delay(attempts, e.retry_after());
+            if t + delay >= deadline {
+                job::Outcome::Failed(format!("the order's deadline passed; last error: {e}"))
+            } else {
+                retry(shared, id, t + delay, &e.to_string()).await;
+                return;
+            }
+        }
+        Err(job::Stop::Acme(e)) => job::Outcome::Failed(e.to_string()),
+    };
+    let recorded = match outcome {
+        job::Outcome::Done => Ok(()),
+        job::Outcome::Park { until, why } => park(shared, id, until, &why).await,
+        job::Outcome::Failed(message) => fail(shared, id, certificate, &message).await,
+    };
+    if let Err(e) = recorded {
+        tracing::warn!(error = %e, "cannot record the order's outcome; it will be resumed");
+    }
+}
+
+async fn retry(shared: &Shared, id: crate::model::OrderId, at: time::OffsetDateTime, error: &str) {
+    let db = &shared.state.db;
+    tracing::info!(retry_at = %at, error = %error, "transient ACME error; order rescheduled");
+    let result = async {
+        if db
+            .reschedule_order(id, &shared.owner, at, Some(error), true, now())
+            .await?
+        {
+            db.add_order_event(id, "retry", &format!("{error}; retrying at {at}"), now())
+                .await?;
+        }
+        Ok::<_, crate::db::Error>(())
+    };
+    if let Err(e) = result.await {
+        tracing::warn!(error = %e, "cannot reschedule the order");
+    }
+}
+
+async fn park(
+    shared: &Shared,
+    id: crate::model::OrderId,
+    until: time::OffsetDateTime,
+    why: &str,
+) -> Result<(), crate::db::Error> {
+    let db = &shared.state.db;
+    if db
+        .reschedule_order(id, &shared.owner, until, None, false, now())
+        .await?
+    {
+        db.add_order_event(id, "parked", &format!("{why}; resuming at {until}"), now())
+            .await?;
+        tracing::info!(resume_at = %until, "order parked");
+    }
+    Ok(())
+}
+
+async fn fail(
+    shared: &Shared,
+    id: crate::model::OrderId,
+    certificate: crate::model::CertificateId,
+    message: &str,
+) -> Result<(), crate::db::Error> {
+    let db = &shared.state.db;
+    let cert = db.certificate(certificate).await?;
+    let not_after = match cert.current_version_id {
+        Some(v) => Some(db.version(v).await?.not_after),
+        None => None,
+    };
+    let t = now();
+    let failure = OrderFailure {
+        error: message,
+        certificate_state: issuance::state_after_failure(&cert),
+        retry_at: not_after
+            .map(|end| renewal::retry_at(cert.consecutive_failures + 1, Some(end), t)),
+    };
+    if db
+        .fail_order(id, &shared.owner, certificate, &failure, t)
+        .await?
+    {
+        db.add_order_event(id, "failed", message, t).await?;
+        tracing::warn!(error = %message, "order failed");
+    }
+    Ok(())
+}
+
+/// Renews the lease every third of its length; returns when it was lost.
+async fn heartbeat(shared: &Shared, id: crate::model::OrderId) {
+    let lease = shared.lease();
+    loop {
+        tokio::time::sleep(lease / 3).await;
+        match shared
+            .state
+            .db
+            .renew_lease(id, &shared.owner, now() + lease)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => tracing::warn!(error = %e, "cannot renew the order's lease"),
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! Revocation of one certificate version through the ACME account that ordered it, with an
+//! RFC 5280 reason code. A revoked current version is re-issued unless the certificate is
+//! retired.
+
+use std::time::Duration;
+
+use tracing::instrument;
+
+use crate::acme::{self, AcmeError};
+use crate::app::AppState;
+use crate::domain::issuance;
+use crate::model::{OrderReason, VersionId};
+use crate::now;
+
+/// Revokes `version` at its CA with RFC 5280 `reason` (0-6, 8-10), marks it revoked, and queues
+/// re-issuance when it was the certificate's current version (unless the certificate is retired).
+#[instrument(skip_all, fields(version.id = %version, reason))]
+pub async fn revoke_version(
+    state: &AppState,
+    version: VersionId,
+    reason: u8,
+) -> Result<(), AcmeError> {
+    acme::check_revocation_reason(reason)?;
+    let db = &state.db;
+    let stored = db.version(version).await?;
+    let account_id = match stored.order_id {
+        Some(order) => db.order(order).await?.account_id,
+        None => db.certificate(stored.certificate_id).await?.account_id,
+    };
+    let account = db.account(account_id).await?;
+    let leaf = issuance::parse_chain(&stored.chain_pem).map_err(AcmeError::Internal)?;
+    let issuer = acme::connect(state, &account).await?;
+    issuer.revoke(&leaf.leaf_der, reason).await?;
+    let t = now();
+    db.set_version_revoked(version, reason, t).await?;
+    tracing::info!(certificate.serial = %stored.serial, "certificate version revoked");
+    let cert = db.certificate(stored.certificate_id).await?;
+    if cert.current_version_id == Some(version) && db.mark_current_revoked(cert.id, t).await? {
+        let deadline = t + Duration::from_secs(state.config.engine.order_deadline_secs);
+        let order = db
+            .enqueue_order(cert.id, cert.account_id, OrderReason::Reissue, deadline, t)
+            .await?;
+        db.add_order_event(
+            order.id,
+            "revoked",
+            &format!(
+                "version {version} (serial {}) revoked with reason {reason}; re-issuing",
+                stored.serial
+            ),
+            t,
+        )
+        .await?;
+        state.wake.notify_one();
+    }
+    Ok(())
+}

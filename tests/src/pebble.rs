@@ -1,0 +1,273 @@
+//! Pebble harness: a throwaway test PKI (rcgen) for `127.0.0.1`/`localhost`, and Pebble started as
+//! a subprocess on free ports with EAB required, killed on drop. Tests skip with a loud notice
+//! when `pebble` is not installed, unless `CERTKEEP_TEST_REQUIRE_PEBBLE=1` (then they fail).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use certkeep_server::acme::CaChallenge;
+use certkeep_server::engine::ChallengeSolver;
+use certkeep_server::testkit::free_port;
+
+/// A CA and a server certificate for `127.0.0.1` and `localhost`, shared by Pebble and the proxy.
+pub struct TestPki {
+    /// The CA certificate the server under test trusts.
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl TestPki {
+    /// A fresh CA and a loopback server certificate.
+    pub fn new() -> Self {
+        let ca_key = rcgen::KeyPair::generate().expect("CA key");
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "certkeep test PKI");
+        ca.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_cert = ca.self_signed(&ca_key).expect("CA cert");
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let key = rcgen::KeyPair::generate().expect("server key");
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+                .expect("server params");
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.signed_by(&key, &issuer).expect("server cert");
+        Self {
+            ca_pem: ca_cert.pem(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+}
+
+impl Default for TestPki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One EAB key Pebble accepts.
+#[derive(Clone)]
+pub struct EabKey {
+    pub kid: String,
+    pub hmac: Vec<u8>,
+}
+
+impl EabKey {
+    /// The HMAC as Pebble and Sectigo hand it out: base64url without padding.
+    pub fn b64url(&self) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&self.hmac)
+    }
+}
+
+/// How to start Pebble.
+#[derive(Clone)]
+pub struct PebbleOptions {
+    /// `PEBBLE_WFE_NONCEREJECT` (percent of nonces rejected).
+    pub nonce_reject: u8,
+    /// `PEBBLE_AUTHZREUSE` (percent of valid authorizations reused).
+    pub authz_reuse: u8,
+    /// Certificate lifetime in seconds (Pebble's default when unset).
+    pub validity_secs: Option<u64>,
+    /// Whether EAB is required.
+    pub eab_required: bool,
+}
+
+impl Default for PebbleOptions {
+    fn default() -> Self {
+        Self {
+            nonce_reject: 0,
+            authz_reuse: 100,
+            validity_secs: None,
+            eab_required: true,
+        }
+    }
+}
+
+/// A running Pebble, killed on drop.
+pub struct Pebble {
+    child: Child,
+    dir: tempfile::TempDir,
+    pub pki: Arc<TestPki>,
+    /// Port of the ACME (WFE) listener.
+    pub port: u16,
+    /// `https://127.0.0.1:<port>/dir`.
+    pub directory_url: String,
+    /// EAB keys configured in Pebble (`kid-1` 64 bytes, `kid-2` 32 bytes, more 64-byte ones).
+    pub eab: Vec<EabKey>,
+}
+
+fn require_pebble() -> bool {
+    std::env::var("CERTKEEP_TEST_REQUIRE_PEBBLE").is_ok_and(|v| v == "1")
+}
+
+/// The `pebble` binary: on PATH or in /usr/bin.
+pub fn pebble_binary() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("pebble"))
+            .find(|p| p.is_file())
+    });
+    on_path.or_else(|| Some(PathBuf::from("/usr/bin/pebble")).filter(|p| p.is_file()))
+}
+
+impl Pebble {
+    /// Starts Pebble, or returns `None` after a loud notice when it is not installed (panics
+    /// instead with `CERTKEEP_TEST_REQUIRE_PEBBLE=1`).
+    pub async fn start(options: PebbleOptions) -> Option<Self> {
+        let Some(binary) = pebble_binary() else {
+            assert!(
+                !require_pebble(),
+                "CERTKEEP_TEST_REQUIRE_PEBBLE=1 but `pebble` is neither on PATH nor in /usr/bin"
+            );
+            eprintln!(
+                "\n!!! NOTICE: `pebble` is not installed: the ACME end-to-end tests are SKIPPED.\n!!! Install the Debian package `pebble` or set CERTKEEP_TEST_REQUIRE_PEBBLE=1 to make this an error.\n"
+            );
+            return None;
+        };
+        Some(Self::spawn(&binary, options).await)
+    }
+
+    async fn spawn(binary: &std::path::Path, options: PebbleOptions) -> Self {
+        let pki = Arc::new(TestPki::new());
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cert = dir.path().join("cert.pem");
+        let key = dir.path().join("key.pem");
+        std::fs::write(&cert, &pki.cert_pem).expect("write cert");
+        std::fs::write(&key, &pki.key_pem).expect("write key");
+        let eab: Vec<EabKey> = (1..=6)
+            .map(|i| EabKey {
+                kid: format!("kid-{i}"),
+                hmac: (0..if i == 2 { 32 } else { 64 })
+                    .map(|b: u8| b.wrapping_mul(31).wrapping_add(i * 17))
+                    .collect(),
+            })
+            .collect();
+        let port = free_port();
+        let mut config = serde_json::json!({
+            "pebble": {
+                "listenAddress": format!("127.0.0.1:{port}"),
+                "managementListenAddress": format!("127.0.0.1:{}", free_port()),
+                "certificate": cert,
+                "privateKey": key,
+                "httpPort": free_port(),
+                "tlsPort": free_port(),
+                "ocspResponderURL": "",
+                "externalAccountBindingRequired": options.eab_required,
+                "externalAccountMACKeys": eab.iter().map(|k| (k.kid.clone(), serde_json::Value::String(k.b64url()))).collect::<serde_json::Map<_, _>>(),
+            }
+        });
+        if let Some(secs) = options.validity_secs {
+            config["pebble"]["certificateValidityPeriod"] = secs.into();
+        }
+        let config_path = dir.path().join("pebble.json");
+        std::fs::write(&config_path, config.to_string()).expect("write pebble config");
+        let log = std::fs::File::create(dir.path().join("pebble.log")).expect("pebble log");
+        let child = Command::new(binary)
+            .arg("-config")
+            .arg(&config_path)
+            .env("PEBBLE_VA_ALWAYS_VALID", "1")
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", options.nonce_reject.to_string())
+            .env("PEBBLE_AUTHZREUSE", options.authz_reuse.to_string())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start pebble");
+        let mut pebble = Self {
+            child,
+            dir,
+            pki,
+            port,
+            directory_url: format!("https://127.0.0.1:{port}/dir"),
+            eab,
+        };
+        pebble.wait_ready().await;
+        pebble
+    }
+
+    async fn wait_ready(&mut self) {
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("pebble exited early ({status}): {}", self.log());
+            }
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "pebble did not listen within 20 s: {}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Pebble's output so far (for assertion messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("pebble.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A challenge solver for Pebble with `PEBBLE_VA_ALWAYS_VALID=1`: it picks http-01 (dns-01 for
+/// wildcards) and publishes nothing, since Pebble accepts every answer. Counts what it did.
+#[derive(Default)]
+pub struct AlwaysValidSolver {
+    presented: AtomicUsize,
+    cleaned: AtomicUsize,
+}
+
+impl AlwaysValidSolver {
+    /// Challenges presented so far.
+    pub fn presented(&self) -> usize {
+        self.presented.load(Ordering::SeqCst)
+    }
+
+    /// Challenges cleaned up so far.
+    pub fn cleaned(&self) -> usize {
+        self.cleaned.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl ChallengeSolver for AlwaysValidSolver {
+    async fn present(&self, name: &str, offered: &[CaChallenge]) -> Result<usize, String> {
+        let wanted = if name.starts_with("*.") {
+            "dns-01"
+        } else {
+            "http-01"
+        };
+        let index = offered
+            .iter()
+            .position(|c| c.kind == wanted)
+            .ok_or_else(|| format!("no {wanted} challenge offered"))?;
+        self.presented.fetch_add(1, Ordering::SeqCst);
+        Ok(index)
+    }
+
+    async fn cleanup(&self, _name: &str, _challenge: &CaChallenge) {
+        self.cleaned.fetch_add(1, Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,599 @@
+//! A fault-injecting, TLS-terminating reverse proxy in front of Pebble, emulating how Sectigo
+//! and its gateways misbehave (see SECTIGO.md, "Emulation harness"). It preserves `Host` (and
+//! sends `X-Forwarded-Proto: https`) so Pebble's URLs point back at the proxy, never re-signs a
+//! request, and can delay, hold, answer by itself, reset connections, cut bodies short and
+//! rewrite (unsigned) responses. Rules are set per test through the in-process handle, and
+//! requests are counted by kind as they arrive and as they reach Pebble.
+
+use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::{Frame, Incoming};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::sync::watch;
+
+use crate::pebble::TestPki;
+
+/// What a request is, from Pebble's URL layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Directory,
+    Nonce,
+    NewAccount,
+    NewOrder,
+    Order,
+    Authz,
+    Challenge,
+    Finalize,
+    Certificate,
+    Revoke,
+    Other,
+}
+
+impl Kind {
+    fn of(path: &str) -> Kind {
+        let prefixes = [
+            ("/dir", Kind::Directory),
+            ("/nonce-plz", Kind::Nonce),
+            ("/sign-me-up", Kind::NewAccount),
+            ("/order-plz", Kind::NewOrder),
+            ("/my-order/", Kind::Order),
+            ("/finalize-order/", Kind::Finalize),
+            ("/authZ/", Kind::Authz),
+            ("/chalZ/", Kind::Challenge),
+            ("/certZ/", Kind::Certificate),
+            ("/revoke-cert", Kind::Revoke),
+        ];
+        prefixes
+            .iter()
+            .find(|(p, _)| path.starts_with(p))
+            .map_or(Kind::Other, |(_, k)| *k)
+    }
+}
+
+/// Where a connection is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// After forwarding, before any byte of the response.
+    BeforeResponse,
+    /// After sending the response headers, before the body.
+    AfterHeaders,
+    /// Half-way through the body.
+    MidBody,
+}
+
+/// Rewrites an upstream JSON response; returns whether it applied (only then does the rule
+/// count down).
+pub type Rewriter = Arc<dyn Fn(&mut serde_json::Value, &mut HeaderMap) -> bool + Send + Sync>;
+
+/// What a rule does with a matching request.
+#[derive(Clone)]
+pub enum Action {
+    /// Answer without forwarding.
+    Respond {
+        status: u16,
+        content_type: &'static str,
+        headers: Vec<(&'static str, String)>,
+        body: String,
+    },
+    /// Answer `400 badNonce` without forwarding, with a fresh Pebble nonce or none.
+    BadNonce { with_nonce: bool },
+    /// Wait, then forward.
+    Delay(Duration),
+    /// Wait until the hold is released, then forward (or answer 503 without forwarding).
+    Hold(Hold),
+    /// Forward, then wait before answering.
+    DelayResponse(Duration),
+    /// Forward, then hold the response until released (answered 503 when not forwarded).
+    HoldResponse(Hold),
+    /// Forward, then drop the connection at `Cut`.
+    Reset(Cut),
+    /// Forward, then rewrite the JSON response.
+    Rewrite(Rewriter),
+}
+
+/// A request gate opened by the test.
+#[derive(Clone)]
+pub struct Hold {
+    tx: Arc<watch::Sender<Option<bool>>>,
+}
+
+impl Hold {
+    /// A closed hold.
+    pub fn new() -> Self {
+        Self {
+            tx: Arc::new(watch::channel(None).0),
+        }
+    }
+
+    /// Releases held requests: forwarded when `forward`, else answered 503 without forwarding.
+    pub fn release(&self, forward: bool) {
+        self.tx.send_replace(Some(forward));
+    }
+
+    async fn wait(&self) -> bool {
+        let mut rx = self.tx.subscribe();
+        loop {
+            if let Some(forward) = *rx.borrow_and_update() {
+                return forward;
+            }
+            if rx.changed().await.is_err() {
+                return false;
+            }
+        }
+    }
+}
+
+impl Default for Hold {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+struct Rule {
+    kind: Kind,
+    /// Applications left; `None` for unlimited.
+    remaining: Option<usize>,
+    action: Action,
+}
+
+type Upstream = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+type ProxyBody = BoxBody<Bytes, std::io::Error>;
+
+struct Inner {
+    upstream: String,
+    client: Upstream,
+    rules: Mutex<Vec<Rule>>,
+    seen: Mutex<HashMap<Kind, usize>>,
+    forwarded: Mutex<HashMap<Kind, usize>>,
+    signatures: Mutex<HashSet<String>>,
+    replayed: AtomicUsize,
+}
+
+/// A running proxy; stops when dropped.
+pub struct Proxy {
+    inner: Arc<Inner>,
+    /// Port the proxy listens on.
+    pub port: u16,
+    /// The proxy's directory URL (what the server under test is configured with).
+    pub directory_url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn full(body: impl Into<Bytes>) -> ProxyBody {
+    Full::new(body.into())
+        .map_err(|never: Infallible| match never {})
+        .boxed()
+}
+
+/// The answer to a held request that the test discarded: 503, never forwarded.
+fn discarded() -> Result<Response<ProxyBody>, std::io::Error> {
+    Response::builder()
+        .status(StatusCode::SERVICE_UNAVAILABLE)
+        .body(full("held and discarded by the proxy"))
+        .map_err(std::io::Error::other)
+}
+
+/// A body that sends `data` and then fails, so the client sees a connection cut mid-response.
+struct CutBody {
+    data: Option<Bytes>,
+}
+
+impl hyper::body::Body for CutBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        match self.data.take() {
+            Some(data) if !data.is_empty() => Poll::Ready(Some(Ok(Frame::data(data)))),
+            _ => Poll::Ready(Some(Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "cut by the proxy",
+            )))),
+        }
+    }
+}
+
+impl Proxy {
+    /// Starts a proxy for the Pebble at `upstream_port`, serving TLS with `pki`'s certificate.
+    pub async fn start(pki: &TestPki, upstream_port: u16) -> Self {
+        let certs =
+            certkeep_server::tls::certs_from_pem("proxy cert", &pki.cert_pem).expect("proxy cert");
+        let key = certkeep_server::tls::key_from_pem("proxy key", &pki.key_pem).expect("proxy key");
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("tls versions")
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("proxy tls config");
+        server.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let mut roots = rustls::RootCertStore::empty();
+        for c in certkeep_server::tls::certs_from_pem("test CA", &pki.ca_pem).expect("ca") {
+            roots.add(c).expect("add root");
+        }
+        let client_tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("tls versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(client_tls)
+            .https_only()
+            .enable_http1()
+            .build();
+        let inner = Arc::new(Inner {
+            upstream: format!("https://127.0.0.1:{upstream_port}"),
+            client: Client::builder(TokioExecutor::new()).build(connector),
+            rules: Mutex::default(),
+            seen: Mutex::default(),
+            forwarded: Mutex::default(),
+            signatures: Mutex::default(),
+            replayed: AtomicUsize::new(0),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let serving = inner.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                let inner = serving.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(move |req| {
+                        let inner = inner.clone();
+                        async move { inner.handle(req).await }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        Self {
+            inner,
+            port,
+            directory_url: format!("https://127.0.0.1:{port}/dir"),
+            task,
+        }
+    }
+
+    /// Adds a rule applied to the next `times` requests of `kind` (`None`: every one).
+    pub fn add(&self, kind: Kind, times: Option<usize>, action: Action) {
+        self.inner.rules.lock().expect("rules").push(Rule {
+            kind,
+            remaining: times,
+            action,
+        });
+    }
+
+    /// Removes every rule.
+    pub fn clear(&self) {
+        self.inner.rules.lock().expect("rules").clear();
+    }
+
+    /// Requests of `kind` that arrived at the proxy.
+    pub fn seen(&self, kind: Kind) -> usize {
+        self.inner
+            .seen
+            .lock()
+            .expect("counts")
+            .get(&kind)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Requests of `kind` that reached Pebble.
+    pub fn forwarded(&self, kind: Kind) -> usize {
+        self.inner
+            .forwarded
+            .lock()
+            .expect("counts")
+            .get(&kind)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Signed requests that reached Pebble with a JWS signature already seen (a replay).
+    pub fn replayed_jws(&self) -> usize {
+        self.inner.replayed.load(Ordering::SeqCst)
+    }
+
+    /// Waits (bounded) until `seen(kind) >= n`.
+    pub async fn wait_seen(&self, kind: Kind, n: usize, timeout: Duration) {
+        let started = Instant::now();
+        while self.seen(kind) < n {
+            assert!(
+                started.elapsed() < timeout,
+                "timed out after {timeout:?} waiting for {n} {kind:?} request(s); seen {}",
+                self.seen(kind)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn bump(counts: &Mutex<HashMap<Kind, usize>>, kind: Kind) {
+    *counts.lock().expect("counts").entry(kind).or_default() += 1;
+}
+
+impl Inner {
+    fn take_rule(&self, kind: Kind) -> Option<Action> {
+        let mut rules = self.rules.lock().expect("rules");
+        let rule = rules
+            .iter_mut()
+            .find(|r| r.kind == kind && r.remaining != Some(0))?;
+        if !matches!(rule.action, Action::Rewrite(_)) {
+            rule.remaining = rule.remaining.map(|n| n - 1);
+        }
+        Some(rule.action.clone())
+    }
+
+    /// Counts down a rewrite rule that applied.
+    fn rewrite_applied(&self, kind: Kind) {
+        let mut rules = self.rules.lock().expect("rules");
+        if let Some(rule) = rules.iter_mut().find(|r| {
+            r.kind == kind && r.remaining != Some(0) && matches!(r.action, Action::Rewrite(_))
+        }) {
+            rule.remaining = rule.remaining.map(|n| n - 1);
+        }
+    }
+
+    async fn handle(&self, req: Request<Incoming>) -> Result<Response<ProxyBody>, std::io::Error> {
+        let kind = Kind::of(req.uri().path());
+        bump(&self.seen, kind);
+        let (parts, body) = req.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(std::io::Error::other)?
+            .to_bytes();
+        let action = self.take_rule(kind);
+        match &action {
+            Some(Action::Respond {
+                status,
+                content_type,
+                headers,
+                body,
+            }) => {
+                let mut rsp = Response::builder()
+                    .status(*status)
+                    .header(http::header::CONTENT_TYPE, *content_type);
+                for (name, value) in headers {
+                    rsp = rsp.header(*name, value);
+                }
+                return rsp.body(full(body.clone())).map_err(std::io::Error::other);
+            }
+            Some(Action::BadNonce { with_nonce }) => return self.bad_nonce(*with_nonce).await,
+            Some(Action::Delay(d)) => tokio::time::sleep(*d).await,
+            Some(Action::Hold(hold)) if !hold.wait().await => return discarded(),
+            _ => {}
+        }
+        let upstream = self.forward(kind, &parts, body).await?;
+        let (mut head, bytes) = upstream;
+        match action {
+            Some(Action::DelayResponse(d)) => tokio::time::sleep(d).await,
+            Some(Action::HoldResponse(hold)) if !hold.wait().await => return discarded(),
+            Some(Action::Reset(Cut::BeforeResponse)) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "reset by the proxy",
+                ));
+            }
+            Some(Action::Reset(cut)) => {
+                let sent = if cut == Cut::MidBody {
+                    bytes.slice(..bytes.len() / 2)
+                } else {
+                    Bytes::new()
+                };
+                head.headers
+                    .insert(http::header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+                return Ok(Response::from_parts(
+                    head,
+                    CutBody { data: Some(sent) }.boxed(),
+                ));
+            }
+            Some(Action::Rewrite(rewrite)) => {
+                if let Ok(mut json) = serde_json::from_slice::<serde_json::Value>(&bytes)
+                    && rewrite(&mut json, &mut head.headers)
+                {
+                    self.rewrite_applied(kind);
+                    let text = json.to_string();
+                    head.headers
+                        .insert(http::header::CONTENT_LENGTH, HeaderValue::from(text.len()));
+                    return Ok(Response::from_parts(head, full(text)));
+                }
+            }
+            _ => {}
+        }
+        Ok(Response::from_parts(head, full(bytes)))
+    }
+
+    async fn forward(
+        &self,
+        kind: Kind,
+        parts: &http::request::Parts,
+        body: Bytes,
+    ) -> Result<(http::response::Parts, Bytes), std::io::Error> {
+        if parts.method == http::Method::POST
+            && let Some(sig) = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| {
+                    v.get("signature")
+                        .and_then(|s| s.as_str())
+                        .map(str::to_owned)
+                })
+            && !self.signatures.lock().expect("sigs").insert(sig)
+        {
+            self.replayed.fetch_add(1, Ordering::SeqCst);
+        }
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut req = Request::builder()
+            .method(parts.method.clone())
+            .uri(format!("{}{path}", self.upstream));
+        for (name, value) in &parts.headers {
+            req = req.header(name, value);
+        }
+        if let Some(authority) = parts.uri.authority()
+            && !parts.headers.contains_key(http::header::HOST)
+        {
+            req = req.header(http::header::HOST, authority.as_str());
+        }
+        let req = req
+            .header("X-Forwarded-Proto", "https")
+            .body(Full::new(body))
+            .map_err(std::io::Error::other)?;
+        bump(&self.forwarded, kind);
+        let rsp = self
+            .client
+            .request(req)
+            .await
+            .map_err(std::io::Error::other)?;
+        let (head, body) = rsp.into_parts();
+        let bytes = body
+            .collect()
+            .await
+            .map_err(std::io::Error::other)?
+            .to_bytes();
+        Ok((head, bytes))
+    }
+
+    async fn bad_nonce(&self, with_nonce: bool) -> Result<Response<ProxyBody>, std::io::Error> {
+        let mut rsp = Response::builder()
+            .status(StatusCode::BAD_REQUEST)
+            .header(http::header::CONTENT_TYPE, "application/problem+json");
+        if with_nonce {
+            let req = Request::builder()
+                .method(http::Method::HEAD)
+                .uri(format!("{}/nonce-plz", self.upstream))
+                .body(Full::new(Bytes::new()))
+                .map_err(std::io::Error::other)?;
+            let fresh = self
+                .client
+                .request(req)
+                .await
+                .map_err(std::io::Error::other)?;
+            if let Some(nonce) = fresh.headers().get("Replay-Nonce") {
+                rsp = rsp.header("Replay-Nonce", nonce.clone());
+            }
+        }
+        rsp.body(full(
+            r#"{"type":"urn:ietf:params:acme:error:badNonce","detail":"JWS has an invalid anti-replay nonce (injected by the test proxy)","status":400}"#,
+        ))
+        .map_err(std::io::Error::other)
+    }
+}
+
+/// A rewrite that reports a `valid` or `processing` order as `processing` (without its
+/// `certificate` URL) with `Retry-After: retry_after_secs`.
+pub fn still_processing(retry_after_secs: u64) -> Action {
+    Action::Rewrite(Arc::new(move |json, headers| {
+        let status = json.get("status").and_then(|s| s.as_str()).unwrap_or("");
+        if status != "valid" && status != "processing" {
+            return false;
+        }
+        json["status"] = "processing".into();
+        if let Some(obj) = json.as_object_mut() {
+            obj.remove("certificate");
+        }
+        headers.insert(
+            http::header::RETRY_AFTER,
+            HeaderValue::from(retry_after_secs),
+        );
+        true
+    }))
+}
+
+/// A rewrite that turns a `processing` or `valid` order `invalid` with a CA error.
+pub fn turns_invalid(problem_type: &str, detail: &str) -> Action {
+    let error = serde_json::json!({ "type": problem_type, "detail": detail, "status": 400 });
+    Action::Rewrite(Arc::new(move |json, _| {
+        let status = json.get("status").and_then(|s| s.as_str()).unwrap_or("");
+        if status != "valid" && status != "processing" {
+            return false;
+        }
+        json["status"] = "invalid".into();
+        json["error"] = error.clone();
+        if let Some(obj) = json.as_object_mut() {
+            obj.remove("certificate");
+        }
+        true
+    }))
+}
+
+/// A rewrite that renames every challenge type of an authorization (e.g. `sectigo-email-01`).
+pub fn rename_challenges(to: &'static str) -> Action {
+    Action::Rewrite(Arc::new(move |json, _| {
+        let Some(challenges) = json.get_mut("challenges").and_then(|c| c.as_array_mut()) else {
+            return false;
+        };
+        for c in challenges {
+            c["type"] = to.into();
+        }
+        true
+    }))
+}
+
+/// `503 Service Unavailable` with `Retry-After` and a problem document.
+pub fn unavailable(retry_after_secs: u64) -> Action {
+    Action::Respond {
+        status: 503,
+        content_type: "application/problem+json",
+        headers: vec![("Retry-After", retry_after_secs.to_string())],
+        body: r#"{"type":"urn:ietf:params:acme:error:serverInternal","detail":"maintenance (injected)","status":503}"#
+            .into(),
+    }
+}
+
+/// An nginx- or Apache-style HTML error page with `status`.
+pub fn html_error(status: u16) -> Action {
+    let body = match status {
+        500 => "<!DOCTYPE HTML PUBLIC \"-//IETF//DTD HTML 2.0//EN\"><html><head><title>500 Internal Server Error</title></head><body><h1>Internal Server Error</h1><hr><address>Apache Server</address></body></html>".to_owned(),
+        s => format!("<html>\r\n<head><title>{s} Gateway Error</title></head>\r\n<body>\r\n<center><h1>{s} Gateway Error</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"),
+    };
+    Action::Respond {
+        status,
+        content_type: "text/html",
+        headers: Vec::new(),
+        body,
+    }
+}
+
+/// `429 rateLimited` with `Retry-After`.
+pub fn rate_limited(retry_after_secs: u64) -> Action {
+    Action::Respond {
+        status: 429,
+        content_type: "application/problem+json",
+        headers: vec![("Retry-After", retry_after_secs.to_string())],
+        body: r#"{"type":"urn:ietf:params:acme:error:rateLimited","detail":"too many new orders (injected)","status":429}"#.into(),
+    }
+}

@@ -1,0 +1,516 @@
+//! End-to-end delivery over real mTLS on loopback: enrollment, manifest, PFX into a CCS folder,
+//! renewal, isolation between agents, revocation, join-token misuse, foreign client CAs.
+#![allow(
+    clippy::unwrap_used,
+    reason = "integration test: a failed step must panic"
+)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use base64::Engine as _;
+use certkeep_agent::client::AgentClient;
+use certkeep_agent::config::Config as AgentConfig;
+use certkeep_agent::{EnrollOptions, enroll, sync_once};
+use certkeep_api_types::agent::DeploymentStatus;
+use certkeep_api_types::pfx::testing::{KeyKind, TestCa, TestLeaf};
+use certkeep_api_types::pfx::thumbprint;
+use certkeep_server::bootstrap::{new_token_secret, token_hash};
+use certkeep_server::db::accounts::NewAccount;
+use certkeep_server::db::agents::NewAgent;
+use certkeep_server::db::certificates::NewCertificate;
+use certkeep_server::db::versions::NewVersion;
+use certkeep_server::model::{AgentId, Certificate, KeyType, PfxMode, RenewalPolicy, VersionId};
+use certkeep_server::testkit::TestServer;
+use zeroize::Zeroizing;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+fn pem(label: &str, der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+}
+
+struct Fixture {
+    server: TestServer,
+    ca: TestCa,
+    account: certkeep_server::model::AccountId,
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    async fn new() -> Self {
+        let server = TestServer::start().await;
+        let now = certkeep_server::now();
+        let account = server
+            .state
+            .db
+            .insert_account(
+                &server.state.secrets,
+                &NewAccount {
+                    name: "test-ca",
+                    directory_url: "https://ca.invalid/dir",
+                    contact: &[],
+                    allowed_domains: &["*.example.com".into(), "example.com".into()],
+                    eab_kid: None,
+                    eab_hmac: None,
+                    extra_roots_pem: None,
+                },
+                now,
+            )
+            .await
+            .unwrap()
+            .id;
+        Self {
+            server,
+            ca: TestCa::new(),
+            account,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Defines a certificate and stores an issued version for `names`.
+    async fn certificate(&self, name: &str, names: &[&str]) -> Certificate {
+        let db = &self.server.state.db;
+        let cert = db
+            .insert_certificate(
+                &NewCertificate {
+                    name,
+                    dns_names: &names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
+                    key_type: KeyType::EcdsaP256,
+                    account_id: self.account,
+                    policy: RenewalPolicy::default(),
+                    created_by: None,
+                },
+                certkeep_server::now(),
+            )
+            .await
+            .unwrap();
+        self.issue(&cert, names).await;
+        cert
+    }
+
+    /// Stores a new current version of `cert` for `names`; returns the leaf thumbprint.
+    async fn issue(&self, cert: &Certificate, names: &[&str]) -> String {
+        let leaf: TestLeaf = self.ca.leaf(names, KeyKind::Ecdsa);
+        let chain_pem: String = leaf
+            .chain_der
+            .iter()
+            .map(|d| pem("CERTIFICATE", d))
+            .collect();
+        let (_, parsed) = x509_parser::parse_x509_certificate(&leaf.chain_der[0]).unwrap();
+        let thumb = thumbprint(&leaf.chain_der[0]);
+        let now = certkeep_server::now();
+        self.server
+            .state
+            .db
+            .insert_version(
+                &self.server.state.secrets,
+                &NewVersion {
+                    id: VersionId::new(),
+                    certificate_id: cert.id,
+                    order_id: None,
+                    chain_pem: &chain_pem,
+                    key_pkcs8_der: &leaf.key_pkcs8_der,
+                    serial: &hex::encode(parsed.raw_serial()),
+                    thumbprint: &thumb,
+                    dns_names: &names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
+                    not_before: now,
+                    not_after: now + time::Duration::days(90),
+                },
+                now,
+            )
+            .await
+            .unwrap();
+        thumb
+    }
+
+    /// Creates an agent with `password` on the server; returns it and its join token.
+    async fn agent(
+        &self,
+        name: &str,
+        password: &str,
+        expires_in: time::Duration,
+    ) -> (AgentId, Zeroizing<String>) {
+        let token = new_token_secret();
+        let now = certkeep_server::now();
+        let agent = self
+            .server
+            .state
+            .db
+            .insert_agent(
+                &self.server.state.secrets,
+                &NewAgent {
+                    name,
+                    join_token_hash: &token_hash(&token),
+                    join_token_expires_at: now + expires_in,
+                    ccs_password: password,
+                    pfx_mode: PfxMode::Legacy,
+                },
+                now,
+            )
+            .await
+            .unwrap();
+        (agent.id, token)
+    }
+
+    fn enroll_options(&self, name: &str, token: Zeroizing<String>) -> EnrollOptions {
+        EnrollOptions {
+            server: self.server.agent_url.parse().unwrap(),
+            ca_file: self.server.ca_file(),
+            token,
+            config_path: self.dir.path().join(name).join("agent.toml"),
+            state_dir: Some(self.dir.path().join(name).join("state")),
+        }
+    }
+
+    /// Enrolls an agent host and writes its config with a CCS target.
+    async fn host(
+        &self,
+        name: &str,
+        token: Zeroizing<String>,
+        local_password: &str,
+    ) -> AgentConfig {
+        let root = self.dir.path().join(name);
+        let enrolled = enroll(self.enroll_options(name, token)).await.unwrap();
+        let ccs = root.join("ccs");
+        std::fs::create_dir_all(&ccs).unwrap();
+        std::fs::write(root.join("password.txt"), local_password).unwrap();
+        let config_path = root.join("agent.toml");
+        let text = format!(
+            "server = \"{}\"\nca_file = \"{}\"\nstate_dir = \"{}\"\n[target]\nkind = \"ccs\"\npath = \"{}\"\npassword_file = \"{}\"\n",
+            self.server.agent_url,
+            self.server.ca_file().display(),
+            enrolled.state_dir.display(),
+            ccs.display(),
+            root.join("password.txt").display(),
+        );
+        std::fs::write(&config_path, text).unwrap();
+        AgentConfig::load(&config_path).unwrap()
+    }
+}
+
+/// `.pfx` files in a folder with their modification times.
+fn pfx_files(dir: &Path) -> BTreeMap<String, std::time::SystemTime> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".pfx"))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.metadata().unwrap().modified().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Opens a PFX with the openssl CLI and returns the leaf's SHA-256 thumbprint (lower-case hex).
+fn openssl_thumbprint(path: &Path, password: &str) -> String {
+    let out = Command::new("openssl")
+        .args(["pkcs12", "-legacy", "-in"])
+        .arg(path)
+        .args([
+            "-passin",
+            &format!("pass:{password}"),
+            "-nokeys",
+            "-clcerts",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl pkcs12: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut x509 = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut x509.stdin.take().unwrap(), &out.stdout).unwrap();
+    let fp = x509.wait_with_output().unwrap();
+    let text = String::from_utf8(fp.stdout).unwrap();
+    text.trim()
+        .rsplit('=')
+        .next()
+        .unwrap()
+        .replace(':', "")
+        .to_lowercase()
+}
+
+/// Checks the full chain and key are in the bundle too.
+fn openssl_counts(path: &Path, password: &str) -> (usize, usize) {
+    let out = Command::new("openssl")
+        .args(["pkcs12", "-legacy", "-in"])
+        .arg(path)
+        .args(["-passin", &format!("pass:{password}"), "-nodes"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    (
+        text.matches("BEGIN CERTIFICATE").count(),
+        text.matches("PRIVATE KEY-----").count() / 2,
+    )
+}
+
+async fn current_thumbprint(f: &Fixture, c: &Certificate) -> String {
+    let db = &f.server.state.db;
+    let id = db
+        .certificate(c.id)
+        .await
+        .unwrap()
+        .current_version_id
+        .unwrap();
+    db.version(id).await.unwrap().thumbprint
+}
+
+fn ccs(config: &AgentConfig) -> PathBuf {
+    config.target.path().to_path_buf()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn enroll_sync_renew_and_isolate() {
+    let f = Fixture::new().await;
+    let multi = f
+        .certificate("web", &["a.example.com", "b.example.com", "127.0.0.1"])
+        .await;
+    let wildcard = f.certificate("wild", &["*.example.com"]).await;
+    let (agent, token) = f.agent("iis-1", PASSWORD, time::Duration::hours(24)).await;
+    let config = f.host("iis-1", token.clone(), PASSWORD).await;
+    let db = &f.server.state.db;
+    let now = certkeep_server::now();
+    db.assign_certificate(agent, multi.id, now).await.unwrap();
+    db.assign_certificate(agent, wildcard.id, now)
+        .await
+        .unwrap();
+
+    // Foreign files in the CCS folder must survive every sync.
+    let folder = ccs(&config);
+    std::fs::write(folder.join("foreign.example.org.pfx"), b"not ours").unwrap();
+    std::fs::write(folder.join("notes.txt"), b"junk").unwrap();
+
+    let outcome = sync_once(&config).await.unwrap();
+    assert!(outcome.is_success(), "{outcome:?}");
+    let files = pfx_files(&folder);
+    let names: Vec<&str> = files.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        vec![
+            "_.example.com.pfx",
+            "a.example.com.pfx",
+            "b.example.com.pfx",
+            "foreign.example.org.pfx"
+        ]
+    );
+    let multi_thumb = current_thumbprint(&f, &multi).await;
+    for name in ["a.example.com.pfx", "b.example.com.pfx"] {
+        assert_eq!(
+            openssl_thumbprint(&folder.join(name), PASSWORD),
+            multi_thumb,
+            "{name}"
+        );
+        assert_eq!(
+            openssl_counts(&folder.join(name), PASSWORD),
+            (2, 1),
+            "leaf + intermediate + one key"
+        );
+    }
+    assert_eq!(
+        std::fs::read(folder.join("a.example.com.pfx")).unwrap(),
+        std::fs::read(folder.join("b.example.com.pfx")).unwrap()
+    );
+    assert_eq!(
+        openssl_thumbprint(&folder.join("_.example.com.pfx"), PASSWORD),
+        current_thumbprint(&f, &wildcard).await
+    );
+    assert_eq!(
+        std::fs::read(folder.join("foreign.example.org.pfx")).unwrap(),
+        b"not ours"
+    );
+    assert_eq!(std::fs::read(folder.join("notes.txt")).unwrap(), b"junk");
+
+    // The server saw the report and audited the pulls.
+    let deployments = db.deployments(Some(agent), None).await.unwrap();
+    assert_eq!(deployments.len(), 3, "{deployments:?}");
+    assert!(deployments.iter().all(|d| d.status == "installed"));
+    let pulls = db
+        .list_audit(&certkeep_server::db::audit::AuditFilter {
+            action: Some("certificate.pfx_pull".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(pulls.len(), 2);
+
+    // Nothing changed: a 304, and nothing is written.
+    let again = sync_once(&config).await.unwrap();
+    assert!(again.unchanged && again.is_success(), "{again:?}");
+    assert_eq!(pfx_files(&folder), files);
+
+    // Renewal drops b.example.com and adds c.example.com.
+    let renewed = f.issue(&multi, &["a.example.com", "c.example.com"]).await;
+    let outcome = sync_once(&config).await.unwrap();
+    assert!(outcome.is_success(), "{outcome:?}");
+    let names: Vec<String> = pfx_files(&folder).into_keys().collect();
+    assert_eq!(
+        names,
+        vec![
+            "_.example.com.pfx",
+            "a.example.com.pfx",
+            "c.example.com.pfx",
+            "foreign.example.org.pfx"
+        ]
+    );
+    assert_eq!(
+        openssl_thumbprint(&folder.join("a.example.com.pfx"), PASSWORD),
+        renewed
+    );
+    assert_eq!(
+        openssl_thumbprint(&folder.join("c.example.com.pfx"), PASSWORD),
+        renewed
+    );
+    assert!(
+        !folder
+            .join(".certkeep-manifest.json")
+            .to_string_lossy()
+            .ends_with(".pfx")
+    );
+
+    // Another agent cannot fetch this agent's certificate, even knowing its id.
+    let other_cert = f.certificate("other", &["other.example.com"]).await;
+    let (_, other_token) = f.agent("iis-2", PASSWORD, time::Duration::hours(24)).await;
+    let other = f.host("iis-2", other_token, PASSWORD).await;
+    let identity = certkeep_agent::identity::Identity::load(&other.state_dir).unwrap();
+    let client = AgentClient::new(
+        &other.server,
+        &std::fs::read(f.server.ca_file()).unwrap(),
+        Some(&identity.client_pem()),
+    )
+    .unwrap();
+    let err = client
+        .download(&format!("/agent/v1/certificates/{}/pfx", multi.id))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("404"), "{err}");
+    let err = client
+        .download(&format!("/agent/v1/certificates/{}/pfx", other_cert.id))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("404"),
+        "unassigned is 404 too: {err}"
+    );
+
+    // A used join token is refused.
+    let reused = enroll(f.enroll_options("iis-1-again", token))
+        .await
+        .unwrap_err();
+    assert!(format!("{reused:#}").contains("401"), "{reused:#}");
+
+    // Revocation applies to the very next request.
+    db.revoke_agent(agent, certkeep_server::now())
+        .await
+        .unwrap();
+    let err = sync_once(&config).await;
+    let text = match err {
+        Err(e) => format!("{e:#}"),
+        Ok(o) => format!("{:?}", o.errors),
+    };
+    assert!(text.contains("401"), "{text}");
+    f.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_password_is_never_written() {
+    let f = Fixture::new().await;
+    let cert = f.certificate("web", &["www.example.com"]).await;
+    let (agent, token) = f
+        .agent("iis", "server-side password", time::Duration::hours(24))
+        .await;
+    let config = f.host("iis", token, "the password IIS has").await;
+    f.server
+        .state
+        .db
+        .assign_certificate(agent, cert.id, certkeep_server::now())
+        .await
+        .unwrap();
+    let outcome = sync_once(&config).await.unwrap();
+    assert!(!outcome.is_success());
+    assert!(
+        outcome
+            .files
+            .iter()
+            .all(|r| r.status == DeploymentStatus::Failed),
+        "{outcome:?}"
+    );
+    assert!(
+        pfx_files(&ccs(&config)).is_empty(),
+        "a PFX that does not open was written"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(ccs(&config))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        leftovers
+            .iter()
+            .all(|n| !n.to_string_lossy().contains(".tmp-")),
+        "{leftovers:?}"
+    );
+    let reported = f
+        .server
+        .state
+        .db
+        .deployments(Some(agent), None)
+        .await
+        .unwrap();
+    assert_eq!(reported.len(), 1);
+    assert_eq!(reported[0].status, "failed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_token_and_foreign_client_ca_are_refused() {
+    let f = Fixture::new().await;
+    let (_, expired) = f.agent("late", PASSWORD, time::Duration::seconds(-1)).await;
+    let err = enroll(f.enroll_options("late", expired)).await.unwrap_err();
+    assert!(format!("{err:#}").contains("401"), "{err:#}");
+
+    // A client certificate from another CA fails the TLS handshake.
+    let foreign = TestCa::new().leaf(&["agent.example.com"], KeyKind::Ecdsa);
+    let mut identity_pem = pem("CERTIFICATE", &foreign.chain_der[0]);
+    identity_pem.push_str(&pem("PRIVATE KEY", &foreign.key_pkcs8_der));
+    let client = AgentClient::new(
+        &f.server.agent_url.parse().unwrap(),
+        &std::fs::read(f.server.ca_file()).unwrap(),
+        Some(identity_pem.as_bytes()),
+    )
+    .unwrap();
+    let err = client.manifest(None).await.unwrap_err();
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("cannot reach"),
+        "expected a handshake failure: {text}"
+    );
+    // Control: without any client certificate the handshake succeeds and the route says 401.
+    let anonymous = AgentClient::new(
+        &f.server.agent_url.parse().unwrap(),
+        &std::fs::read(f.server.ca_file()).unwrap(),
+        None,
+    )
+    .unwrap();
+    let err = anonymous.manifest(None).await.unwrap_err();
+    assert!(format!("{err:#}").contains("401"), "{err:#}");
+}

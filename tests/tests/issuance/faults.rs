@@ -1,0 +1,420 @@
+//! Slow and flaky CA behaviour injected by the proxy (SECTIGO.md scenarios 2-9).
+
+use std::time::{Duration, Instant};
+
+use certkeep_server::model::{CertificateState, KeyType, OrderState};
+use certkeep_tests::pebble::PebbleOptions;
+use certkeep_tests::proxy::{
+    Action, Cut, Kind, Proxy, html_error, rate_limited, still_processing, turns_invalid,
+    unavailable,
+};
+
+use crate::support::{
+    Env, certificate, history, register, wait_event, wait_order_ended, wait_versions,
+};
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// Scenario 2: `processing` with `Retry-After` for a few polls, then `valid`.
+#[tokio::test]
+async fn long_processing_honours_retry_after() {
+    let Some(env) = Env::start(PebbleOptions::default(), |_| {}).await else {
+        return;
+    };
+    let account = env.account().await;
+    env.proxy.add(Kind::Order, Some(2), still_processing(2));
+    let cert = certificate(
+        &env.state,
+        &account,
+        "slow",
+        &["slow.example.test"],
+        KeyType::EcdsaP256,
+    )
+    .await;
+    let started = Instant::now();
+    let engine = env.engine();
+    wait_versions(&env.state, cert.id, 1, LONG).await;
+    engine.stop().await;
+    // Without the header the back-off would have polled after 0.5 s and 1 s.
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "two Retry-After: 2 waits were honoured"
+    );
+    assert_eq!(env.proxy.forwarded(Kind::Finalize), 1);
+    assert_eq!(env.proxy.forwarded(Kind::NewOrder), 1);
+    let events = history(&env.state, cert.id).await;
+    assert!(
+        events.iter().any(|e| e.starts_with("processing")),
+        "{events:?}"
+    );
+    assert!(
+        !events.iter().any(|e| e.starts_with("parked")),
+        "short waits stay inline: {events:?}"
+    );
+}
+
+/// Scenario 3: a wait longer than the inline limit parks the job; a restarted server resumes
+/// the same order.
+#[tokio::test]
+async fn processing_past_the_inline_limit_parks_and_resumes_after_restart() {
+    let Some(env) = Env::start(PebbleOptions::default(), |c| {
+        c.engine.max_inline_wait_secs = 1
+    })
+    .await
+    else {
+        return;
+    };
+    let account = env.account().await;
+    env.proxy.add(Kind::Order, Some(1), still_processing(3));
+    let cert = certificate(
+        &env.state,
+        &account,
+        "parked",
+        &["parked.example.test"],
+        KeyType::EcdsaP256,
+    )
+    .await;
+    let engine = env.engine();
+    wait_event(&env.state, cert.id, "parked", LONG).await;
+    let parked = env
+        .state
+        .db
+        .active_order(cert.id)
+        .await
+        .unwrap()
+        .expect("parked order");
+    assert_eq!(parked.state, OrderState::Processing);
+    assert!(parked.lease_owner.is_none(), "a parked job holds no worker");
+    assert!(parked.next_attempt_at > certkeep_server::now() + time::Duration::seconds(1));
+    engine.crash().await;
+    let engine = env.engine();
+    wait_versions(&env.state, cert.id, 1, LONG).await;
+    engine.stop().await;
+    let orders = env.state.db.orders_for(cert.id).await.unwrap();
+    assert_eq!(orders.len(), 1);
+    assert_eq!(
+        orders[0].order_url, parked.order_url,
+        "the same order was resumed"
+    );
+    assert_eq!(env.proxy.forwarded(Kind::NewOrder), 1);
+    assert_eq!(env.proxy.forwarded(Kind::Finalize), 1);
+}
+
+/// Scenario 4: `processing` turns `invalid`: the CA error is recorded, no polling loop.
+#[tokio::test]
+async fn invalid_order_records_the_ca_error() {
+    let Some(env) = Env::start(PebbleOptions::default(), |_| {}).await else {
+        return;
+    };
+    let account = env.account().await;
+    env.proxy.add(
+        Kind::Order,
+        Some(1),
+        turns_invalid(
+            "urn:ietf:params:acme:error:rejectedIdentifier",
+            "OV validation refused",
+        ),
+    );
+    let cert = certificate(
+        &env.state,
+        &account,
+        "refused",
+        &["refused.example.test"],
+        KeyType::EcdsaP256,
+    )
+    .await;
+    let engine = env.engine();
+    let order = wait_order_ended(&env.state, cert.id, LONG).await;
+    let polls = env.proxy.seen(Kind::Order);
+    engine.stop().await;
+    assert_eq!(order.state, OrderState::Failed);
+    let error = order.last_error.unwrap();
+    assert!(
+        error.contains("rejectedIdentifier") && error.contains("OV validation refused"),
+        "{error}"
+    );
+    assert_eq!(
+        env.state.db.certificate(cert.id).await.unwrap().state,
+        CertificateState::Failed
+    );
+    assert_eq!(
+        env.proxy.seen(Kind::Order),
+        polls,
+        "no polling after the order failed"
+    );
+    assert_eq!(env.proxy.forwarded(Kind::Finalize), 1);
+}
+
+/// Scenario 5: 503 with `Retry-After` once on directory, newNonce, new-order, order and
+/// certificate download.
+#[tokio::test]
+async fn unavailable_once_everywhere_then_completes() {
+    let Some(env) = Env::start(PebbleOptions::default(), |_| {}).await else {
+        return;
+    };
+    let account = env.account().await;
+    for kind in [
+        Kind::Directory,
+        Kind::Nonce,
+        Kind::NewOrder,
+        Kind::Order,
+        Kind::Certificate,
+    ] {
+        env.proxy.add(kind, Some(1), unavailable(1));
+    }
+    let cert = certificate(
+        &env.state,
+        &account,
+        "busy",
+        &["busy.example.test"],
+        KeyType::EcdsaP256,
+    )
+    .await;
+    let engine = env.engine();
+    wait_versions(&env.state, cert.id, 1, LONG).await;
+    engine.stop().await;
+    for kind in [
+        Kind::Directory,
+        Kind::Nonce,
+        Kind::NewOrder,
+        Kind::Order,
+        Kind::Certificate,
+    ] {
+        assert!(
+            env.proxy.seen(kind) > env.proxy.forwarded(kind),
+            "{kind:?} was answered 503 and retried"
+        );
+    }
+    assert_eq!(env.proxy.forwarded(Kind::NewOrder), 1);
+    assert_eq!(env.proxy.forwarded(Kind::Finalize), 1);
+    let events = history(&env.state, cert.id).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("retry") && e.contains("maintenance")),
+        "{events:?}"
+    );
+}
+
+/// Scenario 6: nginx/Apache HTML error pages are transient errors that keep their status.
+#[tokio::test]
+async fn html_error_pages_are_transient_and_keep_the_status() {
+    let Some(env) = Env::start(PebbleOptions::default(), |_| {}).await else {
+        return;
+    };
+    let account = env.account().await;
+    env.proxy.add(Kind::Directory, Some(1), html_error(504));
+    env.proxy.add(Kind::NewOrder, Some(1), html_error(502));
+    env.proxy.add(Kind::Finalize, Some(1), html_error(504));
+    env.proxy.add(Kind::Order, Some(1), html_error(500));
+    let cert = certificate(
+        &env.state,
+        &account,
+        "html",
+        &["html.example.test"],
+        KeyType::EcdsaP256,
+    )
+    .await;
+    let engine = env.engine();
+    wait_versions(&env.state, cert.id, 1, LONG).await;
+    engine.stop().await;
+    let events = history(&env.state, cert.id).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("retry") && e.contains("HTTP 502")),
+        "{events:?}"
+    );
+    assert!(events.iter().any(|e| e.contains("HTTP 504")), "{events:?}");
+    assert_eq!(
+        env.proxy.forwarded(Kind::Finalize),
+        1,
+        "the 504 finalize never reached the CA; one finalize did"
+    );
+    assert_eq!(env.proxy.forwarded(Kind::NewOrder), 1);
+}
+
+/// Scenario 9: connections reset before the response, after the headers and mid-body.
+#[tokio::test]
+async fn connection_resets_are_retried_without_a_second_certificate() {
+    let Some(env) = Env::start(PebbleOptions::default(), |_| {}).await else {
+        return;
+    };
+    let account = env.account().await;
+    env.proxy
+        .add(Kind::Order, Some(1), Action::Reset(Cut::AfterHeaders));
+    env.proxy
+        .add(Kind::Finalize, Some(1), Action::Reset(Cut::BeforeResponse));
+    env.proxy
+        .add(Kind::Certificate, Some(1), Action::Reset(Cut::MidBody));
+    let cert = certificate(
+        &env.state,
+        &account,
+        "reset",
+        &["reset.example.test"],
+        KeyType::Rsa2048,
+    )
+    .await;
+    let engine = env.engine();
+    wait_versions(&env.state, cert.id, 1, LONG).await;
+    engine.stop().await;
+    assert_eq!(
+        env.proxy.forwarded(Kind::Finalize),
+        1,
+        "finalize reached the CA once; the lost answer was re-read"
+    );
+    assert_eq!(env.proxy.forwarded(Kind::NewOrder), 1);
+    assert!(
+        env.proxy.forwarded(Kind::Certificate) >= 2,
+        "the cut download was repeated"
+    );
+    assert_eq!(env.state.db.versions(cert.id).await.unwrap().len(), 1);
+}
+
+/// Scenario 7: badNonce bursts of 1, 3 and 6: short ones absorbed, long ones retried as a
+/// whole operation with a fresh nonce and signature; no JWS replayed.
+#[tokio::test]
+async fn bad_nonce_bursts_are_absorbed_or_retried_without_replay() {
+    let Some(env) = Env::start(PebbleOptions::default(), |_| {}).await else {
+        return;
+    };
+    let account = env.account().await;
+    env.proxy.add(
+        Kind::NewOrder,
+        Some(1),
+        Action::BadNonce { with_nonce: true },
+    );
+    env.proxy.add(
+        Kind::Finalize,
+        Some(3),
+        Action::BadNonce { with_nonce: false },
+    );
+    env.proxy.add(
+        Kind::Certificate,
+        Some(6),
+        Action::BadNonce { with_nonce: true },
+    );
+    let cert = certificate(
+        &env.state,
+        &account,
+        "nonce",
+        &["nonce.example.test"],
+        KeyType::EcdsaP256,
+    )
+    .await;
+    let engine = env.engine();
+    wait_versions(&env.state, cert.id, 1, LONG).await;
+    engine.stop().await;
+    assert_eq!(env.proxy.replayed_jws(), 0, "no JWS was sent twice");
+    assert_eq!(env.proxy.forwarded(Kind::Finalize), 1);
+    assert_eq!(env.proxy.forwarded(Kind::NewOrder), 1);
+    let events = history(&env.state, cert.id).await;
+    assert!(
+        events
+            .iter()
+            .filter(|e| e.starts_with("retry") && e.contains("badNonce"))
+            .count()
+            >= 2,
+        "{events:?}"
+    );
+}
+
+/// Scenario 8: a 429 on one endpoint pauses every order for it; other endpoints continue.
+#[tokio::test]
+async fn rate_limit_pauses_one_endpoint_only() {
+    let Some(env) = Env::start(PebbleOptions::default(), |_| {}).await else {
+        return;
+    };
+    let other = Proxy::start(&env.pebble.pki, env.pebble.port).await;
+    let limited = env.account().await;
+    let free = register(
+        &env.state,
+        "other-endpoint",
+        &other.directory_url,
+        &env.pebble,
+        2,
+        &["*.example.test"],
+    )
+    .await;
+    env.proxy.add(Kind::NewOrder, Some(1), rate_limited(4));
+    let engine = env.engine();
+    let first = certificate(
+        &env.state,
+        &limited,
+        "limited-1",
+        &["l1.example.test"],
+        KeyType::EcdsaP256,
+    )
+    .await;
+    env.proxy.wait_seen(Kind::NewOrder, 1, LONG).await;
+    let limited_at = Instant::now();
+    let second = certificate(
+        &env.state,
+        &limited,
+        "limited-2",
+        &["l2.example.test"],
+        KeyType::EcdsaP256,
+    )
+    .await;
+    let elsewhere = certificate(
+        &env.state,
+        &free,
+        "free",
+        &["free.example.test"],
+        KeyType::EcdsaP256,
+    )
+    .await;
+    wait_versions(&env.state, elsewhere.id, 1, LONG).await;
+    let free_done = limited_at.elapsed();
+    assert!(
+        free_done < Duration::from_secs(4),
+        "the other endpoint was not paused ({free_done:?})"
+    );
+    assert_eq!(
+        env.proxy.seen(Kind::NewOrder),
+        1,
+        "the limited endpoint got no new order during the pause"
+    );
+    wait_versions(&env.state, first.id, 1, LONG).await;
+    wait_versions(&env.state, second.id, 1, LONG).await;
+    assert!(
+        limited_at.elapsed() >= Duration::from_secs(3),
+        "Retry-After: 4 was honoured"
+    );
+    engine.stop().await;
+    assert_eq!(env.proxy.forwarded(Kind::NewOrder), 2);
+    assert_eq!(other.forwarded(Kind::NewOrder), 1);
+}
+
+/// A directory that is not JSON (a guessed `/directory` suffix) is a configuration error
+/// naming the URL (scenario 6 of the CA behaviours).
+#[tokio::test]
+async fn wrong_directory_url_is_named() {
+    let Some(env) = Env::start(PebbleOptions::default(), |_| {}).await else {
+        return;
+    };
+    let url = format!("{}/directory", env.proxy.directory_url);
+    let account = env
+        .state
+        .db
+        .insert_account(
+            &env.state.secrets,
+            &certkeep_server::db::accounts::NewAccount {
+                name: "guessed",
+                directory_url: &url,
+                contact: &[],
+                allowed_domains: &[],
+                eab_kid: Some(&env.pebble.eab[0].kid),
+                eab_hmac: Some(&env.pebble.eab[0].hmac),
+                extra_roots_pem: Some(&env.pebble.pki.ca_pem),
+            },
+            certkeep_server::now(),
+        )
+        .await
+        .unwrap();
+    let err = certkeep_server::acme::register_account(&env.state, account.id)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&url), "{err}");
+}

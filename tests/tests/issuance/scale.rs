@@ -1,0 +1,121 @@
+//! Two engines ("servers") on one PostgreSQL database issue 100 certificates requested at once:
+//! each is issued once and no order is placed twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use certkeep_server::db::Db;
+use certkeep_server::model::KeyType;
+use certkeep_server::secrets::Secrets;
+use certkeep_server::testkit::PgCluster;
+use certkeep_tests::pebble::{Pebble, PebbleOptions};
+use certkeep_tests::proxy::{Kind, Proxy};
+
+use crate::support::{Running, app_state, certificate, register, test_config, wait_until};
+
+const CERTIFICATES: usize = 100;
+
+#[tokio::test]
+async fn two_engines_on_one_postgres_issue_each_certificate_once() {
+    let Some(cluster) = PgCluster::shared() else {
+        return;
+    };
+    let Some(pebble) = Pebble::start(PebbleOptions {
+        authz_reuse: 0,
+        ..PebbleOptions::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let proxy = Proxy::start(&pebble.pki, pebble.port).await;
+    let name = cluster.create_database().await;
+    let url = secrecy::SecretString::from(cluster.url(&name));
+    let (db_a, db_b) = (
+        Db::connect_postgres(&url).await.unwrap(),
+        Db::connect_postgres(&url).await.unwrap(),
+    );
+    db_a.migrate().await.unwrap();
+    let secrets = Secrets::generate();
+    let a = app_state(db_a, secrets.clone(), test_config()).await;
+    let b = app_state(db_b, secrets, test_config()).await;
+    let account = register(
+        &a,
+        "shared",
+        &proxy.directory_url,
+        &pebble,
+        0,
+        &["*.example.test"],
+    )
+    .await;
+    let solver = Arc::new(certkeep_tests::pebble::AlwaysValidSolver::default());
+    let mut solvers = certkeep_server::engine::Solvers::default();
+    solvers.add("*.example.test", solver).unwrap();
+    let engine_a = Running::start(&a, Some(solvers.clone()));
+    let engine_b = Running::start(&b, Some(solvers));
+    let mut ids = Vec::new();
+    for i in 0..CERTIFICATES {
+        let state = if i % 2 == 0 { &a } else { &b };
+        let cert = certificate(
+            state,
+            &account,
+            &format!("c{i}"),
+            &[&format!("h{i}.example.test")],
+            KeyType::EcdsaP256,
+        )
+        .await;
+        ids.push(cert.id);
+    }
+    wait_until(
+        "every certificate issued",
+        Duration::from_secs(150),
+        || async {
+            let mut done = 0;
+            for id in &ids {
+                if a.db
+                    .certificate(*id)
+                    .await
+                    .unwrap()
+                    .current_version_id
+                    .is_some()
+                {
+                    done += 1;
+                }
+            }
+            (done == CERTIFICATES).then_some(())
+        },
+    )
+    .await;
+    engine_a.stop().await;
+    engine_b.stop().await;
+    for id in &ids {
+        assert_eq!(
+            a.db.versions(*id).await.unwrap().len(),
+            1,
+            "certificate {id} issued once"
+        );
+        let orders = a.db.orders_for(*id).await.unwrap();
+        assert_eq!(orders.len(), 1, "certificate {id}: one order");
+        let created =
+            a.db.order_events(orders[0].id)
+                .await
+                .unwrap()
+                .iter()
+                .filter(|e| e.kind == "created")
+                .count();
+        assert_eq!(
+            created, 1,
+            "certificate {id}: the CA order was created once"
+        );
+    }
+    assert_eq!(
+        proxy.forwarded(Kind::NewOrder),
+        CERTIFICATES,
+        "no order placed twice"
+    );
+    assert_eq!(
+        proxy.forwarded(Kind::Finalize),
+        CERTIFICATES,
+        "one finalize per version"
+    );
+}
