@@ -41,6 +41,8 @@ pub struct Config {
     pub engine: EngineConfig,
     /// Agent enrollment settings.
     pub agents: AgentConfig,
+    /// Challenge solvers for names the CA has not pre-validated.
+    pub solvers: SolversConfig,
 }
 
 /// Issuance engine settings.
@@ -81,6 +83,94 @@ pub struct AgentConfig {
     pub cert_days: u64,
 }
 
+/// Challenge solvers. The most specific pattern matching a name picks its solver; wildcard
+/// names only accept dns-01. Names no solver covers must be pre-validated at the CA.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SolversConfig {
+    /// Timeout of one DNS request (update or query) in seconds.
+    pub dns_timeout_secs: u64,
+    /// Seconds to wait until every authoritative server of the zone answers a new TXT record.
+    pub dns_propagation_timeout_secs: u64,
+    /// dns-01 through RFC 2136 dynamic updates signed with TSIG, one entry per DNS suffix.
+    pub dns01: Vec<Dns01Config>,
+    /// http-01 through the central responder. Unset: no http-01.
+    pub http01: Option<Http01Config>,
+}
+
+/// One dns-01 solver: RFC 2136 updates to one primary server, signed with one TSIG key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dns01Config {
+    /// Names answered: this suffix and every name below it, wildcards included.
+    pub suffix: String,
+    /// Primary server accepting the updates, `ip:port`.
+    pub server: SocketAddr,
+    /// TSIG key name, as configured on the server.
+    pub key_name: String,
+    /// TSIG algorithm.
+    #[serde(default)]
+    pub algorithm: TsigAlgorithm,
+    /// File holding the TSIG secret, base64 (as in BIND's `secret "..."`). Read at start.
+    pub secret_file: PathBuf,
+    /// Zone to update. Unset: found with an SOA query to `server`.
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// Port on which the zone's authoritative servers (its NS records) are asked for the new
+    /// record before the CA is told to validate.
+    #[serde(default = "default_dns_port")]
+    pub nameserver_port: u16,
+}
+
+/// TSIG MAC algorithms (RFC 8945).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TsigAlgorithm {
+    #[default]
+    HmacSha256,
+    HmacSha384,
+    HmacSha512,
+}
+
+impl TsigAlgorithm {
+    /// The name as in the configuration and in BIND (`hmac-sha256`).
+    pub fn name(self) -> &'static str {
+        match self {
+            TsigAlgorithm::HmacSha256 => "hmac-sha256",
+            TsigAlgorithm::HmacSha384 => "hmac-sha384",
+            TsigAlgorithm::HmacSha512 => "hmac-sha512",
+        }
+    }
+}
+
+/// The http-01 central responder.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http01Config {
+    /// Plain-HTTP listener serving `/.well-known/acme-challenge/<token>` (the CA connects to
+    /// port 80 of each name; forward that path here). Unset: this process does not listen and
+    /// another server process sharing the database answers.
+    #[serde(default)]
+    pub addr: Option<SocketAddr>,
+    /// Domain patterns answered with http-01 (`www.example.edu`, `*.example.edu`).
+    pub patterns: Vec<String>,
+}
+
+fn default_dns_port() -> u16 {
+    53
+}
+
+impl Default for SolversConfig {
+    fn default() -> Self {
+        Self {
+            dns_timeout_secs: 5,
+            dns_propagation_timeout_secs: 120,
+            dns01: Vec::new(),
+            http01: None,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -97,6 +187,7 @@ impl Default for Config {
             auth_failures_per_minute: 30,
             engine: EngineConfig::default(),
             agents: AgentConfig::default(),
+            solvers: SolversConfig::default(),
         }
     }
 }
@@ -215,7 +306,7 @@ impl Config {
                 "engine.workers must be at least 1".into(),
             ));
         }
-        Ok(())
+        self.solvers.validate()
     }
 
     /// The age identity file in use.
@@ -228,6 +319,45 @@ impl Config {
     /// The effective configuration as TOML with secrets redacted.
     pub fn to_redacted_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+impl SolversConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.dns_timeout_secs == 0 || self.dns_propagation_timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "solvers.dns_timeout_secs and solvers.dns_propagation_timeout_secs must be at least 1".into(),
+            ));
+        }
+        let pattern = |what: &str, p: &str| {
+            crate::domain::names::normalize_pattern(p)
+                .map_err(|e| ConfigError::Invalid(format!("{what}: {e}")))
+        };
+        for d in &self.dns01 {
+            if pattern("solvers.dns01.suffix", &d.suffix)?.starts_with("*.") {
+                return Err(ConfigError::Invalid(format!(
+                    "solvers.dns01.suffix `{}` must be a plain DNS name: it covers every name below it",
+                    d.suffix
+                )));
+            }
+            if d.key_name.trim().is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "solvers.dns01 for `{}` needs a key_name",
+                    d.suffix
+                )));
+            }
+        }
+        if let Some(h) = &self.http01 {
+            if h.patterns.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "solvers.http01.patterns must name at least one domain pattern".into(),
+                ));
+            }
+            for p in &h.patterns {
+                pattern("solvers.http01.patterns", p)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -354,6 +484,84 @@ mod tests {
         assert!(!printed.contains("hunter2"), "{printed}");
         assert!(printed.contains("<redacted>"));
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn solver_sections_parse_with_defaults_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            r#"
+[solvers]
+dns_propagation_timeout_secs = 30
+
+[[solvers.dns01]]
+suffix = "example.edu"
+server = "192.0.2.53:53"
+key_name = "certkeep."
+secret_file = "/etc/certkeep/tsig.key"
+
+[[solvers.dns01]]
+suffix = "lab.example.edu"
+server = "192.0.2.54:5353"
+key_name = "lab."
+algorithm = "hmac-sha512"
+secret_file = "/etc/certkeep/lab.key"
+zone = "example.edu"
+nameserver_port = 5353
+
+[solvers.http01]
+addr = "0.0.0.0:8080"
+patterns = ["www.example.edu", "*.web.example.edu"]
+"#,
+        )
+        .unwrap();
+        let c = Config::load(Some(&file), Figment::new(), &[]).unwrap();
+        let s = &c.solvers;
+        assert_eq!(
+            (s.dns_timeout_secs, s.dns_propagation_timeout_secs),
+            (5, 30)
+        );
+        assert_eq!(s.dns01.len(), 2);
+        assert_eq!(s.dns01[0].algorithm, TsigAlgorithm::HmacSha256);
+        assert_eq!(s.dns01[0].nameserver_port, 53);
+        assert_eq!(s.dns01[1].algorithm, TsigAlgorithm::HmacSha512);
+        assert_eq!(s.dns01[1].zone.as_deref(), Some("example.edu"));
+        let http = s.http01.as_ref().unwrap();
+        assert_eq!(http.addr.unwrap().port(), 8080);
+        assert_eq!(http.patterns.len(), 2);
+        let printed = c.to_redacted_toml();
+        assert!(printed.contains("[[solvers.dns01]]"), "{printed}");
+
+        let defaults = Config::load(None, Figment::new(), &[]).unwrap();
+        assert!(defaults.solvers.dns01.is_empty() && defaults.solvers.http01.is_none());
+
+        for (bad, wanted) in [
+            (
+                "[[solvers.dns01]]\nsuffix = \"*.example.edu\"\nserver = \"192.0.2.53:53\"\nkey_name = \"k.\"\nsecret_file = \"/k\"\n",
+                "plain DNS name",
+            ),
+            (
+                "[[solvers.dns01]]\nsuffix = \"example.edu\"\nserver = \"192.0.2.53:53\"\nkey_name = \"k.\"\nsecret = \"c2VjcmV0\"\n",
+                "secret",
+            ),
+            (
+                "[[solvers.dns01]]\nsuffix = \"example.edu\"\nserver = \"192.0.2.53:53\"\nkey_name = \"k.\"\nalgorithm = \"hmac-md5\"\nsecret_file = \"/k\"\n",
+                "hmac-md5",
+            ),
+            ("[solvers.http01]\npatterns = []\n", "at least one"),
+            (
+                "[solvers.http01]\npatterns = [\"exa mple.edu\"]\n",
+                "exa mple.edu",
+            ),
+        ] {
+            std::fs::write(&file, bad).unwrap();
+            let err = Config::load(Some(&file), Figment::new(), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(wanted), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod fsutil;
 pub mod metrics;
 pub mod model;
 pub mod secrets;
+pub mod solvers;
 pub mod tls;
 
 #[cfg(any(test, feature = "testkit"))]
@@ -38,6 +39,8 @@ use crate::app::AppState;
 pub struct Listeners {
     pub api: std::net::TcpListener,
     pub agent: std::net::TcpListener,
+    /// The http-01 responder, when `solvers.http01.addr` is set.
+    pub http01: Option<std::net::TcpListener>,
 }
 
 impl Listeners {
@@ -52,6 +55,13 @@ impl Listeners {
         Ok(Self {
             api: bind(config.api_addr, "API")?,
             agent: bind(config.agent_addr, "agent")?,
+            http01: config
+                .solvers
+                .http01
+                .as_ref()
+                .and_then(|h| h.addr)
+                .map(|addr| bind(addr, "http-01 responder"))
+                .transpose()?,
         })
     }
 }
@@ -96,12 +106,18 @@ pub fn now() -> time::OffsetDateTime {
     time::OffsetDateTime::now_utc()
 }
 
-/// Serves the API and agent listeners until `shutdown` resolves, then drains in-flight requests.
+/// Serves the API and agent listeners (and the http-01 responder when configured) until
+/// `shutdown` resolves, then drains in-flight requests.
 pub async fn serve(
     state: AppState,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let solvers = if state.config.engine.enabled {
+        solvers::build(&state.config.solvers)?
+    } else {
+        engine::Solvers::default()
+    };
     let (api_router, _) = api::router(state.clone());
     let handle: Handle<SocketAddr> = Handle::new();
     let api_addr = listeners.api.local_addr()?;
@@ -118,6 +134,23 @@ pub async fn serve(
     )?
     .handle(handle.clone())
     .serve(agent_router.into_make_service_with_connect_info::<SocketAddr>());
+    let http01_server = match listeners.http01 {
+        Some(listener) => {
+            tracing::info!(http01.addr = %listener.local_addr()?, "http-01 responder listening");
+            Some(
+                axum_server::from_tcp(listener)?
+                    .handle(handle.clone())
+                    .serve(solvers::http01::router(state.db.clone()).into_make_service()),
+            )
+        }
+        None => None,
+    };
+    let http01 = async move {
+        match http01_server {
+            Some(server) => server.await,
+            None => Ok(()),
+        }
+    };
     tracing::info!(api.addr = %api_addr, agent.addr = %agent_addr, backend = state.db.backend(), "certkeep is serving");
     let drain = handle.clone();
     tokio::spawn(async move {
@@ -126,18 +159,19 @@ pub async fn serve(
         drain.graceful_shutdown(Some(Duration::from_secs(30)));
     });
     let engine_stop = tokio_util::sync::CancellationToken::new();
-    let engine = state
-        .config
-        .engine
-        .enabled
-        .then(|| engine::spawn(state.clone(), engine_stop.clone()));
-    let (api, agent) = tokio::join!(api_server, agent_server);
+    let engine = state.config.engine.enabled.then(|| {
+        engine::Engine::new(state.clone())
+            .with_solvers(solvers)
+            .spawn(engine_stop.clone())
+    });
+    let (api, agent, http01) = tokio::join!(api_server, agent_server, http01);
     engine_stop.cancel();
     if let Some(engine) = engine {
         let _ = engine.await;
     }
     api.context("API listener")?;
     agent.context("agent listener")?;
+    http01.context("http-01 responder")?;
     state.db.close().await;
     Ok(())
 }

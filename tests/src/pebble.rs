@@ -81,6 +81,12 @@ pub struct PebbleOptions {
     pub validity_secs: Option<u64>,
     /// Whether EAB is required.
     pub eab_required: bool,
+    /// `PEBBLE_VA_ALWAYS_VALID`: accept every challenge without looking.
+    pub always_valid: bool,
+    /// DNS server Pebble resolves names with (`-dnsserver`), for real validation.
+    pub dns_server: Option<std::net::SocketAddr>,
+    /// Port Pebble connects to for http-01 (a free one when unset).
+    pub http_port: Option<u16>,
 }
 
 impl Default for PebbleOptions {
@@ -90,6 +96,9 @@ impl Default for PebbleOptions {
             authz_reuse: 100,
             validity_secs: None,
             eab_required: true,
+            always_valid: true,
+            dns_server: None,
+            http_port: None,
         }
     }
 }
@@ -160,7 +169,7 @@ impl Pebble {
                 "managementListenAddress": format!("127.0.0.1:{}", free_port()),
                 "certificate": cert,
                 "privateKey": key,
-                "httpPort": free_port(),
+                "httpPort": options.http_port.unwrap_or_else(free_port),
                 "tlsPort": free_port(),
                 "ocspResponderURL": "",
                 "externalAccountBindingRequired": options.eab_required,
@@ -173,10 +182,15 @@ impl Pebble {
         let config_path = dir.path().join("pebble.json");
         std::fs::write(&config_path, config.to_string()).expect("write pebble config");
         let log = std::fs::File::create(dir.path().join("pebble.log")).expect("pebble log");
-        let child = Command::new(binary)
-            .arg("-config")
-            .arg(&config_path)
-            .env("PEBBLE_VA_ALWAYS_VALID", "1")
+        let mut command = Command::new(binary);
+        command.arg("-config").arg(&config_path);
+        if let Some(dns) = options.dns_server {
+            command.arg("-dnsserver").arg(dns.to_string());
+        }
+        if options.always_valid {
+            command.env("PEBBLE_VA_ALWAYS_VALID", "1");
+        }
+        let child = command
             .env("PEBBLE_VA_NOSLEEP", "1")
             .env("PEBBLE_WFE_NONCEREJECT", options.nonce_reject.to_string())
             .env("PEBBLE_AUTHZREUSE", options.authz_reuse.to_string())
@@ -231,7 +245,7 @@ impl Drop for Pebble {
     }
 }
 
-/// A challenge solver for Pebble with `PEBBLE_VA_ALWAYS_VALID=1`: it picks http-01 (dns-01 for
+/// A challenge solver for Pebble with `PEBBLE_VA_ALWAYS_VALID=1`: it answers http-01 (dns-01 for
 /// wildcards) and publishes nothing, since Pebble accepts every answer. Counts what it did.
 #[derive(Default)]
 pub struct AlwaysValidSolver {
@@ -253,21 +267,21 @@ impl AlwaysValidSolver {
 
 #[async_trait]
 impl ChallengeSolver for AlwaysValidSolver {
-    async fn present(&self, name: &str, offered: &[CaChallenge]) -> Result<usize, String> {
-        let wanted = if name.starts_with("*.") {
-            "dns-01"
-        } else {
-            "http-01"
-        };
-        let index = offered
-            .iter()
-            .position(|c| c.kind == wanted)
-            .ok_or_else(|| format!("no {wanted} challenge offered"))?;
-        self.presented.fetch_add(1, Ordering::SeqCst);
-        Ok(index)
+    fn kinds(&self) -> &[&'static str] {
+        &["http-01", "dns-01"]
     }
 
-    async fn cleanup(&self, _name: &str, _challenge: &CaChallenge) {
+    fn describe(&self) -> String {
+        "always-valid test solver".into()
+    }
+
+    async fn present(&self, _name: &str, _challenge: &CaChallenge) -> Result<String, String> {
+        self.presented.fetch_add(1, Ordering::SeqCst);
+        Ok("nothing published".into())
+    }
+
+    async fn cleanup(&self, _name: &str, _challenge: &CaChallenge) -> Result<String, String> {
         self.cleaned.fetch_add(1, Ordering::SeqCst);
+        Ok("nothing to remove".into())
     }
 }

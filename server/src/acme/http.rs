@@ -261,6 +261,19 @@ pub struct AcmeHttp {
     client: HyperClient<HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>,
     gate: Arc<Gate>,
     timeout: Duration,
+    /// The directory URL, the `directory` label of the request metrics.
+    directory: Arc<str>,
+}
+
+/// The `outcome` label of one ACME request.
+fn request_outcome(result: &Result<(http::response::Parts, Bytes), AcmeError>) -> &'static str {
+    match result {
+        Ok((parts, _)) if parts.status == StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+        Ok((parts, _)) if parts.status.is_success() || parts.status.is_redirection() => "ok",
+        Ok((parts, _)) if parts.status.is_client_error() => "client_error",
+        Ok(_) => "server_error",
+        Err(_) => "transport_error",
+    }
 }
 
 impl AcmeHttp {
@@ -299,6 +312,7 @@ impl AcmeHttp {
             client: HyperClient::builder(TokioExecutor::new()).build(connector),
             gate: Gate::for_directory(directory_url, settings.requests_per_sec),
             timeout: settings.timeout,
+            directory: Arc::from(directory_url),
         })
     }
 
@@ -330,14 +344,21 @@ impl AcmeHttp {
                 .to_bytes();
             Ok::<_, AcmeError>((parts, bytes))
         };
-        match tokio::time::timeout(timeout, exchange).await {
+        let result = match tokio::time::timeout(timeout, exchange).await {
             Ok(r) => r,
             Err(_) => Err(AcmeError::Transient {
                 detail: format!("{method} {url} timed out after {}s", timeout.as_secs()),
                 retry_after: None,
                 rate_limited: false,
             }),
-        }
+        };
+        metrics::counter!(
+            crate::metrics::ACME_REQUESTS,
+            "directory" => self.directory.to_string(),
+            "outcome" => request_outcome(&result)
+        )
+        .increment(1);
+        result
     }
 
     /// One exchange with retries for the safe methods, returning a response for instant-acme.

@@ -290,6 +290,24 @@ fn order_view(
     }
 }
 
+/// The CA's problem document as JSON text (instant-acme's `Problem` is not serialisable).
+fn problem_document(problem: &instant_acme::Problem) -> String {
+    let subproblems: Vec<String> = problem
+        .subproblems
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let mut doc = serde_json::json!({
+        "type": problem.r#type,
+        "detail": problem.detail,
+        "status": problem.status,
+    });
+    if !subproblems.is_empty() {
+        doc["subproblems"] = subproblems.into();
+    }
+    doc.to_string()
+}
+
 fn challenge_kind(kind: &ChallengeType) -> String {
     match kind {
         ChallengeType::Http01 => "http-01".into(),
@@ -404,6 +422,7 @@ impl Issuer for InstantIssuer {
                             token: c.token.clone(),
                             pending: c.status == ChallengeStatus::Pending,
                             key_authorization: format!("{}.{thumbprint}", c.token),
+                            error: c.error.as_ref().map(problem_document),
                         })
                         .collect(),
                 });

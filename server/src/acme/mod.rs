@@ -137,6 +137,8 @@ pub struct CaChallenge {
     pub pending: bool,
     /// `token.thumbprint`, for http-01 and (hashed) dns-01.
     pub key_authorization: String,
+    /// The CA's problem document (JSON) for a challenge that failed validation.
+    pub error: Option<String>,
 }
 
 /// An authorization as the CA last described it.

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod orders;
 pub mod rekey;
 pub mod server_keys;
+pub mod solvers;
 pub mod tokens;
 pub mod versions;
 

@@ -8,15 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::acme::{
-    AcmeError, CaAuthzStatus, CaChallenge, CaOrder, CaOrderStatus, Issuer, ari_cert_id,
+    AcmeError, CaAuthorization, CaAuthzStatus, CaChallenge, CaOrder, CaOrderStatus, Issuer,
+    ari_cert_id,
 };
+use crate::db::solvers::NewChallengeResponse;
 use crate::db::versions::NewVersion;
 use crate::domain::issuance::{self, LeafInfo, Wait};
 use crate::domain::renewal;
 use crate::engine::Shared;
-use crate::engine::challenge::{ChallengeSolver, no_solver_message};
 use crate::model::{
-    Account, Certificate, CertificateState, Order, OrderReason, OrderState, VersionId,
+    Account, Certificate, CertificateState, Order, OrderId, OrderReason, OrderState, VersionId,
 };
 use crate::now;
 
@@ -84,12 +85,85 @@ struct Job<'a> {
     account: Account,
     issuer: Arc<dyn Issuer>,
     polls: u32,
-    /// Challenges answered in this run, cleaned up when the run ends.
-    presented: Vec<(Arc<dyn ChallengeSolver>, String, CaChallenge)>,
+    /// Challenges presented in this run (`dns-01 for example.edu`), for the history.
+    presented: Vec<String>,
 }
 
-/// Runs `order` (leased by this process) until it stops.
+/// Runs `order` (leased by this process) until it stops, then removes every challenge response
+/// the order has published (in this run or in one that crashed) and not yet removed, unless the
+/// lease was lost.
 pub(super) async fn run(shared: &Shared, order: Order) -> Result<Outcome, Stop> {
+    let id = order.id;
+    let outcome = run_job(shared, order).await;
+    let last_run = matches!(
+        outcome,
+        Ok(Outcome::Done | Outcome::Failed(_)) | Err(Stop::Fail(_))
+    );
+    if !matches!(outcome, Err(Stop::LeaseLost)) {
+        remove_responses(shared, id, last_run).await;
+    }
+    outcome
+}
+
+/// Removes the challenge responses `order` published, recording each step in its history.
+/// A response whose removal fails stays recorded for the job's next run, unless this was its
+/// last run: then it is forgotten (never served again by the http-01 responder) and the
+/// history says what to remove by hand.
+async fn remove_responses(shared: &Shared, order: OrderId, last_run: bool) {
+    let db = &shared.state.db;
+    let responses = match db.challenge_responses(order).await {
+        Ok(responses) => responses,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the order's challenge responses; they are removed when it resumes");
+            return;
+        }
+    };
+    for response in responses {
+        let challenge = CaChallenge {
+            kind: response.kind.clone(),
+            url: response.url.clone(),
+            token: response.token.clone(),
+            pending: false,
+            key_authorization: response.key_authorization.clone(),
+            error: None,
+        };
+        let removed = match shared.solvers.for_cleanup(&response.name, &response.kind) {
+            Some(solver) => solver.cleanup(&response.name, &challenge).await,
+            None => Err(format!(
+                "no {} solver is configured for it any more",
+                response.kind
+            )),
+        };
+        let (kind, detail, forget) = match removed {
+            Ok(detail) => ("challenge-cleaned", detail, true),
+            Err(e) => {
+                tracing::warn!(error = %e, challenge.name = %response.name, "cannot remove a challenge response");
+                let then = if last_run {
+                    "remove it by hand"
+                } else {
+                    "retried when the order resumes"
+                };
+                (
+                    "challenge-cleanup-failed",
+                    format!("{} for {}: {e}; {then}", response.kind, response.name),
+                    last_run,
+                )
+            }
+        };
+        let recorded = async {
+            db.add_order_event(order, kind, &detail, now()).await?;
+            if forget {
+                db.delete_challenge_response(response.id).await?;
+            }
+            Ok::<_, crate::db::Error>(())
+        };
+        if let Err(e) = recorded.await {
+            tracing::warn!(error = %e, "cannot record the removal of a challenge response");
+        }
+    }
+}
+
+async fn run_job(shared: &Shared, order: Order) -> Result<Outcome, Stop> {
     let db = &shared.state.db;
     let cert = db.certificate(order.certificate_id).await?;
     if cert.state == CertificateState::Retired {
@@ -117,11 +191,7 @@ pub(super) async fn run(shared: &Shared, order: Order) -> Result<Outcome, Stop> 
         polls: 0,
         presented: Vec::new(),
     };
-    let outcome = job.drive().await;
-    for (solver, name, challenge) in job.presented.drain(..) {
-        solver.cleanup(&name, &challenge).await;
-    }
-    outcome
+    job.drive().await
 }
 
 impl Job<'_> {
@@ -209,7 +279,14 @@ impl Job<'_> {
         let mut ca = self.open().await?;
         let url = ca.url.clone();
         let mut authorized = false;
+        let mut removed = false;
         loop {
+            if ca.status != CaOrderStatus::Pending && !removed {
+                // Validation is over: remove the responses before the order can be completed,
+                // so no stop after completion can leave them behind.
+                remove_responses(self.shared, self.order.id, false).await;
+                removed = true;
+            }
             match ca.status {
                 CaOrderStatus::Pending => {
                     if !authorized {
@@ -223,6 +300,15 @@ impl Job<'_> {
                         return Ok(stop);
                     }
                     ca = self.issuer.order(&url).await?;
+                    let validated =
+                        !matches!(ca.status, CaOrderStatus::Pending | CaOrderStatus::Invalid);
+                    if validated && !self.presented.is_empty() {
+                        self.event(
+                            "challenges-valid",
+                            &format!("the CA validated {}", self.presented.join(", ")),
+                        )
+                        .await?;
+                    }
                 }
                 CaOrderStatus::Ready => ca = self.finalize(&url).await?,
                 CaOrderStatus::Processing => {
@@ -248,12 +334,7 @@ impl Job<'_> {
                     ca = self.issuer.order(&url).await?;
                 }
                 CaOrderStatus::Valid => return self.download(&url).await,
-                CaOrderStatus::Invalid => {
-                    let error = ca.error.unwrap_or_else(|| "no error given".into());
-                    return Ok(Outcome::Failed(format!(
-                        "the CA marked the order invalid: {error}"
-                    )));
-                }
+                CaOrderStatus::Invalid => return self.invalid(&url, ca.error).await,
             }
         }
     }
@@ -265,39 +346,7 @@ impl Job<'_> {
         for authz in authzs {
             match authz.status {
                 CaAuthzStatus::Valid => valid.push(authz.name),
-                CaAuthzStatus::Pending => {
-                    let solver = self
-                        .shared
-                        .solvers
-                        .for_name(&authz.name)
-                        .ok_or_else(|| Stop::Fail(no_solver_message(&authz.name)))?;
-                    let index = solver
-                        .present(&authz.name, &authz.challenges)
-                        .await
-                        .map_err(|e| {
-                            Stop::Fail(format!(
-                                "no challenge for {} could be solved: {e}",
-                                authz.name
-                            ))
-                        })?;
-                    let challenge = authz.challenges.get(index).cloned().ok_or_else(|| {
-                        Stop::Fail(format!(
-                            "the challenge solver for {} chose no offered challenge",
-                            authz.name
-                        ))
-                    })?;
-                    if challenge.pending {
-                        self.issuer
-                            .challenge_ready(url, &authz.url, &challenge.kind)
-                            .await?;
-                        self.event(
-                            "challenge-answered",
-                            &format!("{} for {}", challenge.kind, authz.name),
-                        )
-                        .await?;
-                    }
-                    self.presented.push((solver, authz.name, challenge));
-                }
+                CaAuthzStatus::Pending => self.solve(url, authz).await?,
                 CaAuthzStatus::Invalid | CaAuthzStatus::Other => {
                     return Err(Stop::Fail(format!(
                         "the authorization for {} is not usable ({:?})",
@@ -314,6 +363,89 @@ impl Job<'_> {
             .await?;
         }
         Ok(())
+    }
+
+    /// Answers one pending authorization: picks the solver (most specific pattern; dns-01 only
+    /// for wildcards), records the response before it is published, presents it and tells the
+    /// CA. Each step goes into the order history.
+    async fn solve(&mut self, url: &str, authz: CaAuthorization) -> Result<(), Stop> {
+        let name = &authz.name;
+        let choice = self
+            .shared
+            .solvers
+            .choose(name, &authz.challenges)
+            .map_err(Stop::Fail)?;
+        let challenge = &authz.challenges[choice.index];
+        let what = format!("{} for {name}", challenge.kind);
+        self.event(
+            "challenge-solver",
+            &format!(
+                "{what}: {} (pattern {})",
+                choice.solver.describe(),
+                choice.pattern
+            ),
+        )
+        .await?;
+        self.shared
+            .state
+            .db
+            .record_challenge_response(
+                &NewChallengeResponse {
+                    order_id: self.order.id,
+                    name,
+                    kind: &challenge.kind,
+                    url: &challenge.url,
+                    token: &challenge.token,
+                    key_authorization: &challenge.key_authorization,
+                },
+                now(),
+            )
+            .await?;
+        self.presented.push(what.clone());
+        let detail = choice
+            .solver
+            .present(name, challenge)
+            .await
+            .map_err(|e| Stop::Fail(format!("{what} could not be presented: {e}")))?;
+        self.event("challenge-presented", &format!("{what}: {detail}"))
+            .await?;
+        if challenge.pending {
+            self.issuer
+                .challenge_ready(url, &authz.url, &challenge.kind)
+                .await?;
+            self.event(
+                "challenge-answered",
+                &format!("{what}: the CA was told to validate"),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The failure of an order the CA marked invalid, with the problem document of each
+    /// invalid challenge (each also recorded as a `challenge-invalid` event).
+    async fn invalid(&self, url: &str, order_error: Option<String>) -> Result<Outcome, Stop> {
+        let mut problems = Vec::new();
+        for authz in self.issuer.authorizations(url).await? {
+            for challenge in &authz.challenges {
+                if let Some(problem) = &challenge.error {
+                    let detail = format!("{} for {}: {problem}", challenge.kind, authz.name);
+                    self.event("challenge-invalid", &detail).await?;
+                    problems.push(detail);
+                }
+            }
+        }
+        Ok(Outcome::Failed(if problems.is_empty() {
+            format!(
+                "the CA marked the order invalid: {}",
+                order_error.as_deref().unwrap_or("no error given")
+            )
+        } else {
+            format!(
+                "the CA marked the challenge invalid: {}",
+                problems.join("; ")
+            )
+        }))
     }
 
     /// Finalizes a `ready` order with the stored CSR (made and stored first if there is none).

@@ -33,19 +33,14 @@ pub use revoke::revoke_version;
 /// Shortest idle sleep between scans, so a burst of due jobs does not spin.
 const MIN_IDLE: Duration = Duration::from_millis(20);
 
-/// Builds and starts the engine. [`spawn`] is the plain form used by `serve`.
+/// Builds and starts the engine.
 pub struct Engine {
     state: AppState,
     solvers: Solvers,
 }
 
-/// Starts the engine with no challenge solvers (pre-validated domains only).
-pub fn spawn(state: AppState, shutdown: CancellationToken) -> JoinHandle<()> {
-    Engine::new(state).spawn(shutdown)
-}
-
 impl Engine {
-    /// An engine over `state`.
+    /// An engine over `state`, with no challenge solvers (pre-validated domains only).
     pub fn new(state: AppState) -> Self {
         Self {
             state,
@@ -171,8 +166,13 @@ async fn worker(shared: Arc<Shared>, shutdown: CancellationToken) {
 #[instrument(skip_all, fields(order.id = %order.id, certificate.id = %order.certificate_id))]
 async fn work(shared: &Shared, order: Order, shutdown: &CancellationToken) {
     let id = order.id;
-    let (certificate, deadline, attempts) =
-        (order.certificate_id, order.deadline_at, order.attempts);
+    let (certificate, deadline, attempts, account, queued_at) = (
+        order.certificate_id,
+        order.deadline_at,
+        order.attempts,
+        order.account_id,
+        order.created_at,
+    );
     let result = tokio::select! {
         r = job::run(shared, order) => r,
         () = heartbeat(shared, id) => Err(job::Stop::LeaseLost),
@@ -203,7 +203,7 @@ async fn work(shared: &Shared, order: Order, shutdown: &CancellationToken) {
         Err(job::Stop::Acme(e)) => job::Outcome::Failed(e.to_string()),
     };
     let recorded = match outcome {
-        job::Outcome::Done => Ok(()),
+        job::Outcome::Done => record_duration(shared, account, queued_at, t).await,
         job::Outcome::Park { until, why } => park(shared, id, until, &why).await,
         job::Outcome::Failed(message) => fail(shared, id, certificate, &message).await,
     };
@@ -272,8 +272,25 @@ async fn fail(
         .await?
     {
         db.add_order_event(id, "failed", message, t).await?;
+        if not_after.is_some() {
+            metrics::counter!(crate::metrics::RENEWAL_FAILURES, "certificate" => cert.name.clone())
+                .increment(1);
+        }
         tracing::warn!(error = %message, "order failed");
     }
+    Ok(())
+}
+
+/// Records how long an issued order took from queue to certificate, per directory.
+async fn record_duration(
+    shared: &Shared,
+    account: AccountId,
+    queued_at: time::OffsetDateTime,
+    t: time::OffsetDateTime,
+) -> Result<(), crate::db::Error> {
+    let directory = shared.state.db.account(account).await?.directory_url;
+    metrics::histogram!(crate::metrics::ORDER_DURATION, "directory" => directory)
+        .record((t - queued_at).as_seconds_f64().max(0.0));
     Ok(())
 }
 

@@ -1,0 +1,186 @@
+//! BIND 9 harness: `named` started as a subprocess on a free loopback port, authoritative for
+//! the test zone `example.test` (every name has `A 127.0.0.1`, so Pebble can reach the http-01
+//! responder), accepting TXT updates signed with one TSIG key. Killed on drop. Tests skip with a
+//! loud notice when `named` is not installed, unless `CERTKEEP_TEST_REQUIRE_BIND=1`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use certkeep_server::config::{Dns01Config, TsigAlgorithm};
+use certkeep_server::solvers::dns01::lookup_txt;
+use certkeep_server::testkit::free_port;
+
+/// The zone BIND serves.
+pub const ZONE: &str = "example.test";
+/// The TSIG key allowed to update TXT records in [`ZONE`].
+pub const KEY_NAME: &str = "certkeep-test.";
+
+/// A running `named`, killed on drop.
+pub struct Bind {
+    child: Child,
+    dir: tempfile::TempDir,
+    /// Where it answers (UDP and TCP).
+    pub addr: SocketAddr,
+    /// The TSIG secret, base64.
+    pub secret: String,
+}
+
+fn require_bind() -> bool {
+    std::env::var("CERTKEEP_TEST_REQUIRE_BIND").is_ok_and(|v| v == "1")
+}
+
+/// The `named` binary: on PATH or in /usr/sbin.
+pub fn named_binary() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("named"))
+            .find(|p| p.is_file())
+    });
+    on_path.or_else(|| Some(PathBuf::from("/usr/sbin/named")).filter(|p| p.is_file()))
+}
+
+impl Bind {
+    /// Starts BIND, or returns `None` after a loud notice when it is not installed (panics
+    /// instead with `CERTKEEP_TEST_REQUIRE_BIND=1`).
+    pub async fn start() -> Option<Self> {
+        let Some(binary) = named_binary() else {
+            assert!(
+                !require_bind(),
+                "CERTKEEP_TEST_REQUIRE_BIND=1 but `named` is neither on PATH nor in /usr/sbin"
+            );
+            eprintln!(
+                "\n!!! NOTICE: `named` (BIND 9) is not installed: the dns-01/http-01 challenge tests are SKIPPED.\n!!! Install the Debian package `bind9` or set CERTKEEP_TEST_REQUIRE_BIND=1 to make this an error.\n"
+            );
+            return None;
+        };
+        Some(Self::spawn(&binary).await)
+    }
+
+    async fn spawn(binary: &Path) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let secret = base64::engine::general_purpose::STANDARD.encode(rand_bytes());
+        let d = dir.path().display();
+        let conf = format!(
+            r#"options {{
+  directory "{d}";
+  pid-file none;
+  session-keyfile none;
+  managed-keys-directory "{d}";
+  listen-on port {port} {{ 127.0.0.1; }};
+  listen-on-v6 {{ none; }};
+  recursion no;
+  dnssec-validation no;
+  notify no;
+}};
+controls {{ }};
+key "{KEY_NAME}" {{ algorithm hmac-sha256; secret "{secret}"; }};
+zone "{ZONE}" {{
+  type primary;
+  file "{d}/{ZONE}.zone";
+  update-policy {{ grant {KEY_NAME} zonesub TXT; }};
+}};
+"#
+        );
+        let zone = format!(
+            "$TTL 60\n@ IN SOA ns1.{ZONE}. hostmaster.{ZONE}. 1 3600 600 86400 60\n@ IN NS ns1.{ZONE}.\nns1 IN A 127.0.0.1\n@ IN A 127.0.0.1\n* IN A 127.0.0.1\n"
+        );
+        std::fs::write(dir.path().join("named.conf"), conf).expect("write named.conf");
+        std::fs::write(dir.path().join(format!("{ZONE}.zone")), zone).expect("write zone");
+        let log = std::fs::File::create(dir.path().join("named.log")).expect("named log");
+        let child = Command::new(binary)
+            .arg("-g")
+            .args(["-n", "1"])
+            .arg("-c")
+            .arg(dir.path().join("named.conf"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start named");
+        let mut bind = Self {
+            child,
+            dir,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            secret,
+        };
+        bind.wait_ready().await;
+        bind
+    }
+
+    /// Waits until the zone is loaded: a query in it is answered (REFUSED until then).
+    async fn wait_ready(&mut self) {
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("named exited early ({status}): {}", self.log());
+            }
+            if lookup_txt(self.addr, ZONE, Duration::from_millis(200))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "named did not serve {ZONE} within 20 s: {}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Writes `secret` (base64) to a file in BIND's directory and returns its path.
+    pub fn secret_file(&self, secret: &str) -> PathBuf {
+        let path = self
+            .dir
+            .path()
+            .join(format!("tsig-{}.key", uuid::Uuid::new_v4()));
+        std::fs::write(&path, format!("{secret}\n")).expect("write secret file");
+        path
+    }
+
+    /// A dns-01 solver entry for [`ZONE`] with the right key; the zone is found by SOA query and
+    /// the authoritative servers are asked on this BIND's port.
+    pub fn dns01_config(&self) -> Dns01Config {
+        Dns01Config {
+            suffix: ZONE.into(),
+            server: self.addr,
+            key_name: KEY_NAME.into(),
+            algorithm: TsigAlgorithm::HmacSha256,
+            secret_file: self.secret_file(&self.secret),
+            zone: None,
+            nameserver_port: self.addr.port(),
+        }
+    }
+
+    /// The TXT strings BIND holds at `name`.
+    pub async fn txt(&self, name: &str) -> Vec<String> {
+        lookup_txt(self.addr, name, Duration::from_secs(2))
+            .await
+            .expect("query BIND")
+    }
+
+    /// BIND's output so far (for assertion messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("named.log")).unwrap_or_default()
+    }
+}
+
+fn rand_bytes() -> [u8; 32] {
+    let mut bytes = [0u8; 32];
+    for chunk in bytes.chunks_mut(16) {
+        chunk.copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    }
+    bytes
+}
+
+impl Drop for Bind {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
