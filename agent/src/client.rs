@@ -226,7 +226,7 @@ mod tests {
 
     fn client() -> AgentClient {
         let leaf = TestCa::new().leaf(&["ca.test"], KeyKind::Ecdsa);
-        let ca_pem = crate::pem::encode("CERTIFICATE", &leaf.root_der);
+        let ca_pem = certkeep_api_types::pem::encode("CERTIFICATE", &leaf.root_der);
         let server = Url::parse("https://certkeep.test:8444").unwrap();
         AgentClient::new(&server, ca_pem.as_bytes(), None).unwrap()
     }

@@ -10,7 +10,6 @@ mod fsio;
 mod host;
 pub mod identity;
 pub mod install;
-mod pem;
 pub mod poll;
 #[cfg(windows)]
 pub mod service;

@@ -7,4 +7,6 @@
 pub mod agent;
 pub mod api;
 #[cfg(feature = "pfx")]
+pub mod pem;
+#[cfg(feature = "pfx")]
 pub mod pfx;

@@ -5,75 +5,30 @@
     reason = "test harness: a panic is the failure report"
 )]
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+mod common;
 
 use certkeep_server::db::Db;
 use certkeep_server::db::versions::NewVersion;
 use certkeep_server::model::{AccountState, VersionId};
 use certkeep_server::secrets::Secrets;
 
-/// A `certkeep serve` child process, killed on drop.
-struct Server {
-    child: Child,
-    url: String,
-    dir: tempfile::TempDir,
-}
+/// A `certkeep serve` child process with the CLI pointed at it.
+struct Server(common::ServerProcess);
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for Server {
+    type Target = common::ServerProcess;
+    fn deref(&self) -> &common::ServerProcess {
+        &self.0
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Server {
     fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let api = free_port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_certkeep"))
-            .args(["serve", "--api-addr", &format!("127.0.0.1:{api}")])
-            .args(["--agent-addr", &format!("127.0.0.1:{}", free_port())])
-            .current_dir(dir.path())
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("CERTKEEP_ENGINE__ENABLED", "false")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut log = String::new();
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            log.push_str(&line);
-            if line.contains("certkeep is serving") {
-                break;
-            }
-        }
-        assert!(
-            log.contains("certkeep is serving"),
-            "server did not start: {log}"
-        );
-        std::thread::spawn(move || lines.for_each(drop));
-        Self {
-            child,
-            url: format!("https://127.0.0.1:{api}"),
-            dir,
-        }
-    }
-
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("certkeep-data")
+        Self(common::ServerProcess::start())
     }
 
     /// Runs `certkeep args...` as an admin, with `stdin` piped in.
@@ -132,17 +87,7 @@ fn text(b: &[u8]) -> String {
 }
 
 fn pem(der: &[u8]) -> String {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let lines: Vec<&str> = b64
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect();
-    format!(
-        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-        lines.join("\n")
-    )
+    certkeep_api_types::pem::encode("CERTIFICATE", der)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -385,6 +330,23 @@ async fn first_certificate_walkthrough_and_exit_codes() {
         "{}",
         text(&out.stdout)
     );
+
+    // After all of that, the server stops cleanly and never logged a secret it handed out.
+    let token = std::fs::read_to_string(server.data().join("admin-token")).unwrap();
+    let mut server = server;
+    let ended = server.0.terminate();
+    assert!(
+        ended.status.success(),
+        "server exited with {}",
+        ended.status
+    );
+    assert!(ended.stdout.contains("admin-token"), "{}", ended.stdout);
+    for log in [&server.startup_log, &ended.log, &ended.stdout] {
+        assert!(
+            !log.contains(token.trim()),
+            "the admin token was logged or printed"
+        );
+    }
 }
 
 #[test]

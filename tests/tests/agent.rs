@@ -9,11 +9,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use base64::Engine as _;
 use certkeep_agent::client::AgentClient;
 use certkeep_agent::config::Config as AgentConfig;
 use certkeep_agent::{EnrollOptions, enroll, sync_once};
 use certkeep_api_types::agent::DeploymentStatus;
+use certkeep_api_types::pem::encode as pem;
 use certkeep_api_types::pfx::testing::{KeyKind, TestCa, TestLeaf};
 use certkeep_api_types::pfx::thumbprint;
 use certkeep_server::bootstrap::{new_token_secret, token_hash};
@@ -26,19 +26,6 @@ use certkeep_server::testkit::TestServer;
 use zeroize::Zeroizing;
 
 const PASSWORD: &str = "correct horse battery staple";
-
-fn pem(label: &str, der: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let lines: Vec<&str> = b64
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect();
-    format!(
-        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-        lines.join("\n")
-    )
-}
 
 struct Fixture {
     server: TestServer,

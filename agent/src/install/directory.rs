@@ -23,10 +23,9 @@ use super::{
     Bundle, Finish, InstallError, Installer, LocalManifest, Record, clean_temp_files, file_report,
     foreign_notes, is_plain_name,
 };
-use crate::{
-    fsio::{self, Access},
-    pem,
-};
+use certkeep_api_types::pem;
+
+use crate::fsio::{self, Access};
 
 /// Leaf and intermediates, leaf first.
 const FULLCHAIN: &str = "fullchain.pem";

@@ -546,15 +546,7 @@ async fn retire_certificate(
 
 /// PEM encoding of DER bytes.
 fn pem(label: &str, der: &[u8]) -> Zeroizing<String> {
-    use base64::Engine as _;
-    let b64 = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(der));
-    let mut out = Zeroizing::new(format!("-----BEGIN {label}-----\n"));
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(line));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
+    Zeroizing::new(certkeep_api_types::pem::encode(label, der))
 }
 
 /// Download a version: PEM chain, PEM private key, or PFX with a caller-supplied password.
