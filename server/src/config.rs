@@ -112,7 +112,10 @@ pub struct Dns01Config {
     #[serde(default)]
     pub algorithm: TsigAlgorithm,
     /// File holding the TSIG secret, base64 (as in BIND's `secret "..."`). Read at start.
-    pub secret_file: PathBuf,
+    /// Unset: the secret stored sealed in the database under `key_name` with
+    /// `certkeep dns-key import`.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
     /// Zone to update. Unset: found with an SOA query to `server`.
     #[serde(default)]
     pub zone: Option<String>,

@@ -128,7 +128,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let solvers = if state.config.engine.enabled {
-        solvers::build(&state.config.solvers)?
+        solvers::build(&state.config.solvers, &state.db, &state.secrets).await?
     } else {
         engine::Solvers::default()
     };

@@ -70,6 +70,10 @@ enum Command {
         #[arg(long)]
         new_identity: PathBuf,
     },
+    /// TSIG keys of dns-01 solvers, stored age-encrypted in the database (runs against it
+    /// directly, like `migrate`).
+    #[command(subcommand)]
+    DnsKey(DnsKeyCommand),
     /// ACME accounts (API client).
     #[command(
         after_help = "Example:\n  CERTKEEP_TOKEN=$(cat certkeep-data/admin-token) certkeep --ca-file certkeep-data/ca.pem account list"
@@ -118,6 +122,34 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum DnsKeyCommand {
+    /// Store (or replace) the secret of a TSIG key, sealed with the server's age identity.
+    #[command(
+        after_help = "Example:\n  certkeep dns-key import --key-name certkeep. --secret-file tsig.key\n  grep -o '[A-Za-z0-9+/=]\\{20,\\}' /etc/bind/certkeep.key | certkeep dns-key import --key-name certkeep. --secret-file -"
+    )]
+    Import {
+        /// TSIG key name, as configured on the DNS server and in `solvers.dns01.key_name`.
+        #[arg(long)]
+        key_name: String,
+        /// File holding the base64 secret (as in BIND's `secret "..."`); `-` reads stdin.
+        #[arg(long)]
+        secret_file: PathBuf,
+    },
+}
+
+/// Reads a secret from a file, or from standard input for `-`.
+fn read_secret_source(path: &std::path::Path) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    let mut text = zeroize::Zeroizing::new(String::new());
+    if path.as_os_str() == "-" {
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).context("read stdin")?;
+    } else {
+        *text =
+            std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    }
+    Ok(text)
 }
 
 fn main() -> ExitCode {
@@ -183,6 +215,27 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let listeners = certkeep_server::Listeners::bind(&config)?;
             let state = bootstrap::prepare(config, now()).await?;
             certkeep_server::serve(state, listeners, shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DnsKey(DnsKeyCommand::Import {
+            key_name,
+            secret_file,
+        }) => {
+            let config = load_config(&cli.server)?;
+            let secrets = bootstrap::load_secrets(&config)?;
+            let text = read_secret_source(&secret_file)?;
+            certkeep_server::solvers::dns01::decode_secret(&text)
+                .map_err(|e| anyhow::anyhow!("{e} (key {key_name})"))?;
+            let db = bootstrap::open_db(&config).await?;
+            if config.migrate_on_start {
+                bootstrap::migrate(&db).await?;
+            }
+            db.store_tsig_key(&secrets, &key_name, text.trim().as_bytes(), now())
+                .await
+                .context("store the TSIG secret")?;
+            println!(
+                "stored the TSIG secret of key {key_name}; solvers.dns01 entries with this key_name and no secret_file use it from the next start"
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Rekey { new_identity } => {

@@ -76,3 +76,56 @@ async fn first_start_on_a_bare_directory() {
         "the admin token was printed"
     );
 }
+
+/// `certkeep dns-key import` seals a TSIG secret read from stdin into the database and refuses a
+/// malformed one without echoing it.
+#[tokio::test]
+async fn dns_key_import_seals_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let import = |secret: &str| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_certkeep"))
+            .args([
+                "dns-key",
+                "import",
+                "--key-name",
+                "certkeep.",
+                "--secret-file",
+                "-",
+            ])
+            .current_dir(dir.path())
+            .env_clear()
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), secret.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let bad = import("hunter2 is not base64!");
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("certkeep.") && !stderr.contains("hunter2"),
+        "{stderr}"
+    );
+
+    let secret = "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI=";
+    let good = import(&format!("{secret}\n"));
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    let data = dir.path().join("certkeep-data");
+    let db = certkeep_server::db::Db::open_sqlite(&data.join("certkeep.db"))
+        .await
+        .unwrap();
+    let secrets = certkeep_server::secrets::Secrets::load(&data.join("age-identity.txt")).unwrap();
+    let stored = db.tsig_key(&secrets, "certkeep.").await.unwrap().unwrap();
+    assert_eq!(&stored[..], secret.as_bytes());
+    db.close().await;
+    let mut raw = std::fs::read(data.join("certkeep.db")).unwrap();
+    raw.extend(std::fs::read(data.join("certkeep.db-wal")).unwrap_or_default());
+    assert!(!raw.windows(secret.len()).any(|w| w == secret.as_bytes()));
+}

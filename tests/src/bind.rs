@@ -151,7 +151,7 @@ zone "{ZONE}" {{
             server: self.addr,
             key_name: KEY_NAME.into(),
             algorithm: TsigAlgorithm::HmacSha256,
-            secret_file: self.secret_file(&self.secret),
+            secret_file: Some(self.secret_file(&self.secret)),
             zone: None,
             nameserver_port: self.addr.port(),
         }

@@ -23,6 +23,7 @@ pub mod rekey;
 pub mod server_keys;
 pub mod solvers;
 pub mod tokens;
+pub mod tsig_keys;
 pub mod versions;
 
 /// Storage errors. Constraint violations are mapped to domain meaning here.

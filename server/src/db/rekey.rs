@@ -13,6 +13,7 @@ const SECRET_COLUMNS: &[(&str, &str, &str)] = &[
     ("orders", "id", "key_enc"),
     ("agents", "id", "ccs_password_enc"),
     ("server_keys", "id", "key_enc"),
+    ("tsig_keys", "id", "secret_enc"),
 ];
 
 impl Db {

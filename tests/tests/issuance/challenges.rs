@@ -64,7 +64,14 @@ async fn queue(state: &AppState, pebble: &Pebble, names: &[&str]) -> Certificate
 
 /// Runs the engine with the solvers of `config` until the order of `cert` ends.
 async fn run(state: &AppState, config: &SolversConfig, cert: &Certificate) -> Order {
-    let engine = Running::start(state, Some(solvers::build(config).expect("solvers")));
+    let engine = Running::start(
+        state,
+        Some(
+            solvers::build(config, &state.db, &state.secrets)
+                .await
+                .expect("solvers"),
+        ),
+    );
     let order = wait_order_ended(state, cert.id, LONG).await;
     engine.stop().await;
     order
@@ -104,6 +111,18 @@ async fn dns01_issues_wildcard_and_apex_through_bind_and_removes_every_record() 
     let (_db, state) = sqlite_state().await;
     let mut config = solver_config();
     config.dns01.push(bind.dns01_config());
+    // The TSIG secret sealed in the database, as `certkeep dns-key import` stores it.
+    config.dns01[0].secret_file = None;
+    state
+        .db
+        .store_tsig_key(
+            &state.secrets,
+            &config.dns01[0].key_name,
+            bind.secret.as_bytes(),
+            certkeep_server::now(),
+        )
+        .await
+        .unwrap();
     let cert = queue(&state, &pebble, &["*.example.test", "example.test"]).await;
 
     // A record left behind by a run that crashed: the job owning the order removes it.
@@ -239,7 +258,7 @@ async fn a_bad_tsig_secret_fails_the_order_naming_server_and_key_but_not_the_sec
     let wrong = "d3Jvbmd3cm9uZ3dyb25nd3Jvbmd3cm9uZ3dyb25nMTI=";
     let mut server = None;
     let Some((error, events, secret)) = failed_dns01(|bind, config| {
-        config.dns01[0].secret_file = bind.secret_file(wrong);
+        config.dns01[0].secret_file = Some(bind.secret_file(wrong));
         server = Some(bind.addr);
     })
     .await
