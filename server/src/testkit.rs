@@ -359,3 +359,49 @@ impl Drop for TestServer {
         }
     }
 }
+
+impl TestDb {
+    /// Stores an account without EAB, allowed `*.<domain of dns_name>`, and one P-256
+    /// certificate called `name` for `dns_name`: the fixture storage tests of orders build on.
+    pub async fn account_and_certificate(
+        &self,
+        name: &str,
+        dns_name: &str,
+    ) -> (crate::model::Account, crate::model::Certificate) {
+        let now = crate::now();
+        let suffix = dns_name.split_once('.').map_or(dns_name, |(_, rest)| rest);
+        let account = self
+            .db
+            .insert_account(
+                &crate::secrets::Secrets::generate(),
+                &crate::db::accounts::NewAccount {
+                    name: &format!("account-{name}"),
+                    directory_url: "https://ca.example/dir",
+                    contact: &[],
+                    allowed_domains: &[format!("*.{suffix}")],
+                    eab_kid: None,
+                    eab_hmac: None,
+                    extra_roots_pem: None,
+                },
+                now,
+            )
+            .await
+            .expect("insert account");
+        let certificate = self
+            .db
+            .insert_certificate(
+                &crate::db::certificates::NewCertificate {
+                    name,
+                    dns_names: &[dns_name.to_owned()],
+                    key_type: crate::model::KeyType::EcdsaP256,
+                    account_id: account.id,
+                    policy: crate::model::RenewalPolicy::default(),
+                    created_by: None,
+                },
+                now,
+            )
+            .await
+            .expect("insert certificate");
+        (account, certificate)
+    }
+}

@@ -417,47 +417,14 @@ impl Db {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::accounts::NewAccount;
-    use crate::db::certificates::NewCertificate;
-    use crate::model::{KeyType, OrderState, RenewalPolicy};
-    use crate::secrets::Secrets;
+    use crate::model::OrderState;
     use crate::testkit::TestDb;
 
     #[tokio::test]
     async fn one_order_in_flight_per_certificate() {
-        let secrets = Secrets::generate();
         for t in TestDb::all().await {
             let now = crate::now();
-            let acc =
-                t.db.insert_account(
-                    &secrets,
-                    &NewAccount {
-                        name: "a",
-                        directory_url: "https://ca.example/dir",
-                        contact: &[],
-                        allowed_domains: &["*.example.com".into()],
-                        eab_kid: None,
-                        eab_hmac: None,
-                        extra_roots_pem: None,
-                    },
-                    now,
-                )
-                .await
-                .unwrap();
-            let cert =
-                t.db.insert_certificate(
-                    &NewCertificate {
-                        name: "www",
-                        dns_names: &["www.example.com".into()],
-                        key_type: KeyType::EcdsaP256,
-                        account_id: acc.id,
-                        policy: RenewalPolicy::default(),
-                        created_by: None,
-                    },
-                    now,
-                )
-                .await
-                .unwrap();
+            let (acc, cert) = t.account_and_certificate("www", "www.example.com").await;
             let deadline = now + time::Duration::days(7);
             let first =
                 t.db.enqueue_order(cert.id, acc.id, OrderReason::New, deadline, now)
@@ -482,36 +449,7 @@ mod tests {
         let secrets = Secrets::generate();
         for t in TestDb::all().await {
             let now = crate::now();
-            let acc =
-                t.db.insert_account(
-                    &secrets,
-                    &NewAccount {
-                        name: "a",
-                        directory_url: "https://ca.example/dir",
-                        contact: &[],
-                        allowed_domains: &[],
-                        eab_kid: None,
-                        eab_hmac: None,
-                        extra_roots_pem: None,
-                    },
-                    now,
-                )
-                .await
-                .unwrap();
-            let cert =
-                t.db.insert_certificate(
-                    &NewCertificate {
-                        name: "c",
-                        dns_names: &["c.example.com".into()],
-                        key_type: KeyType::EcdsaP256,
-                        account_id: acc.id,
-                        policy: RenewalPolicy::default(),
-                        created_by: None,
-                    },
-                    now,
-                )
-                .await
-                .unwrap();
+            let (acc, cert) = t.account_and_certificate("c", "c.example.com").await;
             let order =
                 t.db.enqueue_order(
                     cert.id,

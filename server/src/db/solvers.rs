@@ -108,43 +108,12 @@ impl Db {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::accounts::NewAccount;
-    use crate::db::certificates::NewCertificate;
-    use crate::model::{KeyType, OrderReason, RenewalPolicy};
-    use crate::secrets::Secrets;
+    use crate::model::OrderReason;
     use crate::testkit::TestDb;
 
-    async fn queued_order(db: &Db, now: OffsetDateTime) -> OrderId {
-        let account = db
-            .insert_account(
-                &Secrets::generate(),
-                &NewAccount {
-                    name: "a",
-                    directory_url: "https://ca.example/dir",
-                    contact: &[],
-                    allowed_domains: &["*.example.test".into()],
-                    eab_kid: None,
-                    eab_hmac: None,
-                    extra_roots_pem: None,
-                },
-                now,
-            )
-            .await
-            .unwrap();
-        let cert = db
-            .insert_certificate(
-                &NewCertificate {
-                    name: "www",
-                    dns_names: &["www.example.test".into()],
-                    key_type: KeyType::EcdsaP256,
-                    account_id: account.id,
-                    policy: RenewalPolicy::default(),
-                    created_by: None,
-                },
-                now,
-            )
-            .await
-            .unwrap();
+    async fn queued_order(t: &TestDb, now: OffsetDateTime) -> OrderId {
+        let (account, cert) = t.account_and_certificate("www", "www.example.test").await;
+        let db = &t.db;
         let deadline = now + time::Duration::days(1);
         db.enqueue_order(cert.id, account.id, OrderReason::New, deadline, now)
             .await
@@ -156,7 +125,7 @@ mod tests {
     async fn responses_are_recorded_once_served_and_forgotten() {
         for t in TestDb::all().await {
             let now = crate::now();
-            let order = queued_order(&t.db, now).await;
+            let order = queued_order(&t, now).await;
             let new = NewChallengeResponse {
                 order_id: order,
                 name: "www.example.test",
