@@ -215,13 +215,26 @@ pub fn ccs_file_names(leaf_der: &[u8]) -> Result<Vec<String>, PfxError> {
     let san = cert
         .subject_alternative_name()
         .map_err(|_| PfxError::Certificate)?;
+    ccs_file_names_for(
+        san.iter()
+            .flat_map(|ext| &ext.value.general_names)
+            .filter_map(|general_name| match general_name {
+                GeneralName::DNSName(dns) => Some(*dns),
+                _ => None,
+            }),
+    )
+}
+
+/// CCS file names for a leaf's DNS SANs, in order (as [`ccs_file_names`] reads them from the
+/// certificate); for callers that already hold the SANs.
+pub fn ccs_file_names_for<'a>(
+    dns_sans: impl IntoIterator<Item = &'a str>,
+) -> Result<Vec<String>, PfxError> {
     let mut names: Vec<String> = Vec::new();
-    for general_name in san.iter().flat_map(|ext| &ext.value.general_names) {
-        if let GeneralName::DNSName(dns) = general_name {
-            let name = ccs_file_name(dns)?;
-            if !names.contains(&name) {
-                names.push(name);
-            }
+    for dns in dns_sans {
+        let name = ccs_file_name(dns)?;
+        if !names.contains(&name) {
+            names.push(name);
         }
     }
     if names.is_empty() {
@@ -552,6 +565,18 @@ mod tests {
                 "мороженое.рф.pfx"
             ]
         );
+        // The stored SAN list (lower-cased by the server) gives the same names.
+        assert_eq!(
+            ccs_file_names_for([
+                "www.contoso.com",
+                "*.contoso.com",
+                "xn--e1aabxhdadn.xn--p1ai",
+                "www.contoso.com",
+            ])
+            .unwrap(),
+            ccs_file_names(&leaf.chain_der[0]).unwrap()
+        );
+        assert!(matches!(ccs_file_names_for([]), Err(PfxError::NoDnsNames)));
     }
 
     #[test]

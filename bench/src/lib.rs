@@ -4,6 +4,7 @@
 //! the benchmark and stopped when it ends. Numbers go to stdout; `BENCHMARKS.md` at the
 //! repository root records them. Nothing here is a test: performance is never asserted.
 
+pub mod build;
 pub mod fleet;
 pub mod loadgen;
 pub mod nginx;

@@ -11,16 +11,27 @@ pub fn status_kb(pid: u32, field: &str) -> Option<u64> {
     })
 }
 
-/// User + system CPU time of one process in clock ticks (`utime + stime` of `/proc/<pid>/stat`).
-pub fn cpu_ticks(pid: u32) -> Option<u64> {
+/// Two adjacent counters of `/proc/<pid>/stat`, summed; `first` is the field number of
+/// `proc(5)` (14 for utime).
+fn stat_pair(pid: u32, first: usize) -> Option<u64> {
     let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which is in parentheses and may contain spaces.
     let rest = &text[text.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    // rest[0] is field 3 (state); utime is field 14, stime field 15.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
+    // rest[0] is field 3 (state).
+    let a: u64 = fields.get(first - 3)?.parse().ok()?;
+    let b: u64 = fields.get(first - 2)?.parse().ok()?;
+    Some(a + b)
+}
+
+/// User + system CPU time of one process in clock ticks (`utime + stime` of `/proc/<pid>/stat`).
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    stat_pair(pid, 14)
+}
+
+/// User + system CPU time of the children `pid` has waited for (`cutime + cstime`), in ticks.
+pub fn children_cpu_ticks(pid: u32) -> Option<u64> {
+    stat_pair(pid, 16)
 }
 
 /// Sum of [`cpu_ticks`] over `pids` (missing processes count 0).

@@ -21,9 +21,28 @@ pub const RENEWAL_FAILURES: &str = "certkeep_renewal_failures_total";
 pub const ORDER_DURATION: &str = "certkeep_order_duration_seconds";
 /// Counter: requests to ACME directories, labels `directory` and `outcome`.
 pub const ACME_REQUESTS: &str = "certkeep_acme_requests_total";
+/// Histogram (seconds): one HTTP exchange with an ACME directory, label `directory`.
+pub const ACME_REQUEST_DURATION: &str = "certkeep_acme_request_duration_seconds";
+/// Histogram (seconds): waits for the per-directory request budget, label `directory`.
+pub const ACME_RATE_LIMIT_WAIT: &str = "certkeep_acme_rate_limit_wait_seconds";
+/// Histogram (seconds): in-process waits before polling the CA again, label `directory`.
+pub const ACME_POLL_WAIT: &str = "certkeep_acme_poll_wait_seconds";
+/// Histogram (seconds): generating a certificate key and its CSR, label `key_type`.
+pub const KEY_GENERATION: &str = "certkeep_key_generation_seconds";
 
 /// Buckets of [`ORDER_DURATION`]: seconds to a day, since orders may wait on validation.
 const ORDER_BUCKETS: &[f64] = &[1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0];
+/// Buckets of the short histograms (requests, waits, key generation): 1 ms to a minute.
+const SHORT_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+/// The short histograms.
+const SHORT: [&str; 4] = [
+    ACME_REQUEST_DURATION,
+    ACME_RATE_LIMIT_WAIT,
+    ACME_POLL_WAIT,
+    KEY_GENERATION,
+];
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -32,9 +51,14 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 pub fn install() -> Option<&'static PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
-            let builder = PrometheusBuilder::new()
+            let mut builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Full(ORDER_DURATION.into()), ORDER_BUCKETS)
                 .ok()?;
+            for name in SHORT {
+                builder = builder
+                    .set_buckets_for_metric(Matcher::Full(name.into()), SHORT_BUCKETS)
+                    .ok()?;
+            }
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
@@ -45,6 +69,23 @@ pub fn install() -> Option<&'static PrometheusHandle> {
                 "Order duration from queue to issued, per directory"
             );
             metrics::describe_counter!(ACME_REQUESTS, "Requests to ACME directories by outcome");
+            for (name, help) in [
+                (
+                    ACME_REQUEST_DURATION,
+                    "One HTTP exchange with an ACME directory",
+                ),
+                (
+                    ACME_RATE_LIMIT_WAIT,
+                    "Waits for the per-directory request budget",
+                ),
+                (
+                    ACME_POLL_WAIT,
+                    "In-process waits before polling the CA again",
+                ),
+                (KEY_GENERATION, "Generating a certificate key and its CSR"),
+            ] {
+                metrics::describe_histogram!(name, metrics::Unit::Seconds, help);
+            }
             Some(handle)
         })
         .as_ref()

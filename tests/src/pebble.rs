@@ -232,6 +232,11 @@ impl Pebble {
         }
     }
 
+    /// Process id of the Pebble process (for CPU accounting in benchmarks).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Pebble's output so far (for assertion messages).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("pebble.log")).unwrap_or_default()

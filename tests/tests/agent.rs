@@ -96,6 +96,10 @@ impl Fixture {
             .collect();
         let (_, parsed) = x509_parser::parse_x509_certificate(&leaf.chain_der[0]).unwrap();
         let thumb = thumbprint(&leaf.chain_der[0]);
+        // The leaf's DNS SANs, as the engine stores them (IP SANs are not DNS names).
+        let sans = certkeep_server::domain::issuance::parse_chain(&chain_pem)
+            .unwrap()
+            .dns_names;
         let now = certkeep_server::now();
         self.server
             .state
@@ -110,7 +114,7 @@ impl Fixture {
                     key_pkcs8_der: &leaf.key_pkcs8_der,
                     serial: &hex::encode(parsed.raw_serial()),
                     thumbprint: &thumb,
-                    dns_names: &names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
+                    dns_names: &sans,
                     not_before: now,
                     not_after: now + time::Duration::days(90),
                 },

@@ -8,11 +8,12 @@
 //! Builds the agent first (`cargo build --release -p certkeep-agent`, and for the Windows target
 //! unless `--no-windows`); needs `/usr/bin/time` (Debian `time`) and uses `hyperfine` when present.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
+use certkeep_bench::build::{cargo_build, target_dir};
 use certkeep_bench::fleet::{Fleet, PASSWORD};
 use certkeep_bench::{now, procfs, stats};
 use clap::Parser;
@@ -48,9 +49,9 @@ fn main() -> anyhow::Result<()> {
     let linux = target_dir.join("release/certkeep-agent");
     let windows = target_dir.join("x86_64-pc-windows-gnu/release/certkeep-agent.exe");
     if !args.no_build {
-        cargo_build(&[])?;
+        cargo_build("certkeep-agent", &[])?;
         if !args.no_windows {
-            cargo_build(&["--target", "x86_64-pc-windows-gnu"])?;
+            cargo_build("certkeep-agent", &["--target", "x86_64-pc-windows-gnu"])?;
         }
     }
     println!("\n## binary size (release: lto thin, strip symbols)");
@@ -70,33 +71,6 @@ fn main() -> anyhow::Result<()> {
     }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(measure(&args, &linux))
-}
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map_or_else(
-            || workspace_root().join("target"),
-            |p| workspace_root().join(p),
-        )
-}
-
-fn cargo_build(extra: &[&str]) -> anyhow::Result<()> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(workspace_root())
-        .args(["build", "--release", "-p", "certkeep-agent"])
-        .args(extra)
-        .status()
-        .context("run cargo build")?;
-    ensure!(status.success(), "cargo build {extra:?} failed");
-    Ok(())
 }
 
 /// Output of `/usr/bin/time -v`.

@@ -17,7 +17,7 @@ use certkeep_bench::fleet::Fleet;
 use certkeep_bench::loadgen::{self, Mode, Target};
 use certkeep_bench::{now, pem, procfs, stats};
 use certkeep_server::db::certificates::CertificateFilter;
-use certkeep_server::model::{AgentId, VersionId};
+use certkeep_server::model::AgentId;
 use certkeep_server::testkit::{PgCluster, TestServer};
 use clap::Parser;
 use sqlx::{Connection as _, Executor as _, PgConnection, Row as _};
@@ -67,10 +67,11 @@ fn main() -> anyhow::Result<()> {
 /// current versions end 1..90 days from now; 1 % of certificates failed, 1 % retired.
 const LOAD: &[&str] = &[
     "INSERT INTO acme_accounts (id, name, directory_url, state, created_at, updated_at) VALUES ('00000000-0000-7000-8000-000000000001', 'scale', 'https://ca.invalid/dir', 'valid', now(), now())",
-    "INSERT INTO certificates (id, name, dns_names, key_type, account_id, state, current_version_id, renew_after, created_at, updated_at)
+    "INSERT INTO certificates (id, name, dns_names, key_type, account_id, state, current_version_id, current_not_after, renew_after, created_at, updated_at)
      SELECT md5('c' || i)::uuid, 'cert-' || i, '[\"host-' || i || '.example.com\",\"www.host-' || i || '.example.com\"]', 'ecdsa-p256', '00000000-0000-7000-8000-000000000001',
             CASE WHEN i % 100 = 7 THEN 'failed' WHEN i % 100 = 13 THEN 'retired' ELSE 'valid' END,
             md5('v' || $V || '-' || i)::uuid,
+            now() + interval '1 day' + ((i::bigint * 7919) % 7776000) * interval '1 second',
             now() - interval '1 day' + ((i::bigint * 7919) % 5184000) * interval '1 second',
             now() - interval '60 days', now()
      FROM generate_series(1, $N) i",
@@ -88,9 +89,6 @@ const LOAD: &[&str] = &[
      SELECT md5('a' || a)::uuid, md5('c' || (((a - 1) * $K + k - 1) % $N + 1))::uuid, now()
      FROM generate_series(1, $A) a, generate_series(1, $K) k",
 ];
-
-/// Proposal P3: the manifest's certificates and current versions in one round trip.
-const MANIFEST_JOIN: &str = "SELECT c.id, c.name, v.id AS version_id, v.chain_pem, v.serial, v.thumbprint, v.not_after FROM agent_assignments a JOIN certificates c ON c.id = a.certificate_id JOIN certificate_versions v ON v.id = c.current_version_id WHERE a.agent_id = $1 ORDER BY c.name";
 
 async fn run(args: Args) -> anyhow::Result<()> {
     println!("machine: {}", procfs::machine());
@@ -262,12 +260,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut manifest_rows = 0;
     let mut list = Vec::new();
     let mut listed = 0;
-    // The manifest as one join (proposal P3), on a pool of the same size as the server's.
-    let joined_pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(16)
-        .connect(&url)
-        .await?;
-    let mut joined = Vec::new();
     for agent in &sample_agents {
         let t = Instant::now();
         let rows = db.renewals_due(now(), 100).await?;
@@ -278,27 +270,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
             rows.len()
         );
 
-        // What the manifest handler does: the assignments, then each current version.
+        // What the manifest handler reads: the assignments with their current versions.
         let t = Instant::now();
-        for cert in db.assigned_certificates(*agent).await? {
-            if let Some(v) = cert.current_version_id {
-                let _ = db.version(VersionId(v.0)).await?;
-                manifest_rows += 1;
-            }
-        }
+        let rows = db.manifest_sources(*agent).await?;
         manifest.push(ms(t));
-
-        let t = Instant::now();
-        let rows = sqlx::query(MANIFEST_JOIN)
-            .bind(agent.0)
-            .fetch_all(&joined_pool)
-            .await?;
-        joined.push(ms(t));
         anyhow::ensure!(
             rows.len() == args.per_agent as usize,
-            "join returned {}",
+            "manifest listed {}",
             rows.len()
         );
+        manifest_rows += rows.len();
 
         let t = Instant::now();
         let page = db
@@ -329,15 +310,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     for (name, v) in [
         ("due renewals (renewals_due, LIMIT 100)", &due),
-        (
-            "agent manifest (assigned_certificates + version x20)",
-            &manifest,
-        ),
+        ("agent manifest (manifest_sources, one join)", &manifest),
         ("list expiring_within (list_certificates, limit 100)", &list),
-        (
-            "proposed: agent manifest as one join (bench's own pool)",
-            &joined,
-        ),
     ] {
         let mut s = v.clone();
         s.sort_by(f64::total_cmp);
@@ -375,10 +349,6 @@ async fn explain(conn: &mut PgConnection, args: &Args) -> anyhow::Result<()> {
         sqlx::query_scalar("SELECT id FROM agents WHERE name = 'scale-agent-4242'")
             .fetch_one(&mut *conn)
             .await?;
-    let version: uuid::Uuid =
-        sqlx::query_scalar("SELECT current_version_id FROM certificates WHERE name = 'cert-4242'")
-            .fetch_one(&mut *conn)
-            .await?;
     let agent = format!("'{agent}'");
     let queries = [
         (
@@ -386,16 +356,12 @@ async fn explain(conn: &mut PgConnection, args: &Args) -> anyhow::Result<()> {
             "SELECT c.id, c.account_id, c.state FROM certificates c WHERE c.state IN ('valid', 'failing', 'revoked') AND c.renew_after IS NOT NULL AND c.renew_after <= now() AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.certificate_id = c.id AND o.state NOT IN ('done', 'failed')) ORDER BY c.renew_after LIMIT 100".to_owned(),
         ),
         (
-            "agent manifest, assignments (db/agents.rs assigned_certificates)",
-            format!("SELECT c.id, c.name, c.dns_names, c.key_type, c.account_id, c.renew_fraction, c.renew_days, c.state, c.current_version_id, c.renew_after, c.consecutive_failures, c.last_error, c.created_by, c.created_at, c.updated_at FROM certificates c JOIN agent_assignments a ON a.certificate_id = c.id WHERE a.agent_id = {agent} ORDER BY c.name"),
-        ),
-        (
-            "agent manifest, one version (db/versions.rs version), run once per assignment",
-            format!("SELECT id, certificate_id, order_id, chain_pem, serial, thumbprint, dns_names, not_before, not_after, revoked_at, revocation_reason, created_at FROM certificate_versions WHERE id = '{version}'"),
+            "agent manifest (db/agents.rs manifest_sources)",
+            format!("SELECT c.id AS certificate_id, c.name AS certificate_name, v.id AS version_id, v.thumbprint, v.serial, v.not_after, v.dns_names FROM agent_assignments a JOIN certificates c ON c.id = a.certificate_id JOIN certificate_versions v ON v.id = c.current_version_id WHERE a.agent_id = {agent} ORDER BY c.name"),
         ),
         (
             "certificate list, expiring_within (db/certificates.rs list_certificates)",
-            format!("SELECT c.id, c.name, c.dns_names, c.key_type, c.account_id, c.renew_fraction, c.renew_days, c.state, c.current_version_id, c.renew_after, c.consecutive_failures, c.last_error, c.created_by, c.created_at, c.updated_at FROM certificates c LEFT JOIN certificate_versions v ON v.id = c.current_version_id WHERE (NULL::text IS NULL OR c.state = NULL::text) AND (NULL::uuid IS NULL OR c.account_id = NULL::uuid) AND (now() + interval '{} days' IS NULL OR v.not_after <= now() + interval '{} days') AND (NULL::text IS NULL OR c.dns_names LIKE NULL::text) AND (NULL::uuid IS NULL OR c.id > NULL::uuid) ORDER BY c.id LIMIT 100", args.expiring_days, args.expiring_days),
+            format!("SELECT id, name, dns_names, key_type, account_id, renew_fraction, renew_days, state, current_version_id, renew_after, consecutive_failures, last_error, created_by, created_at, updated_at FROM certificates c WHERE (NULL::text IS NULL OR c.state = NULL::text) AND (NULL::uuid IS NULL OR c.account_id = NULL::uuid) AND (NULL::text IS NULL OR c.dns_names LIKE NULL::text) AND (NULL::uuid IS NULL OR (c.current_not_after, c.id) > (SELECT x.current_not_after, x.id FROM certificates x WHERE x.id = NULL::uuid)) AND c.current_not_after <= now() + interval '{} days' ORDER BY c.current_not_after, c.id LIMIT 100", args.expiring_days),
         ),
     ];
     for (name, sql) in queries {

@@ -255,10 +255,52 @@ pub struct HttpSettings {
     pub requests_per_sec: u32,
 }
 
+/// Most unused nonces kept per client.
+const NONCE_POOL: usize = 64;
+/// Age after which a kept nonce is no longer handed out (CAs expire them).
+const NONCE_MAX_AGE: Duration = Duration::from_secs(60);
+/// The `Replay-Nonce` response header.
+const REPLAY_NONCE: &str = "replay-nonce";
+
+/// Fresh nonces taken from the CA's responses, each handed out once.
+///
+/// instant-acme keeps a response's nonce only inside the order object that made the request
+/// and asks `HEAD newNonce` whenever it has none, which for certkeep (one order object per
+/// step) is before nearly every signed request. Every response's `Replay-Nonce` is moved into
+/// this pool instead, and a `HEAD newNonce` is answered from it while it holds one, so each
+/// nonce is used exactly once and the round trip is saved. A nonce the CA no longer accepts
+/// costs one `badNonce` answer, which carries a fresh nonce that instant-acme retries with.
+#[derive(Debug, Default)]
+struct NoncePool(Mutex<std::collections::VecDeque<(http::HeaderValue, Instant)>>);
+
+impl NoncePool {
+    fn put(&self, nonce: http::HeaderValue) {
+        let mut pool = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if pool.len() == NONCE_POOL {
+            pool.pop_front();
+        }
+        pool.push_back((nonce, Instant::now()));
+    }
+
+    /// The freshest nonce that is not too old.
+    fn take(&self) -> Option<http::HeaderValue> {
+        let mut pool = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        pool.retain(|(_, at)| at.elapsed() < NONCE_MAX_AGE);
+        pool.pop_back().map(|(nonce, _)| nonce)
+    }
+}
+
 /// The instant-acme [`HttpClient`] used for every ACME request.
 #[derive(Clone)]
 pub struct AcmeHttp {
     client: HyperClient<HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>,
+    nonces: Arc<NoncePool>,
     gate: Arc<Gate>,
     timeout: Duration,
     /// The directory URL, the `directory` label of the request metrics.
@@ -310,6 +352,7 @@ impl AcmeHttp {
             .build();
         Ok(Self {
             client: HyperClient::builder(TokioExecutor::new()).build(connector),
+            nonces: Arc::default(),
             gate: Gate::for_directory(directory_url, settings.requests_per_sec),
             timeout: settings.timeout,
             directory: Arc::from(directory_url),
@@ -327,7 +370,11 @@ impl AcmeHttp {
         req: Request<BodyWrapper<Bytes>>,
         timeout: Duration,
     ) -> Result<(http::response::Parts, Bytes), AcmeError> {
+        let queued = Instant::now();
         self.gate.acquire().await?;
+        let started = Instant::now();
+        metrics::histogram!(crate::metrics::ACME_RATE_LIMIT_WAIT, "directory" => self.directory.to_string())
+            .record(started - queued);
         let url = req.uri().to_string();
         let method = req.method().clone();
         let exchange = async {
@@ -352,6 +399,8 @@ impl AcmeHttp {
                 rate_limited: false,
             }),
         };
+        metrics::histogram!(crate::metrics::ACME_REQUEST_DURATION, "directory" => self.directory.to_string())
+            .record(started.elapsed());
         metrics::counter!(
             crate::metrics::ACME_REQUESTS,
             "directory" => self.directory.to_string(),
@@ -367,7 +416,17 @@ impl AcmeHttp {
         req: Request<BodyWrapper<Bytes>>,
         timeout: Duration,
     ) -> Result<BytesResponse, AcmeError> {
-        let safe = req.method() == Method::GET || req.method() == Method::HEAD;
+        let new_nonce = req.method() == Method::HEAD;
+        if new_nonce && let Some(nonce) = self.nonces.take() {
+            let mut parts = http::Response::new(()).into_parts().0;
+            parts.headers.insert(REPLAY_NONCE, nonce);
+            metrics::counter!("certkeep_acme_nonces_reused_total").increment(1);
+            return Ok(BytesResponse {
+                parts,
+                body: Box::new(Bytes::new()),
+            });
+        }
+        let safe = req.method() == Method::GET || new_nonce;
         let (template, body) = req.into_parts();
         let url = template.uri.to_string();
         let mut body = Some(body);
@@ -420,6 +479,9 @@ impl AcmeHttp {
                     return Err(e);
                 }
             };
+            if !new_nonce && let Some(nonce) = parts.headers.remove(REPLAY_NONCE) {
+                self.nonces.put(nonce);
+            }
             let retry_after = retry_after_of(&parts.headers, SystemTime::now());
             record(Some(parts.status.as_u16()), retry_after);
             let content_type = parts
@@ -495,6 +557,21 @@ impl HttpClient for AcmeHttp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nonce_pool_hands_out_each_nonce_once_freshest_first() {
+        let pool = NoncePool::default();
+        assert!(pool.take().is_none());
+        for i in 0..NONCE_POOL + 2 {
+            pool.put(http::HeaderValue::from_str(&format!("n{i}")).unwrap());
+        }
+        assert_eq!(pool.take().unwrap(), format!("n{}", NONCE_POOL + 1));
+        let mut rest = 0;
+        while pool.take().is_some() {
+            rest += 1;
+        }
+        assert_eq!(rest, NONCE_POOL - 1, "bounded, oldest dropped, each once");
+    }
 
     #[test]
     fn retry_after_both_forms() {

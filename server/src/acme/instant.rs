@@ -440,7 +440,7 @@ impl Issuer for InstantIssuer {
         kind: &str,
     ) -> Result<(), AcmeError> {
         let kind = parse_challenge_kind(kind);
-        run(None, async {
+        let (result, observed) = observe(None, async {
             let mut order = self.reopen(order_url).await?;
             let mut stream = order.authorizations();
             while let Some(handle) = stream.next().await {
@@ -459,8 +459,19 @@ impl Issuer for InstantIssuer {
                 "the order no longer lists that authorization",
             ))
         })
-        .await?;
-        Ok(())
+        .await;
+        match result {
+            Ok(()) => Ok(()),
+            // A successful answer whose challenge already carries an error: the CA validated at
+            // once and failed. The request was taken; the order turns invalid and the engine
+            // reports the challenge's problem from there, as for a later failure.
+            Err(instant_acme::Error::Api(_))
+                if observed.status.is_some_and(|s| (200..300).contains(&s)) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(from_instant(e, &observed)),
+        }
     }
 
     async fn finalize(&self, order_url: &str, csr_der: &[u8]) -> Result<CaOrder, AcmeError> {

@@ -21,8 +21,9 @@ use uuid::Uuid;
 use crate::api::error::ApiError;
 use crate::app::AppState;
 use crate::bootstrap::token_hash;
+use crate::db::agents::ManifestSource;
 use crate::db::deployments::NewDeployment;
-use crate::model::{AgentId, Certificate, CertificateId, NewAuditEvent, PfxMode};
+use crate::model::{AgentId, CertificateId, NewAuditEvent, PfxMode};
 
 mod identity;
 
@@ -192,33 +193,29 @@ fn chain_der(chain_pem: &str) -> Result<Vec<Vec<u8>>, ApiError> {
         .map_err(|e| ApiError::Internal(e.into()))
 }
 
-async fn build_manifest(
-    state: &AppState,
+/// The manifest body from its sources (no X.509 parsing: the file names come from the SANs
+/// stored with each version).
+fn build_manifest(
     agent: &AgentIdentity,
-    assigned: Vec<Certificate>,
+    sources: Vec<ManifestSource>,
 ) -> Result<Manifest, ApiError> {
-    let mut certificates = Vec::new();
-    for cert in assigned {
-        let Some(version_id) = cert.current_version_id else {
-            continue;
-        };
-        let version = state.db.version(version_id).await?;
-        let chain = chain_der(&version.chain_pem)?;
-        let leaf = chain
-            .first()
-            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("empty stored chain")))?;
-        let file_names = pfx::ccs_file_names(leaf).map_err(|e| ApiError::Internal(e.into()))?;
-        certificates.push(ManifestEntry {
-            certificate_id: cert.id.0,
-            certificate_name: cert.name,
-            version_id: version.id.0,
-            thumbprint: version.thumbprint,
-            serial: version.serial,
-            not_after: version.not_after,
-            file_names,
-            download_path: format!("/agent/v1/certificates/{}/pfx", cert.id),
-        });
-    }
+    let certificates = sources
+        .into_iter()
+        .map(|s| {
+            let file_names = pfx::ccs_file_names_for(s.dns_names.iter().map(String::as_str))
+                .map_err(|e| ApiError::Internal(e.into()))?;
+            Ok(ManifestEntry {
+                download_path: format!("/agent/v1/certificates/{}/pfx", s.certificate_id),
+                certificate_id: s.certificate_id.0,
+                certificate_name: s.certificate_name,
+                version_id: s.version_id.0,
+                thumbprint: s.thumbprint,
+                serial: s.serial,
+                not_after: s.not_after,
+                file_names,
+            })
+        })
+        .collect::<Result<_, ApiError>>()?;
     Ok(Manifest {
         agent_id: agent.id.0,
         pfx_encryption: pfx_mode(agent.agent.pfx_mode),
@@ -226,18 +223,18 @@ async fn build_manifest(
     })
 }
 
-/// The manifest's ETag, computed without reading any version: a version never changes once
-/// stored, so the agent, its PFX mode and each assigned certificate's name and current version
-/// determine the whole manifest. Lets a 304 cost two small queries.
-fn manifest_etag(agent: &AgentIdentity, assigned: &[Certificate]) -> String {
+/// The manifest's ETag: a version never changes once stored, so the agent, its PFX mode and
+/// each listed certificate's id, name and current version determine the whole manifest. A 304
+/// therefore serializes nothing.
+fn manifest_etag(agent: &AgentIdentity, sources: &[ManifestSource]) -> String {
     let mut h = Sha256::new();
     h.update(agent.id.0.as_bytes());
     h.update(agent.agent.pfx_mode.as_str().as_bytes());
-    for cert in assigned {
-        h.update(cert.id.0.as_bytes());
-        h.update((cert.name.len() as u64).to_be_bytes());
-        h.update(cert.name.as_bytes());
-        h.update(cert.current_version_id.map_or([0; 16], |v| *v.0.as_bytes()));
+    for s in sources {
+        h.update(s.certificate_id.0.as_bytes());
+        h.update((s.certificate_name.len() as u64).to_be_bytes());
+        h.update(s.certificate_name.as_bytes());
+        h.update(s.version_id.0.as_bytes());
     }
     format!("\"{}\"", hex::encode(&h.finalize()[..16]))
 }
@@ -248,8 +245,8 @@ async fn manifest(
     agent: AgentIdentity,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let assigned = state.db.assigned_certificates(agent.id).await?;
-    let etag = manifest_etag(&agent, &assigned);
+    let sources = state.db.manifest_sources(agent.id).await?;
+    let etag = manifest_etag(&agent, &sources);
     let etag_value = HeaderValue::from_str(&etag).map_err(|e| ApiError::Internal(e.into()))?;
     let unchanged = headers
         .get(header::IF_NONE_MATCH)
@@ -258,7 +255,7 @@ async fn manifest(
     if unchanged {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value)]).into_response());
     }
-    let manifest = build_manifest(&state, &agent, assigned).await?;
+    let manifest = build_manifest(&agent, sources)?;
     let body = serde_json::to_vec(&manifest).map_err(|e| ApiError::Internal(e.into()))?;
     Ok((
         [

@@ -300,6 +300,7 @@ struct ListQuery {
     /// Only this account (id or name).
     account: Option<String>,
     /// Only certificates whose current version expires within this span: `30d`, `12h`, `90m`.
+    /// The page is then ordered by expiry, soonest first.
     expiring_within: Option<String>,
     /// Only certificates carrying this DNS name.
     dns_name: Option<String>,
@@ -326,6 +327,8 @@ fn parse_span(text: &str) -> Option<time::Duration> {
 }
 
 /// List certificates, with filters and cursor pagination.
+///
+/// In creation order; with `expiring_within`, soonest expiry first.
 ///
 /// Scope: `admin`, `operator`, `reader`, or `issuer` (which sees only certificates within its
 /// domain patterns; its pages may be shorter than `limit`).

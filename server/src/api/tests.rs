@@ -345,6 +345,23 @@ async fn certificates_lifecycle() {
         .json();
         assert_eq!(names(page2.clone()), ["mail"]);
         assert!(page2["next_cursor"].is_null());
+        // With `expiring_within`, soonest expiry first, and the cursor follows that order.
+        let soon = app.certificate(&acc, "soon", &["soon.example.com"]).await;
+        app.issue(&soon, 5).await;
+        assert_eq!(
+            names(list("?expiring_within=100d").await.json()),
+            ["soon", "api", "mail"]
+        );
+        let page1 = list("?expiring_within=100d&limit=2").await.json();
+        assert_eq!(names(page1.clone()), ["soon", "api"]);
+        let page2 = list(&format!(
+            "?expiring_within=100d&limit=2&cursor={}",
+            page1["next_cursor"].as_str().unwrap()
+        ))
+        .await
+        .json();
+        assert_eq!(names(page2), ["mail"]);
+        assert_eq!(names(list("?expiring_within=7d").await.json()), ["soon"]);
         for (q, field) in [
             ("?state=bogus", "state"),
             ("?expiring_within=soon", "expiring_within"),

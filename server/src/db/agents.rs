@@ -7,7 +7,7 @@ use zeroize::Zeroizing;
 
 use super::certificates::CertificateRow;
 use super::{Db, Error, Result, from_json, on_pool};
-use crate::model::{Agent, AgentId, AgentState, Certificate, CertificateId, PfxMode};
+use crate::model::{Agent, AgentId, AgentState, Certificate, CertificateId, PfxMode, VersionId};
 use crate::secrets::{Binding, Secrets};
 
 /// What is needed to create an agent. `join_token_hash` is SHA-256 of the one-time secret.
@@ -29,6 +29,31 @@ pub struct Assignment {
     pub certificate_name: String,
     /// Thumbprint of the certificate's current version, once issued.
     pub current_thumbprint: Option<String>,
+}
+
+/// What an agent's manifest lists for one assigned certificate: its current version, read in
+/// one query with the assignment (no chain, no key).
+#[derive(Debug, Clone)]
+pub struct ManifestSource {
+    pub certificate_id: CertificateId,
+    pub certificate_name: String,
+    pub version_id: VersionId,
+    pub thumbprint: String,
+    pub serial: String,
+    pub not_after: OffsetDateTime,
+    /// The issued leaf's DNS SANs, in certificate order.
+    pub dns_names: Vec<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ManifestRow {
+    certificate_id: Uuid,
+    certificate_name: String,
+    version_id: Uuid,
+    thumbprint: String,
+    serial: String,
+    not_after: OffsetDateTime,
+    dns_names: String,
 }
 
 #[derive(sqlx::FromRow)]
@@ -282,6 +307,27 @@ impl Db {
         let rows: Vec<CertificateRow> =
             on_pool!(self, p => sqlx::query_as(Q).bind(agent.0).fetch_all(p).await)?;
         rows.into_iter().map(CertificateRow::into_model).collect()
+    }
+
+    /// The assigned certificates that have a current version, by certificate name, with that
+    /// version's manifest fields: one round trip for a whole manifest.
+    pub async fn manifest_sources(&self, agent: AgentId) -> Result<Vec<ManifestSource>> {
+        const Q: &str = "SELECT c.id AS certificate_id, c.name AS certificate_name, v.id AS version_id, v.thumbprint, v.serial, v.not_after, v.dns_names FROM agent_assignments a JOIN certificates c ON c.id = a.certificate_id JOIN certificate_versions v ON v.id = c.current_version_id WHERE a.agent_id = $1 ORDER BY c.name";
+        let rows: Vec<ManifestRow> =
+            on_pool!(self, p => sqlx::query_as(Q).bind(agent.0).fetch_all(p).await)?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(ManifestSource {
+                    certificate_id: CertificateId(r.certificate_id),
+                    certificate_name: r.certificate_name,
+                    version_id: VersionId(r.version_id),
+                    thumbprint: r.thumbprint,
+                    serial: r.serial,
+                    not_after: r.not_after,
+                    dns_names: from_json("dns_names", &r.dns_names)?,
+                })
+            })
+            .collect()
     }
 
     /// Assignments with both names and the certificate's current thumbprint, optionally for one

@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::BeginWrite as _;
 use super::{Db, Pool, Result, on_pool};
 use crate::model::{AuditEvent, NewAuditEvent};
 
@@ -106,7 +107,7 @@ impl Db {
         let id = Uuid::now_v7();
         let _local = self.audit_lock.lock().await;
         let (seq, prev, hash) = on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             if let Pool::Pg(_) = &self.pool {
                 sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(AUDIT_LOCK_KEY).execute(&mut *tx).await?;
             }
@@ -231,6 +232,47 @@ mod tests {
             source: Some("127.0.0.1".into()),
             outcome: "success".into(),
             detail: String::new(),
+        }
+    }
+
+    /// Audit appends read the chain head before they write; on SQLite, another connection's
+    /// commit in between used to fail them with "database is locked" (no busy wait applies to a
+    /// read transaction that turns into a write). Every write transaction now starts as one.
+    #[tokio::test]
+    async fn audit_appends_survive_concurrent_writers() {
+        for t in TestDb::all().await {
+            let (_, cert) = t.account_and_certificate("busy", "busy.example.com").await;
+            let id = cert.id;
+            let mut tasks = tokio::task::JoinSet::new();
+            for i in 0..16 {
+                let db = t.db.clone();
+                tasks.spawn(async move {
+                    for j in 0..10 {
+                        if i % 2 == 0 {
+                            db.append_audit(&event(i * 10 + j), crate::now()).await?;
+                        } else {
+                            let state = if j % 2 == 0 {
+                                crate::model::CertificateState::Issuing
+                            } else {
+                                crate::model::CertificateState::Pending
+                            };
+                            db.set_certificate_state(id, state, None, crate::now())
+                                .await?;
+                        }
+                    }
+                    Ok::<(), crate::db::Error>(())
+                });
+            }
+            while let Some(done) = tasks.join_next().await {
+                done.unwrap()
+                    .unwrap_or_else(|e| panic!("{}: a concurrent write failed: {e}", t.backend));
+            }
+            assert_eq!(
+                t.db.verify_audit_chain().await.unwrap(),
+                Ok(80),
+                "{}",
+                t.backend
+            );
         }
     }
 

@@ -4,6 +4,7 @@
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::BeginWrite as _;
 use super::agents::one_row;
 use super::{Db, Result, on_pool, to_json};
 use crate::model::{AgentId, CertificateId, Deployment};
@@ -67,7 +68,7 @@ impl Db {
         const ERRORS: &str =
             "UPDATE agents SET last_report_errors = $2, last_seen_at = $3 WHERE id = $1";
         let updated = on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             sqlx::query(CLEAR).bind(agent.0).execute(&mut *tx).await?;
             for f in files {
                 sqlx::query(INSERT)

@@ -82,6 +82,38 @@ macro_rules! on_pool {
 }
 pub(crate) use on_pool;
 
+/// Opens a transaction that will write. SQLite takes its write lock at `BEGIN IMMEDIATE`, so a
+/// transaction that reads before it writes (the audit chain head, a lease) waits for other
+/// writers within `busy_timeout` instead of failing with "database is locked" when another
+/// connection committed in between; PostgreSQL's plain `BEGIN` already waits on row locks.
+pub(crate) trait BeginWrite {
+    type Database: sqlx::Database;
+
+    fn begin_write(
+        &self,
+    ) -> impl Future<Output = sqlx::Result<sqlx::Transaction<'static, Self::Database>>> + Send;
+}
+
+impl BeginWrite for PgPool {
+    type Database = sqlx::Postgres;
+
+    fn begin_write(
+        &self,
+    ) -> impl Future<Output = sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>>> + Send {
+        self.begin()
+    }
+}
+
+impl BeginWrite for SqlitePool {
+    type Database = sqlx::Sqlite;
+
+    fn begin_write(
+        &self,
+    ) -> impl Future<Output = sqlx::Result<sqlx::Transaction<'static, sqlx::Sqlite>>> + Send {
+        self.begin_with("BEGIN IMMEDIATE")
+    }
+}
+
 static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 

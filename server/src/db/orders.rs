@@ -7,6 +7,7 @@
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::BeginWrite as _;
 use super::versions::{INSERT_VERSION, NewVersion, key_binding};
 use super::{Db, Error, Result, on_pool, to_json};
 use crate::model::{
@@ -336,7 +337,7 @@ impl Db {
         const ORDER: &str = "UPDATE orders SET state = 'failed', last_error = $3, finished_at = $4, updated_at = $4, lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 AND lease_owner = $2";
         const CERT: &str = "UPDATE certificates SET state = $2, last_error = $3, consecutive_failures = consecutive_failures + 1, renew_after = $4, updated_at = $5 WHERE id = $1 AND state <> 'retired'";
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let n = sqlx::query(ORDER).bind(id.0).bind(owner).bind(failure.error).bind(now).execute(&mut *tx).await?.rows_affected();
             if n != 1 {
                 return Ok(false);
@@ -365,13 +366,13 @@ impl Db {
         now: OffsetDateTime,
     ) -> Result<bool> {
         const ORDER: &str = "UPDATE orders SET state = 'done', last_error = NULL, finished_at = $3, updated_at = $3, lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 AND lease_owner = $2";
-        const CERT: &str = "UPDATE certificates SET current_version_id = $2, state = CASE WHEN state = 'retired' THEN 'retired' ELSE 'valid' END, renew_after = $3, consecutive_failures = 0, last_error = NULL, updated_at = $4 WHERE id = $1";
+        const CERT: &str = "UPDATE certificates SET current_version_id = $2, current_not_after = $5, state = CASE WHEN state = 'retired' THEN 'retired' ELSE 'valid' END, renew_after = $3, consecutive_failures = 0, last_error = NULL, updated_at = $4 WHERE id = $1";
         let order = version.order_id.ok_or_else(|| {
             Error::Corrupt("a completed order's version needs its order id".into())
         })?;
         let key = secrets.seal(key_binding(version.id), version.key_pkcs8_der)?;
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let n = sqlx::query(ORDER).bind(order.0).bind(owner).bind(now).execute(&mut *tx).await?.rows_affected();
             if n != 1 {
                 return Ok(false);
@@ -390,7 +391,7 @@ impl Db {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(CERT).bind(version.certificate_id.0).bind(version.id.0).bind(renew_after).bind(now).execute(&mut *tx).await?;
+            sqlx::query(CERT).bind(version.certificate_id.0).bind(version.id.0).bind(renew_after).bind(now).bind(version.not_after).execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(true)
         })

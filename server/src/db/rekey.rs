@@ -2,6 +2,7 @@
 
 use uuid::Uuid;
 
+use super::BeginWrite as _;
 use super::{Db, Result, on_pool};
 use crate::secrets::{Binding, Secrets};
 
@@ -22,7 +23,7 @@ impl Db {
     pub async fn rekey(&self, old: &Secrets, new: &Secrets) -> Result<usize> {
         let mut count = 0;
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             for (table, id_col, col) in SECRET_COLUMNS {
                 let select = format!("SELECT {id_col}, {col} FROM {table} WHERE {col} IS NOT NULL");
                 let update = format!("UPDATE {table} SET {col} = $2 WHERE {id_col} = $1");

@@ -3,6 +3,7 @@
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::BeginWrite as _;
 use super::{Db, Result, on_pool};
 use crate::secrets::{Binding, SecretBytes, Secrets};
 
@@ -25,7 +26,7 @@ impl Db {
         let id = Uuid::now_v7();
         let sealed = secrets.seal(binding(id), secret)?;
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             sqlx::query(DELETE).bind(key_name).execute(&mut *tx).await?;
             sqlx::query(INSERT)
                 .bind(id)

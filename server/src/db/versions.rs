@@ -3,6 +3,7 @@
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::BeginWrite as _;
 use super::{Db, Result, from_json, on_pool, to_json};
 use crate::model::{CertificateId, CertificateVersion, OrderId, VersionId};
 use crate::secrets::{Binding, SecretBytes, Secrets};
@@ -82,11 +83,10 @@ impl Db {
         new: &NewVersion<'_>,
         now: OffsetDateTime,
     ) -> Result<CertificateVersion> {
-        const CURRENT: &str =
-            "UPDATE certificates SET current_version_id = $2, updated_at = $3 WHERE id = $1";
+        const CURRENT: &str = "UPDATE certificates SET current_version_id = $2, current_not_after = $4, updated_at = $3 WHERE id = $1";
         let key = secrets.seal(key_binding(new.id), new.key_pkcs8_der)?;
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             sqlx::query(INSERT_VERSION)
                 .bind(new.id.0)
                 .bind(new.certificate_id.0)
@@ -101,7 +101,7 @@ impl Db {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(CURRENT).bind(new.certificate_id.0).bind(new.id.0).bind(now).execute(&mut *tx).await?;
+            sqlx::query(CURRENT).bind(new.certificate_id.0).bind(new.id.0).bind(now).bind(new.not_after).execute(&mut *tx).await?;
             tx.commit().await
         })?;
         self.version(new.id).await

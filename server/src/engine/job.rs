@@ -506,6 +506,8 @@ impl Job<'_> {
         let max_inline = Duration::from_secs(self.shared.state.config.engine.max_inline_wait_secs);
         match issuance::wait_decision(now(), delay, max_inline, self.order.deadline_at) {
             Wait::Inline(d) => {
+                metrics::histogram!(crate::metrics::ACME_POLL_WAIT, "directory" => self.account.directory_url.clone())
+                    .record(d);
                 tokio::time::sleep(d).await;
                 Ok(None)
             }

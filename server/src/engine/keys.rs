@@ -19,10 +19,16 @@ pub(super) async fn generate(
     key_type: KeyType,
     names: Vec<String>,
 ) -> Result<KeyAndCsr, AcmeError> {
-    tokio::task::spawn_blocking(move || generate_blocking(key_type, names))
-        .await
-        .map_err(|e| AcmeError::Internal(format!("key generation task failed: {e}")))?
-        .map_err(|e| AcmeError::Internal(format!("cannot build the key and CSR: {e}")))
+    tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        let generated = generate_blocking(key_type, names);
+        metrics::histogram!(crate::metrics::KEY_GENERATION, "key_type" => key_type.as_str())
+            .record(started.elapsed());
+        generated
+    })
+    .await
+    .map_err(|e| AcmeError::Internal(format!("key generation task failed: {e}")))?
+    .map_err(|e| AcmeError::Internal(format!("cannot build the key and CSR: {e}")))
 }
 
 fn generate_blocking(key_type: KeyType, names: Vec<String>) -> Result<KeyAndCsr, rcgen::Error> {

@@ -1,0 +1,597 @@
+//! Issuance throughput (issue 7, part 1): certkeep against Debian's `lego`, each ordering the
+//! same certificates from its own fresh Pebble (EAB required, `PEBBLE_VA_ALWAYS_VALID=1`,
+//! `PEBBLE_VA_NOSLEEP=1`), in the same run, alternating which side goes first.
+//!
+//! `cargo run --release -p certkeep-bench --bin issuance`
+//!
+//! certkeep: the release `certkeep serve` binary in a child process on a fresh data directory
+//! (embedded SQLite, or `--backend postgres`), one ACME account registered with EAB through the
+//! API and an http-01 solver pattern covering the benchmark's names (Pebble accepts every answer,
+//! so nothing has to be reachable). Every certificate is then requested at once with
+//! `POST /api/v1/certificates`; the clock runs from the first request until `/metrics` counts
+//! every certificate `valid` (polled every 200 ms).
+//!
+//! lego: `lego run` once per certificate, `--lego-processes` at a time, each slot with its own
+//! account directory, registered with the same EAB by a warm-up certificate before the clock
+//! starts. The clock runs from the first process start to the last exit (lego has written the
+//! certificate when it exits).
+
+use std::collections::VecDeque;
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail, ensure};
+use certkeep_bench::build::{cargo_build, target_dir};
+use certkeep_bench::{procfs, stats};
+use certkeep_server::testkit::{PgCluster, free_port};
+use certkeep_tests::pebble::{Pebble, PebbleOptions};
+use clap::Parser;
+use serde_json::json;
+
+/// Issuance throughput: certkeep vs lego, same Pebble set-up, loopback only.
+#[derive(Parser)]
+struct Args {
+    /// ECDSA P-256 certificates per side.
+    #[arg(long, default_value_t = 500)]
+    ecdsa: usize,
+    /// RSA 2048 certificates per side.
+    #[arg(long, default_value_t = 100)]
+    rsa: usize,
+    /// Measured runs per side (the report shows medians).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// lego processes running at once.
+    #[arg(long, default_value_t = 16)]
+    lego_processes: usize,
+    /// certkeep's `engine.workers` (orders in flight at once).
+    #[arg(long, default_value_t = 32)]
+    workers: usize,
+    /// certkeep's `engine.directory_requests_per_sec` (its politeness limit towards the CA).
+    #[arg(long, default_value_t = 1000)]
+    requests_per_sec: u32,
+    /// API requests in flight at once while submitting the certificates.
+    #[arg(long, default_value_t = 16)]
+    api_concurrency: usize,
+    /// Database of the certkeep server: sqlite (embedded) or postgres (throwaway cluster).
+    #[arg(long, default_value = "sqlite")]
+    backend: String,
+    /// Sides to run: certkeep, lego.
+    #[arg(long, value_delimiter = ',', default_value = "certkeep,lego")]
+    sides: Vec<String>,
+    /// Do not run cargo build; use the `certkeep` binary already in the target directory.
+    #[arg(long)]
+    no_build: bool,
+}
+
+impl Args {
+    /// The certificates of one run: `(index, lego key type, certkeep key type)`.
+    fn certificates(&self) -> Vec<(usize, &'static str, &'static str)> {
+        (0..self.ecdsa + self.rsa)
+            .map(|i| {
+                if i < self.ecdsa {
+                    (i, "ec256", "ecdsa-p256")
+                } else {
+                    (i, "rsa2048", "rsa2048")
+                }
+            })
+            .collect()
+    }
+}
+
+/// What one side measured in one run.
+#[derive(Default)]
+struct Measured {
+    seconds: f64,
+    certificates: usize,
+    /// CPU seconds of the client side (certkeep server, or every lego process).
+    client_cpu: f64,
+    /// CPU seconds of Pebble.
+    pebble_cpu: f64,
+    /// Where certkeep's time went (from its `/metrics`), empty for lego.
+    breakdown: Vec<String>,
+}
+
+impl Measured {
+    fn per_sec(&self) -> f64 {
+        self.certificates as f64 / self.seconds
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    ensure!(
+        args.backend == "sqlite" || args.backend == "postgres",
+        "--backend must be sqlite or postgres"
+    );
+    for side in &args.sides {
+        ensure!(
+            side == "certkeep" || side == "lego",
+            "unknown side `{side}`: certkeep or lego"
+        );
+    }
+    let run_lego = args.sides.iter().any(|s| s == "lego");
+    if run_lego {
+        Command::new("lego")
+            .arg("--version")
+            .output()
+            .context("lego is not installed (apt-get install -y lego)")?;
+    }
+    let binary = target_dir().join("release/certkeep");
+    if !args.no_build {
+        cargo_build("certkeep-server", &["--bin", "certkeep"])?;
+    }
+    ensure!(
+        binary.is_file(),
+        "{} is missing (build it first)",
+        binary.display()
+    );
+    println!("machine: {}", procfs::machine());
+    println!(
+        "certificates per side: {} ECDSA P-256 + {} RSA 2048; lego processes: {}; certkeep workers: {}, {} requests/s towards the CA, {} backend",
+        args.ecdsa,
+        args.rsa,
+        args.lego_processes,
+        args.workers,
+        args.requests_per_sec,
+        args.backend
+    );
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let mut certkeep = Vec::new();
+        let mut lego = Vec::new();
+        for run in 0..args.runs {
+            let mut order: Vec<&str> = args.sides.iter().map(String::as_str).collect();
+            if run % 2 == 1 {
+                order.reverse();
+            }
+            for side in order {
+                println!("\n## run {} of {}: {side}", run + 1, args.runs);
+                let m = if side == "certkeep" {
+                    let m = certkeep_run(&args, &binary).await?;
+                    certkeep.push(m.per_sec());
+                    m
+                } else {
+                    let m = lego_run(&args).await?;
+                    lego.push(m.per_sec());
+                    m
+                };
+                println!(
+                    "{side}: {} certificates in {:.2} s = {:.2}/s; client CPU {:.1} s ({:.1} ms/certificate), Pebble CPU {:.1} s",
+                    m.certificates,
+                    m.seconds,
+                    m.per_sec(),
+                    m.client_cpu,
+                    m.client_cpu * 1000.0 / m.certificates as f64,
+                    m.pebble_cpu
+                );
+                for line in &m.breakdown {
+                    println!("  {line}");
+                }
+            }
+        }
+        println!("\n## summary (certificates per second)");
+        if !certkeep.is_empty() {
+            println!(
+                "certkeep: median {:.2} (runs {})",
+                stats::median(&certkeep),
+                stats::list(&certkeep)
+            );
+        }
+        if !lego.is_empty() {
+            println!(
+                "lego:     median {:.2} (runs {})",
+                stats::median(&lego),
+                stats::list(&lego)
+            );
+        }
+        if certkeep.len() == lego.len() && !lego.is_empty() {
+            let ratios: Vec<f64> = certkeep.iter().zip(&lego).map(|(c, l)| c / l).collect();
+            println!(
+                "ratio certkeep/lego: median {:.2} (runs {})",
+                stats::median(&ratios),
+                ratios
+                    .iter()
+                    .map(|r| format!("{r:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        Ok(())
+    })
+}
+
+async fn start_pebble() -> anyhow::Result<Pebble> {
+    Pebble::start(PebbleOptions::default())
+        .await
+        .context("pebble is not installed (apt-get install -y pebble)")
+}
+
+fn cpu_seconds(ticks: u64) -> f64 {
+    ticks as f64 / procfs::ticks_per_second()
+}
+
+/// A `certkeep serve` child process on a fresh data directory, killed on drop.
+struct Server {
+    child: Child,
+    /// Everything it logged.
+    log: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+    api: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    async fn start(args: &Args, binary: &Path) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let data = dir.path().join("data");
+        let api_port = free_port();
+        let config = format!(
+            "data_dir = {data:?}\napi_addr = \"127.0.0.1:{api_port}\"\nagent_addr = \"127.0.0.1:{}\"\n\
+             [engine]\nworkers = {}\ndirectory_requests_per_sec = {}\n\
+             [solvers.http01]\naddr = \"127.0.0.1:{}\"\npatterns = [\"*.certkeep.bench.test\"]\n",
+            free_port(),
+            args.workers,
+            args.requests_per_sec,
+            free_port(),
+        );
+        let config_path = dir.path().join("certkeep.toml");
+        std::fs::write(&config_path, config)?;
+        let mut command = Command::new(binary);
+        command
+            .arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .current_dir(dir.path())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if args.backend == "postgres" {
+            let cluster = PgCluster::shared().context("initdb/pg_ctl not on PATH")?;
+            let url_file = dir.path().join("database-url");
+            std::fs::write(&url_file, cluster.create_database().await)?;
+            command.env("CERTKEEP_DATABASE_URL_FILE", &url_file);
+        }
+        let mut child = command.spawn().context("start certkeep serve")?;
+        let stderr = child.stderr.take().context("server stderr")?;
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        // Keeps the log (a full pipe would block the server) and says when the server serves;
+        // EOF before that means it exited.
+        let kept = log.clone();
+        std::thread::spawn(move || {
+            let mut ready = Some(ready_tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(tx) = ready.take_if(|_| line.contains("certkeep is serving")) {
+                    let _ = tx.send(true);
+                }
+                if let Ok(mut kept) = kept.lock() {
+                    kept.push(line);
+                }
+            }
+            if let Some(tx) = ready {
+                let _ = tx.send(false);
+            }
+        });
+        if ready_rx.await != Ok(true) {
+            bail!("certkeep serve exited:\n{}", tail(&log));
+        }
+        let token = std::fs::read_to_string(data.join("admin-token"))?
+            .trim()
+            .to_owned();
+        let ca = std::fs::read(data.join("ca.pem"))?;
+        let http = reqwest::Client::builder()
+            .tls_certs_only(reqwest::Certificate::from_pem_bundle(&ca)?)
+            .timeout(Duration::from_secs(120))
+            .build()?;
+        Ok(Self {
+            child,
+            log,
+            _dir: dir,
+            api: format!("https://127.0.0.1:{api_port}"),
+            token,
+            http,
+        })
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<serde_json::Value> {
+        let rsp = self
+            .http
+            .post(format!("{}/api/v1{path}", self.api))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await?;
+        let status = rsp.status();
+        let text = rsp.text().await?;
+        ensure!(
+            status.is_success(),
+            "POST {path}: {status}: {text}\nserver log:\n{}",
+            tail(&self.log)
+        );
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    async fn metrics(&self) -> anyhow::Result<String> {
+        let rsp = self
+            .http
+            .get(format!("{}/metrics", self.api))
+            .bearer_auth(&self.token)
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(rsp.text().await?)
+    }
+}
+
+/// The last lines of a log.
+fn tail(log: &Mutex<Vec<String>>) -> String {
+    log.lock()
+        .map(|l| l[l.len().saturating_sub(20)..].join("\n"))
+        .unwrap_or_default()
+}
+
+/// Sum of the samples of `name` (exactly that metric) whose labels contain `label`.
+fn metric(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let labels = series.strip_prefix(name)?;
+            (labels.is_empty() || labels.starts_with('{'))
+                .then_some(())
+                .filter(|()| labels.contains(label))?;
+            value.parse::<f64>().ok()
+        })
+        .sum()
+}
+
+async fn certkeep_run(args: &Args, binary: &Path) -> anyhow::Result<Measured> {
+    let pebble = start_pebble().await?;
+    let server = Arc::new(Server::start(args, binary).await?);
+    let eab = &pebble.eab[0];
+    let account = server
+        .post(
+            "/acme-accounts",
+            &json!({
+                "name": "pebble",
+                "directory_url": pebble.directory_url,
+                "contact": ["mailto:bench@certkeep.bench.test"],
+                "allowed_domains": ["*.certkeep.bench.test"],
+                "eab_kid": eab.kid,
+                "eab_hmac_key": eab.b64url(),
+                "extra_roots_pem": pebble.pki.ca_pem,
+            }),
+        )
+        .await?;
+    ensure!(
+        account["state"] == "valid",
+        "account registration failed: {account}"
+    );
+    let certificates = args.certificates();
+    let total = certificates.len();
+    let queue = Arc::new(Mutex::new(VecDeque::from(certificates)));
+    let server_cpu = procfs::cpu_ticks(server.child.id()).unwrap_or(0);
+    let pebble_cpu = procfs::cpu_ticks(pebble.pid()).unwrap_or(0);
+    let started = Instant::now();
+    let mut submitters = tokio::task::JoinSet::new();
+    for _ in 0..args.api_concurrency.max(1) {
+        let queue = queue.clone();
+        let server = server.clone();
+        submitters.spawn(async move {
+            loop {
+                let next = queue.lock().ok().and_then(|mut q| q.pop_front());
+                let Some((i, _, key_type)) = next else {
+                    return Ok::<(), anyhow::Error>(());
+                };
+                server
+                    .post(
+                        "/certificates",
+                        &json!({
+                            "name": format!("bench-{i}"),
+                            "dns_names": [format!("c{i}.certkeep.bench.test")],
+                            "key_type": key_type,
+                            "account": "pebble",
+                        }),
+                    )
+                    .await?;
+            }
+        });
+    }
+    while let Some(done) = submitters.join_next().await {
+        done??;
+    }
+    let submitted = started.elapsed().as_secs_f64();
+    let text = loop {
+        let text = server.metrics().await?;
+        let valid = metric(&text, "certkeep_certificates", "state=\"valid\"");
+        let failed = metric(&text, "certkeep_certificates", "state=\"failed\"")
+            + metric(&text, "certkeep_certificates", "state=\"failing\"");
+        ensure!(
+            failed == 0.0,
+            "{failed} certificates failed; see GET /api/v1/certificates?state=failed"
+        );
+        if valid as usize >= total {
+            break text;
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(1800),
+            "only {valid} of {total} certificates valid after 30 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let client_cpu = cpu_seconds(procfs::cpu_ticks(server.child.id()).unwrap_or(0) - server_cpu);
+    let pebble_cpu = cpu_seconds(procfs::cpu_ticks(pebble.pid()).unwrap_or(0) - pebble_cpu);
+    let m = |name: &str, label: &str| metric(&text, name, label);
+    let requests = m("certkeep_acme_requests_total", "");
+    let request_s = m("certkeep_acme_request_duration_seconds_sum", "");
+    let poll_s = m("certkeep_acme_poll_wait_seconds_sum", "");
+    let polls = m("certkeep_acme_poll_wait_seconds_count", "");
+    let gate_s = m("certkeep_acme_rate_limit_wait_seconds_sum", "");
+    let order_s = m("certkeep_order_duration_seconds_sum", "");
+    let orders = m("certkeep_order_duration_seconds_count", "");
+    let mut breakdown = vec![
+        format!("all {total} accepted by the API after {submitted:.2} s"),
+        format!(
+            "ACME requests: {requests:.0} ({:.1} per certificate), {request_s:.1} s in flight in all, mean {:.1} ms",
+            requests / total as f64,
+            request_s * 1000.0 / requests.max(1.0)
+        ),
+        format!(
+            "waits between polls of the CA: {polls:.0} ({:.2} per certificate), {poll_s:.1} s in all; waits for the request budget {gate_s:.1} s",
+            polls / total as f64
+        ),
+        format!(
+            "orders: {orders:.0}, mean {:.2} s from queued to stored (includes waiting for a worker)",
+            order_s / orders.max(1.0)
+        ),
+    ];
+    for key_type in ["ecdsa-p256", "rsa2048"] {
+        let label = format!("key_type=\"{key_type}\"");
+        let n = m("certkeep_key_generation_seconds_count", &label);
+        if n > 0.0 {
+            let s = m("certkeep_key_generation_seconds_sum", &label);
+            breakdown.push(format!(
+                "key + CSR generation {key_type}: {n:.0}, {s:.2} s in all, mean {:.2} ms",
+                s * 1000.0 / n
+            ));
+        }
+    }
+    let worker_s = args.workers as f64 * seconds;
+    breakdown.push(format!(
+        "worker time {worker_s:.0} s ({} workers × {seconds:.1} s): CA requests {:.0} %, poll waits {:.0} %, key generation {:.0} %, the rest (database, sealing, scheduling, idle) {:.0} %",
+        args.workers,
+        100.0 * request_s / worker_s,
+        100.0 * poll_s / worker_s,
+        100.0 * m("certkeep_key_generation_seconds_sum", "") / worker_s,
+        100.0
+            * (worker_s - request_s - poll_s - m("certkeep_key_generation_seconds_sum", ""))
+            / worker_s
+    ));
+    Ok(Measured {
+        seconds,
+        certificates: total,
+        client_cpu,
+        pebble_cpu,
+        breakdown,
+    })
+}
+
+/// One `lego run` for one name in the account directory `path`.
+async fn lego(
+    pebble: &Pebble,
+    work: &Path,
+    slot: usize,
+    name: &str,
+    key_type: &str,
+) -> anyhow::Result<()> {
+    let eab = &pebble.eab[0];
+    let out = tokio::process::Command::new("lego")
+        .arg("--accept-tos")
+        .args(["--server", &pebble.directory_url])
+        .args(["--email", &format!("slot{slot}@lego.bench.test")])
+        .arg("--eab")
+        .args(["--kid", &eab.kid, "--hmac", &eab.b64url()])
+        .args(["--key-type", key_type])
+        .arg("--http")
+        .arg("--http.webroot")
+        .arg(work.join("webroot"))
+        .arg("--path")
+        .arg(work.join(format!("slot{slot}")))
+        .args(["--domains", name])
+        .arg("run")
+        .env("LEGO_CA_CERTIFICATES", work.join("pebble-ca.pem"))
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .context("run lego")?;
+    ensure!(
+        out.status.success(),
+        "lego for {name} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cert = work.join(format!("slot{slot}/certificates/{name}.crt"));
+    ensure!(cert.is_file(), "lego wrote no {}", cert.display());
+    Ok(())
+}
+
+async fn lego_run(args: &Args) -> anyhow::Result<Measured> {
+    let pebble = Arc::new(start_pebble().await?);
+    let dir = tempfile::tempdir()?;
+    let work: Arc<PathBuf> = Arc::new(dir.path().to_path_buf());
+    std::fs::create_dir_all(work.join("webroot"))?;
+    std::fs::write(work.join("pebble-ca.pem"), &pebble.pki.ca_pem)?;
+    // Warm-up: one certificate per slot registers the slot's account before the clock starts.
+    let mut warmups = tokio::task::JoinSet::new();
+    for slot in 0..args.lego_processes {
+        let (pebble, work) = (pebble.clone(), work.clone());
+        warmups.spawn(async move {
+            lego(
+                &pebble,
+                &work,
+                slot,
+                &format!("warm{slot}.lego.bench.test"),
+                "ec256",
+            )
+            .await
+        });
+    }
+    while let Some(done) = warmups.join_next().await {
+        done??;
+    }
+    let certificates = args.certificates();
+    let total = certificates.len();
+    let queue = Arc::new(Mutex::new(VecDeque::from(certificates)));
+    let self_pid = std::process::id();
+    let children_cpu = procfs::children_cpu_ticks(self_pid).unwrap_or(0);
+    let pebble_cpu = procfs::cpu_ticks(pebble.pid()).unwrap_or(0);
+    let started = Instant::now();
+    let mut slots = tokio::task::JoinSet::new();
+    for slot in 0..args.lego_processes {
+        let (pebble, work, queue) = (pebble.clone(), work.clone(), queue.clone());
+        slots.spawn(async move {
+            loop {
+                let next = queue.lock().ok().and_then(|mut q| q.pop_front());
+                let Some((i, key_type, _)) = next else {
+                    return Ok::<(), anyhow::Error>(());
+                };
+                lego(
+                    &pebble,
+                    &work,
+                    slot,
+                    &format!("c{i}.lego.bench.test"),
+                    key_type,
+                )
+                .await?;
+            }
+        });
+    }
+    while let Some(done) = slots.join_next().await {
+        done??;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(Measured {
+        seconds,
+        certificates: total,
+        client_cpu: cpu_seconds(procfs::children_cpu_ticks(self_pid).unwrap_or(0) - children_cpu),
+        pebble_cpu: cpu_seconds(procfs::cpu_ticks(pebble.pid()).unwrap_or(0) - pebble_cpu),
+        breakdown: Vec::new(),
+    })
+}
