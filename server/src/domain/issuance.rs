@@ -12,7 +12,7 @@ use crate::model::{Certificate, CertificateState};
 /// Longest single wait on the CA; a longer `Retry-After` is re-checked after this long.
 pub const MAX_SINGLE_WAIT: Duration = Duration::from_secs(3600);
 /// First poll delay when the CA gives no `Retry-After`.
-const FIRST_POLL: Duration = Duration::from_millis(500);
+const FIRST_POLL: Duration = Duration::from_millis(250);
 /// Longest poll delay without `Retry-After`.
 const MAX_POLL: Duration = Duration::from_secs(30);
 
@@ -226,8 +226,8 @@ mod tests {
             poll_delay(Some(Duration::from_secs(86_400)), 0),
             MAX_SINGLE_WAIT
         );
-        assert_eq!(poll_delay(None, 0), Duration::from_millis(500));
-        assert_eq!(poll_delay(None, 2), Duration::from_secs(2));
+        assert_eq!(poll_delay(None, 0), Duration::from_millis(250));
+        assert_eq!(poll_delay(None, 3), Duration::from_secs(2));
         assert_eq!(poll_delay(None, 40), Duration::from_secs(30));
         assert_eq!(retry_delay(0, None), Duration::from_secs(1));
         assert_eq!(retry_delay(3, None), Duration::from_secs(8));

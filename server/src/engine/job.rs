@@ -310,7 +310,11 @@ impl Job<'_> {
                         .await?;
                     }
                 }
-                CaOrderStatus::Ready => ca = self.finalize(&url).await?,
+                CaOrderStatus::Ready => {
+                    // Waiting on processing is a new wait: its back-off starts over.
+                    self.polls = 0;
+                    ca = self.finalize(&url).await?;
+                }
                 CaOrderStatus::Processing => {
                     if self.order.state != OrderState::Processing {
                         self.set_state(OrderState::Processing).await?;
