@@ -239,9 +239,7 @@ fn key_generation_cost() -> anyhow::Result<()> {
     let ec = time(200, &|| {
         rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
     })?;
-    println!(
-        "key generation on one core (mean): RSA 2048 {rsa:.1} ms, ECDSA P-256 {ec:.3} ms"
-    );
+    println!("key generation on one core (mean): RSA 2048 {rsa:.1} ms, ECDSA P-256 {ec:.3} ms");
     Ok(())
 }
 
@@ -254,8 +252,8 @@ async fn start_pebble() -> anyhow::Result<Pebble> {
         authz_reuse: 0,
         ..PebbleOptions::default()
     })
-        .await
-        .context("pebble is not installed (apt-get install -y pebble)")
+    .await
+    .context("pebble is not installed (apt-get install -y pebble)")
 }
 
 fn cpu_seconds(ticks: u64) -> f64 {
