@@ -221,7 +221,7 @@ const STALL: Duration = Duration::from_secs(60);
 /// Start of the error of a stalled run, which is repeated (see [`start_pebble`]).
 const STALLED: &str = "stalled";
 /// Attempts per run when runs stall.
-const ATTEMPTS: usize = 3;
+const ATTEMPTS: usize = 5;
 
 /// CPU cost of one key of each type on one core, with the server's code path (rcgen on
 /// aws-lc-rs), to attribute certkeep's CPU time.

@@ -59,12 +59,15 @@ pub fn wait_decision(
     }
 }
 
-/// Delay before the next look at an order: the CA's `Retry-After` (capped), else back-off.
+/// Delay before the next look at an order: the CA's `Retry-After` (capped); else none for the
+/// first look of a wait (a CA that validates or issues at once is not waited for), then
+/// back-off from [`FIRST_POLL`].
 pub fn poll_delay(retry_after: Option<Duration>, polls: u32) -> Duration {
     match retry_after {
         Some(d) => d.min(MAX_SINGLE_WAIT),
+        None if polls == 0 => Duration::ZERO,
         None => FIRST_POLL
-            .saturating_mul(1u32 << polls.min(16))
+            .saturating_mul(1u32 << (polls - 1).min(16))
             .min(MAX_POLL),
     }
 }
@@ -226,8 +229,9 @@ mod tests {
             poll_delay(Some(Duration::from_secs(86_400)), 0),
             MAX_SINGLE_WAIT
         );
-        assert_eq!(poll_delay(None, 0), Duration::from_millis(250));
-        assert_eq!(poll_delay(None, 3), Duration::from_secs(2));
+        assert_eq!(poll_delay(None, 0), Duration::ZERO);
+        assert_eq!(poll_delay(None, 1), Duration::from_millis(250));
+        assert_eq!(poll_delay(None, 4), Duration::from_secs(2));
         assert_eq!(poll_delay(None, 40), Duration::from_secs(30));
         assert_eq!(retry_delay(0, None), Duration::from_secs(1));
         assert_eq!(retry_delay(3, None), Duration::from_secs(8));
