@@ -4,21 +4,17 @@
 
 use anyhow::Context as _;
 use certkeep_api_types::pfx::testing::{KeyKind, TestCa};
-use certkeep_api_types::pfx::thumbprint;
 use certkeep_server::bootstrap::{new_token_secret, token_hash};
 use certkeep_server::db::accounts::NewAccount;
 use certkeep_server::db::agents::NewAgent;
 use certkeep_server::db::certificates::NewCertificate;
-use certkeep_server::db::versions::NewVersion;
-use certkeep_server::model::{
-    AccountId, AgentId, Certificate, KeyType, PfxMode, RenewalPolicy, VersionId,
-};
+use certkeep_server::model::{AccountId, AgentId, Certificate, KeyType, PfxMode, RenewalPolicy};
 use certkeep_server::testkit::TestServer;
 use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::{now, pem};
+use crate::now;
 
 /// CCS password every benchmark agent uses.
 pub const PASSWORD: &str = "bench ccs password";
@@ -120,29 +116,12 @@ impl Fleet {
             .await?;
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         let leaf = self.test_ca.leaf(&refs, KeyKind::Ecdsa);
-        let chain_pem: String = leaf
-            .chain_der
-            .iter()
-            .map(|d| pem("CERTIFICATE", d))
-            .collect();
-        let (_, parsed) = x509_parser::parse_x509_certificate(&leaf.chain_der[0])
-            .map_err(|e| anyhow::anyhow!("parse test leaf: {e}"))?;
-        let at = now();
-        db.insert_version(
+        certkeep_server::testkit::store_test_version(
+            db,
             &self.server.state.secrets,
-            &NewVersion {
-                id: VersionId::new(),
-                certificate_id: cert.id,
-                order_id: None,
-                chain_pem: &chain_pem,
-                key_pkcs8_der: &leaf.key_pkcs8_der,
-                serial: &hex::encode(parsed.raw_serial()),
-                thumbprint: &thumbprint(&leaf.chain_der[0]),
-                dns_names: names,
-                not_before: at,
-                not_after: at + time::Duration::days(90),
-            },
-            at,
+            cert.id,
+            &leaf,
+            time::Duration::days(90),
         )
         .await?;
         Ok(cert)

@@ -405,3 +405,40 @@ impl TestDb {
         (account, certificate)
     }
 }
+
+/// Stores `leaf` (from the test PKI) as `certificate`'s current version, valid from now for
+/// `validity`. Serial, thumbprint and DNS SANs are read from the chain as the engine reads an
+/// issued one, so the stored row is what issuance would have stored.
+pub async fn store_test_version(
+    db: &Db,
+    secrets: &crate::secrets::Secrets,
+    certificate: crate::model::CertificateId,
+    leaf: &certkeep_api_types::pfx::testing::TestLeaf,
+    validity: time::Duration,
+) -> Result<crate::model::CertificateVersion, crate::db::Error> {
+    let chain_pem: String = leaf
+        .chain_der
+        .iter()
+        .map(|d| certkeep_api_types::pem::encode("CERTIFICATE", d))
+        .collect();
+    let issued =
+        crate::domain::issuance::parse_chain(&chain_pem).map_err(crate::db::Error::Corrupt)?;
+    let now = crate::now();
+    db.insert_version(
+        secrets,
+        &crate::db::versions::NewVersion {
+            id: crate::model::VersionId::new(),
+            certificate_id: certificate,
+            order_id: None,
+            chain_pem: &chain_pem,
+            key_pkcs8_der: &leaf.key_pkcs8_der,
+            serial: &issued.serial,
+            thumbprint: &issued.thumbprint,
+            dns_names: &issued.dns_names,
+            not_before: now,
+            not_after: now + validity,
+        },
+        now,
+    )
+    .await
+}

@@ -12,8 +12,7 @@ use std::process::{Command, Output, Stdio};
 mod common;
 
 use certkeep_server::db::Db;
-use certkeep_server::db::versions::NewVersion;
-use certkeep_server::model::{AccountState, VersionId};
+use certkeep_server::model::AccountState;
 use certkeep_server::secrets::Secrets;
 
 /// A `certkeep serve` child process with the CLI pointed at it.
@@ -84,10 +83,6 @@ fn ok(out: &Output) -> String {
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-fn pem(der: &[u8]) -> String {
-    certkeep_api_types::pem::encode("CERTIFICATE", der)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -167,26 +162,16 @@ async fn first_certificate_walkthrough_and_exit_codes() {
         &["www.example.com"],
         certkeep_api_types::pfx::testing::KeyKind::Ecdsa,
     );
-    let chain_pem: String = leaf.chain_der.iter().map(|d| pem(d)).collect();
-    let now = certkeep_server::now();
-    db.insert_version(
+    let chain_pem = certkeep_server::testkit::store_test_version(
+        &db,
         &secrets,
-        &NewVersion {
-            id: VersionId::new(),
-            certificate_id: cert.id,
-            order_id: None,
-            chain_pem: &chain_pem,
-            key_pkcs8_der: &leaf.key_pkcs8_der,
-            serial: "0a",
-            thumbprint: &certkeep_api_types::pfx::thumbprint(&leaf.chain_der[0]),
-            dns_names: &cert.dns_names,
-            not_before: now,
-            not_after: now + time::Duration::days(90),
-        },
-        now,
+        cert.id,
+        &leaf,
+        time::Duration::days(90),
     )
     .await
-    .unwrap();
+    .unwrap()
+    .chain_pem;
     assert_eq!(ok(&server.cli(&["cert", "download", "www"], "")), chain_pem);
     let pfx_path = server.dir.path().join("www.pfx");
     ok(&server.cli(

@@ -15,13 +15,11 @@ use certkeep_agent::{EnrollOptions, enroll, sync_once};
 use certkeep_api_types::agent::DeploymentStatus;
 use certkeep_api_types::pem::encode as pem;
 use certkeep_api_types::pfx::testing::{KeyKind, TestCa, TestLeaf};
-use certkeep_api_types::pfx::thumbprint;
 use certkeep_server::bootstrap::{new_token_secret, token_hash};
 use certkeep_server::db::accounts::NewAccount;
 use certkeep_server::db::agents::NewAgent;
 use certkeep_server::db::certificates::NewCertificate;
-use certkeep_server::db::versions::NewVersion;
-use certkeep_server::model::{AgentId, Certificate, KeyType, PfxMode, RenewalPolicy, VersionId};
+use certkeep_server::model::{AgentId, Certificate, KeyType, PfxMode, RenewalPolicy};
 use certkeep_server::testkit::TestServer;
 use zeroize::Zeroizing;
 
@@ -89,40 +87,16 @@ impl Fixture {
     /// Stores a new current version of `cert` for `names`; returns the leaf thumbprint.
     async fn issue(&self, cert: &Certificate, names: &[&str]) -> String {
         let leaf: TestLeaf = self.ca.leaf(names, KeyKind::Ecdsa);
-        let chain_pem: String = leaf
-            .chain_der
-            .iter()
-            .map(|d| pem("CERTIFICATE", d))
-            .collect();
-        let (_, parsed) = x509_parser::parse_x509_certificate(&leaf.chain_der[0]).unwrap();
-        let thumb = thumbprint(&leaf.chain_der[0]);
-        // The leaf's DNS SANs, as the engine stores them (IP SANs are not DNS names).
-        let sans = certkeep_server::domain::issuance::parse_chain(&chain_pem)
-            .unwrap()
-            .dns_names;
-        let now = certkeep_server::now();
-        self.server
-            .state
-            .db
-            .insert_version(
-                &self.server.state.secrets,
-                &NewVersion {
-                    id: VersionId::new(),
-                    certificate_id: cert.id,
-                    order_id: None,
-                    chain_pem: &chain_pem,
-                    key_pkcs8_der: &leaf.key_pkcs8_der,
-                    serial: &hex::encode(parsed.raw_serial()),
-                    thumbprint: &thumb,
-                    dns_names: &sans,
-                    not_before: now,
-                    not_after: now + time::Duration::days(90),
-                },
-                now,
-            )
-            .await
-            .unwrap();
-        thumb
+        certkeep_server::testkit::store_test_version(
+            &self.server.state.db,
+            &self.server.state.secrets,
+            cert.id,
+            &leaf,
+            time::Duration::days(90),
+        )
+        .await
+        .unwrap()
+        .thumbprint
     }
 
     /// Creates an agent with `password` on the server; returns it and its join token.

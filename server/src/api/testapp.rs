@@ -14,10 +14,8 @@ use crate::config::Config;
 use crate::db::accounts::NewAccount;
 use crate::db::certificates::NewCertificate;
 use crate::db::tokens::NewToken;
-use crate::db::versions::NewVersion;
 use crate::model::{
     Account, AccountState, Certificate, CertificateVersion, KeyType, RenewalPolicy, Scope,
-    VersionId,
 };
 use crate::secrets::Secrets;
 use crate::testkit::TestDb;
@@ -234,33 +232,15 @@ impl TestApp {
     ) -> (CertificateVersion, Vec<u8>) {
         let names: Vec<&str> = cert.dns_names.iter().map(String::as_str).collect();
         let leaf = TestCa::new().leaf(&names, KeyKind::Ecdsa);
-        let chain_pem: String = leaf.chain_der.iter().map(|d| pem_cert(d)).collect();
-        let now = crate::now();
-        let version = self
-            .state
-            .db
-            .insert_version(
-                &self.state.secrets,
-                &NewVersion {
-                    id: VersionId::new(),
-                    certificate_id: cert.id,
-                    order_id: None,
-                    chain_pem: &chain_pem,
-                    key_pkcs8_der: &leaf.key_pkcs8_der,
-                    serial: "0a",
-                    thumbprint: &certkeep_api_types::pfx::thumbprint(&leaf.chain_der[0]),
-                    dns_names: &cert.dns_names,
-                    not_before: now,
-                    not_after: now + time::Duration::days(days),
-                },
-                now,
-            )
-            .await
-            .unwrap();
+        let version = crate::testkit::store_test_version(
+            &self.state.db,
+            &self.state.secrets,
+            cert.id,
+            &leaf,
+            time::Duration::days(days),
+        )
+        .await
+        .unwrap();
         (version, leaf.key_pkcs8_der)
     }
-}
-
-fn pem_cert(der: &[u8]) -> String {
-    certkeep_api_types::pem::encode("CERTIFICATE", der)
 }
