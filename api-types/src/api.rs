@@ -87,6 +87,20 @@ impl fmt::Debug for CreateAccountRequest {
     }
 }
 
+/// Where an account's external account binding stands. The HMAC key is single use at the CA, so
+/// it is kept (sealed) only until the account is registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub enum EabBinding {
+    /// The account was created without external account binding.
+    None,
+    /// The HMAC key is stored, sealed, until the account is registered.
+    Pending,
+    /// The account is registered; the HMAC key has been deleted.
+    Bound,
+}
+
 /// An ACME account. Never carries the EAB key id or HMAC key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
@@ -98,6 +112,9 @@ pub struct AccountResponse {
     pub allowed_domains: Vec<String>,
     /// Whether the account was created with external account binding.
     pub external_account_binding: bool,
+    /// `none`, `pending` (HMAC key held until registration) or `bound` (registered; the HMAC
+    /// key is deleted).
+    pub eab: EabBinding,
     /// `pending`, `valid`, `deactivated` or `failed`.
     pub state: String,
     /// The account URL at the CA, once registered.

@@ -181,6 +181,8 @@ pub struct Account {
     pub contact: Vec<String>,
     pub allowed_domains: Vec<String>,
     pub eab_kid: Option<String>,
+    /// Whether the sealed EAB HMAC key is still stored (only until registration).
+    pub eab_hmac_held: bool,
     pub extra_roots_pem: Option<String>,
     pub account_url: Option<String>,
     pub state: AccountState,

@@ -200,10 +200,16 @@ pub(crate) fn http_settings(state: &AppState) -> http::HttpSettings {
     }
 }
 
-/// Opens the registered ACME account `account` for issuing.
-pub async fn connect(state: &AppState, account: &Account) -> Result<Arc<dyn Issuer>, AcmeError> {
-    if account.state != AccountState::Valid {
-        return Err(AcmeError::Config(format!(
+/// Whether `account` may be used for requests to its CA: only a registered (`valid`) one. A
+/// deactivated account is never used again, not even through an opened connection.
+pub fn check_usable(account: &Account) -> Result<(), AcmeError> {
+    match account.state {
+        AccountState::Valid => Ok(()),
+        AccountState::Deactivated => Err(AcmeError::Config(format!(
+            "ACME account `{}` is deactivated: nothing is ordered, renewed or retried through it",
+            account.name
+        ))),
+        AccountState::Pending | AccountState::Failed => Err(AcmeError::Config(format!(
             "ACME account `{}` is not registered (state {}{})",
             account.name,
             account.state,
@@ -212,8 +218,13 @@ pub async fn connect(state: &AppState, account: &Account) -> Result<Arc<dyn Issu
                 .as_deref()
                 .map(|e| format!(": {e}"))
                 .unwrap_or_default()
-        )));
+        ))),
     }
+}
+
+/// Opens the registered ACME account `account` for issuing.
+pub async fn connect(state: &AppState, account: &Account) -> Result<Arc<dyn Issuer>, AcmeError> {
+    check_usable(account)?;
     let credentials = state
         .db
         .account_credentials(&state.secrets, account.id)

@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use certkeep_api_types::api::{AccountResponse, CreateAccountRequest};
+use certkeep_api_types::api::{AccountResponse, CreateAccountRequest, EabBinding};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -14,7 +14,7 @@ use super::extract::{AppJson, AppPath};
 use super::{Key, validate};
 use crate::app::AppState;
 use crate::db::accounts::NewAccount;
-use crate::model::{Account, AccountId, AccountState};
+use crate::model::{Account, AccountId};
 
 /// Routes of this resource.
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -33,6 +33,11 @@ impl From<Account> for AccountResponse {
             contact: a.contact,
             allowed_domains: a.allowed_domains,
             external_account_binding: a.eab_kid.is_some(),
+            eab: match (&a.eab_kid, a.eab_hmac_held) {
+                (None, _) => EabBinding::None,
+                (Some(_), true) => EabBinding::Pending,
+                (Some(_), false) => EabBinding::Bound,
+            },
             state: a.state.as_str().to_owned(),
             account_url: a.account_url,
             last_error: a.last_error,
@@ -208,7 +213,8 @@ async fn show_account(
     Ok(Json(find_account(&state, &key).await?.into()))
 }
 
-/// Deactivate an ACME account: its certificates are no longer ordered or renewed with it.
+/// Deactivate an ACME account: its certificates are no longer ordered, renewed or retried with
+/// it, at once. Orders in flight through it fail, naming the account.
 ///
 /// Scope: `admin`.
 #[utoipa::path(post, path = "/acme-accounts/{account}/deactivate", tag = "acme-accounts",
@@ -221,15 +227,17 @@ async fn deactivate_account(
 ) -> Result<Json<AccountResponse>, ApiError> {
     auth.require(ADMIN)?;
     let account = find_account(&state, &key).await?;
-    state
+    let ended = state
         .db
-        .set_account_state(account.id, AccountState::Deactivated, None, crate::now())
+        .deactivate_account(account.id, crate::now())
         .await?;
+    // The workers fail the orders made due now.
+    state.wake.notify_one();
     auth.audit_ok(
         &state,
         "account.deactivate",
         &format!("account:{}", account.id),
-        "",
+        &format!("orders in flight ended: {ended}"),
     )
     .await?;
     Ok(Json(state.db.account(account.id).await?.into()))

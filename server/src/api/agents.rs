@@ -128,8 +128,9 @@ fn join_token(state: &AppState) -> (zeroize::Zeroizing<String>, Vec<u8>, time::O
 
 /// Create an agent and its one-time join token.
 ///
-/// Scope: `admin` or `operator`. `ccs_password` is write-only. The join token expires after
-/// `agents.join_token_hours` (default 24).
+/// Scope: `admin`, or `operator` with `export` (the agent will receive private keys).
+/// `ccs_password` is write-only. The join token expires after `agents.join_token_hours`
+/// (default 24).
 #[utoipa::path(post, path = "/agents", tag = "agents", request_body = CreateAgentRequest, responses(
     (status = 201, description = "Created; `join_token` is shown only now", body = JoinTokenResponse),
     (status = 409, description = "The name is taken", body = Problem),
@@ -141,6 +142,13 @@ async fn create_agent(
 ) -> Result<(StatusCode, Json<JoinTokenResponse>), ApiError> {
     auth.require(OPERATE)?;
     validate::name("name", &req.name)?;
+    auth.require_key_delivery(
+        &state,
+        "agent.create",
+        &format!("agent:{}", req.name),
+        "creating an agent",
+    )
+    .await?;
     validate::secret("ccs_password", &req.ccs_password)?;
     let (secret, hash, expires_at) = join_token(&state);
     let agent = state
@@ -222,7 +230,9 @@ async fn show_agent(
 
 /// Rotate the CCS password and/or change the PFX encryption.
 ///
-/// Scope: `admin` or `operator`. `aes256` files open only on Windows Server 2019 and later.
+/// Scope: `admin` or `operator`; setting `ccs_password` needs `admin`, or `operator` with
+/// `export` (whoever knows the password can open the agent's PFX files). `aes256` files open
+/// only on Windows Server 2019 and later.
 #[utoipa::path(patch, path = "/agents/{agent}", tag = "agents",
     params(("agent" = String, Path, description = "Agent id or name")),
     request_body = UpdateAgentRequest,
@@ -241,6 +251,13 @@ async fn update_agent(
         ));
     }
     if let Some(p) = &req.ccs_password {
+        auth.require_key_delivery(
+            &state,
+            "agent.update",
+            &format!("agent:{key}"),
+            "setting a CCS password",
+        )
+        .await?;
         validate::secret("ccs_password", p)?;
     }
     let agent = find_agent(&state, &key).await?;
@@ -289,7 +306,7 @@ async fn assignment_parts(
 
 /// Assign a certificate to an agent. Assigning twice is a no-op.
 ///
-/// Scope: `admin` or `operator`.
+/// Scope: `admin`, or `operator` with `export` (the agent will receive the private key).
 #[utoipa::path(put, path = "/agents/{agent}/certificates/{certificate}", tag = "agents",
     params(
         ("agent" = String, Path, description = "Agent id or name"),
@@ -305,6 +322,13 @@ async fn assign_certificate(
     AppPath((agent, certificate)): AppPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     auth.require(OPERATE)?;
+    auth.require_key_delivery(
+        &state,
+        "agent.assign",
+        &format!("agent:{agent}"),
+        "assigning a certificate to an agent",
+    )
+    .await?;
     let (agent, cert) = assignment_parts(&state, &agent, &certificate).await?;
     if agent.state == AgentState::Revoked {
         return Err(ApiError::Conflict("the agent is revoked".into()));
@@ -373,7 +397,8 @@ async fn revoke_agent(
 
 /// Issue a new one-time join token, e.g. to re-enroll an agent whose certificate expired.
 ///
-/// Scope: `admin` or `operator`. Replaces any unused token.
+/// Scope: `admin`, or `operator` with `export` (whoever enrolls with it receives the agent's
+/// private keys). Replaces any unused token.
 #[utoipa::path(post, path = "/agents/{agent}/join-token", tag = "agents",
     params(("agent" = String, Path, description = "Agent id or name")),
     responses(
@@ -386,6 +411,13 @@ async fn new_join_token(
     AppPath(key): AppPath<String>,
 ) -> Result<Json<JoinTokenResponse>, ApiError> {
     auth.require(OPERATE)?;
+    auth.require_key_delivery(
+        &state,
+        "agent.join_token",
+        &format!("agent:{key}"),
+        "a join token",
+    )
+    .await?;
     let agent = find_agent(&state, &key).await?;
     if agent.state == AgentState::Revoked {
         return Err(ApiError::Conflict("the agent is revoked".into()));

@@ -4,7 +4,6 @@
 //! Unknown, revoked and expired tokens all get the same 401; a valid token outside its scope gets
 //! 403 before any resource is looked up, so neither answer tells which resources exist.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,6 +11,7 @@ use std::time::{Duration, Instant};
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header;
 use axum::http::request::Parts;
+use hashlink::LruCache;
 
 use super::error::ApiError;
 use crate::app::AppState;
@@ -25,56 +25,72 @@ pub const READ: &[Scope] = &[Scope::Admin, Scope::Operator, Scope::Reader];
 pub const CERT_READ: &[Scope] = &[Scope::Admin, Scope::Operator, Scope::Reader, Scope::Issuer];
 /// Scopes that may order and renew certificates (an `issuer` only within its domains).
 pub const CERT_ISSUE: &[Scope] = &[Scope::Admin, Scope::Operator, Scope::Issuer];
-/// Scopes that may revoke and retire certificates and manage agents.
+/// Scopes that may revoke and retire certificates and manage agents. Acts that let an agent
+/// receive private keys also need [`Auth::require_key_delivery`].
 pub const OPERATE: &[Scope] = &[Scope::Admin, Scope::Operator];
 /// Scopes that may manage ACME accounts, tokens and read the audit log.
 pub const ADMIN: &[Scope] = &[Scope::Admin];
 
 /// Fixed window of the failed-authentication limit.
 const WINDOW: Duration = Duration::from_secs(60);
-/// Entries kept before expired windows are pruned.
-const PRUNE_AT: usize = 10_000;
+/// Most source addresses tracked at once; beyond it the least recently failing one is
+/// forgotten, so a spray of addresses cannot grow the map without bound.
+pub const MAX_TRACKED_SOURCES: usize = 10_000;
 /// `last_used_at` is written at most this often per token.
 const TOUCH_EVERY: time::Duration = time::Duration::minutes(1);
 
-/// Counts failed authentications per source address in one-minute windows.
+/// Counts failed authentications per source address in one-minute windows. Only failures are
+/// limited: a valid token is always accepted, whatever else failed from its address.
 pub struct AuthLimiter {
     per_minute: u32,
-    windows: Mutex<HashMap<Option<IpAddr>, (Instant, u32)>>,
+    windows: Mutex<LruCache<Option<IpAddr>, (Instant, u32)>>,
 }
 
 impl AuthLimiter {
-    /// Allows `per_minute` failures per address per minute.
+    /// Allows `per_minute` failures per address per minute, tracking at most
+    /// [`MAX_TRACKED_SOURCES`] addresses.
     pub fn new(per_minute: u32) -> Self {
+        Self::with_capacity(per_minute, MAX_TRACKED_SOURCES)
+    }
+
+    fn with_capacity(per_minute: u32, capacity: usize) -> Self {
         Self {
             per_minute,
-            windows: Mutex::default(),
+            windows: Mutex::new(LruCache::new(capacity.max(1))),
         }
     }
 
-    fn windows(&self) -> std::sync::MutexGuard<'_, HashMap<Option<IpAddr>, (Instant, u32)>> {
+    fn windows(&self) -> std::sync::MutexGuard<'_, LruCache<Option<IpAddr>, (Instant, u32)>> {
         // A panic while holding this lock cannot leave the counters inconsistent.
         self.windows
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn is_blocked(&self, source: Option<IpAddr>) -> bool {
-        self.windows()
-            .get(&source)
-            .is_some_and(|(start, n)| start.elapsed() < WINDOW && *n >= self.per_minute)
+    /// Counts one failure from `source`; whether the address is now over its allowance.
+    fn record_failure(&self, source: Option<IpAddr>) -> bool {
+        let mut windows = self.windows();
+        let fresh = (Instant::now(), 1);
+        let count = match windows.get_mut(&source) {
+            Some(entry) if entry.0.elapsed() < WINDOW => {
+                entry.1 = entry.1.saturating_add(1);
+                entry.1
+            }
+            Some(entry) => {
+                *entry = fresh;
+                1
+            }
+            None => {
+                windows.insert(source, fresh);
+                1
+            }
+        };
+        count > self.per_minute
     }
 
-    fn record_failure(&self, source: Option<IpAddr>) {
-        let mut windows = self.windows();
-        if windows.len() >= PRUNE_AT {
-            windows.retain(|_, (start, _)| start.elapsed() < WINDOW);
-        }
-        let entry = windows.entry(source).or_insert((Instant::now(), 0));
-        if entry.0.elapsed() >= WINDOW {
-            *entry = (Instant::now(), 0);
-        }
-        entry.1 = entry.1.saturating_add(1);
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.windows().len()
     }
 }
 
@@ -97,10 +113,6 @@ impl FromRequestParts<AppState> for Auth {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let source = source_addr(parts);
-        let limiter = parts.extensions.get::<Arc<AuthLimiter>>().cloned();
-        if limiter.as_ref().is_some_and(|l| l.is_blocked(source)) {
-            return Err(ApiError::TooManyRequests);
-        }
         let presented = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -110,20 +122,28 @@ impl FromRequestParts<AppState> for Auth {
                     .or_else(|| v.strip_prefix("bearer "))
             })
             .map(str::trim);
-        let Some(secret) = presented else {
-            return Err(ApiError::Unauthorized);
-        };
         let now = crate::now();
-        let token = match state.db.token_by_hash(&token_hash(secret)).await {
-            Ok(t) if t.revoked_at.is_none() && t.expires_at.is_none_or(|e| e > now) => t,
-            Ok(_) | Err(crate::db::Error::NotFound) => {
-                if let Some(l) = &limiter {
-                    l.record_failure(source);
-                }
-                tracing::info!(source = ?source, "refused an unknown, revoked or expired API token");
-                return Err(ApiError::Unauthorized);
+        let found = match presented {
+            Some(secret) => match state.db.token_by_hash(&token_hash(secret)).await {
+                Ok(t) if t.revoked_at.is_none() && t.expires_at.is_none_or(|e| e > now) => Some(t),
+                Ok(_) | Err(crate::db::Error::NotFound) => None,
+                Err(e) => return Err(e.into()),
+            },
+            None => None,
+        };
+        // The token is checked before the limit, so failures of others never lock it out.
+        let Some(token) = found else {
+            let over = parts
+                .extensions
+                .get::<Arc<AuthLimiter>>()
+                .is_some_and(|l| l.record_failure(source));
+            if over {
+                return Err(ApiError::TooManyRequests);
             }
-            Err(e) => return Err(e.into()),
+            if presented.is_some() {
+                tracing::info!(source = ?source, "refused an unknown, revoked or expired API token");
+            }
+            return Err(ApiError::Unauthorized);
         };
         if token.last_used_at.is_none_or(|t| now - t >= TOUCH_EVERY) {
             state.db.touch_token(token.id, now).await?;
@@ -188,15 +208,54 @@ impl Auth {
         if self.has(Scope::Export) {
             return Ok(());
         }
-        self.audit(
+        self.refuse_key_release(
             state,
             "certificate.key_release",
+            subject,
+            "downloading a private key needs the `export` scope".into(),
+        )
+        .await
+    }
+
+    /// Requires `admin`, or `export` on top of the scope the endpoint needs, for an act that
+    /// lets an agent receive private keys (`what`): creating an agent, issuing a join token,
+    /// assigning a certificate, setting a CCS password. A refusal is audited as `action`.
+    pub async fn require_key_delivery(
+        &self,
+        state: &AppState,
+        action: &str,
+        subject: &str,
+        what: &str,
+    ) -> Result<(), ApiError> {
+        if self.has(Scope::Admin) || self.has(Scope::Export) {
+            return Ok(());
+        }
+        self.refuse_key_release(
+            state,
+            action,
+            subject,
+            format!("{what} lets private keys reach an agent host: it needs the `export` scope (or `admin`)"),
+        )
+        .await
+    }
+
+    /// Audits a refused key release and answers 403 with `why`.
+    async fn refuse_key_release(
+        &self,
+        state: &AppState,
+        action: &str,
+        subject: &str,
+        why: String,
+    ) -> Result<(), ApiError> {
+        self.audit(
+            state,
+            action,
             subject,
             "denied",
             "token lacks the export scope",
         )
         .await?;
-        Err(ApiError::Forbidden)
+        Err(ApiError::OutOfScope(why))
     }
 
     /// Appends an audit event for this caller.
@@ -241,10 +300,33 @@ mod tests {
         let limiter = AuthLimiter::new(2);
         let a = Some(IpAddr::from([192, 0, 2, 1]));
         let b = Some(IpAddr::from([192, 0, 2, 2]));
-        limiter.record_failure(a);
-        assert!(!limiter.is_blocked(a));
-        limiter.record_failure(a);
-        assert!(limiter.is_blocked(a));
-        assert!(!limiter.is_blocked(b));
+        assert!(!limiter.record_failure(a));
+        assert!(!limiter.record_failure(a));
+        assert!(
+            limiter.record_failure(a),
+            "the third failure is over the allowance"
+        );
+        assert!(!limiter.record_failure(b));
+    }
+
+    #[test]
+    fn limiter_tracks_at_most_its_capacity() {
+        let limiter = AuthLimiter::with_capacity(1, 64);
+        for i in 0..1000u32 {
+            limiter.record_failure(Some(IpAddr::from(i.to_be_bytes())));
+            assert!(limiter.len() <= 64, "{} entries after {i}", limiter.len());
+        }
+        assert_eq!(limiter.len(), 64);
+        // The most recent addresses are the ones still counted.
+        assert!(limiter.record_failure(Some(IpAddr::from(999u32.to_be_bytes()))));
+    }
+
+    #[test]
+    fn the_default_limiter_is_bounded() {
+        let limiter = AuthLimiter::new(5);
+        for i in 0..(MAX_TRACKED_SOURCES as u32 + 500) {
+            limiter.record_failure(Some(IpAddr::from(i.to_be_bytes())));
+        }
+        assert_eq!(limiter.len(), MAX_TRACKED_SOURCES);
     }
 }

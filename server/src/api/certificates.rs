@@ -450,7 +450,7 @@ async fn list_versions(
     params(("certificate" = String, Path, description = "Certificate id or name")),
     responses(
         (status = 202, description = "Queued (or already in flight)", body = OrderResponse),
-        (status = 409, description = "The certificate is retired", body = Problem),
+        (status = 409, description = "The certificate is retired, or its ACME account is not usable (deactivated, not registered)", body = Problem),
     ))]
 async fn renew_certificate(
     State(state): State<AppState>,
@@ -463,6 +463,8 @@ async fn renew_certificate(
     if cert.state == CertificateState::Retired {
         return Err(ApiError::Conflict("the certificate is retired".into()));
     }
+    let account = state.db.account(cert.account_id).await?;
+    crate::acme::check_usable(&account).map_err(|e| ApiError::Conflict(e.to_string()))?;
     let order = enqueue(&state, &cert, OrderReason::Manual).await?;
     auth.audit_ok(
         &state,

@@ -46,7 +46,7 @@ pub const API_PREFIX: &str = "/api/v1";
 /// The OpenAPI document's fixed parts.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "certkeep", description = "Central ACME certificate server with EAB, durable orders and agent delivery.\n\nAuthenticate with `Authorization: Bearer <token>`. Each operation names the token scopes it accepts. Errors are RFC 9457 problem documents (`application/problem+json`)."),
+    info(title = "certkeep", description = "Central ACME certificate server with EAB, durable orders and agent delivery.\n\nAuthenticate with `Authorization: Bearer <token>`. Each operation names the token scopes it accepts. Errors are RFC 9457 problem documents (`application/problem+json`).\n\n## Scopes\n\nA token holds one or more scopes.\n\n| scope | may |\n|---|---|\n| `admin` | everything below except key downloads; ACME accounts, tokens, the audit log |\n| `operator` | read everything; order, renew, revoke and retire certificates; unassign certificates from agents, revoke agents, change an agent's PFX encryption |\n| `issuer` | order, renew and read certificates within its domain patterns |\n| `reader` | read accounts, certificates, agents and metrics |\n| `export` | added to another scope: private keys may leave |\n\nA private key leaves only on purpose. Downloading `pem-key` or `pfx` needs `export`. Every act that lets an agent receive private keys — creating an agent, issuing a join token, assigning a certificate to an agent, setting an agent's CCS password — needs `admin`, or `operator` with `export`. Every key release and every refusal is audited."),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

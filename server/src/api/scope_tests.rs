@@ -10,10 +10,11 @@ use super::testapp::TestApp;
 use crate::model::Scope;
 
 /// Callers, in the column order of [`ROWS`], then the two that never authenticate.
-const CALLERS: [&[Scope]; 6] = [
+const CALLERS: [&[Scope]; 7] = [
     &[Scope::Admin],
     &[Scope::Admin, Scope::Export],
     &[Scope::Operator],
+    &[Scope::Operator, Scope::Export],
     &[Scope::Issuer],
     &[Scope::Reader],
     &[Scope::Export],
@@ -22,179 +23,191 @@ const CALLERS: [&[Scope]; 6] = [
 type Caller = Option<Option<&'static [Scope]>>;
 
 /// Expected status of a public endpoint for every caller.
-const PUBLIC: [u16; 6] = [200; 6];
+const PUBLIC: [u16; 7] = [200; 7];
 
-/// (method, path template, body, expected for admin, admin+export, operator, issuer, reader,
-/// export). Callers without a token, or with an unknown one, get 401 unless the row is public.
-fn rows(v0: &str) -> Vec<(&'static str, &'static str, Option<Value>, [u16; 6])> {
+/// (method, path template, body, expected for admin, admin+export, operator, operator+export,
+/// issuer, reader, export). Callers without a token, or with an unknown one, get 401 unless the
+/// row is public.
+///
+/// The custody rule: every act that lets a private key reach a party (a `pem-key` or `pfx`
+/// download, creating an agent, a join token, assigning a certificate to an agent, setting an
+/// agent's CCS password) needs `export` (downloads) or `admin` or `export` (agent acts) on top
+/// of the endpoint's scope; `operator` alone keeps renew, revoke, retire, unassign and reads.
+fn rows(v0: &str) -> Vec<(&'static str, &'static str, Option<Value>, [u16; 7])> {
     let new_account = json!({"name": "new", "directory_url": "https://acme.invalid/dir", "allowed_domains": ["*.example.com"]});
     let new_cert = json!({"name": "new", "dns_names": ["api.example.com"], "account": "acme"});
     vec![
         ("GET", "/healthz", None, PUBLIC),
         ("GET", "/readyz", None, PUBLIC),
         ("GET", "/openapi.json", None, PUBLIC),
-        ("GET", "/metrics", None, [200, 200, 200, 403, 200, 403]),
+        ("GET", "/metrics", None, [200, 200, 200, 200, 403, 200, 403]),
         (
             "POST",
             "/api/v1/acme-accounts",
             Some(new_account),
-            [201, 201, 403, 403, 403, 403],
+            [201, 201, 403, 403, 403, 403, 403],
         ),
         (
             "GET",
             "/api/v1/acme-accounts",
             None,
-            [200, 200, 200, 403, 200, 403],
+            [200, 200, 200, 200, 403, 200, 403],
         ),
         (
             "GET",
             "/api/v1/acme-accounts/{account}",
             None,
-            [200, 200, 200, 403, 200, 403],
+            [200, 200, 200, 200, 403, 200, 403],
         ),
         (
             "POST",
             "/api/v1/acme-accounts/{account}/deactivate",
             None,
-            [200, 200, 403, 403, 403, 403],
+            [200, 200, 403, 403, 403, 403, 403],
         ),
         (
             "POST",
             "/api/v1/certificates",
             Some(new_cert),
-            [202, 202, 202, 202, 403, 403],
+            [202, 202, 202, 202, 202, 403, 403],
         ),
         (
             "GET",
             "/api/v1/certificates",
             None,
-            [200, 200, 200, 200, 200, 403],
+            [200, 200, 200, 200, 200, 200, 403],
         ),
         (
             "GET",
             "/api/v1/certificates/{certificate}",
             None,
-            [200, 200, 200, 200, 200, 403],
+            [200, 200, 200, 200, 200, 200, 403],
         ),
         (
             "GET",
             "/api/v1/certificates/{certificate}/versions",
             None,
-            [200, 200, 200, 200, 200, 403],
+            [200, 200, 200, 200, 200, 200, 403],
         ),
         (
             "POST",
             "/api/v1/certificates/{certificate}/renew",
             None,
-            [202, 202, 202, 202, 403, 403],
+            [202, 202, 202, 202, 202, 403, 403],
         ),
         (
             "POST",
             "/api/v1/certificates/{certificate}/revoke",
             Some(json!({"version_id": v0})),
-            [409, 409, 409, 403, 403, 403],
+            [409, 409, 409, 409, 403, 403, 403],
         ),
         (
             "POST",
             "/api/v1/certificates/{certificate}/retire",
             None,
-            [200, 200, 200, 403, 403, 403],
+            [200, 200, 200, 200, 403, 403, 403],
         ),
         (
             "POST",
             "/api/v1/certificates/{certificate}/download",
             Some(json!({"format": "pem-chain"})),
-            [200, 200, 200, 200, 200, 403],
+            [200, 200, 200, 200, 200, 200, 403],
         ),
         (
             "POST",
             "/api/v1/certificates/{certificate}/download",
             Some(json!({"format": "pem-key"})),
-            [403, 200, 403, 403, 403, 403],
+            [403, 200, 403, 200, 403, 403, 403],
         ),
         (
             "POST",
             "/api/v1/certificates/{certificate}/download",
             Some(json!({"format": "pfx", "password": "pw"})),
-            [403, 200, 403, 403, 403, 403],
+            [403, 200, 403, 200, 403, 403, 403],
         ),
         (
             "POST",
             "/api/v1/agents",
             Some(json!({"name": "web2", "ccs_password": "pw"})),
-            [201, 201, 201, 403, 403, 403],
+            [201, 201, 403, 201, 403, 403, 403],
         ),
         (
             "GET",
             "/api/v1/agents",
             None,
-            [200, 200, 200, 403, 200, 403],
+            [200, 200, 200, 200, 403, 200, 403],
         ),
         (
             "GET",
             "/api/v1/agents/{agent}",
             None,
-            [200, 200, 200, 403, 200, 403],
+            [200, 200, 200, 200, 403, 200, 403],
         ),
         (
             "PATCH",
             "/api/v1/agents/{agent}",
             Some(json!({"pfx_encryption": "aes256"})),
-            [200, 200, 200, 403, 403, 403],
+            [200, 200, 200, 200, 403, 403, 403],
+        ),
+        (
+            "PATCH",
+            "/api/v1/agents/{agent}",
+            Some(json!({"ccs_password": "new-pw"})),
+            [200, 200, 403, 200, 403, 403, 403],
         ),
         (
             "PUT",
             "/api/v1/agents/{agent}/certificates/{certificate}",
             None,
-            [204, 204, 204, 403, 403, 403],
+            [204, 204, 403, 204, 403, 403, 403],
         ),
         (
             "DELETE",
             "/api/v1/agents/{agent}/certificates/{certificate}",
             None,
-            [204, 204, 204, 403, 403, 403],
+            [204, 204, 204, 204, 403, 403, 403],
         ),
         (
             "POST",
             "/api/v1/agents/{agent}/revoke",
             None,
-            [200, 200, 200, 403, 403, 403],
+            [200, 200, 200, 200, 403, 403, 403],
         ),
         (
             "POST",
             "/api/v1/agents/{agent}/join-token",
             None,
-            [200, 200, 200, 403, 403, 403],
+            [200, 200, 403, 200, 403, 403, 403],
         ),
         (
             "POST",
             "/api/v1/tokens",
             Some(json!({"name": "t", "scopes": ["reader"]})),
-            [201, 201, 403, 403, 403, 403],
+            [201, 201, 403, 403, 403, 403, 403],
         ),
         (
             "GET",
             "/api/v1/tokens",
             None,
-            [200, 200, 403, 403, 403, 403],
+            [200, 200, 403, 403, 403, 403, 403],
         ),
         (
             "POST",
             "/api/v1/tokens/{id}/revoke",
             None,
-            [200, 200, 403, 403, 403, 403],
+            [200, 200, 403, 403, 403, 403, 403],
         ),
         (
             "GET",
             "/api/v1/audit-events",
             None,
-            [200, 200, 403, 403, 403, 403],
+            [200, 200, 403, 403, 403, 403, 403],
         ),
         (
             "GET",
             "/api/v1/audit-events/verify",
             None,
-            [200, 200, 403, 403, 403, 403],
+            [200, 200, 403, 403, 403, 403, 403],
         ),
     ]
 }

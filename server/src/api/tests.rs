@@ -148,6 +148,11 @@ async fn accounts_keep_eab_write_only() {
             "EAB material returned: {text}"
         );
         assert_eq!(r.json()["external_account_binding"], true);
+        assert_eq!(
+            r.json()["eab"],
+            "pending",
+            "not registered: the HMAC is still held"
+        );
         let id = r.json()["id"].as_str().unwrap().to_owned();
         for path in [
             "/api/v1/acme-accounts",
@@ -956,7 +961,6 @@ async fn failed_authentication_is_rate_limited_per_address() {
         c.auth_failures_per_minute = 3
     })
     .await;
-    let admin = app.token(ADMIN, &[]).await;
     let from = |ip: [u8; 4], token: &str| {
         let mut req = Request::get("/api/v1/tokens")
             .header(header::AUTHORIZATION, format!("Bearer {token}"))
@@ -970,8 +974,36 @@ async fn failed_authentication_is_rate_limited_per_address() {
         from([192, 0, 2, 1], "ck_guess").await.problem(401);
     }
     from([192, 0, 2, 1], "ck_guess").await.problem(429);
-    from([192, 0, 2, 1], &admin).await.problem(429);
-    assert_eq!(from([192, 0, 2, 2], &admin).await.status, StatusCode::OK);
+    assert_eq!(
+        from([192, 0, 2, 2], "ck_guess").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn a_valid_token_is_never_locked_out_by_failures_from_its_address() {
+    let app = TestApp::on(crate::testkit::TestDb::sqlite().await, |c| {
+        c.auth_failures_per_minute = 3
+    })
+    .await;
+    let admin = app.token(ADMIN, &[]).await;
+    let from = |token: &str| {
+        let mut req = Request::get("/api/v1/tokens")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap();
+        req.extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from(([192, 0, 2, 1], 40000))));
+        app.send(req)
+    };
+    for _ in 0..10 {
+        from("ck_guess").await;
+    }
+    from("ck_guess").await.problem(429);
+    assert_eq!(from(&admin).await.status, StatusCode::OK);
+    // Still limited for the failures, still open for the valid token.
+    from("ck_guess").await.problem(429);
+    assert_eq!(from(&admin).await.status, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -1098,5 +1130,69 @@ fn every_operation_documents_scope_and_errors() {
                 );
             }
         }
+    }
+}
+
+#[tokio::test]
+async fn deactivating_an_account_stops_renewals_and_ends_its_orders_at_once() {
+    for app in TestApp::all().await {
+        let admin = app.token(ADMIN, &[]).await;
+        let acc = app.account("acme").await;
+        let cert = app.certificate(&acc, "www", &["www.example.com"]).await;
+        app.issue(&cert, 90).await;
+        // An order waiting for a retry an hour from now, as after a CA outage.
+        let now = crate::now();
+        let order = app
+            .state
+            .db
+            .enqueue_order(
+                cert.id,
+                acc.id,
+                crate::model::OrderReason::Renewal,
+                now + time::Duration::days(1),
+                now,
+            )
+            .await
+            .unwrap();
+        let lease = now + time::Duration::minutes(1);
+        app.state.db.claim_order("w", lease, now).await.unwrap();
+        let later = now + time::Duration::hours(1);
+        app.state
+            .db
+            .reschedule_order(order.id, "w", later, Some("503"), true, now)
+            .await
+            .unwrap();
+
+        let r = app
+            .call(
+                "POST",
+                "/api/v1/acme-accounts/acme/deactivate",
+                Some(&admin),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", app.backend);
+        assert_eq!(r.json()["state"], "deactivated");
+        let waiting = app.state.db.order(order.id).await.unwrap();
+        assert!(
+            waiting.next_attempt_at <= crate::now(),
+            "the waiting order is due at once, for the engine to end it ({})",
+            app.backend
+        );
+
+        let p = app
+            .call("POST", "/api/v1/certificates/www/renew", Some(&admin), None)
+            .await
+            .problem(409);
+        let detail = p["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("`acme`") && detail.contains("deactivated"),
+            "{detail}"
+        );
+        assert_eq!(
+            app.state.db.orders_for(cert.id).await.unwrap().len(),
+            1,
+            "no order was queued"
+        );
     }
 }

@@ -12,8 +12,8 @@ use certkeep_api_types::api::{
     AccountResponse, AgentResponse, AuditEventList, AuditVerifyResponse, CertificateDetail,
     CertificateList, CertificateResponse, CreateAccountRequest, CreateAgentRequest,
     CreateCertificateRequest, CreateTokenRequest, CreatedTokenResponse, DownloadFormat,
-    DownloadRequest, JoinTokenResponse, OrderResponse, RevocationReason, RevokeCertificateRequest,
-    TokenResponse, UpdateAgentRequest, VersionResponse,
+    DownloadRequest, EabBinding, JoinTokenResponse, OrderResponse, RevocationReason,
+    RevokeCertificateRequest, TokenResponse, UpdateAgentRequest, VersionResponse,
 };
 use clap::{Args, Subcommand, ValueEnum};
 use reqwest::Method;
@@ -436,10 +436,10 @@ fn account_table(accounts: Vec<AccountResponse>) {
             a.state,
             a.directory_url,
             a.allowed_domains.join(","),
-            if a.external_account_binding {
-                "yes"
-            } else {
-                "no"
+            match a.eab {
+                EabBinding::None => "no",
+                EabBinding::Pending => "pending",
+                EabBinding::Bound => "bound",
             }
             .into(),
             a.id.to_string(),

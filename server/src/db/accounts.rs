@@ -3,6 +3,7 @@
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::BeginWrite as _;
 use super::{Db, Result, from_json, on_pool, to_json};
 use crate::model::{Account, AccountId, AccountState};
 use crate::secrets::{Binding, SecretBytes, Secrets};
@@ -28,6 +29,7 @@ struct AccountRow {
     contact: String,
     allowed_domains: String,
     eab_kid: Option<String>,
+    eab_hmac_held: bool,
     extra_roots_pem: Option<String>,
     account_url: Option<String>,
     state: String,
@@ -46,6 +48,7 @@ impl AccountRow {
             name: self.name,
             directory_url: self.directory_url,
             eab_kid: self.eab_kid,
+            eab_hmac_held: self.eab_hmac_held,
             extra_roots_pem: self.extra_roots_pem,
             account_url: self.account_url,
             last_error: self.last_error,
@@ -59,7 +62,7 @@ impl AccountRow {
 macro_rules! select_accounts {
     ($tail:literal) => {
         concat!(
-            "SELECT id, name, directory_url, contact, allowed_domains, eab_kid, extra_roots_pem, account_url, state, last_error, created_at, updated_at FROM acme_accounts ",
+            "SELECT id, name, directory_url, contact, allowed_domains, eab_kid, (eab_hmac_enc IS NOT NULL) AS eab_hmac_held, extra_roots_pem, account_url, state, last_error, created_at, updated_at FROM acme_accounts ",
             $tail
         )
     };
@@ -155,6 +158,7 @@ impl Db {
     }
 
     /// Records a successful registration: sealed credentials and account URL, state `valid`.
+    /// The EAB HMAC key is deleted: the CA accepts it once, so it is of no further use.
     pub async fn set_account_registered(
         &self,
         secrets: &Secrets,
@@ -163,10 +167,29 @@ impl Db {
         account_url: &str,
         now: OffsetDateTime,
     ) -> Result<()> {
-        const Q: &str = "UPDATE acme_accounts SET credentials_enc = $2, account_url = $3, state = 'valid', last_error = NULL, updated_at = $4 WHERE id = $1";
+        const Q: &str = "UPDATE acme_accounts SET credentials_enc = $2, account_url = $3, eab_hmac_enc = NULL, state = 'valid', last_error = NULL, updated_at = $4 WHERE id = $1";
         let ct = secrets.seal(credentials_binding(id), credentials_json)?;
         on_pool!(self, p => sqlx::query(Q).bind(id.0).bind(ct).bind(account_url).bind(now).execute(p).await.map(|r| r.rows_affected()))?;
         Ok(())
+    }
+
+    /// Deactivates an account and makes every unfinished order through it due now, so the
+    /// engine ends each at once (failed, naming the account) instead of at its parked or retry
+    /// time. Returns how many orders were made due.
+    pub async fn deactivate_account(&self, id: AccountId, now: OffsetDateTime) -> Result<u64> {
+        const ACCOUNT: &str =
+            "UPDATE acme_accounts SET state = 'deactivated', updated_at = $2 WHERE id = $1";
+        const ORDERS: &str = "UPDATE orders SET next_attempt_at = $2, updated_at = $2 WHERE account_id = $1 AND state NOT IN ('done', 'failed') AND next_attempt_at > $2";
+        on_pool!(self, p => {
+            let mut tx = p.begin_write().await?;
+            let n = sqlx::query(ACCOUNT).bind(id.0).bind(now).execute(&mut *tx).await?.rows_affected();
+            if n == 0 {
+                return Err(super::Error::NotFound);
+            }
+            let due = sqlx::query(ORDERS).bind(id.0).bind(now).execute(&mut *tx).await?.rows_affected();
+            tx.commit().await?;
+            Ok(due)
+        })
     }
 
     /// Moves an account to `state`, recording `error` (or clearing it).
@@ -214,6 +237,7 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(acc.state, AccountState::Pending, "{}", t.backend);
+            assert!(acc.eab_hmac_held);
             assert_eq!(acc.allowed_domains, vec!["*.example.edu".to_owned()]);
             let hmac =
                 t.db.account_eab_hmac(&secrets, acc.id)
@@ -238,6 +262,15 @@ mod tests {
             .unwrap();
             let acc = t.db.account_by_name("incommon-rsa").await.unwrap();
             assert_eq!(acc.state, AccountState::Valid);
+            assert!(!acc.eab_hmac_held, "{}", t.backend);
+            assert!(
+                t.db.account_eab_hmac(&secrets, acc.id)
+                    .await
+                    .unwrap()
+                    .is_none(),
+                "the EAB HMAC column is NULL once registered ({})",
+                t.backend
+            );
             assert_eq!(
                 acc.account_url.as_deref(),
                 Some("https://acme.example/acct/1")

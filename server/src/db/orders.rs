@@ -325,7 +325,8 @@ impl Db {
         Ok(n == 1)
     }
 
-    /// Fails a leased order and updates its certificate, in one transaction.
+    /// Fails a leased order and updates its certificate, in one transaction. The order's key is
+    /// deleted: a finished order never uses it again.
     pub async fn fail_order(
         &self,
         id: OrderId,
@@ -334,7 +335,7 @@ impl Db {
         failure: &OrderFailure<'_>,
         now: OffsetDateTime,
     ) -> Result<bool> {
-        const ORDER: &str = "UPDATE orders SET state = 'failed', last_error = $3, finished_at = $4, updated_at = $4, lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 AND lease_owner = $2";
+        const ORDER: &str = "UPDATE orders SET state = 'failed', last_error = $3, key_enc = NULL, finished_at = $4, updated_at = $4, lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 AND lease_owner = $2";
         const CERT: &str = "UPDATE certificates SET state = $2, last_error = $3, consecutive_failures = consecutive_failures + 1, renew_after = $4, updated_at = $5 WHERE id = $1 AND state <> 'retired'";
         on_pool!(self, p => {
             let mut tx = p.begin_write().await?;
@@ -357,6 +358,7 @@ impl Db {
 
     /// Completes a leased order: stores the version (key sealed), makes it current, marks the
     /// certificate valid with its next renewal time, and ends the order, in one transaction.
+    /// The order's own copy of the key is deleted: the version holds it now.
     pub async fn complete_order(
         &self,
         secrets: &Secrets,
@@ -365,7 +367,7 @@ impl Db {
         renew_after: OffsetDateTime,
         now: OffsetDateTime,
     ) -> Result<bool> {
-        const ORDER: &str = "UPDATE orders SET state = 'done', last_error = NULL, finished_at = $3, updated_at = $3, lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 AND lease_owner = $2";
+        const ORDER: &str = "UPDATE orders SET state = 'done', last_error = NULL, key_enc = NULL, finished_at = $3, updated_at = $3, lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 AND lease_owner = $2";
         const CERT: &str = "UPDATE certificates SET current_version_id = $2, current_not_after = $5, state = CASE WHEN state = 'retired' THEN 'retired' ELSE 'valid' END, renew_after = $3, consecutive_failures = 0, last_error = NULL, updated_at = $4 WHERE id = $1";
         let order = version.order_id.ok_or_else(|| {
             Error::Corrupt("a completed order's version needs its order id".into())
@@ -398,9 +400,10 @@ impl Db {
     }
 
     /// Certificates whose renewal time has come (valid, failing, or revoked and waiting for
-    /// re-issuance) and that have no order in flight, most overdue first.
+    /// re-issuance), that have no order in flight and whose account is not deactivated, most
+    /// overdue first.
     pub async fn renewals_due(&self, now: OffsetDateTime, limit: i64) -> Result<Vec<DueRenewal>> {
-        const Q: &str = "SELECT c.id, c.account_id, c.state FROM certificates c WHERE c.state IN ('valid', 'failing', 'revoked') AND c.renew_after IS NOT NULL AND c.renew_after <= $1 AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.certificate_id = c.id AND o.state NOT IN ('done', 'failed')) ORDER BY c.renew_after LIMIT $2";
+        const Q: &str = "SELECT c.id, c.account_id, c.state FROM certificates c WHERE c.state IN ('valid', 'failing', 'revoked') AND c.renew_after IS NOT NULL AND c.renew_after <= $1 AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.certificate_id = c.id AND o.state NOT IN ('done', 'failed')) AND NOT EXISTS (SELECT 1 FROM acme_accounts a WHERE a.id = c.account_id AND a.state = 'deactivated') ORDER BY c.renew_after LIMIT $2";
         let rows: Vec<(Uuid, Uuid, String)> =
             on_pool!(self, p => sqlx::query_as(Q).bind(now).bind(limit).fetch_all(p).await)?;
         rows.into_iter()
@@ -528,6 +531,150 @@ mod tests {
                 "parked until later"
             );
             assert_eq!(t.db.release_leases("b").await.unwrap(), 0);
+        }
+    }
+
+    /// Queues, claims, keys and completes an order for `cert` (renewal due at `renew_after`).
+    async fn complete(
+        t: &TestDb,
+        secrets: &Secrets,
+        acc: AccountId,
+        cert: CertificateId,
+        renew_after: OffsetDateTime,
+    ) -> (OrderId, crate::model::VersionId) {
+        let now = crate::now();
+        let order =
+            t.db.enqueue_order(
+                cert,
+                acc,
+                OrderReason::New,
+                now + time::Duration::days(1),
+                now,
+            )
+            .await
+            .unwrap();
+        t.db.claim_order("a", now + time::Duration::seconds(30), now)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            t.db.store_order_key(secrets, order.id, "a", b"pkcs8", b"csr", now)
+                .await
+                .unwrap()
+        );
+        let version = crate::model::VersionId::new();
+        let names = vec!["k.example.com".to_owned()];
+        assert!(
+            t.db.complete_order(
+                secrets,
+                "a",
+                &NewVersion {
+                    id: version,
+                    certificate_id: cert,
+                    order_id: Some(order.id),
+                    chain_pem: "chain",
+                    key_pkcs8_der: b"pkcs8",
+                    serial: "01",
+                    thumbprint: "ab",
+                    dns_names: &names,
+                    not_before: now,
+                    not_after: now + time::Duration::days(90),
+                },
+                renew_after,
+                now,
+            )
+            .await
+            .unwrap()
+        );
+        (order.id, version)
+    }
+
+    #[tokio::test]
+    async fn a_finished_order_keeps_no_key() {
+        let secrets = Secrets::generate();
+        for t in TestDb::all().await {
+            let now = crate::now();
+            let deadline = now + time::Duration::days(1);
+            let lease = now + time::Duration::seconds(30);
+            let (acc, cert) = t.account_and_certificate("k", "k.example.com").await;
+            let (done, version) = complete(
+                &t,
+                &secrets,
+                acc.id,
+                cert.id,
+                now + time::Duration::days(60),
+            )
+            .await;
+            let finished = t.db.order(done).await.unwrap();
+            assert_eq!(finished.state, OrderState::Done, "{}", t.backend);
+            assert!(
+                !finished.has_key,
+                "key_enc is NULL once done ({})",
+                t.backend
+            );
+            assert!(matches!(
+                t.db.order_key(&secrets, done).await,
+                Err(Error::NotFound)
+            ));
+            assert_eq!(
+                &t.db.version_key(&secrets, version).await.unwrap()[..],
+                b"pkcs8",
+                "the version holds the key"
+            );
+
+            let failed =
+                t.db.enqueue_order(cert.id, acc.id, OrderReason::Manual, deadline, now)
+                    .await
+                    .unwrap();
+            t.db.claim_order("a", lease, now).await.unwrap().unwrap();
+            assert!(
+                t.db.store_order_key(&secrets, failed.id, "a", b"pkcs8-2", b"csr", now)
+                    .await
+                    .unwrap()
+            );
+            let failure = OrderFailure {
+                error: "refused",
+                certificate_state: CertificateState::Failing,
+                retry_at: None,
+            };
+            assert!(
+                t.db.fail_order(failed.id, "a", cert.id, &failure, now)
+                    .await
+                    .unwrap()
+            );
+            let finished = t.db.order(failed.id).await.unwrap();
+            assert_eq!(finished.state, OrderState::Failed);
+            assert!(
+                !finished.has_key,
+                "key_enc is NULL once failed ({})",
+                t.backend
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn renewals_skip_deactivated_accounts() {
+        let secrets = Secrets::generate();
+        for t in TestDb::all().await {
+            let now = crate::now();
+            let (acc, cert) = t.account_and_certificate("r", "r.example.com").await;
+            complete(
+                &t,
+                &secrets,
+                acc.id,
+                cert.id,
+                now - time::Duration::hours(1),
+            )
+            .await;
+            let due = t.db.renewals_due(now, 10).await.unwrap();
+            assert_eq!(due.len(), 1, "{}", t.backend);
+            assert_eq!(due[0].certificate_id, cert.id);
+            assert_eq!(t.db.deactivate_account(acc.id, now).await.unwrap(), 0);
+            assert!(
+                t.db.renewals_due(now, 10).await.unwrap().is_empty(),
+                "nothing is queued through a deactivated account ({})",
+                t.backend
+            );
         }
     }
 }

@@ -101,15 +101,21 @@ impl Shared {
         Duration::from_secs(self.state.config.engine.lease_secs.max(1))
     }
 
-    /// The opened ACME account, restored from its credentials on first use.
+    /// The opened ACME account, restored from its credentials on first use. An account that
+    /// is no longer usable (deactivated) is dropped from the cache and refused.
     async fn issuer(&self, account: &Account) -> Result<Arc<dyn Issuer>, AcmeError> {
-        if let Some(found) = self
-            .issuers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&account.id)
         {
-            return Ok(found.clone());
+            let mut issuers = self
+                .issuers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Err(e) = acme::check_usable(account) {
+                issuers.remove(&account.id);
+                return Err(e);
+            }
+            if let Some(found) = issuers.get(&account.id) {
+                return Ok(found.clone());
+            }
         }
         let opened = acme::connect(&self.state, account).await?;
         self.issuers
@@ -173,7 +179,7 @@ async fn work(shared: &Shared, order: Order, shutdown: &CancellationToken) {
         order.account_id,
         order.created_at,
     );
-    let result = tokio::select! {
+    let mut result = tokio::select! {
         r = job::run(shared, order) => r,
         () = heartbeat(shared, id) => Err(job::Stop::LeaseLost),
         () = shutdown.cancelled() => {
@@ -183,6 +189,12 @@ async fn work(shared: &Shared, order: Order, shutdown: &CancellationToken) {
             return;
         }
     };
+    if !matches!(result, Ok(job::Outcome::Done) | Err(job::Stop::LeaseLost))
+        && let Some(why) = unusable_account(shared, account).await
+    {
+        // Deactivated while this run went on: no park, no retry through it.
+        result = Err(job::Stop::Fail(why));
+    }
     let t = now();
     let outcome = match result {
         Ok(outcome) => outcome,
@@ -209,6 +221,18 @@ async fn work(shared: &Shared, order: Order, shutdown: &CancellationToken) {
     };
     if let Err(e) = recorded {
         tracing::warn!(error = %e, "cannot record the order's outcome; it will be resumed");
+    }
+}
+
+/// Why the order's account, read afresh, can no longer be used; `None` when it can (or cannot
+/// be read now, in which case the next run checks again).
+async fn unusable_account(shared: &Shared, account: AccountId) -> Option<String> {
+    match shared.state.db.account(account).await {
+        Ok(account) => acme::check_usable(&account).err().map(|e| e.to_string()),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the order's account");
+            None
+        }
     }
 }
 
