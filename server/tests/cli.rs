@@ -251,6 +251,40 @@ async fn first_certificate_walkthrough_and_exit_codes() {
     );
     assert!(ok(&server.cli(&["token", "list"], "")).contains("issuer"));
 
+    // An operator without `export` cannot route a private key to an agent: exit 3, and the
+    // message names the missing scope.
+    let out = ok(&server.cli(
+        &[
+            "token", "create", "--name", "ops", "--scope", "operator", "--output", "json",
+        ],
+        "",
+    ));
+    let secret = serde_json::from_str::<serde_json::Value>(&out).unwrap()["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ops_file = server.dir.path().join("ops-token");
+    std::fs::write(&ops_file, &secret).unwrap();
+    for (args, stdin) in [
+        (
+            &["agent", "add", "--name", "rogue", "--ccs-password-file", "-"][..],
+            "rogue-pw",
+        ),
+        (&["agent", "join-token", "web1"][..], ""),
+        (&["agent", "assign", "web1", "www"][..], ""),
+        (&["agent", "update", "web1", "--ccs-password-file", "-"][..], "new-pw"),
+    ] {
+        let out = server.cli_as(&ops_file, args, stdin);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("403") && stderr.contains("`export` scope"),
+            "{args:?}: {stderr}"
+        );
+        assert!(!text(&out.stdout).contains("ck_"), "no join token printed");
+    }
+    assert!(!ok(&server.cli(&["agent", "list"], "")).contains("rogue"));
+
     // Refusals, usage errors and unreachable servers have their own exit codes.
     assert_eq!(
         server.cli(&["cert", "show", "nope"], "").status.code(),

@@ -19,7 +19,8 @@ use certkeep_server::bootstrap::{new_token_secret, token_hash};
 use certkeep_server::db::accounts::NewAccount;
 use certkeep_server::db::agents::NewAgent;
 use certkeep_server::db::certificates::NewCertificate;
-use certkeep_server::model::{AgentId, Certificate, KeyType, PfxMode, RenewalPolicy};
+use certkeep_server::db::tokens::NewToken;
+use certkeep_server::model::{AgentId, Certificate, KeyType, PfxMode, RenewalPolicy, Scope};
 use certkeep_server::testkit::TestServer;
 use zeroize::Zeroizing;
 
@@ -161,6 +162,54 @@ impl Fixture {
         );
         std::fs::write(&config_path, text).unwrap();
         AgentConfig::load(&config_path).unwrap()
+    }
+}
+
+impl Fixture {
+    /// An API token with `scopes`; returns its id (the audit actor is `token:<id>`) and secret.
+    async fn api_token(&self, name: &str, scopes: &[Scope]) -> (String, Zeroizing<String>) {
+        let secret = new_token_secret();
+        let token = self
+            .server
+            .state
+            .db
+            .insert_token(
+                &NewToken {
+                    name,
+                    hash: &token_hash(&secret),
+                    scopes,
+                    domain_patterns: &[],
+                    expires_at: None,
+                    created_by: None,
+                },
+                certkeep_server::now(),
+            )
+            .await
+            .unwrap();
+        (token.id.to_string(), secret)
+    }
+
+    /// One call to the real API over TLS: status and body text.
+    async fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, String) {
+        let ca = std::fs::read(self.server.ca_file()).unwrap();
+        let client = reqwest::Client::builder()
+            .tls_certs_only(reqwest::Certificate::from_pem_bundle(&ca).unwrap())
+            .build()
+            .unwrap();
+        let mut req = client
+            .request(method, format!("{}{path}", self.server.api_url))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
     }
 }
 
@@ -478,4 +527,94 @@ async fn expired_token_and_foreign_client_ca_are_refused() {
     .unwrap();
     let err = anonymous.manifest(None).await.unwrap_err();
     assert!(format!("{err:#}").contains("401"), "{err:#}");
+}
+
+/// The custody hole, reproduced through the real API over TLS: an `operator` token without
+/// `export` tries every way of getting a private key onto a host it controls (a new agent, a
+/// join token to take over an existing one, an assignment, a CCS password it knows). Each is
+/// refused naming the missing scope and audited, and the agent listener then hands the host
+/// nothing. With `export` the same assignment delivers, so the check can see a delivery.
+#[tokio::test]
+async fn an_operator_without_export_cannot_route_keys_to_an_agent() {
+    let f = Fixture::new().await;
+    let www = f.certificate("www", &["www.example.com"]).await;
+    let (_, token) = f.agent("web1", PASSWORD, time::Duration::hours(24)).await;
+    let config = f.host("web1", token, PASSWORD).await;
+    let (operator_id, operator) = f.api_token("ops", &[Scope::Operator]).await;
+    let (_, exporter) = f
+        .api_token("ops-export", &[Scope::Operator, Scope::Export])
+        .await;
+    let rogue = serde_json::json!({"name": "rogue", "ccs_password": "rogue-pw"});
+    let attempts = [
+        (reqwest::Method::POST, "/api/v1/agents", Some(rogue)),
+        (reqwest::Method::POST, "/api/v1/agents/web1/join-token", None),
+        (
+            reqwest::Method::PUT,
+            "/api/v1/agents/web1/certificates/www",
+            None,
+        ),
+        (
+            reqwest::Method::PATCH,
+            "/api/v1/agents/web1",
+            Some(serde_json::json!({"ccs_password": "rogue-pw"})),
+        ),
+    ];
+    for (method, path, body) in attempts {
+        let (status, text) = f.api(method.clone(), path, &operator, body).await;
+        assert_eq!(status, 403, "{method} {path}: {text}");
+        assert!(text.contains("`export` scope"), "{method} {path}: {text}");
+        assert!(!text.contains("ck_"), "no join token leaked: {text}");
+    }
+    let db = &f.server.state.db;
+    let denied = db
+        .list_audit(&certkeep_server::db::audit::AuditFilter {
+            actor: Some(format!("token:{operator_id}")),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(denied.len(), 4, "{denied:?}");
+    assert!(denied.iter().all(|e| e.outcome == "denied"), "{denied:?}");
+    assert!(db.agent_by_name("rogue").await.is_err(), "no agent was created");
+
+    // The agent listener hands the host nothing: an empty manifest, no file, the PFX is 404.
+    let outcome = sync_once(&config).await.unwrap();
+    assert!(outcome.is_success(), "{outcome:?}");
+    assert!(pfx_files(&ccs(&config)).is_empty());
+    let identity = certkeep_agent::identity::Identity::load(&config.state_dir).unwrap();
+    let client = AgentClient::new(
+        &config.server,
+        &std::fs::read(f.server.ca_file()).unwrap(),
+        Some(&identity.client_pem()),
+    )
+    .unwrap();
+    let err = client
+        .download(&format!("/agent/v1/certificates/{}/pfx", www.id))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("404"), "{err}");
+
+    // With `export` the assignment delivers, under the unchanged CCS password.
+    let (status, text) = f
+        .api(
+            reqwest::Method::PUT,
+            "/api/v1/agents/web1/certificates/www",
+            &exporter,
+            None,
+        )
+        .await;
+    assert_eq!(status, 204, "{text}");
+    let outcome = sync_once(&config).await.unwrap();
+    assert!(outcome.is_success(), "{outcome:?}");
+    let folder = ccs(&config);
+    assert_eq!(
+        pfx_files(&folder).into_keys().collect::<Vec<_>>(),
+        vec!["www.example.com.pfx".to_owned()]
+    );
+    assert_eq!(
+        openssl_thumbprint(&folder.join("www.example.com.pfx"), PASSWORD),
+        current_thumbprint(&f, &www).await
+    );
+    f.server.stop().await;
 }

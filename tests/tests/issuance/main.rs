@@ -7,6 +7,7 @@
     reason = "test helpers: a failed set-up is a failed test"
 )]
 
+mod accounts;
 mod basics;
 mod challenges;
 mod crash;
