@@ -267,12 +267,22 @@ async fn first_certificate_walkthrough_and_exit_codes() {
     std::fs::write(&ops_file, &secret).unwrap();
     for (args, stdin) in [
         (
-            &["agent", "add", "--name", "rogue", "--ccs-password-file", "-"][..],
+            &[
+                "agent",
+                "add",
+                "--name",
+                "rogue",
+                "--ccs-password-file",
+                "-",
+            ][..],
             "rogue-pw",
         ),
         (&["agent", "join-token", "web1"][..], ""),
         (&["agent", "assign", "web1", "www"][..], ""),
-        (&["agent", "update", "web1", "--ccs-password-file", "-"][..], "new-pw"),
+        (
+            &["agent", "update", "web1", "--ccs-password-file", "-"][..],
+            "new-pw",
+        ),
     ] {
         let out = server.cli_as(&ops_file, args, stdin);
         let stderr = text(&out.stderr);

@@ -547,7 +547,11 @@ async fn an_operator_without_export_cannot_route_keys_to_an_agent() {
     let rogue = serde_json::json!({"name": "rogue", "ccs_password": "rogue-pw"});
     let attempts = [
         (reqwest::Method::POST, "/api/v1/agents", Some(rogue)),
-        (reqwest::Method::POST, "/api/v1/agents/web1/join-token", None),
+        (
+            reqwest::Method::POST,
+            "/api/v1/agents/web1/join-token",
+            None,
+        ),
         (
             reqwest::Method::PUT,
             "/api/v1/agents/web1/certificates/www",
@@ -576,7 +580,10 @@ async fn an_operator_without_export_cannot_route_keys_to_an_agent() {
         .unwrap();
     assert_eq!(denied.len(), 4, "{denied:?}");
     assert!(denied.iter().all(|e| e.outcome == "denied"), "{denied:?}");
-    assert!(db.agent_by_name("rogue").await.is_err(), "no agent was created");
+    assert!(
+        db.agent_by_name("rogue").await.is_err(),
+        "no agent was created"
+    );
 
     // The agent listener hands the host nothing: an empty manifest, no file, the PFX is 404.
     let outcome = sync_once(&config).await.unwrap();

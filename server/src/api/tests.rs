@@ -1196,3 +1196,57 @@ async fn deactivating_an_account_stops_renewals_and_ends_its_orders_at_once() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_account_view_says_whether_the_eab_hmac_is_still_held() {
+    for app in TestApp::all().await {
+        let admin = app.token(ADMIN, &[]).await;
+        let acc = app.account("acme").await;
+        let eab = || async {
+            app.call("GET", "/api/v1/acme-accounts/acme", Some(&admin), None)
+                .await
+                .json()["eab"]
+                .clone()
+        };
+        assert_eq!(eab().await, "pending", "{}", app.backend);
+        app.state
+            .db
+            .set_account_registered(
+                &app.state.secrets,
+                acc.id,
+                b"{}",
+                "https://acme.invalid/acct/1",
+                crate::now(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(eab().await, "bound", "{}", app.backend);
+        let plain = app
+            .state
+            .db
+            .insert_account(
+                &app.state.secrets,
+                &crate::db::accounts::NewAccount {
+                    name: "plain",
+                    directory_url: "https://acme.invalid/directory",
+                    contact: &[],
+                    allowed_domains: &["*.example.com".into()],
+                    eab_kid: None,
+                    eab_hmac: None,
+                    extra_roots_pem: None,
+                },
+                crate::now(),
+            )
+            .await
+            .unwrap();
+        let r = app
+            .call(
+                "GET",
+                &format!("/api/v1/acme-accounts/{}", plain.id),
+                Some(&admin),
+                None,
+            )
+            .await;
+        assert_eq!(r.json()["eab"], "none");
+    }
+}

@@ -50,6 +50,11 @@ async fn a_deactivated_account_is_never_used_again() {
     )
     .await;
     wait_versions(&env.state, first.id, 1, LONG).await;
+    let done = env.state.db.orders_for(first.id).await.unwrap();
+    assert!(
+        !done[0].has_key,
+        "the finished order keeps no copy of the key: {done:?}"
+    );
     // The CA is in maintenance for two minutes: the second order waits for its retry.
     env.proxy.add(Kind::NewOrder, None, unavailable(120));
     let second = certificate(
