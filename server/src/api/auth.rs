@@ -122,28 +122,25 @@ impl FromRequestParts<AppState> for Auth {
                     .or_else(|| v.strip_prefix("bearer "))
             })
             .map(str::trim);
-        let now = crate::now();
-        let found = match presented {
-            Some(secret) => match state.db.token_by_hash(&token_hash(secret)).await {
-                Ok(t) if t.revoked_at.is_none() && t.expires_at.is_none_or(|e| e > now) => Some(t),
-                Ok(_) | Err(crate::db::Error::NotFound) => None,
-                Err(e) => return Err(e.into()),
-            },
-            None => None,
-        };
-        // The token is checked before the limit, so failures of others never lock it out.
-        let Some(token) = found else {
-            let over = parts
-                .extensions
-                .get::<Arc<AuthLimiter>>()
-                .is_some_and(|l| l.record_failure(source));
-            if over {
-                return Err(ApiError::TooManyRequests);
-            }
-            if presented.is_some() {
-                tracing::info!(source = ?source, "refused an unknown, revoked or expired API token");
-            }
+        let Some(secret) = presented else {
             return Err(ApiError::Unauthorized);
+        };
+        let now = crate::now();
+        // The token is checked before the limit, so failures of others never lock it out.
+        let token = match state.db.token_by_hash(&token_hash(secret)).await {
+            Ok(t) if t.revoked_at.is_none() && t.expires_at.is_none_or(|e| e > now) => t,
+            Ok(_) | Err(crate::db::Error::NotFound) => {
+                let over = parts
+                    .extensions
+                    .get::<Arc<AuthLimiter>>()
+                    .is_some_and(|l| l.record_failure(source));
+                if over {
+                    return Err(ApiError::TooManyRequests);
+                }
+                tracing::info!(source = ?source, "refused an unknown, revoked or expired API token");
+                return Err(ApiError::Unauthorized);
+            }
+            Err(e) => return Err(e.into()),
         };
         if token.last_used_at.is_none_or(|t| now - t >= TOUCH_EVERY) {
             state.db.touch_token(token.id, now).await?;
