@@ -440,6 +440,7 @@ impl Inner {
             Some(Action::Substitute(substitute)) => {
                 let csr = self.last_csr.lock().expect("csr").clone();
                 let text = substitute(&bytes, csr.as_deref());
+                head.headers.remove(http::header::TRANSFER_ENCODING);
                 head.headers
                     .insert(http::header::CONTENT_LENGTH, HeaderValue::from(text.len()));
                 return Ok(Response::from_parts(head, full(text)));
