@@ -623,13 +623,21 @@ patterns = ["www.example.edu", "*.web.example.edu"]
         assert_eq!(c.ca_limits.max_retry_after_secs, 3600);
         assert_eq!(c.ca_limits.max_response_bytes, 1024 * 1024);
         for (key, value, wanted) in [
-            ("CERTKEEP_CA_LIMITS__MAX_RETRY_AFTER_SECS", "0", "max_retry_after_secs"),
+            (
+                "CERTKEEP_CA_LIMITS__MAX_RETRY_AFTER_SECS",
+                "0",
+                "max_retry_after_secs",
+            ),
             (
                 "CERTKEEP_CA_LIMITS__MAX_RETRY_AFTER_SECS",
                 "18446744073709551615",
                 "max_retry_after_secs",
             ),
-            ("CERTKEEP_CA_LIMITS__MAX_RESPONSE_BYTES", "100", "max_response_bytes"),
+            (
+                "CERTKEEP_CA_LIMITS__MAX_RESPONSE_BYTES",
+                "100",
+                "max_response_bytes",
+            ),
             ("CERTKEEP_CA_LIMITS__MAX_BODY", "1", "max_body"),
         ] {
             let err = Config::load(None, Figment::new(), &env(&[(key, value)]))

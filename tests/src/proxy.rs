@@ -574,9 +574,7 @@ pub fn substitute_leaf(names: &[&str], key: LeafKey) -> Action {
                 let csr = rcgen::CertificateSigningRequestParams::from_der(&der).expect("CSR");
                 params.signed_by(&csr.public_key, &issuer)
             }
-            LeafKey::Fresh => {
-                params.signed_by(&rcgen::KeyPair::generate().expect("key"), &issuer)
-            }
+            LeafKey::Fresh => params.signed_by(&rcgen::KeyPair::generate().expect("key"), &issuer),
         }
         .expect("leaf");
         Bytes::from(format!("{}{}", leaf.pem(), ca.pem()))

@@ -511,7 +511,16 @@ impl AcmeHttp {
                     is_transient_status(parts.status)
                         && parts.status != StatusCode::TOO_MANY_REQUESTS
                 }
-                Err(e) => e.is_transient() && !matches!(e, AcmeError::Transient { rate_limited: true, .. }),
+                Err(e) => {
+                    e.is_transient()
+                        && !matches!(
+                            e,
+                            AcmeError::Transient {
+                                rate_limited: true,
+                                ..
+                            }
+                        )
+                }
             };
             if let Ok((parts, _)) = &outcome {
                 if parts.status == StatusCode::TOO_MANY_REQUESTS {

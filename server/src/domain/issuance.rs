@@ -356,9 +356,10 @@ mod tests {
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         let ca = ca_params.self_signed(&ca_key).unwrap();
         let issuer = rcgen::Issuer::new(ca_params, ca_key);
-        let mut params =
-            rcgen::CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
-                .unwrap();
+        let mut params = rcgen::CertificateParams::new(
+            names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
+        )
+        .unwrap();
         params.serial_number = Some(rcgen::SerialNumber::from_slice(&[0x0a, 0xbc]));
         let leaf = params.signed_by(key, &issuer).unwrap();
         (format!("{}{}", leaf.pem(), ca.pem()), leaf.der().to_vec())
@@ -376,7 +377,10 @@ mod tests {
         let (chain, _) = chain_for(&["EXAMPLE.edu", "www.example.edu"], &key);
         assert!(check_leaf_names(&asked, &parse_chain(&chain).unwrap()).is_ok());
         // An added name (would become an extra CCS file on IIS).
-        let (chain, _) = chain_for(&["www.example.edu", "example.edu", "evil.example.com"], &key);
+        let (chain, _) = chain_for(
+            &["www.example.edu", "example.edu", "evil.example.com"],
+            &key,
+        );
         let err = check_leaf_names(&asked, &parse_chain(&chain).unwrap()).unwrap_err();
         assert!(
             err.contains("not requested: `evil.example.com`") && err.contains("serial 0abc"),
@@ -386,13 +390,17 @@ mod tests {
         let (chain, _) = chain_for(&["www.example.edu", "other.example.edu"], &key);
         let err = check_leaf_names(&asked, &parse_chain(&chain).unwrap()).unwrap_err();
         assert!(
-            err.contains("`other.example.edu`") && err.contains("without the requested name(s) `example.edu`"),
+            err.contains("`other.example.edu`")
+                && err.contains("without the requested name(s) `example.edu`"),
             "{err}"
         );
         // A missing name.
         let (chain, _) = chain_for(&["www.example.edu"], &key);
         let err = check_leaf_names(&asked, &parse_chain(&chain).unwrap()).unwrap_err();
-        assert!(err.contains("without the requested name(s) `example.edu`"), "{err}");
+        assert!(
+            err.contains("without the requested name(s) `example.edu`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -415,7 +423,10 @@ mod tests {
             check_leaf_key(&key.serialize_der(), &leaf).unwrap();
             let other = generate(alg);
             let err = check_leaf_key(&other.serialize_der(), &leaf).unwrap_err();
-            assert!(err.contains("not the order's key") && err.contains("serial 0abc"), "{err}");
+            assert!(
+                err.contains("not the order's key") && err.contains("serial 0abc"),
+                "{err}"
+            );
         }
         let key = rcgen::KeyPair::generate().unwrap();
         let (chain, _) = chain_for(&["www.example.edu"], &key);

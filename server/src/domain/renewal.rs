@@ -158,12 +158,24 @@ mod tests {
         );
         // A window straddling the policy time is cut there.
         assert_eq!(
-            ari_renew_at(START + Duration::days(50), START + Duration::days(70), 1.0, not_before, by_policy),
+            ari_renew_at(
+                START + Duration::days(50),
+                START + Duration::days(70),
+                1.0,
+                not_before,
+                by_policy
+            ),
             by_policy
         );
         // A window in the past renews at once (not before the certificate's start).
         assert_eq!(
-            ari_renew_at(START - Duration::days(9), START - Duration::days(8), 0.5, not_before, by_policy),
+            ari_renew_at(
+                START - Duration::days(9),
+                START - Duration::days(8),
+                0.5,
+                not_before,
+                by_policy
+            ),
             not_before
         );
     }

@@ -273,9 +273,9 @@ async fn work(shared: &Shared, order: Order, shutdown: &CancellationToken) {
                     retry(shared, id, at, &e.to_string()).await;
                     return;
                 }
-                None => job::Outcome::Failed(format!(
-                    "the order's deadline passed; last error: {e}"
-                )),
+                None => {
+                    job::Outcome::Failed(format!("the order's deadline passed; last error: {e}"))
+                }
             }
         }
         Err(job::Stop::Acme(e)) => job::Outcome::Failed(e.to_string()),

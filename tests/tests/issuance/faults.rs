@@ -11,8 +11,8 @@ use certkeep_server::engine::Engine;
 use certkeep_server::model::{CertificateState, KeyType, OrderReason, OrderState};
 use certkeep_tests::pebble::PebbleOptions;
 use certkeep_tests::proxy::{
-    Action, Cut, Kind, LeafKey, Proxy, html_error, rate_limited, still_processing,
-    substitute_leaf, turns_invalid, unavailable,
+    Action, Cut, Kind, LeafKey, Proxy, html_error, rate_limited, still_processing, substitute_leaf,
+    turns_invalid, unavailable,
 };
 
 use crate::support::{
@@ -451,8 +451,7 @@ async fn absurd_retry_after_on_one_directory_neither_panics_nor_stops_the_others
         &["*.example.test"],
     )
     .await;
-    env.proxy
-        .add(Kind::NewOrder, None, rate_limited(u64::MAX));
+    env.proxy.add(Kind::NewOrder, None, rate_limited(u64::MAX));
     let engine = env.engine();
     let first = certificate(
         &env.state,
@@ -513,7 +512,13 @@ async fn absurd_retry_after_on_one_directory_neither_panics_nor_stops_the_others
     assert_eq!(other.forwarded(Kind::NewOrder), 3);
     let now = certkeep_server::now();
     for (i, c) in stuck.iter().enumerate() {
-        let order = env.state.db.active_order(c.id).await.unwrap().expect("order waits");
+        let order = env
+            .state
+            .db
+            .active_order(c.id)
+            .await
+            .unwrap()
+            .expect("order waits");
         assert_eq!(order.state, OrderState::Queued, "{}", c.name);
         assert!(
             order.next_attempt_at <= now + time::Duration::seconds(61)
@@ -531,7 +536,10 @@ async fn absurd_retry_after_on_one_directory_neither_panics_nor_stops_the_others
                 "{error}"
             );
         } else {
-            assert!(error.contains("paused") && error.contains("HTTP 429"), "{error}");
+            assert!(
+                error.contains("paused") && error.contains("HTTP 429"),
+                "{error}"
+            );
         }
     }
 }
@@ -757,7 +765,9 @@ async fn a_panicking_job_fails_its_order_and_the_worker_goes_on() {
     assert_eq!(panics(), 1, "the injected panic, once");
     let events = history(&env.state, doomed.id).await;
     assert!(
-        events.iter().any(|e| e.starts_with("failed") && e.contains("panicked")),
+        events
+            .iter()
+            .any(|e| e.starts_with("failed") && e.contains("panicked")),
         "{events:?}"
     );
 }
