@@ -43,6 +43,8 @@ pub struct Config {
     pub agents: AgentConfig,
     /// Challenge solvers for names the CA has not pre-validated.
     pub solvers: SolversConfig,
+    /// Limits on what an ACME CA may make certkeep wait for or read.
+    pub ca_limits: CaLimitsConfig,
 }
 
 /// Issuance engine settings.
@@ -71,6 +73,52 @@ pub struct EngineConfig {
     pub renew_fraction: f64,
     /// Seconds between scans for certificates due for renewal or re-issuance.
     pub renewal_scan_secs: u64,
+}
+
+/// Limits on what an ACME CA may make certkeep wait for or read, so a broken or hostile CA
+/// cannot stall issuance or exhaust memory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaLimitsConfig {
+    /// Longest wait a CA can ask for, in seconds: every `Retry-After` (delay-seconds or
+    /// HTTP-date, on polls, errors and 429 pauses) is capped at this; a longer one is re-checked
+    /// after this long.
+    pub max_retry_after_secs: u64,
+    /// Largest response body read from a CA, in bytes; a larger answer is refused.
+    pub max_response_bytes: usize,
+}
+
+/// Upper bound of `ca_limits.max_retry_after_secs` (7 days).
+const MAX_RETRY_AFTER_LIMIT_SECS: u64 = 7 * 24 * 3600;
+
+impl CaLimitsConfig {
+    /// [`Self::max_retry_after_secs`] as a duration.
+    pub fn max_retry_after(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.max_retry_after_secs)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=MAX_RETRY_AFTER_LIMIT_SECS).contains(&self.max_retry_after_secs) {
+            return Err(ConfigError::Invalid(format!(
+                "ca_limits.max_retry_after_secs must be between 1 and {MAX_RETRY_AFTER_LIMIT_SECS}"
+            )));
+        }
+        if self.max_response_bytes < 4096 {
+            return Err(ConfigError::Invalid(
+                "ca_limits.max_response_bytes must be at least 4096".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for CaLimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_retry_after_secs: 3600,
+            max_response_bytes: 1024 * 1024,
+        }
+    }
 }
 
 /// Agent enrollment settings.
@@ -191,6 +239,7 @@ impl Default for Config {
             engine: EngineConfig::default(),
             agents: AgentConfig::default(),
             solvers: SolversConfig::default(),
+            ca_limits: CaLimitsConfig::default(),
         }
     }
 }
@@ -309,6 +358,7 @@ impl Config {
                 "engine.workers must be at least 1".into(),
             ));
         }
+        self.ca_limits.validate()?;
         self.solvers.validate()
     }
 
@@ -564,6 +614,36 @@ patterns = ["www.example.edu", "*.web.example.edu"]
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(wanted), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn ca_limits_have_safe_defaults_and_bounds() {
+        let c = Config::load(None, Figment::new(), &[]).unwrap();
+        assert_eq!(c.ca_limits.max_retry_after_secs, 3600);
+        assert_eq!(c.ca_limits.max_response_bytes, 1024 * 1024);
+        for (key, value, wanted) in [
+            (
+                "CERTKEEP_CA_LIMITS__MAX_RETRY_AFTER_SECS",
+                "0",
+                "max_retry_after_secs",
+            ),
+            (
+                "CERTKEEP_CA_LIMITS__MAX_RETRY_AFTER_SECS",
+                "18446744073709551615",
+                "max_retry_after_secs",
+            ),
+            (
+                "CERTKEEP_CA_LIMITS__MAX_RESPONSE_BYTES",
+                "100",
+                "max_response_bytes",
+            ),
+            ("CERTKEEP_CA_LIMITS__MAX_BODY", "1", "max_body"),
+        ] {
+            let err = Config::load(None, Figment::new(), &env(&[(key, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(wanted), "{key}={value}: {err}");
         }
     }
 

@@ -2,7 +2,8 @@
 //! and its gateways misbehave (see SECTIGO.md, "Emulation harness"). It preserves `Host` (and
 //! sends `X-Forwarded-Proto: https`) so Pebble's URLs point back at the proxy, never re-signs a
 //! request, and can delay, hold, answer by itself, reset connections, cut bodies short and
-//! rewrite (unsigned) responses. Rules are set per test through the in-process handle, and
+//! rewrite (unsigned) responses, down to replacing a downloaded certificate with one of its
+//! own (a hostile CA). Rules are set per test through the in-process handle, and
 //! requests are counted by kind as they arrive and as they reach Pebble.
 
 use std::collections::{HashMap, HashSet};
@@ -78,6 +79,10 @@ pub enum Cut {
 /// count down).
 pub type Rewriter = Arc<dyn Fn(&mut serde_json::Value, &mut HeaderMap) -> bool + Send + Sync>;
 
+/// Replaces an upstream response body: given that body and the CSR of the last finalize the
+/// proxy saw (DER), returns the new body.
+pub type Substitution = Arc<dyn Fn(&[u8], Option<&[u8]>) -> Bytes + Send + Sync>;
+
 /// What a rule does with a matching request.
 #[derive(Clone)]
 pub enum Action {
@@ -102,6 +107,8 @@ pub enum Action {
     Reset(Cut),
     /// Forward, then rewrite the JSON response.
     Rewrite(Rewriter),
+    /// Forward, then replace the response body.
+    Substitute(Substitution),
 }
 
 /// A request gate opened by the test.
@@ -160,6 +167,8 @@ struct Inner {
     forwarded: Mutex<HashMap<Kind, usize>>,
     signatures: Mutex<HashSet<String>>,
     replayed: AtomicUsize,
+    /// The CSR (DER) of the last finalize request.
+    last_csr: Mutex<Option<Vec<u8>>>,
 }
 
 /// A running proxy; stops when dropped.
@@ -245,6 +254,7 @@ impl Proxy {
             forwarded: Mutex::default(),
             signatures: Mutex::default(),
             replayed: AtomicUsize::new(0),
+            last_csr: Mutex::default(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -377,6 +387,11 @@ impl Inner {
             .await
             .map_err(std::io::Error::other)?
             .to_bytes();
+        if kind == Kind::Finalize
+            && let Some(csr) = finalize_csr(&body)
+        {
+            *self.last_csr.lock().expect("csr") = Some(csr);
+        }
         let action = self.take_rule(kind);
         match &action {
             Some(Action::Respond {
@@ -421,6 +436,14 @@ impl Inner {
                     head,
                     CutBody { data: Some(sent) }.boxed(),
                 ));
+            }
+            Some(Action::Substitute(substitute)) => {
+                let csr = self.last_csr.lock().expect("csr").clone();
+                let text = substitute(&bytes, csr.as_deref());
+                head.headers.remove(http::header::TRANSFER_ENCODING);
+                head.headers
+                    .insert(http::header::CONTENT_LENGTH, HeaderValue::from(text.len()));
+                return Ok(Response::from_parts(head, full(text)));
             }
             Some(Action::Rewrite(rewrite)) => {
                 if let Ok(mut json) = serde_json::from_slice::<serde_json::Value>(&bytes)
@@ -511,6 +534,51 @@ impl Inner {
         ))
         .map_err(std::io::Error::other)
     }
+}
+
+/// The CSR (DER) in a finalize request: the JWS payload's `csr`, both base64url.
+fn finalize_csr(body: &[u8]) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let jws: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let payload = b64.decode(jws.get("payload")?.as_str()?).ok()?;
+    let payload: serde_json::Value = serde_json::from_slice(&payload).ok()?;
+    b64.decode(payload.get("csr")?.as_str()?).ok()
+}
+
+/// Whose public key a substituted leaf certifies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeafKey {
+    /// The key of the last finalized CSR (the key certkeep holds).
+    FromCsr,
+    /// A fresh key nobody holds.
+    Fresh,
+}
+
+/// A substitution of a certificate download (as a hostile CA would): a chain from a CA of the
+/// proxy's own whose leaf has `names` as DNS SANs and the public key `key`.
+pub fn substitute_leaf(names: &[&str], key: LeafKey) -> Action {
+    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    Action::Substitute(Arc::new(move |_, csr| {
+        let ca_key = rcgen::KeyPair::generate().expect("CA key");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).expect("CA cert");
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let params = rcgen::CertificateParams::new(names.clone()).expect("leaf params");
+        let leaf = match key {
+            LeafKey::FromCsr => {
+                let der = rustls_pki_types::CertificateSigningRequestDer::from(
+                    csr.expect("a finalize was seen before the download"),
+                );
+                let csr = rcgen::CertificateSigningRequestParams::from_der(&der).expect("CSR");
+                params.signed_by(&csr.public_key, &issuer)
+            }
+            LeafKey::Fresh => params.signed_by(&rcgen::KeyPair::generate().expect("key"), &issuer),
+        }
+        .expect("leaf");
+        Bytes::from(format!("{}{}", leaf.pem(), ca.pem()))
+    }))
 }
 
 /// A rewrite that reports a `valid` or `processing` order as `processing` (without its

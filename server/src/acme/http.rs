@@ -3,6 +3,8 @@
 //! directory, HEAD newNonce), and classification of error responses. A non-JSON error body (an
 //! nginx or Apache page) becomes a synthetic problem document that keeps the status, so the
 //! engine can tell a transient 502 from a refusal. Signed POSTs are never retried here.
+//! Whatever the CA sends is bounded: `Retry-After` is capped at `ca_limits.max_retry_after_secs`
+//! and bodies at `ca_limits.max_response_bytes`.
 //!
 //! Knows HTTP and TLS; knows nothing about orders or storage. Never logs bodies.
 
@@ -24,8 +26,9 @@ use instant_acme::{BodyWrapper, BytesResponse, HttpClient};
 
 use super::AcmeError;
 
-/// Longest single wait honoured inside one request (longer pauses reschedule the job).
-pub const MAX_INLINE_PAUSE: Duration = Duration::from_secs(60);
+/// Longest wait before re-sending a safe request inside one operation; a CA asking for more
+/// ends the operation, and the job is rescheduled without holding a worker.
+pub const MAX_INLINE_PAUSE: Duration = Duration::from_secs(5);
 /// Attempts for the safe requests (GET, HEAD).
 const SAFE_ATTEMPTS: u32 = 4;
 /// Pause of a whole directory after a 429 without `Retry-After`.
@@ -41,8 +44,10 @@ tokio::task_local! {
 pub struct Observed {
     /// HTTP status of the last response, if one arrived.
     pub status: Option<u16>,
-    /// `Retry-After` of the last response, as a delay from when it arrived.
+    /// `Retry-After` of the last response, as a delay from when it arrived (capped).
     pub retry_after: Option<Duration>,
+    /// Whether that `Retry-After` asked for more than the cap.
+    pub retry_after_capped: bool,
 }
 
 struct CallContext {
@@ -62,35 +67,52 @@ pub async fn observe<T>(timeout: Option<Duration>, op: impl Future<Output = T>) 
     (out, seen)
 }
 
-fn record(status: Option<u16>, retry_after: Option<Duration>) {
+fn record(status: Option<u16>, retry_after: Option<RetryAfter>) {
     let _ = CALL.try_with(|c| {
         if let Ok(mut o) = c.observed.lock() {
             *o = Observed {
                 status,
-                retry_after,
+                retry_after: retry_after.map(|r| r.delay),
+                retry_after_capped: retry_after.is_some_and(|r| r.capped),
             };
         }
     });
 }
 
-/// Parses `Retry-After` (delay-seconds or HTTP-date) into a delay from `now`.
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+/// A `Retry-After` delay, capped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryAfter {
+    /// The delay from when the response arrived, at most the cap.
+    pub delay: Duration,
+    /// Whether the CA asked for more than the cap.
+    pub capped: bool,
+}
+
+/// Parses `Retry-After` (delay-seconds or HTTP-date) into a delay from `now`, capped at `max`
+/// (a CA can ask for any number of seconds or a date centuries away).
+pub fn parse_retry_after(value: &str, now: SystemTime, max: Duration) -> Option<RetryAfter> {
     let value = value.trim();
     if value.is_empty() {
         return None;
     }
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    let asked = match value.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => {
+            let at = httpdate::parse_http_date(value).ok()?;
+            at.duration_since(now).unwrap_or(Duration::ZERO)
+        }
+    };
+    Some(RetryAfter {
+        delay: asked.min(max),
+        capped: asked > max,
+    })
 }
 
-fn retry_after_of(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+fn retry_after_of(headers: &HeaderMap, max: Duration) -> Option<RetryAfter> {
     headers
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_retry_after(v, now))
+        .and_then(|v| parse_retry_after(v, SystemTime::now(), max))
 }
 
 /// How a response is treated.
@@ -153,6 +175,15 @@ struct GateState {
     paused_until: Option<Instant>,
 }
 
+/// Why a request cannot be sent yet.
+#[derive(Debug)]
+enum Wait {
+    /// The directory is paused after a 429 for this long.
+    Paused(Duration),
+    /// The next token of the bucket arrives in this long.
+    Token(Duration),
+}
+
 static GATES: LazyLock<Mutex<HashMap<String, Arc<Gate>>>> = LazyLock::new(Mutex::default);
 
 impl Gate {
@@ -179,9 +210,13 @@ impl Gate {
         }
     }
 
-    /// Pauses the whole directory for `pause` (a 429 answer).
+    /// Pauses the whole directory for `pause` (a 429 answer; callers cap it, and a pause that
+    /// `Instant` cannot represent becomes the default pause).
     pub fn pause(&self, pause: Duration) {
-        let until = Instant::now() + pause;
+        let now = Instant::now();
+        let until = now
+            .checked_add(pause)
+            .unwrap_or(now + DEFAULT_RATE_LIMIT_PAUSE);
         let mut s = self
             .state
             .lock()
@@ -201,7 +236,7 @@ impl Gate {
     }
 
     /// Takes a token, or says how long to wait for one.
-    fn try_take(&self) -> Result<(), Duration> {
+    fn try_take(&self) -> Result<(), Wait> {
         let now = Instant::now();
         let mut s = self
             .state
@@ -209,7 +244,7 @@ impl Gate {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(p) = s.paused_until {
             if p > now {
-                return Err(p - now);
+                return Err(Wait::Paused(p - now));
             }
             s.paused_until = None;
         }
@@ -220,27 +255,29 @@ impl Gate {
             s.tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - s.tokens) / self.per_sec))
+            Err(Wait::Token(Duration::from_secs_f64(
+                (1.0 - s.tokens) / self.per_sec,
+            )))
         }
     }
 
-    /// Waits for a token. A pause longer than [`MAX_INLINE_PAUSE`] is an error instead, so the
-    /// job is rescheduled rather than holding a worker.
+    /// Waits for a token. A paused directory is an error instead, so the job is rescheduled
+    /// for the end of the pause rather than holding a worker that other directories need.
     pub async fn acquire(&self) -> Result<(), AcmeError> {
         loop {
             match self.try_take() {
                 Ok(()) => return Ok(()),
-                Err(wait) if wait > MAX_INLINE_PAUSE => {
+                Err(Wait::Paused(wait)) => {
                     return Err(AcmeError::Transient {
                         detail: format!(
                             "the ACME endpoint is paused for {}s after a rate limit (HTTP 429)",
-                            wait.as_secs()
+                            wait.as_secs().max(1)
                         ),
                         retry_after: Some(wait),
                         rate_limited: true,
                     });
                 }
-                Err(wait) => tokio::time::sleep(wait).await,
+                Err(Wait::Token(wait)) => tokio::time::sleep(wait).await,
             }
         }
     }
@@ -253,6 +290,10 @@ pub struct HttpSettings {
     pub timeout: Duration,
     /// Requests per second towards the directory.
     pub requests_per_sec: u32,
+    /// Cap of every `Retry-After`.
+    pub max_retry_after: Duration,
+    /// Largest response body read.
+    pub max_response_bytes: usize,
 }
 
 /// Most unused nonces kept per client.
@@ -303,6 +344,8 @@ pub struct AcmeHttp {
     nonces: Arc<NoncePool>,
     gate: Arc<Gate>,
     timeout: Duration,
+    max_retry_after: Duration,
+    max_response_bytes: usize,
     /// The directory URL, the `directory` label of the request metrics.
     directory: Arc<str>,
 }
@@ -355,6 +398,8 @@ impl AcmeHttp {
             nonces: Arc::default(),
             gate: Gate::for_directory(directory_url, settings.requests_per_sec),
             timeout: settings.timeout,
+            max_retry_after: settings.max_retry_after,
+            max_response_bytes: settings.max_response_bytes,
             directory: Arc::from(directory_url),
         })
     }
@@ -384,10 +429,19 @@ impl AcmeHttp {
                 .await
                 .map_err(|e| transport_error(&method, &url, &e))?;
             let (parts, body) = rsp.into_parts();
-            let bytes = body
+            let bytes = http_body_util::Limited::new(body, self.max_response_bytes)
                 .collect()
                 .await
-                .map_err(|e| transport_error(&method, &url, &e))?
+                .map_err(|e| {
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        AcmeError::TooLarge {
+                            what: format!("{method} {url}"),
+                            limit: self.max_response_bytes,
+                        }
+                    } else {
+                        transport_error(&method, &url, e.as_ref())
+                    }
+                })?
                 .to_bytes();
             Ok::<_, AcmeError>((parts, bytes))
         };
@@ -445,29 +499,44 @@ impl AcmeHttp {
             let outcome = self.send_once(req, timeout).await;
             let retry_in = match &outcome {
                 Ok((parts, _)) if is_transient_status(parts.status) => {
-                    retry_after_of(&parts.headers, SystemTime::now())
+                    retry_after_of(&parts.headers, self.max_retry_after).map(|r| r.delay)
                 }
                 Err(e) if e.is_transient() => e.retry_after(),
                 _ => None,
             };
+            // A rate limit or a paused directory is not waited out here: the job is
+            // rescheduled, so the worker is free for other directories.
             let transient = match &outcome {
-                Ok((parts, _)) => is_transient_status(parts.status),
-                Err(e) => e.is_transient(),
+                Ok((parts, _)) => {
+                    is_transient_status(parts.status)
+                        && parts.status != StatusCode::TOO_MANY_REQUESTS
+                }
+                Err(e) => {
+                    e.is_transient()
+                        && !matches!(
+                            e,
+                            AcmeError::Transient {
+                                rate_limited: true,
+                                ..
+                            }
+                        )
+                }
             };
             if let Ok((parts, _)) = &outcome {
                 if parts.status == StatusCode::TOO_MANY_REQUESTS {
-                    self.gate
-                        .pause(retry_in.unwrap_or(DEFAULT_RATE_LIMIT_PAUSE));
+                    self.gate.pause(
+                        retry_in
+                            .unwrap_or(DEFAULT_RATE_LIMIT_PAUSE)
+                            .min(self.max_retry_after),
+                    );
                 }
                 if is_transient_status(parts.status) {
                     metrics::counter!("certkeep_acme_transient_responses_total", "status" => parts.status.as_u16().to_string()).increment(1);
                     tracing::warn!(http.status = parts.status.as_u16(), acme.url = %url, retry_after_s = retry_in.map(|d| d.as_secs()), "transient answer from the ACME server");
                 }
             }
-            if safe && transient && attempt < SAFE_ATTEMPTS {
-                let wait = retry_in
-                    .unwrap_or(Duration::from_millis(500 << attempt))
-                    .min(MAX_INLINE_PAUSE);
+            let wait = retry_in.unwrap_or(Duration::from_millis(500 << attempt));
+            if safe && transient && attempt < SAFE_ATTEMPTS && wait <= MAX_INLINE_PAUSE {
                 tracing::info!(acme.url = %url, attempt, wait_ms = wait.as_millis() as u64, "retrying a safe ACME request");
                 tokio::time::sleep(wait).await;
                 continue;
@@ -475,14 +544,23 @@ impl AcmeHttp {
             let (mut parts, bytes) = match outcome {
                 Ok(ok) => ok,
                 Err(e) => {
-                    record(None, e.retry_after());
+                    record(
+                        None,
+                        e.retry_after().map(|delay| RetryAfter {
+                            delay,
+                            capped: false,
+                        }),
+                    );
                     return Err(e);
                 }
             };
             if !new_nonce && let Some(nonce) = parts.headers.remove(REPLAY_NONCE) {
                 self.nonces.put(nonce);
             }
-            let retry_after = retry_after_of(&parts.headers, SystemTime::now());
+            let retry_after = retry_after_of(&parts.headers, self.max_retry_after);
+            if let Some(r) = retry_after.filter(|r| r.capped) {
+                tracing::warn!(acme.url = %url, cap_s = r.delay.as_secs(), "the CA's Retry-After exceeds ca_limits.max_retry_after_secs; capped");
+            }
             record(Some(parts.status.as_u16()), retry_after);
             let content_type = parts
                 .headers
@@ -574,18 +652,36 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_both_forms() {
+    fn retry_after_both_forms_capped() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
-        assert_eq!(
-            parse_retry_after(" 120 ", now),
-            Some(Duration::from_secs(120))
-        );
+        let max = Duration::from_secs(3600);
+        let delay = |value: &str| parse_retry_after(value, now, max).map(|r| (r.delay, r.capped));
+        assert_eq!(delay(" 120 "), Some((Duration::from_secs(120), false)));
         let date = httpdate::fmt_http_date(now + Duration::from_secs(90));
-        assert_eq!(parse_retry_after(&date, now), Some(Duration::from_secs(90)));
+        assert_eq!(delay(&date), Some((Duration::from_secs(90), false)));
         let past = httpdate::fmt_http_date(now - Duration::from_secs(90));
-        assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
-        assert_eq!(parse_retry_after("soon", now), None);
-        assert_eq!(parse_retry_after("", now), None);
+        assert_eq!(delay(&past), Some((Duration::ZERO, false)));
+        assert_eq!(delay("soon"), None);
+        assert_eq!(delay(""), None);
+        // Absurd values from a broken or hostile CA are capped, never overflow.
+        assert_eq!(delay("18446744073709551615"), Some((max, true)));
+        assert_eq!(delay("Fri, 31 Dec 9999 23:59:59 GMT"), Some((max, true)));
+        assert_eq!(delay("3601"), Some((max, true)));
+    }
+
+    #[tokio::test]
+    async fn a_huge_pause_neither_panics_nor_holds_the_caller() {
+        let gate = Gate::new(1000);
+        gate.pause(Duration::from_secs(u64::MAX));
+        let err = gate.acquire().await.unwrap_err();
+        assert!(
+            matches!(err, AcmeError::Transient { rate_limited: true, retry_after: Some(d), .. } if d > Duration::from_secs(50)),
+            "{err:?}"
+        );
+        // A short pause is not slept through either: the job is rescheduled.
+        let gate = Gate::new(1000);
+        gate.pause(Duration::from_secs(2));
+        assert!(gate.acquire().await.unwrap_err().is_transient());
     }
 
     #[test]

@@ -121,8 +121,16 @@ pub(super) async fn fetch_directory(
 
 /// Maps an instant-acme error (and what the wire said) to a classified [`AcmeError`].
 fn from_instant(e: instant_acme::Error, observed: &Observed) -> AcmeError {
+    // Say so when the CA asked for a longer wait than certkeep grants.
+    let noted = |detail: String| match observed.retry_after {
+        Some(d) if observed.retry_after_capped => format!(
+            "{detail} (the CA's Retry-After exceeds ca_limits.max_retry_after_secs; looking again after {}s)",
+            d.as_secs()
+        ),
+        _ => detail,
+    };
     let transient = |detail: String| AcmeError::Transient {
-        detail,
+        detail: noted(detail),
         retry_after: observed.retry_after,
         rate_limited: false,
     };
@@ -137,7 +145,7 @@ fn from_instant(e: instant_acme::Error, observed: &Observed) -> AcmeError {
             let text = problem.to_string();
             if kind.ends_with(":rateLimited") || status == 429 {
                 AcmeError::Transient {
-                    detail: text,
+                    detail: noted(text),
                     retry_after: observed.retry_after,
                     rate_limited: true,
                 }
@@ -562,6 +570,7 @@ mod tests {
         let seen = Observed {
             status: Some(429),
             retry_after: Some(Duration::from_secs(7)),
+            retry_after_capped: false,
         };
         let e = from_instant(
             problem(r#"{"type":"urn:ietf:params:acme:error:rateLimited","detail":"slow"}"#),

@@ -40,6 +40,11 @@ pub enum AcmeError {
         retry_after: Option<Duration>,
         rate_limited: bool,
     },
+    /// The CA's answer was larger than `ca_limits.max_response_bytes`. Not retried.
+    #[error(
+        "the CA's answer to {what} is larger than {limit} bytes (ca_limits.max_response_bytes); refused"
+    )]
+    TooLarge { what: String, limit: usize },
     /// Storage failed.
     #[error("storage: {0}")]
     Storage(#[from] crate::db::Error),
@@ -197,6 +202,8 @@ pub(crate) fn http_settings(state: &AppState) -> http::HttpSettings {
     http::HttpSettings {
         timeout: Duration::from_secs(state.config.engine.request_timeout_secs),
         requests_per_sec: state.config.engine.directory_requests_per_sec,
+        max_retry_after: state.config.ca_limits.max_retry_after(),
+        max_response_bytes: state.config.ca_limits.max_response_bytes,
     }
 }
 

@@ -36,8 +36,19 @@ pub fn renew_at(
     (not_after - lead - spread * jitter.clamp(0.0, 1.0)).max(not_before)
 }
 
-/// A time inside the CA's ARI window `[start, end]`, chosen by `jitter` in `[0, 1)`.
-pub fn ari_renew_at(start: OffsetDateTime, end: OffsetDateTime, jitter: f64) -> OffsetDateTime {
+/// A time inside the CA's ARI window `[start, end]`, chosen by `jitter` in `[0, 1)`, with the
+/// window first clamped to `[earliest, latest]` (the certificate's `not_before` and its
+/// renewal time by policy): a CA's window can bring renewal forward, never push it towards or
+/// past expiry.
+pub fn ari_renew_at(
+    start: OffsetDateTime,
+    end: OffsetDateTime,
+    jitter: f64,
+    earliest: OffsetDateTime,
+    latest: OffsetDateTime,
+) -> OffsetDateTime {
+    let clamp = |t: OffsetDateTime| t.clamp(earliest, latest.max(earliest));
+    let (start, end) = (clamp(start), clamp(end));
     if end <= start {
         return start;
     }
@@ -127,9 +138,46 @@ mod tests {
     #[test]
     fn ari_window() {
         let end = START + Duration::days(2);
-        assert_eq!(ari_renew_at(START, end, 0.0), START);
-        assert_eq!(ari_renew_at(START, end, 0.5), START + Duration::days(1));
-        assert_eq!(ari_renew_at(end, START, 0.5), end);
+        let (first, last) = (START - Duration::days(30), START + Duration::days(60));
+        assert_eq!(ari_renew_at(START, end, 0.0, first, last), START);
+        assert_eq!(
+            ari_renew_at(START, end, 0.5, first, last),
+            START + Duration::days(1)
+        );
+        assert_eq!(ari_renew_at(end, START, 0.5, first, last), end);
+    }
+
+    #[test]
+    fn ari_windows_are_clamped_before_expiry() {
+        let (not_before, by_policy) = (START, START + Duration::days(60));
+        // A window at or after expiry (or centuries away) renews by policy at the latest.
+        let far = datetime!(9999-12-31 00:00 UTC);
+        assert_eq!(
+            ari_renew_at(START + Duration::days(89), far, 0.5, not_before, by_policy),
+            by_policy
+        );
+        // A window straddling the policy time is cut there.
+        assert_eq!(
+            ari_renew_at(
+                START + Duration::days(50),
+                START + Duration::days(70),
+                1.0,
+                not_before,
+                by_policy
+            ),
+            by_policy
+        );
+        // A window in the past renews at once (not before the certificate's start).
+        assert_eq!(
+            ari_renew_at(
+                START - Duration::days(9),
+                START - Duration::days(8),
+                0.5,
+                not_before,
+                by_policy
+            ),
+            not_before
+        );
     }
 
     #[test]

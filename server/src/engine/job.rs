@@ -109,7 +109,7 @@ pub(super) async fn run(shared: &Shared, order: Order) -> Result<Outcome, Stop> 
 /// A response whose removal fails stays recorded for the job's next run, unless this was its
 /// last run: then it is forgotten (never served again by the http-01 responder) and the
 /// history says what to remove by hand.
-async fn remove_responses(shared: &Shared, order: OrderId, last_run: bool) {
+pub(super) async fn remove_responses(shared: &Shared, order: OrderId, last_run: bool) {
     let db = &shared.state.db;
     let responses = match db.challenge_responses(order).await {
         Ok(responses) => responses,
@@ -505,7 +505,11 @@ impl Job<'_> {
         retry_after: Option<Duration>,
         why: &str,
     ) -> Result<Option<Outcome>, Stop> {
-        let delay = issuance::poll_delay(retry_after, self.polls);
+        let delay = issuance::poll_delay(
+            retry_after,
+            self.polls,
+            self.shared.state.config.ca_limits.max_retry_after(),
+        );
         self.polls += 1;
         let max_inline = Duration::from_secs(self.shared.state.config.engine.max_inline_wait_secs);
         match issuance::wait_decision(now(), delay, max_inline, self.order.deadline_at) {
@@ -525,7 +529,8 @@ impl Job<'_> {
         }
     }
 
-    /// Downloads the chain of a valid order and stores it as the new current version.
+    /// Downloads the chain of a valid order and stores it as the new current version, only if
+    /// it is the certificate that was asked for: exactly the requested names, the stored key.
     async fn download(&mut self, url: &str) -> Result<Outcome, Stop> {
         if self.order.state != OrderState::Valid {
             self.set_state(OrderState::Valid).await?;
@@ -537,6 +542,7 @@ impl Job<'_> {
         let key = state.db.order_key(&state.secrets, self.order.id).await.map_err(|e| {
             Stop::Fail(format!("the order is valid at the CA but its stored key is missing ({e}); the certificate cannot be used"))
         })?;
+        issuance::check_leaf_key(&key, &leaf).map_err(Stop::Fail)?;
         let renew_after = self.renewal_time(&leaf).await;
         let version = NewVersion {
             id: VersionId::new(),
@@ -572,28 +578,31 @@ impl Job<'_> {
         Ok(Outcome::Done)
     }
 
-    /// When the new version is renewed: inside the ARI window when the CA offers one, else by
-    /// the certificate's policy, with jitter either way.
+    /// When the new version is renewed: by the certificate's policy, or earlier inside the ARI
+    /// window when the CA offers one (never later), with jitter either way.
     async fn renewal_time(&self, leaf: &LeafInfo) -> time::OffsetDateTime {
         let jitter: f64 = rand::random();
+        let by_policy = renewal::renew_at(
+            leaf.not_before,
+            leaf.not_after,
+            &self.cert.policy,
+            self.shared.state.config.engine.renew_fraction,
+            jitter,
+        );
         if self.issuer.supports_renewal_info() {
             let window = match ari_cert_id(&leaf.leaf_der) {
                 Ok(id) => self.issuer.renewal_window(&id).await,
                 Err(e) => Err(e),
             };
             match window {
-                Ok((start, end)) => return renewal::ari_renew_at(start, end, jitter),
+                Ok((start, end)) => {
+                    return renewal::ari_renew_at(start, end, jitter, leaf.not_before, by_policy);
+                }
                 Err(e) => {
                     tracing::warn!(account.name = %self.account.name, error = %e, "no ARI window; renewing by policy")
                 }
             }
         }
-        renewal::renew_at(
-            leaf.not_before,
-            leaf.not_after,
-            &self.cert.policy,
-            self.shared.state.config.engine.renew_fraction,
-            jitter,
-        )
+        by_policy
     }
 }

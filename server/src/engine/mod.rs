@@ -2,7 +2,9 @@
 //! (`job.rs`), a scheduler that queues renewals and re-issuance (`scheduler.rs`), and
 //! revocation (`revoke.rs`). Several processes may share one PostgreSQL database: a job runs
 //! in one process at a time, and a crashed process's jobs are taken over when their lease
-//! expires. On shutdown the leases held are released.
+//! expires. On shutdown the leases held are released. Each job runs in its own task: a job
+//! that panics fails its order with the panic recorded, and a worker or scheduler task that
+//! panics is started again, so one bad answer cannot stop issuance for everyone.
 //!
 //! Talks to CAs only through [`crate::acme::Issuer`]; decisions live in `domain/`.
 
@@ -37,6 +39,8 @@ const MIN_IDLE: Duration = Duration::from_millis(20);
 pub struct Engine {
     state: AppState,
     solvers: Solvers,
+    /// Opened ACME accounts to start with (tests put fakes here).
+    issuers: HashMap<AccountId, Arc<dyn Issuer>>,
 }
 
 impl Engine {
@@ -45,7 +49,15 @@ impl Engine {
         Self {
             state,
             solvers: Solvers::default(),
+            issuers: HashMap::new(),
         }
+    }
+
+    /// Uses `issuer` for every order of `account` instead of opening the account at its CA.
+    #[cfg(any(test, feature = "testkit"))]
+    pub fn with_issuer(mut self, account: AccountId, issuer: Arc<dyn Issuer>) -> Self {
+        self.issuers.insert(account, issuer);
+        self
     }
 
     /// Uses `solvers` for `pending` authorizations.
@@ -66,16 +78,34 @@ impl Engine {
             ),
             state: self.state,
             solvers: self.solvers,
-            issuers: Mutex::default(),
+            issuers: Mutex::new(self.issuers),
         });
         tokio::spawn(async move {
             tracing::info!(engine.owner = %shared.owner, workers = shared.state.config.engine.workers, "issuance engine started");
             let mut tasks = JoinSet::new();
+            let mut roles = HashMap::new();
+            let start = |tasks: &mut JoinSet<()>, role: Role| match role {
+                Role::Worker => tasks.spawn(worker(shared.clone(), shutdown.clone())).id(),
+                Role::Scheduler => tasks
+                    .spawn(scheduler::run(shared.clone(), shutdown.clone()))
+                    .id(),
+            };
             for _ in 0..shared.state.config.engine.workers {
-                tasks.spawn(worker(shared.clone(), shutdown.clone()));
+                roles.insert(start(&mut tasks, Role::Worker), Role::Worker);
             }
-            tasks.spawn(scheduler::run(shared.clone(), shutdown.clone()));
-            while tasks.join_next().await.is_some() {}
+            roles.insert(start(&mut tasks, Role::Scheduler), Role::Scheduler);
+            while let Some(ended) = tasks.join_next_with_id().await {
+                let (id, panic) = match ended {
+                    Ok((id, ())) => (id, None),
+                    Err(e) => (e.id(), e.try_into_panic().ok()),
+                };
+                if let (Some(role), Some(payload)) = (roles.remove(&id), panic)
+                    && !shutdown.is_cancelled()
+                {
+                    tracing::error!(task = ?role, panic = %panic_text(payload), "an engine task panicked; starting a new one");
+                    roles.insert(start(&mut tasks, role), role);
+                }
+            }
             match shared.state.db.release_leases(&shared.owner).await {
                 Ok(n) => {
                     tracing::info!(engine.owner = %shared.owner, released = n, "issuance engine stopped")
@@ -84,6 +114,23 @@ impl Engine {
             }
         })
     }
+}
+
+/// What a task of the engine does.
+#[derive(Debug, Clone, Copy)]
+enum Role {
+    Worker,
+    Scheduler,
+}
+
+/// The message of a panic, shortened (the text is recorded on the order).
+fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_owned());
+    text.chars().take(300).collect()
 }
 
 /// State shared by the workers of one engine.
@@ -153,7 +200,7 @@ async fn worker(shared: Arc<Shared>, shutdown: CancellationToken) {
             .await
         {
             Ok(Some(order)) => {
-                work(&shared, order, &shutdown).await;
+                supervise(&shared, order, &shutdown).await;
                 continue;
             }
             Ok(None) => {}
@@ -165,6 +212,30 @@ async fn worker(shared: Arc<Shared>, shutdown: CancellationToken) {
             () = tokio::time::sleep(idle) => {}
             () = shutdown.cancelled() => {}
         }
+    }
+}
+
+/// Runs one claimed job in a task of its own. If it panics, the order fails with the panic
+/// message recorded (and its published challenge responses are removed); the worker goes on.
+async fn supervise(shared: &Arc<Shared>, order: Order, shutdown: &CancellationToken) {
+    let (id, certificate) = (order.id, order.certificate_id);
+    let mut job = JoinSet::new();
+    let (owned, stop) = (shared.clone(), shutdown.clone());
+    job.spawn(async move { work(&owned, order, &stop).await });
+    let Some(Err(e)) = job.join_next().await else {
+        return;
+    };
+    if !e.is_panic() {
+        return;
+    }
+    let message = format!(
+        "internal error: the order's job panicked ({}); the order was stopped, see the server log",
+        panic_text(e.into_panic())
+    );
+    tracing::error!(order.id = %id, error = %message, "order job panicked");
+    job::remove_responses(shared, id, true).await;
+    if let Err(e) = fail(shared, id, certificate, &message).await {
+        tracing::warn!(error = %e, "cannot record the panic on the order; it will be resumed");
     }
 }
 
@@ -204,12 +275,19 @@ async fn work(shared: &Shared, order: Order, shutdown: &CancellationToken) {
         }
         Err(job::Stop::Fail(message)) => job::Outcome::Failed(message),
         Err(job::Stop::Acme(e)) if e.is_transient() || matches!(e, AcmeError::Storage(_)) => {
-            let delay = issuance::retry_delay(attempts, e.retry_after());
-            if t + delay >= deadline {
-                job::Outcome::Failed(format!("the order's deadline passed; last error: {e}"))
-            } else {
-                retry(shared, id, t + delay, &e.to_string()).await;
-                return;
+            let delay = issuance::retry_delay(
+                attempts,
+                e.retry_after(),
+                shared.state.config.ca_limits.max_retry_after(),
+            );
+            match issuance::after(t, delay).filter(|at| *at < deadline) {
+                Some(at) => {
+                    retry(shared, id, at, &e.to_string()).await;
+                    return;
+                }
+                None => {
+                    job::Outcome::Failed(format!("the order's deadline passed; last error: {e}"))
+                }
             }
         }
         Err(job::Stop::Acme(e)) => job::Outcome::Failed(e.to_string()),

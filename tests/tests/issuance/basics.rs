@@ -136,6 +136,8 @@ async fn eab_account_issues_rsa_and_ecdsa_with_several_names_on_every_backend() 
             );
             let key = state.db.version_key(&state.secrets, v.id).await.unwrap();
             assert!(!key.is_empty());
+            // The `issued` event is written just after the version.
+            wait_event(&state, cert.id, "issued", LONG).await;
             let events = history(&state, cert.id).await;
             for kind in [
                 "queued",

@@ -19,7 +19,8 @@ use certkeep_tests::bind::{Bind, KEY_NAME};
 use certkeep_tests::pebble::{Pebble, PebbleOptions};
 
 use crate::support::{
-    Running, app_state, certificate, history, register, test_config, wait_order_ended, wait_until,
+    Running, app_state, certificate, history, register, test_config, wait_event, wait_order_ended,
+    wait_until,
 };
 
 const LONG: Duration = Duration::from_secs(30);
@@ -84,13 +85,20 @@ async fn sqlite_state() -> (TestDb, AppState) {
 }
 
 /// Waits until the order's job has removed every response it published (it does so right after
-/// recording the outcome); returns the certificate's history then.
+/// recording the outcome) and recorded its outcome event (written just after the ended order);
+/// returns the certificate's history then.
 async fn cleaned_history(state: &AppState, cert: &Certificate, order: &Order) -> Vec<String> {
     wait_until("the challenge responses to be removed", LONG, || async {
         let left = state.db.challenge_responses(order.id).await.unwrap();
         left.is_empty().then_some(())
     })
     .await;
+    let outcome = if order.state == OrderState::Failed {
+        "failed"
+    } else {
+        "issued"
+    };
+    wait_event(state, cert.id, outcome, LONG).await;
     history(state, cert.id).await
 }
 

@@ -1,16 +1,23 @@
-//! Slow and flaky CA behaviour injected by the proxy (SECTIGO.md scenarios 2-9).
+//! Slow and flaky CA behaviour injected by the proxy (SECTIGO.md scenarios 2-9), and hostile
+//! or broken CAs: absurd `Retry-After`, oversized answers, certificates for other names or
+//! another key, and a job that panics.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use certkeep_server::model::{CertificateState, KeyType, OrderState};
+use async_trait::async_trait;
+use certkeep_server::acme::{AcmeError, CaAuthorization, CaOrder, Issuer};
+use certkeep_server::engine::Engine;
+use certkeep_server::model::{CertificateState, KeyType, OrderReason, OrderState};
 use certkeep_tests::pebble::PebbleOptions;
 use certkeep_tests::proxy::{
-    Action, Cut, Kind, Proxy, html_error, rate_limited, still_processing, turns_invalid,
-    unavailable,
+    Action, Cut, Kind, LeafKey, Proxy, html_error, rate_limited, still_processing, substitute_leaf,
+    turns_invalid, unavailable,
 };
 
 use crate::support::{
-    Env, certificate, history, register, wait_event, wait_order_ended, wait_versions,
+    Env, Running, certificate, count_panics, history, register, wait_event, wait_order_ended,
+    wait_versions,
 };
 
 const LONG: Duration = Duration::from_secs(60);
@@ -417,4 +424,350 @@ async fn wrong_directory_url_is_named() {
         .unwrap_err()
         .to_string();
     assert!(err.contains(&url), "{err}");
+}
+
+/// A 429 with `Retry-After: 18446744073709551615` on one directory: nothing panics, the wait is
+/// capped at `ca_limits.max_retry_after_secs`, the paused directory holds no worker (more of its
+/// orders than workers: sleeping through the 60 s pause would delay the other directory by as
+/// much), another directory keeps issuing, and each affected order says why.
+#[tokio::test]
+async fn absurd_retry_after_on_one_directory_neither_panics_nor_stops_the_others() {
+    let Some(env) = Env::start(PebbleOptions::default(), |c| {
+        c.ca_limits.max_retry_after_secs = 60;
+    })
+    .await
+    else {
+        return;
+    };
+    let panics = count_panics();
+    let other = Proxy::start(&env.pebble.pki, env.pebble.port).await;
+    let limited = env.account().await;
+    let healthy = register(
+        &env.state,
+        "healthy-directory",
+        &other.directory_url,
+        &env.pebble,
+        2,
+        &["*.example.test"],
+    )
+    .await;
+    env.proxy.add(Kind::NewOrder, None, rate_limited(u64::MAX));
+    let engine = env.engine();
+    let first = certificate(
+        &env.state,
+        &limited,
+        "stuck-0",
+        &["stuck0.example.test"],
+        KeyType::EcdsaP256,
+    )
+    .await;
+    wait_event(&env.state, first.id, "retry", LONG).await;
+    let workers = env.state.config.engine.workers;
+    let mut stuck = vec![first];
+    for i in 1..=workers + 1 {
+        stuck.push(
+            certificate(
+                &env.state,
+                &limited,
+                &format!("stuck-{i}"),
+                &[&format!("stuck{i}.example.test")],
+                KeyType::EcdsaP256,
+            )
+            .await,
+        );
+    }
+    for c in &stuck[1..] {
+        wait_event(&env.state, c.id, "retry", LONG).await;
+    }
+    let healthy_from = Instant::now();
+    let mut issued = Vec::new();
+    for i in 0..3 {
+        issued.push(
+            certificate(
+                &env.state,
+                &healthy,
+                &format!("healthy-{i}"),
+                &[&format!("healthy{i}.example.test")],
+                KeyType::EcdsaP256,
+            )
+            .await,
+        );
+    }
+    for c in &issued {
+        wait_versions(&env.state, c.id, 1, LONG).await;
+    }
+    let healthy_took = healthy_from.elapsed();
+    engine.stop().await;
+    assert!(
+        healthy_took < Duration::from_secs(30),
+        "the other directory was not held up by the paused one ({healthy_took:?})"
+    );
+    assert_eq!(panics(), 0, "no worker panicked");
+    assert_eq!(
+        env.proxy.seen(Kind::NewOrder),
+        1,
+        "the paused directory got no further new-order"
+    );
+    assert_eq!(env.proxy.forwarded(Kind::NewOrder), 0);
+    assert_eq!(other.forwarded(Kind::NewOrder), 3);
+    let now = certkeep_server::now();
+    for (i, c) in stuck.iter().enumerate() {
+        let order = env
+            .state
+            .db
+            .active_order(c.id)
+            .await
+            .unwrap()
+            .expect("order waits");
+        assert_eq!(order.state, OrderState::Queued, "{}", c.name);
+        assert!(
+            order.next_attempt_at <= now + time::Duration::seconds(61)
+                && order.next_attempt_at > now,
+            "{}: retried after the capped wait, at {}",
+            c.name,
+            order.next_attempt_at
+        );
+        let error = order.last_error.expect("the order says why");
+        if i == 0 {
+            assert!(
+                error.contains("too many new orders")
+                    && error.contains("ca_limits.max_retry_after_secs")
+                    && error.contains("60s"),
+                "{error}"
+            );
+        } else {
+            assert!(
+                error.contains("paused") && error.contains("HTTP 429"),
+                "{error}"
+            );
+        }
+    }
+}
+
+/// A CA answer larger than `ca_limits.max_response_bytes` is refused with a clear error.
+#[tokio::test]
+async fn an_oversized_ca_answer_is_refused() {
+    let Some(env) = Env::start(PebbleOptions::default(), |c| {
+        c.ca_limits.max_response_bytes = 16 * 1024;
+    })
+    .await
+    else {
+        return;
+    };
+    let account = env.account().await;
+    env.proxy.add(
+        Kind::Certificate,
+        None,
+        Action::Respond {
+            status: 200,
+            content_type: "application/pem-certificate-chain",
+            headers: Vec::new(),
+            body: "A".repeat(64 * 1024),
+        },
+    );
+    let cert = certificate(
+        &env.state,
+        &account,
+        "huge",
+        &["huge.example.test"],
+        KeyType::EcdsaP256,
+    )
+    .await;
+    let engine = env.engine();
+    let order = wait_order_ended(&env.state, cert.id, LONG).await;
+    engine.stop().await;
+    assert_eq!(order.state, OrderState::Failed);
+    let error = order.last_error.unwrap();
+    assert!(
+        error.contains("larger than 16384 bytes")
+            && error.contains("ca_limits.max_response_bytes")
+            && error.contains("/certZ/"),
+        "{error}"
+    );
+    assert!(env.state.db.versions(cert.id).await.unwrap().is_empty());
+}
+
+/// A renewal whose certificate carries a name that was not requested fails, and the previous
+/// version stays current (an added SAN would become an extra CCS file on IIS).
+#[tokio::test]
+async fn a_certificate_with_an_added_name_is_never_made_current() {
+    let Some(env) = Env::start(PebbleOptions::default(), |_| {}).await else {
+        return;
+    };
+    let account = env.account().await;
+    let cert = certificate(
+        &env.state,
+        &account,
+        "sans",
+        &["sans.example.test"],
+        KeyType::EcdsaP256,
+    )
+    .await;
+    let engine = env.engine();
+    let first = wait_versions(&env.state, cert.id, 1, LONG).await;
+    env.proxy.add(
+        Kind::Certificate,
+        Some(1),
+        substitute_leaf(
+            &["sans.example.test", "intruder.example.test"],
+            LeafKey::FromCsr,
+        ),
+    );
+    let now = certkeep_server::now();
+    env.state
+        .db
+        .enqueue_order(
+            cert.id,
+            account.id,
+            OrderReason::Renewal,
+            now + time::Duration::minutes(10),
+            now,
+        )
+        .await
+        .unwrap();
+    env.state.wake.notify_one();
+    let order = wait_order_ended(&env.state, cert.id, LONG).await;
+    engine.stop().await;
+    assert_eq!(order.reason, OrderReason::Renewal);
+    assert_eq!(order.state, OrderState::Failed);
+    let error = order.last_error.unwrap();
+    assert!(
+        error.contains("not requested: `intruder.example.test`"),
+        "{error}"
+    );
+    let after = env.state.db.certificate(cert.id).await.unwrap();
+    assert_eq!(after.current_version_id, Some(first[0].id));
+    assert_eq!(after.state, CertificateState::Failing);
+    assert_eq!(env.state.db.versions(cert.id).await.unwrap().len(), 1);
+}
+
+/// A certificate for another public key than the order's stored key fails the order.
+#[tokio::test]
+async fn a_certificate_for_another_key_fails_the_order() {
+    let Some(env) = Env::start(PebbleOptions::default(), |_| {}).await else {
+        return;
+    };
+    let account = env.account().await;
+    env.proxy.add(
+        Kind::Certificate,
+        Some(1),
+        substitute_leaf(&["otherkey.example.test"], LeafKey::Fresh),
+    );
+    let cert = certificate(
+        &env.state,
+        &account,
+        "otherkey",
+        &["otherkey.example.test"],
+        KeyType::Rsa2048,
+    )
+    .await;
+    let engine = env.engine();
+    let order = wait_order_ended(&env.state, cert.id, LONG).await;
+    engine.stop().await;
+    assert_eq!(order.state, OrderState::Failed);
+    let error = order.last_error.unwrap();
+    assert!(error.contains("not the order's key"), "{error}");
+    assert!(env.state.db.versions(cert.id).await.unwrap().is_empty());
+    let after = env.state.db.certificate(cert.id).await.unwrap();
+    assert_eq!(after.state, CertificateState::Failed);
+    assert!(after.current_version_id.is_none());
+}
+
+/// An [`Issuer`] whose every call panics (a bug reached by a CA's answer).
+struct PanickingIssuer;
+
+#[async_trait]
+impl Issuer for PanickingIssuer {
+    fn supports_renewal_info(&self) -> bool {
+        false
+    }
+    async fn new_order(&self, _: &[String], _: Option<&str>) -> Result<CaOrder, AcmeError> {
+        panic!("injected panic in new-order")
+    }
+    async fn order(&self, _: &str) -> Result<CaOrder, AcmeError> {
+        panic!("injected panic in order")
+    }
+    async fn authorizations(&self, _: &str) -> Result<Vec<CaAuthorization>, AcmeError> {
+        panic!("injected panic in authorizations")
+    }
+    async fn challenge_ready(&self, _: &str, _: &str, _: &str) -> Result<(), AcmeError> {
+        panic!("injected panic in challenge")
+    }
+    async fn finalize(&self, _: &str, _: &[u8]) -> Result<CaOrder, AcmeError> {
+        panic!("injected panic in finalize")
+    }
+    async fn certificate(&self, _: &str) -> Result<String, AcmeError> {
+        panic!("injected panic in certificate")
+    }
+    async fn revoke(&self, _: &[u8], _: u8) -> Result<(), AcmeError> {
+        panic!("injected panic in revoke")
+    }
+    async fn renewal_window(
+        &self,
+        _: &str,
+    ) -> Result<(time::OffsetDateTime, time::OffsetDateTime), AcmeError> {
+        panic!("injected panic in renewal info")
+    }
+}
+
+/// A job that panics fails its order with the panic recorded, and the only worker goes on to
+/// issue the next order.
+#[tokio::test]
+async fn a_panicking_job_fails_its_order_and_the_worker_goes_on() {
+    let Some(env) = Env::start(PebbleOptions::default(), |c| c.engine.workers = 1).await else {
+        return;
+    };
+    let panics = count_panics();
+    let healthy = env.account().await;
+    let broken = register(
+        &env.state,
+        "broken",
+        &env.proxy.directory_url,
+        &env.pebble,
+        1,
+        &["*.example.test"],
+    )
+    .await;
+    let doomed = certificate(
+        &env.state,
+        &broken,
+        "doomed",
+        &["doomed.example.test"],
+        KeyType::EcdsaP256,
+    )
+    .await;
+    let engine = Running::spawn(
+        Engine::new(env.state.clone())
+            .with_solvers(env.solvers())
+            .with_issuer(broken.id, Arc::new(PanickingIssuer)),
+    );
+    let order = wait_order_ended(&env.state, doomed.id, LONG).await;
+    assert_eq!(order.state, OrderState::Failed);
+    let error = order.last_error.unwrap();
+    assert!(
+        error.contains("panicked") && error.contains("injected panic in new-order"),
+        "{error}"
+    );
+    assert_eq!(
+        env.state.db.certificate(doomed.id).await.unwrap().state,
+        CertificateState::Failed
+    );
+    let next = certificate(
+        &env.state,
+        &healthy,
+        "next",
+        &["next.example.test"],
+        KeyType::EcdsaP256,
+    )
+    .await;
+    wait_versions(&env.state, next.id, 1, LONG).await;
+    engine.stop().await;
+    assert_eq!(panics(), 1, "the injected panic, once");
+    let events = history(&env.state, doomed.id).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("failed") && e.contains("panicked")),
+        "{events:?}"
+    );
 }

@@ -1,8 +1,9 @@
 //! Shared set-up for the issuance tests: application state over a test database, accounts,
 //! certificates, engines that can be stopped or crashed, and bounded waits on the database.
 
+use std::cell::Cell;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
 use certkeep_server::app::{App, AppState};
@@ -217,8 +218,12 @@ pub(crate) struct Running {
 impl Running {
     /// Starts an engine over `state`, with `solvers` if given.
     pub(crate) fn start(state: &AppState, solvers: Option<Solvers>) -> Self {
+        Self::spawn(Engine::new(state.clone()).with_solvers(solvers.unwrap_or_default()))
+    }
+
+    /// Starts `engine`.
+    pub(crate) fn spawn(engine: Engine) -> Self {
         let stop = CancellationToken::new();
-        let engine = Engine::new(state.clone()).with_solvers(solvers.unwrap_or_default());
         Self {
             handle: engine.spawn(stop.clone()),
             stop,
@@ -330,4 +335,24 @@ pub(crate) async fn history(state: &AppState, cert: CertificateId) -> Vec<String
         }
     }
     out
+}
+
+thread_local! {
+    static PANICS: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Counts the panics on the calling thread from now on; the returned function reads the count.
+/// A `#[tokio::test]` runs its runtime, and so every task the engine spawns, on its own thread,
+/// so panics of other tests running in parallel are not counted.
+pub(crate) fn count_panics() -> impl Fn() -> usize {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICS.with(|p| p.set(p.get() + 1));
+            previous(info);
+        }));
+    });
+    let start = PANICS.with(Cell::get);
+    move || PANICS.with(Cell::get) - start
 }
