@@ -43,6 +43,8 @@ pub struct Config {
     pub agents: AgentConfig,
     /// Challenge solvers for names the CA has not pre-validated.
     pub solvers: SolversConfig,
+    /// Heartbeat of serving processes (what `rekey` checks).
+    pub liveness: LivenessConfig,
 }
 
 /// Issuance engine settings.
@@ -55,7 +57,8 @@ pub struct EngineConfig {
     pub workers: usize,
     /// Seconds between scans for runnable jobs when idle.
     pub poll_interval_secs: u64,
-    /// Seconds a claimed job stays leased before another process may take it over.
+    /// Seconds a claimed job stays leased before another process may take it over; the
+    /// holder renews it every third of this, so a dead process's jobs move within it.
     pub lease_secs: u64,
     /// Overall deadline of one order in seconds (default 7 days).
     pub order_deadline_secs: u64,
@@ -71,6 +74,37 @@ pub struct EngineConfig {
     pub renew_fraction: f64,
     /// Seconds between scans for certificates due for renewal or re-issuance.
     pub renewal_scan_secs: u64,
+}
+
+/// Heartbeat of serving processes in `server_instances`: `rekey` refuses while a process has
+/// written one within `stale_secs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LivenessConfig {
+    /// Seconds between heartbeats of a serving process.
+    pub heartbeat_secs: u64,
+    /// Seconds without a heartbeat after which a process counts as dead.
+    pub stale_secs: u64,
+}
+
+impl Default for LivenessConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_secs: 10,
+            stale_secs: 30,
+        }
+    }
+}
+
+impl LivenessConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.heartbeat_secs == 0 || self.stale_secs < 2 * self.heartbeat_secs {
+            return Err(ConfigError::Invalid(
+                "liveness.heartbeat_secs must be at least 1 and liveness.stale_secs at least twice it".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Agent enrollment settings.
@@ -191,6 +225,7 @@ impl Default for Config {
             engine: EngineConfig::default(),
             agents: AgentConfig::default(),
             solvers: SolversConfig::default(),
+            liveness: LivenessConfig::default(),
         }
     }
 }
@@ -201,7 +236,7 @@ impl Default for EngineConfig {
             enabled: true,
             workers: 8,
             poll_interval_secs: 5,
-            lease_secs: 120,
+            lease_secs: 30,
             order_deadline_secs: 7 * 24 * 3600,
             max_inline_wait_secs: 120,
             request_timeout_secs: 30,
@@ -309,6 +344,7 @@ impl Config {
                 "engine.workers must be at least 1".into(),
             ));
         }
+        self.liveness.validate()?;
         self.solvers.validate()
     }
 

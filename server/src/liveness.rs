@@ -1,0 +1,123 @@
+//! This serving process's row in `server_instances`: registered when it starts serving,
+//! renewed every `liveness.heartbeat_secs`, deleted on clean shutdown. `rekey` refuses while a
+//! row is fresh. On SQLite the process also holds the database's lock file (taken when the
+//! database was opened), so every lease and row found at start was left by a process that
+//! died: they are released at once and its orders resume without waiting for lease expiry.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::ca::InternalCa;
+use crate::db::Db;
+use crate::db::instances::ServerInstance;
+use crate::now;
+
+/// This process's registration; [`Registration::end`] removes it.
+pub struct Registration {
+    id: Uuid,
+    db: Db,
+    lost: CancellationToken,
+    heartbeat: JoinHandle<()>,
+}
+
+/// The machine's host name, for the operator reading `rekey`'s refusal.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Registers this process and starts its heartbeat. On the locked SQLite database, first
+/// releases every order lease and forgets every row (their processes are dead). Fails when the
+/// age identity no longer opens the stored secrets (a `rekey` committed while this process
+/// was starting).
+pub async fn register(state: &AppState) -> anyhow::Result<Registration> {
+    let db = state.db.clone();
+    if db.is_exclusive() {
+        let forgotten = db.forget_instances().await?;
+        let released = db.release_all_leases().await?;
+        tracing::info!(
+            released_leases = released,
+            forgotten_instances = forgotten,
+            "this process holds the database lock: leases left by a previous process released"
+        );
+    }
+    let t = now();
+    let instance = ServerInstance {
+        id: Uuid::new_v4(),
+        host: host_name(),
+        pid: i64::from(std::process::id()),
+        started_at: t,
+        heartbeat_at: t,
+    };
+    db.register_instance(&instance)
+        .await
+        .context("register this server process in server_instances")?;
+    if let Err(e) = InternalCa::check_identity(&db, &state.secrets).await {
+        let _ = db.deregister_instance(instance.id).await;
+        return Err(anyhow::Error::new(e).context(
+            "the age identity does not open the stored secrets (was the database rekeyed while this server started?)",
+        ));
+    }
+    let lost = CancellationToken::new();
+    let every = Duration::from_secs(state.config.liveness.heartbeat_secs.max(1));
+    let heartbeat = tokio::spawn(beat(db.clone(), instance.id, every, lost.clone()));
+    tracing::info!(instance.id = %instance.id, "server process registered");
+    Ok(Registration {
+        id: instance.id,
+        db,
+        lost,
+        heartbeat,
+    })
+}
+
+/// Writes the heartbeat every `every`; cancels `lost` (and returns) when the row is gone.
+async fn beat(db: Db, id: Uuid, every: Duration, lost: CancellationToken) {
+    loop {
+        tokio::time::sleep(every).await;
+        match db.instance_heartbeat(id, now()).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::error!(
+                    instance.id = %id,
+                    "this server's row in server_instances was removed (a rekey found no heartbeat within liveness.stale_secs): stopping, since the stored secrets may be sealed to another identity now"
+                );
+                lost.cancel();
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot write this server's heartbeat"),
+        }
+    }
+}
+
+impl Registration {
+    /// Cancelled when the registration was removed by someone else; the server must stop.
+    pub fn lost(&self) -> CancellationToken {
+        self.lost.clone()
+    }
+
+    /// Stops the heartbeat and removes the row (clean shutdown). Errors when the registration
+    /// had been lost.
+    pub async fn end(self) -> anyhow::Result<()> {
+        self.heartbeat.abort();
+        if self.lost.is_cancelled() {
+            anyhow::bail!(
+                "stopped: this server's registration was removed while it ran (see the log)"
+            );
+        }
+        self.db
+            .deregister_instance(self.id)
+            .await
+            .context("remove this server process from server_instances")?;
+        Ok(())
+    }
+}
