@@ -121,3 +121,66 @@ impl Registration {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::db::instances::DataDirLock;
+    use crate::secrets::Secrets;
+    use crate::testkit::{PgCluster, TestServer};
+
+    /// Polls `check` until it holds, failing after 10 s.
+    async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !check().await {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn rekey_on_postgres_is_refused_while_a_server_runs_and_works_after_it_stopped() {
+        let Some(cluster) = PgCluster::shared() else {
+            return;
+        };
+        let url = cluster.url(&cluster.create_database().await);
+        let server = TestServer::start_with(|c| {
+            c.database_url = Some(secrecy::SecretString::from(url.clone()));
+        })
+        .await;
+        let db = Db::connect_postgres(&secrecy::SecretString::from(url))
+            .await
+            .unwrap();
+        wait_for("the server's registration", async || {
+            db.instances().await.unwrap().len() == 1
+        })
+        .await;
+        let (old, new) = (server.state.secrets.clone(), Secrets::generate());
+        let alive_since = now() - Duration::from_secs(30);
+        let err = db.rekey(&old, &new, alive_since).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+        InternalCa::check_identity(&db, &old).await.unwrap();
+        server.stop().await;
+        assert!(
+            db.instances().await.unwrap().is_empty(),
+            "a clean shutdown removes the row"
+        );
+        assert!(db.rekey(&old, &new, alive_since).await.unwrap() >= 1);
+        InternalCa::check_identity(&db, &new).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_server_on_sqlite_holds_the_database_lock() {
+        let server = TestServer::start().await;
+        let database = server.state.config.data_dir.join("certkeep.db");
+        let err = DataDirLock::acquire(&database).unwrap_err();
+        assert!(err.to_string().contains("stop it first"), "{err}");
+        server.stop().await;
+    }
+}

@@ -276,4 +276,105 @@ mod tests {
             assert_eq!(&hmac[..], &s.hmac[..]);
         }
     }
+
+    fn instance(host: &str, pid: i64, heartbeat_at: OffsetDateTime) -> ServerInstance {
+        ServerInstance {
+            id: Uuid::new_v4(),
+            host: host.into(),
+            pid,
+            started_at: heartbeat_at,
+            heartbeat_at,
+        }
+    }
+
+    #[tokio::test]
+    async fn rekey_refuses_while_a_server_is_alive_and_works_after_it_stopped() {
+        for t in TestDb::all().await {
+            let (old, new) = (Secrets::generate(), Secrets::generate());
+            let s = store_secrets(&t, &old).await;
+            let now = crate::now();
+            let alive_since = now - time::Duration::seconds(30);
+            let alive = instance("web-1", 7, now);
+            t.db.register_instance(&alive).await.unwrap();
+            t.db.register_instance(&instance("web-2", 8, now - time::Duration::minutes(5)))
+                .await
+                .unwrap();
+            let err = t.db.rekey(&old, &new, alive_since).await.unwrap_err();
+            let message = err.to_string();
+            assert!(matches!(err, Error::InUse(_)), "{}: {message}", t.backend);
+            assert!(
+                message.contains("1 server process") && message.contains("pid 7 on web-1"),
+                "{message}"
+            );
+            assert_eq!(
+                &t.db.version_key(&old, s.version).await.unwrap()[..],
+                &s.key_der[..],
+                "{}: nothing re-encrypted",
+                t.backend
+            );
+            assert_eq!(t.db.instances().await.unwrap().len(), 2, "refused: nothing removed");
+
+            t.db.deregister_instance(alive.id).await.unwrap();
+            assert_eq!(t.db.rekey(&old, &new, alive_since).await.unwrap(), 2);
+            assert_eq!(
+                &t.db.version_key(&new, s.version).await.unwrap()[..],
+                &s.key_der[..]
+            );
+            assert!(
+                t.db.instances().await.unwrap().is_empty(),
+                "{}: the dead process's row is removed",
+                t.backend
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_secret_written_while_rekey_runs_is_re_encrypted_too() {
+        let Some(t) = TestDb::postgres().await else {
+            return;
+        };
+        let (old, new) = (Secrets::generate(), Secrets::generate());
+        store_secrets(&t, &old).await;
+        let super::super::Pool::Pg(pool) = &t.db.pool else {
+            unreachable!("a PostgreSQL test database")
+        };
+        // A writer (say a server's API call) has inserted a secret sealed to the old identity
+        // but not committed yet when rekey starts.
+        let now = crate::now();
+        let id = Uuid::now_v7();
+        let sealed = old
+            .seal(Binding::new("tsig_keys", "secret_enc", id), b"tsig secret")
+            .unwrap();
+        let mut writer = pool.begin().await.unwrap();
+        sqlx::query("INSERT INTO tsig_keys (id, key_name, secret_enc, created_at) VALUES ($1, 'late.', $2, $3)")
+            .bind(id)
+            .bind(sealed)
+            .bind(now)
+            .execute(&mut *writer)
+            .await
+            .unwrap();
+        let rekey = tokio::spawn({
+            let (db, old, new) = (t.db.clone(), old.clone(), new.clone());
+            async move { db.rekey(&old, &new, now - time::Duration::seconds(30)).await }
+        });
+        // Rekey either waits for the writer's lock or (unguarded) has already finished.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let waiting: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_locks WHERE NOT granted")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            if waiting > 0 || rekey.is_finished() {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "rekey neither waited nor finished");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        writer.commit().await.unwrap();
+        assert_eq!(rekey.await.unwrap().unwrap(), 3, "the late row was re-encrypted");
+        assert_eq!(
+            &t.db.tsig_key(&new, "late.").await.unwrap().unwrap()[..],
+            b"tsig secret"
+        );
+    }
 }
