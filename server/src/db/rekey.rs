@@ -262,7 +262,11 @@ mod tests {
             // A ciphertext moved into another row cannot be opened: rekey must abort whole.
             on_pool!(t.db, p => sqlx::query("UPDATE acme_accounts SET credentials_enc = eab_hmac_enc").execute(p).await.map(|r| r.rows_affected())).unwrap();
             let new = Secrets::generate();
-            let err = t.db.rekey(&old, &new, crate::now()).await.unwrap_err().to_string();
+            let err =
+                t.db.rekey(&old, &new, crate::now())
+                    .await
+                    .unwrap_err()
+                    .to_string();
             assert!(err.contains("another row or column"), "{err}");
             assert_eq!(
                 &t.db.version_key(&old, s.version).await.unwrap()[..],
@@ -312,7 +316,11 @@ mod tests {
                 "{}: nothing re-encrypted",
                 t.backend
             );
-            assert_eq!(t.db.instances().await.unwrap().len(), 2, "refused: nothing removed");
+            assert_eq!(
+                t.db.instances().await.unwrap().len(),
+                2,
+                "refused: nothing removed"
+            );
 
             t.db.deregister_instance(alive.id).await.unwrap();
             assert_eq!(t.db.rekey(&old, &new, alive_since).await.unwrap(), 2);
@@ -355,23 +363,34 @@ mod tests {
             .unwrap();
         let rekey = tokio::spawn({
             let (db, old, new) = (t.db.clone(), old.clone(), new.clone());
-            async move { db.rekey(&old, &new, now - time::Duration::seconds(30)).await }
+            async move {
+                db.rekey(&old, &new, now - time::Duration::seconds(30))
+                    .await
+            }
         });
         // Rekey either waits for the writer's lock or (unguarded) has already finished.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
-            let waiting: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_locks WHERE NOT granted")
-                .fetch_one(pool)
-                .await
-                .unwrap();
+            let waiting: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM pg_locks WHERE NOT granted")
+                    .fetch_one(pool)
+                    .await
+                    .unwrap();
             if waiting > 0 || rekey.is_finished() {
                 break;
             }
-            assert!(std::time::Instant::now() < deadline, "rekey neither waited nor finished");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "rekey neither waited nor finished"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         writer.commit().await.unwrap();
-        assert_eq!(rekey.await.unwrap().unwrap(), 3, "the late row was re-encrypted");
+        assert_eq!(
+            rekey.await.unwrap().unwrap(),
+            3,
+            "the late row was re-encrypted"
+        );
         assert_eq!(
             &t.db.tsig_key(&new, "late.").await.unwrap().unwrap()[..],
             b"tsig secret"
