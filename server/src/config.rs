@@ -604,6 +604,24 @@ patterns = ["www.example.edu", "*.web.example.edu"]
     }
 
     #[test]
+    fn default_leases_and_heartbeats_let_a_dead_servers_work_move_within_30_seconds() {
+        let c = Config::load(None, Figment::new(), &[]).unwrap();
+        assert!(c.engine.lease_secs <= 30, "{}", c.engine.lease_secs);
+        assert_eq!((c.liveness.heartbeat_secs, c.liveness.stale_secs), (10, 30));
+        let err = Config::load(
+            None,
+            Figment::new(),
+            &env(&[
+                ("CERTKEEP_LIVENESS__HEARTBEAT_SECS", "20"),
+                ("CERTKEEP_LIVENESS__STALE_SECS", "30"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("liveness.stale_secs"), "{err}");
+    }
+
+    #[test]
     fn rejects_non_postgres_url() {
         let err = Config::load(
             None,
