@@ -175,6 +175,48 @@ mod tests {
         InternalCa::check_identity(&db, &new).await.unwrap();
     }
 
+    /// A prepared server state (SQLite, lock held) beating every second.
+    async fn state(dir: &tempfile::TempDir) -> AppState {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let config = crate::config::Config {
+            data_dir: dir.path().join("data"),
+            liveness: crate::config::LivenessConfig {
+                heartbeat_secs: 1,
+                stale_secs: 2,
+            },
+            ..crate::config::Config::default()
+        };
+        crate::bootstrap::prepare(config, now()).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_server_whose_registration_was_removed_is_told_to_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir).await;
+        let registration = register(&state).await.unwrap();
+        assert_eq!(state.db.instances().await.unwrap().len(), 1);
+        state.db.forget_instances().await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), registration.lost().cancelled())
+            .await
+            .expect("the heartbeat notices within a few beats");
+        let err = registration.end().await.unwrap_err().to_string();
+        assert!(err.contains("registration was removed"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_server_starting_after_a_rekey_with_the_old_identity_refuses_to_serve() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir).await;
+        state
+            .db
+            .rekey(&state.secrets, &Secrets::generate(), now())
+            .await
+            .unwrap();
+        let err = format!("{:#}", register(&state).await.err().unwrap());
+        assert!(err.contains("does not open the stored secrets"), "{err}");
+        assert!(state.db.instances().await.unwrap().is_empty());
+    }
+
     #[tokio::test]
     async fn a_server_on_sqlite_holds_the_database_lock() {
         let server = TestServer::start().await;
