@@ -57,7 +57,10 @@ impl DataDirLock {
     /// another process holds it.
     pub fn acquire(database: &Path) -> Result<Self> {
         let path = Self::path(database);
-        let io = |e: std::io::Error| Error::Corrupt(format!("lock file {}: {e}", path.display()));
+        let io = |source| Error::LockFile {
+            path: path.clone(),
+            source,
+        };
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)

@@ -45,6 +45,12 @@ pub enum Error {
     /// Another process uses the database (a running server), so the operation is refused.
     #[error("{0}")]
     InUse(String),
+    /// The SQLite database's lock file cannot be opened or locked.
+    #[error("lock file {path}: {source}")]
+    LockFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl From<sqlx::Error> for Error {
