@@ -65,6 +65,17 @@ pub fn load_secrets(config: &Config) -> anyhow::Result<Secrets> {
 
 /// Opens the configured database (PostgreSQL, or SQLite in the data directory).
 pub async fn open_db(config: &Config) -> anyhow::Result<Db> {
+    open(config, false).await
+}
+
+/// Opens the configured database for a process that changes it while running (`serve`,
+/// `rekey`): on SQLite it first takes the database's lock file, so it fails at once while
+/// another such process runs on the same data directory, and holds it while the `Db` lives.
+pub async fn open_db_exclusive(config: &Config) -> anyhow::Result<Db> {
+    open(config, true).await
+}
+
+async fn open(config: &Config, exclusive: bool) -> anyhow::Result<Db> {
     let db = match &config.database_url {
         Some(url) => Db::connect_postgres(url)
             .await
@@ -72,9 +83,12 @@ pub async fn open_db(config: &Config) -> anyhow::Result<Db> {
         None => {
             ensure_data_dir(&config.data_dir)?;
             let path = config.data_dir.join("certkeep.db");
-            Db::open_sqlite(&path)
-                .await
-                .with_context(|| format!("open SQLite database {}", path.display()))?
+            let db = if exclusive {
+                Db::open_sqlite_exclusive(&path).await
+            } else {
+                Db::open_sqlite(&path).await
+            };
+            db.with_context(|| format!("open SQLite database {}", path.display()))?
         }
     };
     Ok(db)
@@ -95,7 +109,7 @@ pub async fn migrate(db: &Db) -> anyhow::Result<()> {
 pub async fn prepare(config: Config, now: OffsetDateTime) -> anyhow::Result<AppState> {
     ensure_data_dir(&config.data_dir)?;
     let secrets = load_secrets(&config)?;
-    let db = open_db(&config).await?;
+    let db = open_db_exclusive(&config).await?;
     if config.migrate_on_start {
         migrate(&db).await?;
     }

@@ -64,6 +64,13 @@ fn random_serial() -> SerialNumber {
 }
 
 impl InternalCa {
+    /// Checks that `secrets` opens the stored CA key (it does not after `rekey` moved the
+    /// database to another identity).
+    pub async fn check_identity(db: &Db, secrets: &Secrets) -> Result<(), CaError> {
+        db.server_key(secrets, CA_KEY_NAME).await?;
+        Ok(())
+    }
+
     /// Loads the CA from the database, creating it on first start.
     pub async fn load_or_create(
         db: &Db,

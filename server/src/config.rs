@@ -45,6 +45,8 @@ pub struct Config {
     pub solvers: SolversConfig,
     /// Limits on what an ACME CA may make certkeep wait for or read.
     pub ca_limits: CaLimitsConfig,
+    /// Heartbeat of serving processes (what `rekey` checks).
+    pub liveness: LivenessConfig,
 }
 
 /// Issuance engine settings.
@@ -57,7 +59,8 @@ pub struct EngineConfig {
     pub workers: usize,
     /// Seconds between scans for runnable jobs when idle.
     pub poll_interval_secs: u64,
-    /// Seconds a claimed job stays leased before another process may take it over.
+    /// Seconds a claimed job stays leased before another process may take it over; the
+    /// holder renews it every third of this, so a dead process's jobs move within it.
     pub lease_secs: u64,
     /// Overall deadline of one order in seconds (default 7 days).
     pub order_deadline_secs: u64,
@@ -106,6 +109,37 @@ impl CaLimitsConfig {
         if self.max_response_bytes < 4096 {
             return Err(ConfigError::Invalid(
                 "ca_limits.max_response_bytes must be at least 4096".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Heartbeat of serving processes in `server_instances`: `rekey` refuses while a process has
+/// written one within `stale_secs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LivenessConfig {
+    /// Seconds between heartbeats of a serving process.
+    pub heartbeat_secs: u64,
+    /// Seconds without a heartbeat after which a process counts as dead.
+    pub stale_secs: u64,
+}
+
+impl Default for LivenessConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_secs: 10,
+            stale_secs: 30,
+        }
+    }
+}
+
+impl LivenessConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.heartbeat_secs == 0 || self.stale_secs < self.heartbeat_secs.saturating_mul(2) {
+            return Err(ConfigError::Invalid(
+                "liveness.heartbeat_secs must be at least 1 and liveness.stale_secs at least twice it".into(),
             ));
         }
         Ok(())
@@ -240,6 +274,7 @@ impl Default for Config {
             agents: AgentConfig::default(),
             solvers: SolversConfig::default(),
             ca_limits: CaLimitsConfig::default(),
+            liveness: LivenessConfig::default(),
         }
     }
 }
@@ -250,7 +285,7 @@ impl Default for EngineConfig {
             enabled: true,
             workers: 8,
             poll_interval_secs: 5,
-            lease_secs: 120,
+            lease_secs: 30,
             order_deadline_secs: 7 * 24 * 3600,
             max_inline_wait_secs: 120,
             request_timeout_secs: 30,
@@ -359,6 +394,7 @@ impl Config {
             ));
         }
         self.ca_limits.validate()?;
+        self.liveness.validate()?;
         self.solvers.validate()
     }
 
@@ -645,6 +681,24 @@ patterns = ["www.example.edu", "*.web.example.edu"]
                 .to_string();
             assert!(err.contains(wanted), "{key}={value}: {err}");
         }
+    }
+
+    #[test]
+    fn default_leases_and_heartbeats_let_a_dead_servers_work_move_within_30_seconds() {
+        let c = Config::load(None, Figment::new(), &[]).unwrap();
+        assert!(c.engine.lease_secs <= 30, "{}", c.engine.lease_secs);
+        assert_eq!((c.liveness.heartbeat_secs, c.liveness.stale_secs), (10, 30));
+        let err = Config::load(
+            None,
+            Figment::new(),
+            &env(&[
+                ("CERTKEEP_LIVENESS__HEARTBEAT_SECS", "20"),
+                ("CERTKEEP_LIVENESS__STALE_SECS", "30"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("liveness.stale_secs"), "{err}");
     }
 
     #[test]

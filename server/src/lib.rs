@@ -14,6 +14,7 @@ pub mod db;
 pub mod domain;
 pub mod engine;
 pub mod fsutil;
+pub mod liveness;
 pub mod metrics;
 pub mod model;
 pub mod secrets;
@@ -161,10 +162,15 @@ pub async fn serve(
             None => Ok(()),
         }
     };
+    let registration = liveness::register(&state).await?;
+    let lost = registration.lost();
     tracing::info!(api.addr = %api_addr, agent.addr = %agent_addr, backend = state.db.backend(), "certkeep is serving");
     let drain = handle.clone();
     tokio::spawn(async move {
-        shutdown.await;
+        tokio::select! {
+            () = shutdown => {}
+            () = lost.cancelled() => {}
+        }
         tracing::info!("shutting down: finishing in-flight requests");
         drain.graceful_shutdown(Some(Duration::from_secs(30)));
     });
@@ -179,9 +185,11 @@ pub async fn serve(
     if let Some(engine) = engine {
         let _ = engine.await;
     }
+    let ended = registration.end().await;
     api.context("API listener")?;
     agent.context("agent listener")?;
     http01.context("http-01 responder")?;
+    ended?;
     state.db.close().await;
     Ok(())
 }

@@ -61,7 +61,8 @@ enum Command {
     /// Print the OpenAPI document.
     #[command(after_help = "Example:\n  certkeep openapi > openapi/openapi.json")]
     Openapi,
-    /// Re-encrypt every stored secret to a new age identity, in one transaction.
+    /// Re-encrypt every stored secret to a new age identity, in one transaction. Refused while
+    /// a server runs on the database.
     #[command(
         after_help = "Example:\n  age-keygen -o new-identity.txt && certkeep rekey --new-identity new-identity.txt"
     )]
@@ -242,8 +243,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load_config(&cli.server)?;
             let old = bootstrap::load_secrets(&config)?;
             let new = certkeep_server::secrets::Secrets::load(&new_identity)?;
-            let db = bootstrap::open_db(&config).await?;
-            let count = db.rekey(&old, &new).await.context("re-encrypt secrets")?;
+            // On SQLite this takes the lock file a running server holds: refused while one runs.
+            let db = bootstrap::open_db_exclusive(&config).await?;
+            let alive_since = now() - std::time::Duration::from_secs(config.liveness.stale_secs);
+            let count = db
+                .rekey(&old, &new, alive_since)
+                .await
+                .context("re-encrypt secrets")?;
             println!(
                 "re-encrypted {count} secrets to {}. Now point age_identity_file at {} (or move it to {}) before the next start, and keep the old identity until backups made with it expire.",
                 new.recipient(),

@@ -164,6 +164,8 @@ struct Inner {
     client: Upstream,
     rules: Mutex<Vec<Rule>>,
     seen: Mutex<HashMap<Kind, usize>>,
+    /// Every request as it arrived, in order.
+    log: Mutex<Vec<(Instant, Kind)>>,
     forwarded: Mutex<HashMap<Kind, usize>>,
     signatures: Mutex<HashSet<String>>,
     replayed: AtomicUsize,
@@ -251,6 +253,7 @@ impl Proxy {
             client: Client::builder(TokioExecutor::new()).build(connector),
             rules: Mutex::default(),
             seen: Mutex::default(),
+            log: Mutex::default(),
             forwarded: Mutex::default(),
             signatures: Mutex::default(),
             replayed: AtomicUsize::new(0),
@@ -314,6 +317,17 @@ impl Proxy {
             .get(&kind)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// When the first request of `kind` after `after` arrived, from the request log.
+    pub fn first_seen_after(&self, kind: Kind, after: Instant) -> Option<Instant> {
+        self.inner
+            .log
+            .lock()
+            .expect("log")
+            .iter()
+            .find(|(at, k)| *k == kind && *at > after)
+            .map(|(at, _)| *at)
     }
 
     /// Requests of `kind` that reached Pebble.
@@ -381,6 +395,7 @@ impl Inner {
     async fn handle(&self, req: Request<Incoming>) -> Result<Response<ProxyBody>, std::io::Error> {
         let kind = Kind::of(req.uri().path());
         bump(&self.seen, kind);
+        self.log.lock().expect("log").push((Instant::now(), kind));
         let (parts, body) = req.into_parts();
         let body = body
             .collect()

@@ -17,6 +17,7 @@ pub mod audit;
 pub mod certificates;
 pub mod deployments;
 pub mod enrollment;
+pub mod instances;
 pub mod metrics;
 pub mod orders;
 pub mod rekey;
@@ -41,6 +42,15 @@ pub enum Error {
     Secret(#[from] crate::secrets::SecretsError),
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// Another process uses the database (a running server), so the operation is refused.
+    #[error("{0}")]
+    InUse(String),
+    /// The SQLite database's lock file cannot be opened or locked.
+    #[error("lock file {path}: {source}")]
+    LockFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl From<sqlx::Error> for Error {
@@ -63,6 +73,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct Db {
     pool: Pool,
     audit_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// The SQLite lock file, held while any clone of this `Db` lives.
+    lock: Option<std::sync::Arc<instances::DataDirLock>>,
 }
 
 #[derive(Clone, Debug)]
@@ -145,10 +157,20 @@ impl Db {
         Ok(Self::from_pool(Pool::Sqlite(pool)))
     }
 
+    /// Like [`Db::open_sqlite`], for the only process using the database: takes its lock file
+    /// first (see [`instances::DataDirLock`]) and holds it while this `Db` (or a clone) lives.
+    pub async fn open_sqlite_exclusive(path: &Path) -> Result<Self> {
+        let lock = instances::DataDirLock::acquire(path)?;
+        let mut db = Self::open_sqlite(path).await?;
+        db.lock = Some(std::sync::Arc::new(lock));
+        Ok(db)
+    }
+
     fn from_pool(pool: Pool) -> Self {
         Self {
             pool,
             audit_lock: std::sync::Arc::default(),
+            lock: None,
         }
     }
 

@@ -246,6 +246,13 @@ impl Db {
         )
     }
 
+    /// Releases every lease. Only for the holder of the SQLite database's lock file at start:
+    /// no other process can hold a lease, so each one found was left by a process that died.
+    pub async fn release_all_leases(&self) -> Result<u64> {
+        const Q: &str = "UPDATE orders SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner IS NOT NULL";
+        Ok(on_pool!(self, p => sqlx::query(Q).execute(p).await.map(|r| r.rows_affected()))?)
+    }
+
     /// The earliest time an unfinished order may become claimable.
     pub async fn next_order_due(&self) -> Result<Option<OffsetDateTime>> {
         const Q: &str = "SELECT next_attempt_at, lease_expires_at FROM orders WHERE state NOT IN ('done', 'failed') ORDER BY next_attempt_at LIMIT 500";

@@ -5,10 +5,12 @@
     clippy::unwrap_used,
     reason = "test harness: a failed set-up step must panic"
 )]
+#![allow(dead_code, reason = "each test crate uses a part of the harness")]
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 fn free_port() -> u16 {
@@ -22,8 +24,9 @@ fn free_port() -> u16 {
 /// A running `certkeep serve`.
 pub(crate) struct ServerProcess {
     child: Child,
-    /// The directory it runs in; its data directory is `certkeep-data` below it.
-    pub(crate) dir: tempfile::TempDir,
+    /// The directory it runs in; its data directory is `certkeep-data` below it. Shared, so a
+    /// test can start another server in it.
+    pub(crate) dir: Arc<tempfile::TempDir>,
     /// `https://127.0.0.1:<api port>`.
     pub(crate) url: String,
     /// Everything it logged until it was serving.
@@ -42,7 +45,16 @@ pub(crate) struct Ended {
 impl ServerProcess {
     /// Starts the server with the issuance engine off and waits until it serves.
     pub(crate) fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        Self::start_in(dir, &[("CERTKEEP_ENGINE__ENABLED", "false")]).unwrap()
+    }
+
+    /// Starts `certkeep serve` in `dir` with `env` on fresh ports and waits until it serves;
+    /// `Err` with what it logged when it exits first.
+    pub(crate) fn start_in(
+        dir: Arc<tempfile::TempDir>,
+        env: &[(&str, &str)],
+    ) -> Result<Self, String> {
         let api = free_port();
         let mut child = Command::new(env!("CARGO_BIN_EXE_certkeep"))
             .args(["serve", "--api-addr", &format!("127.0.0.1:{api}")])
@@ -50,7 +62,7 @@ impl ServerProcess {
             .current_dir(dir.path())
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("CERTKEEP_ENGINE__ENABLED", "false")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -66,20 +78,31 @@ impl ServerProcess {
                 break;
             }
         }
-        assert!(
-            startup_log.contains("certkeep is serving"),
-            "server did not start:\n{startup_log}"
-        );
+        if !startup_log.contains("certkeep is serving") {
+            let status = child.wait().unwrap();
+            return Err(format!("exited ({status}) before serving:\n{startup_log}"));
+        }
         // Keep draining the log so the server never blocks on a full pipe.
         let rest =
             std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>().join("\n"));
-        Self {
+        Ok(Self {
             child,
             dir,
             url: format!("https://127.0.0.1:{api}"),
             startup_log,
             rest: Some(rest),
-        }
+        })
+    }
+
+    /// Its process id.
+    pub(crate) fn child_id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the process with SIGKILL, as a crash would, and waits for it.
+    pub(crate) fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
     }
 
     /// The data directory.

@@ -2,13 +2,21 @@
 //! database. Each run must end with the certificate stored, one order placed and exactly one
 //! finalize reaching the CA.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use certkeep_server::db::Db;
+use certkeep_server::engine::Solvers;
 use certkeep_server::model::KeyType;
-use certkeep_tests::pebble::PebbleOptions;
-use certkeep_tests::proxy::{Action, Hold, Kind, still_processing};
+use certkeep_server::secrets::Secrets;
+use certkeep_server::testkit::PgCluster;
+use certkeep_tests::pebble::{AlwaysValidSolver, Pebble, PebbleOptions};
+use certkeep_tests::proxy::{Action, Hold, Kind, Proxy, still_processing};
 
-use crate::support::{Env, certificate, history, wait_event, wait_versions};
+use crate::support::{
+    Env, Running, app_state, certificate, history, register, test_config, wait_event, wait_until,
+    wait_versions,
+};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -147,4 +155,106 @@ async fn crash_at_valid_before_download() {
 #[tokio::test]
 async fn crash_after_download_before_storing() {
     crash_and_resume(CrashPoint::AfterDownload).await;
+}
+
+/// Two engines ("servers") on one PostgreSQL database: while the CA keeps the order
+/// `processing`, the engine holding it renews its lease and the other leaves it alone; once
+/// the holder dies, the other resumes the order within the lease (seconds), and the CA sees one
+/// finalize.
+#[tokio::test]
+async fn a_dead_engines_order_moves_to_the_other_engine_on_postgres_within_the_lease() {
+    let Some(cluster) = PgCluster::shared() else {
+        return;
+    };
+    let Some(pebble) = Pebble::start(PebbleOptions {
+        authz_reuse: 0,
+        ..PebbleOptions::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let proxy = Proxy::start(&pebble.pki, pebble.port).await;
+    let url = secrecy::SecretString::from(cluster.url(&cluster.create_database().await));
+    let (db_a, db_b) = (
+        Db::connect_postgres(&url).await.unwrap(),
+        Db::connect_postgres(&url).await.unwrap(),
+    );
+    db_a.migrate().await.unwrap();
+    let config = test_config();
+    let lease = Duration::from_secs(config.engine.lease_secs);
+    let secrets = Secrets::generate();
+    let a = app_state(db_a, secrets.clone(), config.clone()).await;
+    let b = app_state(db_b, secrets, config).await;
+    let account = register(
+        &a,
+        "shared",
+        &proxy.directory_url,
+        &pebble,
+        0,
+        &["*.example.test"],
+    )
+    .await;
+    let solver = Arc::new(AlwaysValidSolver::default());
+    let mut solvers = Solvers::default();
+    solvers.add("*.example.test", solver).unwrap();
+    proxy.add(Kind::Order, None, still_processing(1));
+    let engine_a = Running::start(&a, Some(solvers.clone()));
+    let cert = certificate(
+        &a,
+        &account,
+        "moves",
+        &["moves.example.test"],
+        KeyType::EcdsaP256,
+    )
+    .await;
+    proxy.wait_seen(Kind::Finalize, 1, LONG).await;
+    let held =
+        a.db.active_order(cert.id)
+            .await
+            .unwrap()
+            .expect("in flight");
+    let owner = held.lease_owner.clone().expect("leased");
+    let engine_b = Running::start(&b, Some(solvers));
+    // The live holder renews its lease past the first expiry; the other engine does not take it.
+    let first_expiry = held.lease_expires_at.expect("lease expiry");
+    wait_until("the holder to renew its lease", LONG, || async {
+        let order = b.db.active_order(cert.id).await.unwrap()?;
+        assert_eq!(
+            order.lease_owner.as_ref(),
+            Some(&owner),
+            "taken from a live engine"
+        );
+        order
+            .lease_expires_at
+            .filter(|at| *at > first_expiry + time::Duration::seconds(1))
+            .map(|_| ())
+    })
+    .await;
+
+    engine_a.crash().await;
+    let crashed = Instant::now();
+    let resumed = wait_until(
+        "the other engine's CA request for the order",
+        LONG,
+        || async { proxy.first_seen_after(Kind::Order, crashed) },
+    )
+    .await;
+    let waited = resumed - crashed;
+    assert!(
+        waited <= lease + Duration::from_secs(2),
+        "resumed {waited:?} after the crash (lease {lease:?})"
+    );
+    proxy.clear();
+    let versions = wait_versions(&b, cert.id, 1, LONG).await;
+    engine_b.stop().await;
+    assert_eq!(versions.len(), 1);
+    let orders = b.db.orders_for(cert.id).await.unwrap();
+    assert_eq!(orders.len(), 1);
+    assert_eq!(proxy.forwarded(Kind::NewOrder), 1, "one order placed");
+    assert_eq!(
+        proxy.forwarded(Kind::Finalize),
+        1,
+        "one finalize reached the CA"
+    );
 }
