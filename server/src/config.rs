@@ -43,6 +43,8 @@ pub struct Config {
     pub agents: AgentConfig,
     /// Challenge solvers for names the CA has not pre-validated.
     pub solvers: SolversConfig,
+    /// Limits of the listeners against slow or abusive clients, and listener certificates.
+    pub listeners: ListenersConfig,
 }
 
 /// Issuance engine settings.
@@ -81,6 +83,72 @@ pub struct AgentConfig {
     pub join_token_hours: u64,
     /// Lifetime of an agent client certificate in days.
     pub cert_days: u64,
+}
+
+/// Limits of the API, agent and http-01 listeners against slow or abusive clients, and the
+/// lifetime of the listener certificates issued by the internal CA.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenersConfig {
+    /// Seconds a client has to complete the TLS handshake.
+    pub tls_handshake_timeout_secs: u64,
+    /// Seconds a client has to send the headers of a request: from the connection's start for
+    /// the first one, from the previous response for the next ones.
+    pub header_read_timeout_secs: u64,
+    /// Seconds one request may take, reading its body included; then 408.
+    pub request_timeout_secs: u64,
+    /// Open connections per listener; connections beyond it are closed at once.
+    pub max_connections: usize,
+    /// Refused join tokens allowed per source address per window on the agent listener; after
+    /// that its enrollment attempts get 429 until the window ends.
+    pub enroll_failures_per_window: u32,
+    /// Length of the enrollment window in seconds; denied attempts are audited once per source
+    /// per window (the first at once, the rest as one summary when the window ends).
+    pub enroll_window_secs: u64,
+    /// Lifetime in seconds of the API and agent listener certificates the internal CA issues.
+    /// They are re-issued without a restart when a third of it remains.
+    pub cert_lifetime_secs: u64,
+}
+
+impl Default for ListenersConfig {
+    fn default() -> Self {
+        Self {
+            tls_handshake_timeout_secs: 10,
+            header_read_timeout_secs: 10,
+            request_timeout_secs: 60,
+            max_connections: 1024,
+            enroll_failures_per_window: 10,
+            enroll_window_secs: 60,
+            cert_lifetime_secs: 90 * 24 * 3600,
+        }
+    }
+}
+
+impl ListenersConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let checks = [
+            ("tls_handshake_timeout_secs", self.tls_handshake_timeout_secs),
+            ("header_read_timeout_secs", self.header_read_timeout_secs),
+            ("request_timeout_secs", self.request_timeout_secs),
+            ("max_connections", self.max_connections as u64),
+            ("enroll_failures_per_window", u64::from(self.enroll_failures_per_window)),
+            ("enroll_window_secs", self.enroll_window_secs),
+            ("cert_lifetime_secs", self.cert_lifetime_secs),
+        ];
+        for (key, value) in checks {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "listeners.{key} must be at least 1"
+                )));
+            }
+        }
+        if self.cert_lifetime_secs > 825 * 24 * 3600 {
+            return Err(ConfigError::Invalid(
+                "listeners.cert_lifetime_secs must be at most 825 days".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Challenge solvers. The most specific pattern matching a name picks its solver; wildcard
@@ -191,6 +259,7 @@ impl Default for Config {
             engine: EngineConfig::default(),
             agents: AgentConfig::default(),
             solvers: SolversConfig::default(),
+            listeners: ListenersConfig::default(),
         }
     }
 }
@@ -266,7 +335,7 @@ impl Config {
                     format!("CERTKEEP_{}", target.to_uppercase()),
                     content.trim().to_owned(),
                 ));
-            } else if key.starts_with("CERTKEEP_") && !is_client_var(key) {
+            } else if key.starts_with("CERTKEEP_") && !is_not_a_setting(key) {
                 env_pairs.push((key.clone(), value.clone()));
             }
         }
@@ -309,6 +378,7 @@ impl Config {
                 "engine.workers must be at least 1".into(),
             ));
         }
+        self.listeners.validate()?;
         self.solvers.validate()
     }
 
@@ -364,11 +434,16 @@ impl SolversConfig {
     }
 }
 
-/// Variables of the admin CLI, which share the prefix but are not server settings.
-fn is_client_var(key: &str) -> bool {
+/// Variables that share the prefix but are not server settings: the admin CLI's, the config
+/// file's path (a flag's default) and the log filter (read before the configuration).
+fn is_not_a_setting(key: &str) -> bool {
     matches!(
         key,
-        "CERTKEEP_SERVER" | "CERTKEEP_TOKEN" | "CERTKEEP_CA_FILE" | "CERTKEEP_CONFIG"
+        "CERTKEEP_SERVER"
+            | "CERTKEEP_TOKEN"
+            | "CERTKEEP_CA_FILE"
+            | "CERTKEEP_CONFIG"
+            | "CERTKEEP_LOG"
     ) || key.starts_with("CERTKEEP_TEST_")
         || key.starts_with("CERTKEEP_BENCH_")
 }
@@ -565,6 +640,29 @@ patterns = ["www.example.edu", "*.web.example.edu"]
                 .to_string();
             assert!(err.contains(wanted), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn log_filter_and_client_variables_are_not_settings() {
+        let c = Config::load(
+            None,
+            Figment::new(),
+            &env(&[
+                ("CERTKEEP_LOG", "debug,sqlx=warn"),
+                ("CERTKEEP_TOKEN", "ck_x"),
+                ("CERTKEEP_LISTENERS__MAX_CONNECTIONS", "7"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.listeners.max_connections, 7);
+        let err = Config::load(
+            None,
+            Figment::new(),
+            &env(&[("CERTKEEP_LISTENERS__REQUEST_TIMEOUT_SECS", "0")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("listeners.request_timeout_secs"), "{err}");
     }
 
     #[test]
