@@ -127,11 +127,17 @@ impl Default for ListenersConfig {
 impl ListenersConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         let checks = [
-            ("tls_handshake_timeout_secs", self.tls_handshake_timeout_secs),
+            (
+                "tls_handshake_timeout_secs",
+                self.tls_handshake_timeout_secs,
+            ),
             ("header_read_timeout_secs", self.header_read_timeout_secs),
             ("request_timeout_secs", self.request_timeout_secs),
             ("max_connections", self.max_connections as u64),
-            ("enroll_failures_per_window", u64::from(self.enroll_failures_per_window)),
+            (
+                "enroll_failures_per_window",
+                u64::from(self.enroll_failures_per_window),
+            ),
             ("enroll_window_secs", self.enroll_window_secs),
             ("cert_lifetime_secs", self.cert_lifetime_secs),
         ];
@@ -663,6 +669,16 @@ patterns = ["www.example.edu", "*.web.example.edu"]
         .unwrap_err()
         .to_string();
         assert!(err.contains("listeners.request_timeout_secs"), "{err}");
+    }
+
+    #[test]
+    fn example_file_parses_with_the_default_limits() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/certkeep.example.toml");
+        let c = Config::load(Some(&path), Figment::new(), &[]).unwrap();
+        assert_eq!(
+            toml::to_string(&c.listeners).unwrap(),
+            toml::to_string(&ListenersConfig::default()).unwrap()
+        );
     }
 
     #[test]

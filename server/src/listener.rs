@@ -266,7 +266,9 @@ impl ListenerTls {
         };
         let api_from_file = file_api.is_some();
         let issued = issue(state, !api_from_file, now)?;
-        let api = file_api.or(issued.api).context("API listener certificate")?;
+        let api = file_api
+            .or(issued.api)
+            .context("API listener certificate")?;
         Ok(Self {
             api: RustlsConfig::from_config(api),
             agent: RustlsConfig::from_config(issued.agent),
@@ -295,7 +297,10 @@ impl ListenerTls {
                     tracing::info!(next_renewal = %issued.renew_at, "listener certificates re-issued");
                 }
                 Err(e) => {
-                    tracing::error!(error = format!("{e:#}"), "cannot re-issue the listener certificates; retrying");
+                    tracing::error!(
+                        error = format!("{e:#}"),
+                        "cannot re-issue the listener certificates; retrying"
+                    );
                     self.renew_at = now + RETRY_AFTER_FAILURE;
                 }
             }

@@ -236,7 +236,10 @@ mod tests {
             assert!(l.admit(A, t0));
             firsts += usize::from(l.record_denied(A, t0));
         }
-        assert_eq!(firsts, 1, "only the window's first denial is audited at once");
+        assert_eq!(
+            firsts, 1,
+            "only the window's first denial is audited at once"
+        );
         for _ in 0..5 {
             assert!(!l.admit(A, t0), "over the limit");
         }

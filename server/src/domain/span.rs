@@ -54,8 +54,22 @@ mod tests {
     #[test]
     fn refuses_without_panicking() {
         for bad in [
-            "", "d", "1", "1é", "é", "éd", "1éd", "-1d", "+1d", " 1d", "1 d", "1.5h", "1w", "1D",
-            "١d", "1d\u{301}",
+            "",
+            "d",
+            "1",
+            "1é",
+            "é",
+            "éd",
+            "1éd",
+            "-1d",
+            "+1d",
+            " 1d",
+            "1 d",
+            "1.5h",
+            "1w",
+            "1D",
+            "١d",
+            "1d\u{301}",
         ] {
             assert_eq!(parse_span(bad), Err(SpanError::Malformed), "{bad:?}");
         }

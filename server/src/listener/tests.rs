@@ -153,7 +153,10 @@ async fn connections_beyond_the_cap_are_closed() {
             if let Ok(conn) = connect(&tls, url).await {
                 break conn;
             }
-            assert!(started.elapsed() < DEADLINE, "the freed place never came back");
+            assert!(
+                started.elapsed() < DEADLINE,
+                "the freed place never came back"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         drop(replacement);
@@ -309,7 +312,10 @@ async fn enroll_denials_are_limited_and_audited_in_aggregate() {
         let accounted: u64 = events
             .iter()
             .map(|e| {
-                assert_eq!((e.outcome.as_str(), e.source.as_deref()), ("denied", Some("127.0.0.1")));
+                assert_eq!(
+                    (e.outcome.as_str(), e.source.as_deref()),
+                    ("denied", Some("127.0.0.1"))
+                );
                 if e.detail.contains("further denied attempts") {
                     e.detail.split(' ').next().unwrap().parse::<u64>().unwrap()
                 } else {
@@ -328,7 +334,9 @@ async fn enroll_denials_are_limited_and_audited_in_aggregate() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(
-        events.iter().any(|e| e.detail.contains("over listeners.enroll_failures_per_window")),
+        events.iter().any(|e| e
+            .detail
+            .contains("over listeners.enroll_failures_per_window")),
         "no aggregated entry: {events:?}"
     );
     assert!(

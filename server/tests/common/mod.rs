@@ -42,6 +42,11 @@ pub(crate) struct Ended {
 impl ServerProcess {
     /// Starts the server with the issuance engine off and waits until it serves.
     pub(crate) fn start() -> Self {
+        Self::start_with_env(&[])
+    }
+
+    /// Like [`Self::start`], with `env` added to the server's environment.
+    pub(crate) fn start_with_env(env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let api = free_port();
         let mut child = Command::new(env!("CARGO_BIN_EXE_certkeep"))
@@ -51,6 +56,7 @@ impl ServerProcess {
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("CERTKEEP_ENGINE__ENABLED", "false")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
