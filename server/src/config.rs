@@ -95,7 +95,8 @@ pub struct ListenersConfig {
     /// Seconds a client has to send the headers of a request: from the connection's start for
     /// the first one, from the previous response for the next ones.
     pub header_read_timeout_secs: u64,
-    /// Seconds one request may take, reading its body included; then 408.
+    /// Seconds one request may take, reading its body included; then 408. Must exceed twice
+    /// `engine.request_timeout_secs`: a revocation waits on the CA in its request.
     pub request_timeout_secs: u64,
     /// Open connections per listener; connections beyond it are closed at once.
     pub max_connections: usize,
@@ -108,6 +109,9 @@ pub struct ListenersConfig {
     /// Lifetime in seconds of the API and agent listener certificates the internal CA issues.
     /// They are re-issued without a restart when a third of it remains.
     pub cert_lifetime_secs: u64,
+    /// Seconds between checks of `tls_cert_file` and `tls_key_file`; changed files are reloaded
+    /// for new connections without a restart.
+    pub cert_file_check_secs: u64,
 }
 
 impl Default for ListenersConfig {
@@ -115,11 +119,12 @@ impl Default for ListenersConfig {
         Self {
             tls_handshake_timeout_secs: 10,
             header_read_timeout_secs: 10,
-            request_timeout_secs: 60,
+            request_timeout_secs: 120,
             max_connections: 1024,
             enroll_failures_per_window: 10,
             enroll_window_secs: 60,
             cert_lifetime_secs: 90 * 24 * 3600,
+            cert_file_check_secs: 60,
         }
     }
 }
@@ -140,6 +145,7 @@ impl ListenersConfig {
             ),
             ("enroll_window_secs", self.enroll_window_secs),
             ("cert_lifetime_secs", self.cert_lifetime_secs),
+            ("cert_file_check_secs", self.cert_file_check_secs),
         ];
         for (key, value) in checks {
             if value == 0 {
@@ -385,6 +391,11 @@ impl Config {
             ));
         }
         self.listeners.validate()?;
+        if self.listeners.request_timeout_secs <= 2 * self.engine.request_timeout_secs {
+            return Err(ConfigError::Invalid(
+                "listeners.request_timeout_secs must exceed twice engine.request_timeout_secs (a revocation waits on the CA within its request)".into(),
+            ));
+        }
         self.solvers.validate()
     }
 

@@ -8,11 +8,12 @@ use std::any::Any;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use axum::Router;
@@ -231,63 +232,108 @@ fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
     ApiError::Internal(anyhow::anyhow!("request handler panicked: {message}")).into_response()
 }
 
-/// The TLS configurations of the API and agent listeners. Those built on certificates from the
-/// internal CA are re-issued by [`ListenerTls::rotate`] without a restart; a configured API
-/// certificate (`tls_cert_file`) is the operator's to renew (then restart).
+/// The configured API certificate files, and their modification times when last read.
+struct ApiFiles {
+    cert: PathBuf,
+    key: PathBuf,
+    stamp: Option<(SystemTime, SystemTime)>,
+}
+
+impl ApiFiles {
+    fn stamp(&self) -> Option<(SystemTime, SystemTime)> {
+        let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        Some((modified(&self.cert)?, modified(&self.key)?))
+    }
+
+    /// Reads and parses both files.
+    fn load(&mut self) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+        self.stamp = self.stamp();
+        let cert = std::fs::read_to_string(&self.cert)
+            .with_context(|| format!("read {}", self.cert.display()))?;
+        let key = zeroize::Zeroizing::new(
+            std::fs::read_to_string(&self.key)
+                .with_context(|| format!("read {}", self.key.display()))?,
+        );
+        Ok(crate::tls::api_config(&cert, &key)?)
+    }
+
+    /// Reloads `api` when either file changed since it was last read. A pair that does not
+    /// parse (say, the certificate replaced before the key) keeps the old one until the next
+    /// change.
+    fn reload_if_changed(&mut self, api: &RustlsConfig) {
+        if self.stamp() == self.stamp {
+            return;
+        }
+        match self.load() {
+            Ok(config) => {
+                api.reload_from_config(config);
+                tracing::info!(tls_cert_file = %self.cert.display(), "API certificate reloaded");
+            }
+            Err(e) => tracing::warn!(
+                error = format!("{e:#}"),
+                "API certificate files changed but do not load; keeping the previous ones"
+            ),
+        }
+    }
+}
+
+/// The TLS configurations of the API and agent listeners, kept current without a restart by
+/// [`ListenerTls::rotate`]: certificates from the internal CA are re-issued before they expire,
+/// a configured API certificate (`tls_cert_file`) is reloaded when its files change.
 pub struct ListenerTls {
     /// The API listener's configuration.
     pub api: RustlsConfig,
     /// The agent listener's configuration.
     pub agent: RustlsConfig,
-    api_from_file: bool,
-    renew_at: OffsetDateTime,
-}
-
-/// Freshly issued listener configurations.
-struct Issued {
-    api: Option<Arc<rustls::ServerConfig>>,
-    agent: Arc<rustls::ServerConfig>,
+    api_files: Option<ApiFiles>,
     renew_at: OffsetDateTime,
 }
 
 impl ListenerTls {
     /// Reads the configured API certificate, if any, and issues the others from the internal CA.
     pub fn new(state: &AppState, now: OffsetDateTime) -> anyhow::Result<Self> {
-        let file_api = match (&state.config.tls_cert_file, &state.config.tls_key_file) {
-            (Some(c), Some(k)) => {
-                let cert =
-                    std::fs::read_to_string(c).with_context(|| format!("read {}", c.display()))?;
-                let key = zeroize::Zeroizing::new(
-                    std::fs::read_to_string(k).with_context(|| format!("read {}", k.display()))?,
-                );
-                Some(crate::tls::api_config(&cert, &key)?)
-            }
+        let mut api_files = match (&state.config.tls_cert_file, &state.config.tls_key_file) {
+            (Some(cert), Some(key)) => Some(ApiFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                stamp: None,
+            }),
             _ => None,
         };
-        let api_from_file = file_api.is_some();
-        let issued = issue(state, !api_from_file, now)?;
+        let file_api = api_files.as_mut().map(ApiFiles::load).transpose()?;
+        let issued = issue(state, file_api.is_none(), now)?;
         let api = file_api
             .or(issued.api)
             .context("API listener certificate")?;
         Ok(Self {
             api: RustlsConfig::from_config(api),
             agent: RustlsConfig::from_config(issued.agent),
-            api_from_file,
+            api_files,
             renew_at: issued.renew_at,
         })
     }
 
     /// Re-issues the internal-CA listener certificates each time a third of their lifetime
-    /// remains, for new handshakes (open connections keep theirs). Runs until dropped.
+    /// remains, and reloads configured API certificate files every
+    /// `listeners.cert_file_check_secs` when they changed. New handshakes get the new
+    /// certificate; open connections keep theirs. Runs until dropped.
     pub async fn rotate(mut self, state: AppState) {
+        let check = secs(state.config.listeners.cert_file_check_secs);
         loop {
             let wait = self.renew_at - crate::now();
             if wait.is_positive() {
-                tokio::time::sleep(wait.unsigned_abs().min(MAX_NAP)).await;
+                let mut nap = wait.unsigned_abs().min(MAX_NAP);
+                if self.api_files.is_some() {
+                    nap = nap.min(check);
+                }
+                tokio::time::sleep(nap).await;
+                if let Some(files) = &mut self.api_files {
+                    files.reload_if_changed(&self.api);
+                }
                 continue;
             }
             let now = crate::now();
-            match issue(&state, !self.api_from_file, now) {
+            match issue(&state, self.api_files.is_none(), now) {
                 Ok(issued) => {
                     if let Some(api) = issued.api {
                         self.api.reload_from_config(api);
@@ -306,6 +352,13 @@ impl ListenerTls {
             }
         }
     }
+}
+
+/// Freshly issued listener configurations.
+struct Issued {
+    api: Option<Arc<rustls::ServerConfig>>,
+    agent: Arc<rustls::ServerConfig>,
+    renew_at: OffsetDateTime,
 }
 
 /// Issues the agent listener's certificate (and the API's, with `api`), renewed at two thirds

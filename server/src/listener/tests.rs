@@ -346,3 +346,61 @@ async fn enroll_denials_are_limited_and_audited_in_aggregate() {
     );
     server.stop().await;
 }
+
+/// Writes a leaf from `ca` for 127.0.0.1 as the configured API certificate files (the key by
+/// rename, as the example config advises).
+fn write_api_files(ca: &certkeep_api_types::pfx::testing::TestCa, dir: &std::path::Path) {
+    use certkeep_api_types::pem::encode;
+    let leaf = ca.leaf(
+        &["127.0.0.1"],
+        certkeep_api_types::pfx::testing::KeyKind::Ecdsa,
+    );
+    let chain: String = leaf
+        .chain_der
+        .iter()
+        .map(|der| encode("CERTIFICATE", der))
+        .collect();
+    let key = encode("PRIVATE KEY", &leaf.key_pkcs8_der);
+    for (name, text) in [("key.pem", key), ("cert.pem", chain)] {
+        let tmp = dir.join(format!("{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, dir.join(name)).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn configured_api_certificate_files_reload_when_they_change() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let ca = certkeep_api_types::pfx::testing::TestCa::new();
+    let files = tempfile::tempdir().unwrap();
+    write_api_files(&ca, files.path());
+    let server = TestServer::start_with(|c| {
+        c.tls_cert_file = Some(files.path().join("cert.pem"));
+        c.tls_key_file = Some(files.path().join("key.pem"));
+        c.listeners.cert_file_check_secs = 1;
+    })
+    .await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from(
+            ca.leaf(&["x"], certkeep_api_types::pfx::testing::KeyKind::Ecdsa)
+                .root_der,
+        ))
+        .unwrap();
+    let tls = TlsConnector::from(Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ));
+    let first = serial(&tls, &server.api_url).await;
+    write_api_files(&ca, files.path());
+    let started = Instant::now();
+    while serial(&tls, &server.api_url).await == first {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "the new API certificate was not loaded"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.stop().await;
+}
