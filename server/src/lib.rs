@@ -108,10 +108,10 @@ pub async fn serve(
         );
     let rotation = tokio::spawn(tls.rotate(state.clone()));
     let http01_server = match listeners.http01 {
-        Some(listener) => {
-            tracing::info!(http01.addr = %listener.local_addr()?, "http-01 responder listening");
+        Some(tcp) => {
+            tracing::info!(http01.addr = %tcp.local_addr()?, "http-01 responder listening");
             Some(
-                listener::plain_server(listener, limits, "http-01")?
+                listener::plain_server(tcp, limits, "http-01")?
                     .handle(handle.clone())
                     .serve(
                         listener::harden(solvers::http01::router(state.db.clone()), limits)
