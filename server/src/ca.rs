@@ -127,11 +127,13 @@ impl InternalCa {
         &self.inner.cert_pem
     }
 
-    /// Issues a TLS server certificate for `names` (DNS names or IP addresses).
+    /// Issues a TLS server certificate for `names` (DNS names or IP addresses), valid from an
+    /// hour before `now` (clock skew) until `now + lifetime`.
     pub fn issue_server_cert(
         &self,
         names: &[String],
         now: OffsetDateTime,
+        lifetime: Duration,
     ) -> Result<IssuedPair, CaError> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::new(names.to_vec())?;
@@ -144,7 +146,7 @@ impl InternalCa {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;
         params.not_before = now - Duration::hours(1);
-        params.not_after = now + Duration::days(365);
+        params.not_after = now + lifetime;
         params.serial_number = Some(random_serial());
         let cert = params.signed_by(&key, &self.inner.issuer)?;
         Ok(IssuedPair {

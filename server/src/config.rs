@@ -47,6 +47,8 @@ pub struct Config {
     pub ca_limits: CaLimitsConfig,
     /// Heartbeat of serving processes (what `rekey` checks).
     pub liveness: LivenessConfig,
+    /// Limits of the listeners against slow or abusive clients, and listener certificates.
+    pub listeners: ListenersConfig,
 }
 
 /// Issuance engine settings.
@@ -165,6 +167,84 @@ pub struct AgentConfig {
     pub cert_days: u64,
 }
 
+/// Limits of the API, agent and http-01 listeners against slow or abusive clients, and the
+/// lifetime of the listener certificates issued by the internal CA.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenersConfig {
+    /// Seconds a client has to complete the TLS handshake.
+    pub tls_handshake_timeout_secs: u64,
+    /// Seconds a client has to send the headers of a request: from the connection's start for
+    /// the first one, from the previous response for the next ones.
+    pub header_read_timeout_secs: u64,
+    /// Seconds one request may take, reading its body included; then 408. Must exceed twice
+    /// `engine.request_timeout_secs`: a revocation waits on the CA in its request.
+    pub request_timeout_secs: u64,
+    /// Open connections per listener; connections beyond it are closed at once.
+    pub max_connections: usize,
+    /// Refused join tokens allowed per source address per window on the agent listener; after
+    /// that its enrollment attempts get 429 until the window ends.
+    pub enroll_failures_per_window: u32,
+    /// Length of the enrollment window in seconds; denied attempts are audited once per source
+    /// per window (the first at once, the rest as one summary when the window ends).
+    pub enroll_window_secs: u64,
+    /// Lifetime in seconds of the API and agent listener certificates the internal CA issues.
+    /// They are re-issued without a restart when a third of it remains.
+    pub cert_lifetime_secs: u64,
+    /// Seconds between checks of `tls_cert_file` and `tls_key_file`; changed files are reloaded
+    /// for new connections without a restart.
+    pub cert_file_check_secs: u64,
+}
+
+impl Default for ListenersConfig {
+    fn default() -> Self {
+        Self {
+            tls_handshake_timeout_secs: 10,
+            header_read_timeout_secs: 10,
+            request_timeout_secs: 120,
+            max_connections: 1024,
+            enroll_failures_per_window: 10,
+            enroll_window_secs: 60,
+            cert_lifetime_secs: 90 * 24 * 3600,
+            cert_file_check_secs: 60,
+        }
+    }
+}
+
+impl ListenersConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let checks = [
+            (
+                "tls_handshake_timeout_secs",
+                self.tls_handshake_timeout_secs,
+            ),
+            ("header_read_timeout_secs", self.header_read_timeout_secs),
+            ("request_timeout_secs", self.request_timeout_secs),
+            ("max_connections", self.max_connections as u64),
+            (
+                "enroll_failures_per_window",
+                u64::from(self.enroll_failures_per_window),
+            ),
+            ("enroll_window_secs", self.enroll_window_secs),
+            ("cert_lifetime_secs", self.cert_lifetime_secs),
+            ("cert_file_check_secs", self.cert_file_check_secs),
+        ];
+        for (key, value) in checks {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "listeners.{key} must be at least 1"
+                )));
+            }
+        }
+        if self.cert_lifetime_secs > 825 * 24 * 3600 {
+            return Err(ConfigError::Invalid(
+                "listeners.cert_lifetime_secs must be at most 825 days".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Challenge solvers. The most specific pattern matching a name picks its solver; wildcard
 /// names only accept dns-01. Names no solver covers must be pre-validated at the CA.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -275,6 +355,7 @@ impl Default for Config {
             solvers: SolversConfig::default(),
             ca_limits: CaLimitsConfig::default(),
             liveness: LivenessConfig::default(),
+            listeners: ListenersConfig::default(),
         }
     }
 }
@@ -350,7 +431,7 @@ impl Config {
                     format!("CERTKEEP_{}", target.to_uppercase()),
                     content.trim().to_owned(),
                 ));
-            } else if key.starts_with("CERTKEEP_") && !is_client_var(key) {
+            } else if key.starts_with("CERTKEEP_") && !is_not_a_setting(key) {
                 env_pairs.push((key.clone(), value.clone()));
             }
         }
@@ -395,6 +476,12 @@ impl Config {
         }
         self.ca_limits.validate()?;
         self.liveness.validate()?;
+        self.listeners.validate()?;
+        if self.listeners.request_timeout_secs <= self.engine.request_timeout_secs.saturating_mul(2) {
+            return Err(ConfigError::Invalid(
+                "listeners.request_timeout_secs must exceed twice engine.request_timeout_secs (a revocation waits on the CA within its request)".into(),
+            ));
+        }
         self.solvers.validate()
     }
 
@@ -450,11 +537,16 @@ impl SolversConfig {
     }
 }
 
-/// Variables of the admin CLI, which share the prefix but are not server settings.
-fn is_client_var(key: &str) -> bool {
+/// Variables that share the prefix but are not server settings: the admin CLI's, the config
+/// file's path (a flag's default) and the log filter (read before the configuration).
+fn is_not_a_setting(key: &str) -> bool {
     matches!(
         key,
-        "CERTKEEP_SERVER" | "CERTKEEP_TOKEN" | "CERTKEEP_CA_FILE" | "CERTKEEP_CONFIG"
+        "CERTKEEP_SERVER"
+            | "CERTKEEP_TOKEN"
+            | "CERTKEEP_CA_FILE"
+            | "CERTKEEP_CONFIG"
+            | "CERTKEEP_LOG"
     ) || key.starts_with("CERTKEEP_TEST_")
         || key.starts_with("CERTKEEP_BENCH_")
 }
@@ -699,6 +791,39 @@ patterns = ["www.example.edu", "*.web.example.edu"]
         .unwrap_err()
         .to_string();
         assert!(err.contains("liveness.stale_secs"), "{err}");
+    }
+
+    #[test]
+    fn log_filter_and_client_variables_are_not_settings() {
+        let c = Config::load(
+            None,
+            Figment::new(),
+            &env(&[
+                ("CERTKEEP_LOG", "debug,sqlx=warn"),
+                ("CERTKEEP_TOKEN", "ck_x"),
+                ("CERTKEEP_LISTENERS__MAX_CONNECTIONS", "7"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.listeners.max_connections, 7);
+        let err = Config::load(
+            None,
+            Figment::new(),
+            &env(&[("CERTKEEP_LISTENERS__REQUEST_TIMEOUT_SECS", "0")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("listeners.request_timeout_secs"), "{err}");
+    }
+
+    #[test]
+    fn example_file_parses_with_the_default_limits() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/certkeep.example.toml");
+        let c = Config::load(Some(&path), Figment::new(), &[]).unwrap();
+        assert_eq!(
+            toml::to_string(&c.listeners).unwrap(),
+            toml::to_string(&ListenersConfig::default()).unwrap()
+        );
     }
 
     #[test]

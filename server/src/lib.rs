@@ -15,6 +15,7 @@ pub mod domain;
 pub mod engine;
 pub mod fsutil;
 pub mod liveness;
+pub mod listener;
 pub mod metrics;
 pub mod model;
 pub mod secrets;
@@ -26,12 +27,10 @@ pub mod testkit;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use axum_server::Handle;
-use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::app::AppState;
@@ -67,37 +66,6 @@ impl Listeners {
     }
 }
 
-/// The API listener's certificate and key: configured files, or issued by the internal CA.
-fn api_tls(state: &AppState) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    let (cert, key) = match (&state.config.tls_cert_file, &state.config.tls_key_file) {
-        (Some(c), Some(k)) => (
-            std::fs::read_to_string(c).with_context(|| format!("read {}", c.display()))?,
-            zeroize::Zeroizing::new(
-                std::fs::read_to_string(k).with_context(|| format!("read {}", k.display()))?,
-            ),
-        ),
-        _ => {
-            let pair = state
-                .ca
-                .issue_server_cert(&state.config.server_names, now())?;
-            (pair.cert_pem, pair.key_pem)
-        }
-    };
-    Ok(tls::api_config(&cert, &key)?)
-}
-
-/// The agent listener's TLS: always a certificate from the internal CA, client roots = the CA.
-fn agent_tls(state: &AppState) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    let pair = state
-        .ca
-        .issue_server_cert(&state.config.server_names, now())?;
-    Ok(tls::agent_config(
-        &pair.cert_pem,
-        &pair.key_pem,
-        state.ca.cert_pem(),
-    )?)
-}
-
 /// Wall-clock time. The one place outside tests that reads the clock for the listeners.
 #[expect(
     clippy::disallowed_methods,
@@ -105,20 +73,6 @@ fn agent_tls(state: &AppState) -> anyhow::Result<Arc<rustls::ServerConfig>> {
 )]
 pub fn now() -> time::OffsetDateTime {
     time::OffsetDateTime::now_utc()
-}
-
-/// A TLS server on `listener` with `TCP_NODELAY` on every accepted socket: without it a small
-/// response on a fresh connection waits for the client's delayed ACK (about 40 ms).
-fn tls_server(
-    listener: std::net::TcpListener,
-    config: Arc<rustls::ServerConfig>,
-) -> std::io::Result<
-    axum_server::Server<SocketAddr, RustlsAcceptor<axum_server::accept::NoDelayAcceptor>>,
-> {
-    Ok(axum_server::from_tcp(listener)?.acceptor(
-        RustlsAcceptor::new(RustlsConfig::from_config(config))
-            .acceptor(axum_server::accept::NoDelayAcceptor::new()),
-    ))
 }
 
 /// Serves the API and agent listeners (and the http-01 responder when configured) until
@@ -133,25 +87,37 @@ pub async fn serve(
     } else {
         engine::Solvers::default()
     };
+    let limits = &state.config.listeners;
     let (api_router, _) = api::router(state.clone());
     let handle: Handle<SocketAddr> = Handle::new();
     let api_addr = listeners.api.local_addr()?;
     let agent_addr = listeners.agent.local_addr()?;
-    let api_server = tls_server(listeners.api, api_tls(&state)?)?
+    let tls = listener::ListenerTls::new(&state, now())?;
+    let api_server = listener::tls_server(listeners.api, tls.api.clone(), limits, "api")?
         .handle(handle.clone())
-        .serve(api_router.into_make_service_with_connect_info::<SocketAddr>());
+        .serve(
+            listener::harden(api_router, limits)
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        );
     let agent_router = agent_api::router(state.clone())
         .layer(RequestBodyLimitLayer::new(state.config.max_body_bytes));
-    let agent_server = tls_server(listeners.agent, agent_tls(&state)?)?
+    let agent_server = listener::tls_server(listeners.agent, tls.agent.clone(), limits, "agent")?
         .handle(handle.clone())
-        .serve(agent_router.into_make_service_with_connect_info::<SocketAddr>());
+        .serve(
+            listener::harden(agent_router, limits)
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        );
+    let rotation = tokio::spawn(tls.rotate(state.clone()));
     let http01_server = match listeners.http01 {
-        Some(listener) => {
-            tracing::info!(http01.addr = %listener.local_addr()?, "http-01 responder listening");
+        Some(tcp) => {
+            tracing::info!(http01.addr = %tcp.local_addr()?, "http-01 responder listening");
             Some(
-                axum_server::from_tcp(listener)?
+                listener::plain_server(tcp, limits, "http-01")?
                     .handle(handle.clone())
-                    .serve(solvers::http01::router(state.db.clone()).into_make_service()),
+                    .serve(
+                        listener::harden(solvers::http01::router(state.db.clone()), limits)
+                            .into_make_service(),
+                    ),
             )
         }
         None => None,
@@ -181,6 +147,7 @@ pub async fn serve(
             .spawn(engine_stop.clone())
     });
     let (api, agent, http01) = tokio::join!(api_server, agent_server, http01);
+    rotation.abort();
     engine_stop.cancel();
     if let Some(engine) = engine {
         let _ = engine.await;

@@ -115,11 +115,11 @@ fn serve(dir: &Path, args: &Args) -> anyhow::Result<()> {
                     .await?,
             );
         }
-        let nginx = fleet
-            .server
-            .state
-            .ca
-            .issue_server_cert(&["127.0.0.1".into(), "localhost".into()], now())?;
+        let nginx = fleet.server.state.ca.issue_server_cert(
+            &["127.0.0.1".into(), "localhost".into()],
+            now(),
+            time::Duration::days(365),
+        )?;
         let fixture = Fixture {
             agent_url: fleet.server.agent_url.clone(),
             ca_pem: fleet.server.state.ca.cert_pem().to_owned(),

@@ -3,13 +3,15 @@
 //! Errors go through the API's one problem+json mapping.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use certkeep_api_types::agent::{
     DeploymentStatus, ENROLL_PATH, EnrollRequest, EnrollResponse, MANIFEST_PATH, Manifest,
     ManifestEntry, PKCS12_MEDIA_TYPE, PfxEncryption, RENEW_PATH, REPORT_PATH, RenewRequest, Report,
@@ -25,17 +27,26 @@ use crate::db::agents::ManifestSource;
 use crate::db::deployments::NewDeployment;
 use crate::model::{AgentId, CertificateId, NewAuditEvent, PfxMode};
 
+mod enroll_limit;
 mod identity;
 
+pub use enroll_limit::EnrollLimiter;
 pub use identity::AgentIdentity;
 
 /// Most files one report may list.
 const MAX_REPORTED_FILES: usize = 10_000;
 
-/// The agent listener's router.
+/// The agent listener's router. Starts the task auditing denied enrollments, which ends with
+/// the router.
 pub fn router(state: AppState) -> Router {
+    let limits = &state.config.listeners;
+    let limiter = Arc::new(EnrollLimiter::new(
+        limits.enroll_failures_per_window,
+        Duration::from_secs(limits.enroll_window_secs),
+    ));
+    enroll_limit::spawn_reporter(&limiter, state.db.clone());
     Router::new()
-        .route(ENROLL_PATH, post(enroll))
+        .route(ENROLL_PATH, post(enroll).layer(Extension(limiter)))
         .route(RENEW_PATH, post(renew))
         .route(MANIFEST_PATH, get(manifest))
         .route("/agent/v1/certificates/{id}/pfx", get(download_pfx))
@@ -96,12 +107,17 @@ fn issued(
     ))
 }
 
-/// `POST /agent/v1/enroll`: a one-time join token and a CSR buy a client certificate.
+/// `POST /agent/v1/enroll`: a one-time join token and a CSR buy a client certificate. Refused
+/// tokens are limited and audited per source ([`EnrollLimiter`]).
 async fn enroll(
     State(state): State<AppState>,
+    Extension(limiter): Extension<Arc<EnrollLimiter>>,
     ConnectInfo(source): ConnectInfo<SocketAddr>,
     body: Bytes,
 ) -> Result<Json<EnrollResponse>, ApiError> {
+    if !limiter.admit(source.ip(), Instant::now()) {
+        return Err(ApiError::TooManyRequests);
+    }
     let req: EnrollRequest = parse_json(&body)?;
     let now = crate::now();
     // Validate the CSR before consuming the token, so a typo does not burn it.
@@ -111,16 +127,18 @@ async fn enroll(
         .consume_join_token(&token_hash(req.token.trim()), now)
         .await?
     else {
-        audit(
-            &state,
-            "anonymous".into(),
-            "agent.enroll",
-            "agent:unknown".into(),
-            source,
-            "denied",
-            "unknown, used or expired join token".into(),
-        )
-        .await?;
+        if limiter.record_denied(source.ip(), Instant::now()) {
+            audit(
+                &state,
+                "anonymous".into(),
+                "agent.enroll",
+                "agent:unknown".into(),
+                source,
+                "denied",
+                "unknown, used or expired join token".into(),
+            )
+            .await?;
+        }
         return Err(ApiError::Unauthorized);
     };
     let (response, serial) = issued(&state, agent, &req.csr_pem)?;

@@ -310,22 +310,6 @@ struct ListQuery {
     limit: Option<i64>,
 }
 
-/// Parses `30d`, `12h`, `90m` or `45s`.
-fn parse_span(text: &str) -> Option<time::Duration> {
-    let (n, unit) = text.split_at(text.len().checked_sub(1)?);
-    let n: i64 = n
-        .parse()
-        .ok()
-        .filter(|n| *n >= 0 && *n <= 100 * 365 * 24 * 3600)?;
-    Some(match unit {
-        "d" => time::Duration::days(n),
-        "h" => time::Duration::hours(n),
-        "m" => time::Duration::minutes(n),
-        "s" => time::Duration::seconds(n),
-        _ => return None,
-    })
-}
-
 /// List certificates, with filters and cursor pagination.
 ///
 /// In creation order; with `expiring_within`, soonest expiry first.
@@ -364,12 +348,9 @@ async fn list_certificates(
         .expiring_within
         .as_deref()
         .map(|s| {
-            parse_span(s).map(|d| crate::now() + d).ok_or_else(|| {
-                ApiError::field(
-                    "expiring_within",
-                    "expected a span such as 30d, 12h, 90m or 45s",
-                )
-            })
+            crate::domain::span::parse_span(s)
+                .map(|d| crate::now() + d)
+                .map_err(|e| ApiError::field("expiring_within", e.to_string()))
         })
         .transpose()?;
     let dns_name = q

@@ -34,6 +34,8 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("too many requests")]
     TooManyRequests,
+    #[error("request timed out")]
+    RequestTimeout,
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("{0}")]
@@ -82,6 +84,11 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate-limited",
                 "Too many requests",
+            ),
+            ApiError::RequestTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request-timeout",
+                "The request took longer than the server allows",
             ),
             ApiError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -174,7 +181,7 @@ impl From<axum::extract::rejection::QueryRejection> for ApiError {
 }
 
 /// Turns the framework's own bare error responses (unknown route, wrong method, body over the
-/// size limit) into problem documents, so every error a client sees has the same shape.
+/// size limit, request timeout) into problem documents, so every error a client sees has the same shape.
 pub async fn problem_for_bare_errors(response: Response) -> Response {
     let is_problem = response
         .headers()
@@ -187,6 +194,7 @@ pub async fn problem_for_bare_errors(response: Response) -> Response {
         StatusCode::NOT_FOUND => ApiError::NotFound.into_response(),
         StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed.into_response(),
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge.into_response(),
+        StatusCode::REQUEST_TIMEOUT => ApiError::RequestTimeout.into_response(),
         _ => response,
     }
 }

@@ -1006,21 +1006,6 @@ fn token_table(tokens: Vec<TokenResponse>) {
     t.print();
 }
 
-/// Parses `90d`, `12h` or `30m` into a duration.
-fn parse_span(text: &str) -> Option<time::Duration> {
-    let (n, unit) = text.split_at(text.len().checked_sub(1)?);
-    let n: i64 = n
-        .parse()
-        .ok()
-        .filter(|n| *n > 0 && *n <= 36_500 * 24 * 60)?;
-    match unit {
-        "d" => Some(time::Duration::days(n)),
-        "h" => Some(time::Duration::hours(n)),
-        "m" => Some(time::Duration::minutes(n)),
-        _ => None,
-    }
-}
-
 /// Runs `certkeep token ...`.
 async fn token(s: &Session, command: TokenCommand) -> Result<(), CliError> {
     match command {
@@ -1032,9 +1017,14 @@ async fn token(s: &Session, command: TokenCommand) -> Result<(), CliError> {
         } => {
             let expires_at = expires_in
                 .map(|e| {
-                    parse_span(&e).map(|d| crate::now() + d).ok_or_else(|| {
-                        CliError::Usage(format!("--expires-in {e}: expected e.g. 90d, 12h or 30m"))
-                    })
+                    let span = crate::domain::span::parse_span(&e)
+                        .map_err(|err| CliError::Usage(format!("--expires-in {e}: {err}")))?;
+                    if !span.is_positive() {
+                        return Err(CliError::Usage(format!(
+                            "--expires-in {e}: must be longer than zero"
+                        )));
+                    }
+                    Ok(crate::now() + span)
                 })
                 .transpose()?;
             let req = CreateTokenRequest {

@@ -5,3 +5,4 @@ pub mod deployments;
 pub mod issuance;
 pub mod names;
 pub mod renewal;
+pub mod span;

@@ -45,8 +45,15 @@ pub(crate) struct Ended {
 impl ServerProcess {
     /// Starts the server with the issuance engine off and waits until it serves.
     pub(crate) fn start() -> Self {
+        Self::start_with_env(&[])
+    }
+
+    /// Like [`Self::start`], with `env` added to the server's environment.
+    pub(crate) fn start_with_env(env: &[(&str, &str)]) -> Self {
         let dir = Arc::new(tempfile::tempdir().unwrap());
-        Self::start_in(dir, &[("CERTKEEP_ENGINE__ENABLED", "false")]).unwrap()
+        let mut all = vec![("CERTKEEP_ENGINE__ENABLED", "false")];
+        all.extend_from_slice(env);
+        Self::start_in(dir, &all).unwrap()
     }
 
     /// Starts `certkeep serve` in `dir` with `env` on fresh ports and waits until it serves;
