@@ -140,15 +140,18 @@ impl Identity {
     fn save(&self, state_dir: &Path) -> anyhow::Result<()> {
         fs::create_dir_all(state_dir)
             .with_context(|| format!("cannot create {}", state_dir.display()))?;
-        for (name, bytes, access) in [
-            (KEY_FILE, self.key_pem.as_bytes(), Access::Private),
-            (CERT_FILE, self.cert_pem.as_bytes(), Access::Shared),
-        ] {
-            let path = state_dir.join(name);
-            fsio::replace(&path, bytes, access)
-                .with_context(|| format!("cannot write {}", path.display()))?;
-        }
-        Ok(())
+        let path = state_dir.join(KEY_FILE);
+        fsio::replace(&path, self.key_pem.as_bytes(), Access::Private)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        self.save_certificate(state_dir)
+    }
+
+    /// Writes the certificate alone. After a renewal the key on disk is already this one, so a
+    /// single rename switches to the new certificate: a crash leaves the old, matching pair.
+    fn save_certificate(&self, state_dir: &Path) -> anyhow::Result<()> {
+        let path = state_dir.join(CERT_FILE);
+        fsio::replace(&path, self.cert_pem.as_bytes(), Access::Shared)
+            .with_context(|| format!("cannot write {}", path.display()))
     }
 }
 
@@ -178,9 +181,12 @@ pub fn accept_enrollment(
     Ok(identity)
 }
 
-/// Renews the client certificate for the same key over mTLS and stores it.
+/// Renews the client certificate for the same key over mTLS and stores it before it is used.
 ///
-/// Keeping the key means a crash can never leave a key and certificate that do not match.
+/// Keeping the key means a crash can never leave a key and certificate that do not match, and
+/// the certificate file is switched by one rename. If the reply is lost or the write fails, the
+/// server still accepts the current certificate until the new one is first used, so the next
+/// sync simply renews again.
 pub async fn renew(
     client: &AgentClient,
     current: &Identity,
@@ -194,7 +200,7 @@ pub async fn renew(
         .await?;
     let identity =
         Identity::from_response(current.key_pem.clone(), response, Some(current.agent_id))?;
-    identity.save(state_dir)?;
+    identity.save_certificate(state_dir)?;
     tracing::info!(
         agent.id = %identity.agent_id,
         not_after = crate::format_time(identity.not_after),
