@@ -527,7 +527,11 @@ async fn a_lost_renewal_reply_does_not_lock_the_agent_out() {
     let renewed = renew(&original_client, &original, &config.state_dir)
         .await
         .unwrap();
-    refused(&client_for(&f, &lost), "a renewal superseded before any use").await;
+    refused(
+        &client_for(&f, &lost),
+        "a renewal superseded before any use",
+    )
+    .await;
     let stored = Identity::load(&config.state_dir).unwrap();
     assert_eq!(stored.client_pem(), renewed.client_pem());
     original_client.manifest(None).await.unwrap();
@@ -535,7 +539,11 @@ async fn a_lost_renewal_reply_does_not_lock_the_agent_out() {
     // The first request with the new certificate retires the old one.
     let outcome = sync_once(&config).await.unwrap();
     assert!(outcome.is_success(), "{outcome:?}");
-    refused(&original_client, "the certificate renewed from, after the new one was used").await;
+    refused(
+        &original_client,
+        "the certificate renewed from, after the new one was used",
+    )
+    .await;
     let renewals = db
         .list_audit(&certkeep_server::db::audit::AuditFilter {
             action: Some("agent.renew".into()),
@@ -555,6 +563,10 @@ async fn a_lost_renewal_reply_does_not_lock_the_agent_out() {
         .await
         .unwrap();
     refused(&renewed_client, "previous certificate of a revoked agent").await;
-    refused(&client_for(&f, &pending), "current certificate of a revoked agent").await;
+    refused(
+        &client_for(&f, &pending),
+        "current certificate of a revoked agent",
+    )
+    .await;
     f.server.stop().await;
 }

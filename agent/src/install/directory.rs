@@ -112,7 +112,11 @@ impl DirectoryInstaller {
         if self.fail_after_key {
             return Err(io::Error::other("injected failure after privkey.pem"));
         }
-        fsio::replace(&version.join(FULLCHAIN), fullchain.as_bytes(), Access::Shared)
+        fsio::replace(
+            &version.join(FULLCHAIN),
+            fullchain.as_bytes(),
+            Access::Shared,
+        )
     }
 
     /// Removes what interrupted runs left in `.versions`: every version directory but the one
@@ -283,7 +287,12 @@ fn switch(link: &Path, versions: &Path, id: &str) -> io::Result<()> {
     }
     match exchange(&temp, link) {
         Ok(()) => Ok(()),
-        Err(e) if matches!(e.kind(), io::ErrorKind::InvalidInput | io::ErrorKind::Unsupported) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::InvalidInput | io::ErrorKind::Unsupported
+            ) =>
+        {
             tracing::warn!(dir = %link.display(), error = %e, "the filesystem cannot exchange two names; moving the old directory away first");
             let aside = versions.join(format!("{SWAP_PREFIX}{}", Uuid::new_v4().simple()));
             fs::rename(link, &aside)?;
@@ -357,7 +366,9 @@ fn prune(versions: &Path, keep: Option<&OsString>) {
         };
         match removed {
             Ok(()) => tracing::debug!(dir = %path.display(), "removed old version"),
-            Err(e) => tracing::warn!(dir = %path.display(), error = %e, "cannot remove old version"),
+            Err(e) => {
+                tracing::warn!(dir = %path.display(), error = %e, "cannot remove old version")
+            }
         }
     }
 }
@@ -388,8 +399,8 @@ mod tests {
     /// Thumbprint of the leaf in `<sub>/fullchain.pem`, after checking that `<sub>/privkey.pem`
     /// is its key.
     fn installed_pair(sub: &Path) -> String {
-        let key = rcgen::KeyPair::from_pem(&fs::read_to_string(sub.join(PRIVKEY)).unwrap())
-            .unwrap();
+        let key =
+            rcgen::KeyPair::from_pem(&fs::read_to_string(sub.join(PRIVKEY)).unwrap()).unwrap();
         let chain = fs::read(sub.join(FULLCHAIN)).unwrap();
         let leaf = Pem::iter_from_buffer(&chain).next().unwrap().unwrap();
         let cert = leaf.parse_x509().unwrap();
@@ -417,7 +428,10 @@ mod tests {
     fn assert_switched(dir: &Path, name: &str) {
         let link = dir.join(name);
         assert!(
-            fs::symlink_metadata(&link).unwrap().file_type().is_symlink(),
+            fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink(),
             "{} is not a symlink",
             link.display()
         );
