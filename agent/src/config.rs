@@ -43,7 +43,8 @@ pub enum Target {
         /// File holding the CCS private-key password, the one configured in IIS.
         password_file: PathBuf,
     },
-    /// PEM directory for nginx/Apache: `<path>/<certificate_name>/{fullchain,privkey}.pem`.
+    /// PEM directory for nginx/Apache: `<path>/<certificate_name>/{fullchain,privkey}.pem`,
+    /// `<certificate_name>` being a symlink into `<path>/.versions/` switched atomically.
     Directory {
         /// Parent directory; must exist.
         path: PathBuf,

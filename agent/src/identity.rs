@@ -23,6 +23,9 @@ use crate::{
 pub const KEY_FILE: &str = "agent-key.pem";
 /// Client certificate file in the state directory (PEM).
 pub const CERT_FILE: &str = "agent-cert.pem";
+/// An enrollment's new key, written before [`CERT_FILE`] and renamed to [`KEY_FILE`] after it,
+/// so [`Identity::load`] can finish an enrollment a crash interrupted.
+const NEXT_KEY_FILE: &str = "agent-key.next.pem";
 
 /// A loaded, consistent key and certificate.
 pub struct Identity {
@@ -38,28 +41,44 @@ pub struct Identity {
 
 impl Identity {
     /// Loads the identity from `state_dir`; says to enroll when there is none.
+    ///
+    /// Finishes an enrollment that stopped after its certificate was stored (the new key is
+    /// still in `agent-key.next.pem`) and drops a new key whose certificate never arrived.
     pub fn load(state_dir: &Path) -> anyhow::Result<Self> {
         let key_path = state_dir.join(KEY_FILE);
+        let next_path = state_dir.join(NEXT_KEY_FILE);
         let cert_path = state_dir.join(CERT_FILE);
-        if !key_path.exists() || !cert_path.exists() {
+        if !cert_path.exists() || !(key_path.exists() || next_path.exists()) {
             bail!(
                 "this agent is not enrolled ({} has no {KEY_FILE}/{CERT_FILE}); run \
                  `certkeep-agent enroll`",
                 state_dir.display()
             );
         }
-        let key_pem = Zeroizing::new(
-            fs::read_to_string(&key_path)
-                .with_context(|| format!("cannot read {}", key_path.display()))?,
-        );
         let cert_pem = fs::read_to_string(&cert_path)
             .with_context(|| format!("cannot read {}", cert_path.display()))?;
-        Self::from_pems(key_pem, cert_pem).with_context(|| {
+        let unusable = || {
             format!(
                 "unusable agent identity in {}; enroll again",
                 state_dir.display()
             )
-        })
+        };
+        let read_key = |path: &Path| {
+            fs::read_to_string(path)
+                .map(Zeroizing::new)
+                .with_context(|| format!("cannot read {}", path.display()))
+        };
+        if next_path.exists() {
+            if let Ok(identity) = Self::from_pems(read_key(&next_path)?, cert_pem.clone()) {
+                fs::rename(&next_path, &key_path)
+                    .with_context(|| format!("cannot rename {}", next_path.display()))?;
+                tracing::info!(agent.id = %identity.agent_id, "finished an interrupted enrollment");
+                return Ok(identity);
+            }
+            fs::remove_file(&next_path)
+                .with_context(|| format!("cannot remove {}", next_path.display()))?;
+        }
+        Self::from_pems(read_key(&key_path)?, cert_pem).with_context(unusable)
     }
 
     /// Checks that the certificate carries an agent id and belongs to the key.
@@ -136,19 +155,26 @@ impl Identity {
         Ok(identity)
     }
 
-    /// Writes key (owner-only) then certificate into `state_dir`.
+    /// Stores a new key (owner-only) and its certificate in `state_dir`: the key as
+    /// `agent-key.next.pem`, then the certificate, then the key renamed to [`KEY_FILE`]. A crash
+    /// at any point leaves a pair [`Identity::load`] can use: the old one, or the new one.
     fn save(&self, state_dir: &Path) -> anyhow::Result<()> {
         fs::create_dir_all(state_dir)
             .with_context(|| format!("cannot create {}", state_dir.display()))?;
-        for (name, bytes, access) in [
-            (KEY_FILE, self.key_pem.as_bytes(), Access::Private),
-            (CERT_FILE, self.cert_pem.as_bytes(), Access::Shared),
-        ] {
-            let path = state_dir.join(name);
-            fsio::replace(&path, bytes, access)
-                .with_context(|| format!("cannot write {}", path.display()))?;
-        }
-        Ok(())
+        let next = state_dir.join(NEXT_KEY_FILE);
+        fsio::replace(&next, self.key_pem.as_bytes(), Access::Private)
+            .with_context(|| format!("cannot write {}", next.display()))?;
+        self.save_certificate(state_dir)?;
+        let key = state_dir.join(KEY_FILE);
+        fs::rename(&next, &key).with_context(|| format!("cannot write {}", key.display()))
+    }
+
+    /// Writes the certificate alone. After a renewal the key on disk is already this one, so a
+    /// single rename switches to the new certificate: a crash leaves the old, matching pair.
+    fn save_certificate(&self, state_dir: &Path) -> anyhow::Result<()> {
+        let path = state_dir.join(CERT_FILE);
+        fsio::replace(&path, self.cert_pem.as_bytes(), Access::Shared)
+            .with_context(|| format!("cannot write {}", path.display()))
     }
 }
 
@@ -178,9 +204,12 @@ pub fn accept_enrollment(
     Ok(identity)
 }
 
-/// Renews the client certificate for the same key over mTLS and stores it.
+/// Renews the client certificate for the same key over mTLS and stores it before it is used.
 ///
-/// Keeping the key means a crash can never leave a key and certificate that do not match.
+/// Keeping the key means a crash can never leave a key and certificate that do not match, and
+/// the certificate file is switched by one rename. If the reply is lost or the write fails, the
+/// server still accepts the current certificate until the new one is first used, so the next
+/// sync simply renews again.
 pub async fn renew(
     client: &AgentClient,
     current: &Identity,
@@ -194,7 +223,7 @@ pub async fn renew(
         .await?;
     let identity =
         Identity::from_response(current.key_pem.clone(), response, Some(current.agent_id))?;
-    identity.save(state_dir)?;
+    identity.save_certificate(state_dir)?;
     tracing::info!(
         agent.id = %identity.agent_id,
         not_after = crate::format_time(identity.not_after),
@@ -271,6 +300,38 @@ mod tests {
         assert!(Identity::from_response(key_pem.clone(), response, None).is_err());
         let response = issue(&key_pem, id);
         assert!(Identity::from_response(key_pem, response, Some(Uuid::new_v4())).is_err());
+    }
+
+    #[test]
+    fn an_interrupted_enrollment_leaves_a_usable_pair() {
+        let dir = tempfile::tempdir().unwrap();
+        let old_id = Uuid::new_v4();
+        let (old_key, _) = new_key_and_csr().unwrap();
+        accept_enrollment(dir.path(), old_key.clone(), issue(&old_key, old_id)).unwrap();
+        let new_id = Uuid::new_v4();
+        let (new_key, _) = new_key_and_csr().unwrap();
+        let new_cert = issue(&new_key, new_id).certificate_pem;
+
+        // Stopped before the certificate was stored: the old pair, and the new key is dropped.
+        fs::write(dir.path().join(NEXT_KEY_FILE), new_key.as_bytes()).unwrap();
+        assert_eq!(Identity::load(dir.path()).unwrap().agent_id, old_id);
+        assert!(!dir.path().join(NEXT_KEY_FILE).exists());
+
+        // Stopped after the certificate, before the key: the new pair, and the key is moved.
+        fs::write(dir.path().join(NEXT_KEY_FILE), new_key.as_bytes()).unwrap();
+        fs::write(dir.path().join(CERT_FILE), &new_cert).unwrap();
+        assert_eq!(Identity::load(dir.path()).unwrap().agent_id, new_id);
+        assert_eq!(
+            fs::read_to_string(dir.path().join(KEY_FILE)).unwrap(),
+            *new_key
+        );
+        assert!(!dir.path().join(NEXT_KEY_FILE).exists());
+
+        // The same on a first enrollment, when there was no key at all.
+        let first = tempfile::tempdir().unwrap();
+        fs::write(first.path().join(NEXT_KEY_FILE), new_key.as_bytes()).unwrap();
+        fs::write(first.path().join(CERT_FILE), &new_cert).unwrap();
+        assert_eq!(Identity::load(first.path()).unwrap().agent_id, new_id);
     }
 
     #[test]

@@ -275,6 +275,9 @@ pub struct Agent {
     pub state: AgentState,
     pub join_token_expires_at: Option<OffsetDateTime>,
     pub cert_serial: Option<String>,
+    /// Serial of the certificate the agent renewed from, still accepted until the agent first
+    /// uses `cert_serial` (so a lost renewal reply does not lock it out).
+    pub previous_cert_serial: Option<String>,
     pub cert_not_after: Option<OffsetDateTime>,
     pub pfx_mode: PfxMode,
     pub last_seen_at: Option<OffsetDateTime>,

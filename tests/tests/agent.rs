@@ -625,3 +625,94 @@ async fn an_operator_without_export_cannot_route_keys_to_an_agent() {
     );
     f.server.stop().await;
 }
+
+/// A client presenting `identity` to the agent listener.
+fn client_for(f: &Fixture, identity: &certkeep_agent::identity::Identity) -> AgentClient {
+    AgentClient::new(
+        &f.server.agent_url.parse().unwrap(),
+        &std::fs::read(f.server.ca_file()).unwrap(),
+        Some(&identity.client_pem()),
+    )
+    .unwrap()
+}
+
+/// Asserts the listener answers 401 to a manifest request with this client certificate.
+async fn refused(client: &AgentClient, what: &str) {
+    let err = client.manifest(None).await.unwrap_err();
+    assert!(format!("{err:#}").contains("401"), "{what}: {err:#}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_renewal_reply_does_not_lock_the_agent_out() {
+    use certkeep_agent::identity::{Identity, renew};
+
+    let f = Fixture::new().await;
+    let cert = f.certificate("web", &["www.example.com"]).await;
+    let (agent, token) = f.agent("iis", PASSWORD, time::Duration::hours(24)).await;
+    let config = f.host("iis", token, PASSWORD).await;
+    let db = &f.server.state.db;
+    db.assign_certificate(agent, cert.id, certkeep_server::now())
+        .await
+        .unwrap();
+    let original = Identity::load(&config.state_dir).unwrap();
+    let original_client = client_for(&f, &original);
+
+    // The server issues a renewal, but the reply never reaches the agent's state directory.
+    let lost_dir = tempfile::tempdir().unwrap();
+    let lost = renew(&original_client, &original, lost_dir.path())
+        .await
+        .unwrap();
+    assert_eq!(lost.agent_id, original.agent_id);
+    let outcome = sync_once(&config).await.unwrap();
+    assert!(
+        outcome.is_success(),
+        "the certificate the agent still has must keep working: {outcome:?}"
+    );
+
+    // Renewing again with the same certificate works, and this time the agent stores it.
+    let renewed = renew(&original_client, &original, &config.state_dir)
+        .await
+        .unwrap();
+    refused(
+        &client_for(&f, &lost),
+        "a renewal superseded before any use",
+    )
+    .await;
+    let stored = Identity::load(&config.state_dir).unwrap();
+    assert_eq!(stored.client_pem(), renewed.client_pem());
+    original_client.manifest(None).await.unwrap();
+
+    // The first request with the new certificate retires the old one.
+    let outcome = sync_once(&config).await.unwrap();
+    assert!(outcome.is_success(), "{outcome:?}");
+    refused(
+        &original_client,
+        "the certificate renewed from, after the new one was used",
+    )
+    .await;
+    let renewals = db
+        .list_audit(&certkeep_server::db::audit::AuditFilter {
+            action: Some("agent.renew".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(renewals.len(), 2, "every renewal is audited");
+
+    // A revoked agent is accepted with neither its current nor its previous certificate.
+    let renewed_client = client_for(&f, &renewed);
+    let pending = renew(&renewed_client, &renewed, lost_dir.path())
+        .await
+        .unwrap();
+    db.revoke_agent(agent, certkeep_server::now())
+        .await
+        .unwrap();
+    refused(&renewed_client, "previous certificate of a revoked agent").await;
+    refused(
+        &client_for(&f, &pending),
+        "current certificate of a revoked agent",
+    )
+    .await;
+    f.server.stop().await;
+}

@@ -1,12 +1,23 @@
 //! PEM directory for nginx/Apache: `<path>/<certificate_name>/{fullchain,privkey}.pem`.
 //!
-//! Each file is replaced by temp-and-rename (the key with mode 0600); the reload command runs
-//! once after any change. Directories of dropped certificates are kept, since a web server
-//! configuration may still point at them.
+//! Each version is written into its own directory, `<path>/.versions/<certificate_name>/<id>/`
+//! (the key with mode 0600), and `<path>/<certificate_name>` is a symlink to it. Installing a
+//! version renames a new symlink over the old one, so a reader, or a crash at any point, sees
+//! the old pair or the new pair, never a key from one and a chain from the other. Older version
+//! directories are removed after the switch. A real `<certificate_name>/` directory written by
+//! an older agent is swapped with the symlink in one `renameat2(RENAME_EXCHANGE)` call; only
+//! where the filesystem lacks it is the directory renamed away first, leaving a moment without
+//! `<certificate_name>` (a crash there is repaired by the next sync). On Windows, which has no
+//! unprivileged symlinks, `<certificate_name>` is a real directory, renamed aside and replaced by
+//! the new version directory in two renames.
+//!
+//! The reload command runs once after any change. Directories of dropped certificates are kept,
+//! since a web server configuration may still point at them.
 
 use std::{
     collections::HashSet,
-    fs,
+    ffi::OsString,
+    fs, io,
     path::{Path, PathBuf},
     process::Command,
 };
@@ -33,6 +44,11 @@ const FULLCHAIN: &str = "fullchain.pem";
 const PRIVKEY: &str = "privkey.pem";
 /// Longest reload-command output kept in an error.
 const MAX_OUTPUT: usize = 500;
+/// Hidden directory of `<certificate_name>/<version id>/` directories; never a certificate name.
+const VERSIONS: &str = ".versions";
+/// Name prefix, inside `.versions/<certificate_name>/`, of symlinks and old directories on
+/// their way in or out; removed with the old versions.
+const SWAP_PREFIX: &str = "swap-";
 
 /// Writes PEM files for web servers that read them from disk.
 pub struct DirectoryInstaller {
@@ -40,6 +56,9 @@ pub struct DirectoryInstaller {
     reload_command: Vec<String>,
     manifest: LocalManifest,
     changed: bool,
+    /// Test hook: fail right after a version's private key is written, as a crash would.
+    #[cfg(test)]
+    fail_after_key: bool,
 }
 
 impl DirectoryInstaller {
@@ -50,33 +69,74 @@ impl DirectoryInstaller {
             reload_command,
             manifest: LocalManifest::default(),
             changed: false,
+            #[cfg(test)]
+            fail_after_key: false,
         }
     }
 
-    fn write_pair(&self, sub: &Path, bundle: &Bundle) -> std::io::Result<()> {
+    /// Writes `bundle` as a new version of `name` and switches `<dir>/<name>` to it; on failure
+    /// `<dir>/<name>` still holds the previous pair.
+    fn write_pair(&self, name: &str, bundle: &Bundle) -> io::Result<()> {
+        let versions = self.dir.join(VERSIONS).join(name);
+        fs::create_dir_all(&versions)?;
+        let id = format!(
+            "{}-{}",
+            bundle.opened.thumbprint.get(..16).unwrap_or_default(),
+            Uuid::new_v4().simple()
+        );
+        let version = versions.join(&id);
+        fs::create_dir(&version)?;
+        let link = self.dir.join(name);
+        let result = self
+            .write_version(&version, bundle)
+            .and_then(|()| switch(&link, &versions, &id));
+        match &result {
+            Ok(()) => prune(&versions, current_version(&link).as_ref()),
+            Err(_) => {
+                let _ = fs::remove_dir_all(&version);
+            }
+        }
+        result
+    }
+
+    /// The key (owner-only), then the full chain, into the fresh directory `version`.
+    fn write_version(&self, version: &Path, bundle: &Bundle) -> io::Result<()> {
         let opened = &bundle.opened;
         let fullchain: String = std::iter::once(&opened.leaf_der)
             .chain(&opened.chain_der)
             .map(|der| pem::encode("CERTIFICATE", der))
             .collect();
         let privkey = Zeroizing::new(pem::encode("PRIVATE KEY", &opened.key_pkcs8_der));
-        fs::create_dir_all(sub)?;
-        let key_target = sub.join(PRIVKEY);
-        let chain_target = sub.join(FULLCHAIN);
-        let key_temp = fsio::write_temp(&key_target, privkey.as_bytes(), Access::Private)?;
-        let chain_temp = match fsio::write_temp(&chain_target, fullchain.as_bytes(), Access::Shared)
-        {
-            Ok(temp) => temp,
-            Err(e) => {
-                let _ = fs::remove_file(&key_temp);
-                return Err(e);
-            }
-        };
-        if let Err(e) = fsio::commit(&key_temp, &key_target) {
-            let _ = fs::remove_file(&chain_temp);
-            return Err(e);
+        fsio::replace(&version.join(PRIVKEY), privkey.as_bytes(), Access::Private)?;
+        #[cfg(test)]
+        if self.fail_after_key {
+            return Err(io::Error::other("injected failure after privkey.pem"));
         }
-        fsio::commit(&chain_temp, &chain_target)
+        fsio::replace(
+            &version.join(FULLCHAIN),
+            fullchain.as_bytes(),
+            Access::Shared,
+        )
+    }
+
+    /// Removes what interrupted runs left in `.versions`: every version directory but the one
+    /// a certificate's symlink points to. Names whose `<name>` is missing are left for the next
+    /// install, since they may hold the only copy of an interrupted switch.
+    fn prune_all(&self) -> Result<(), InstallError> {
+        let root = self.dir.join(VERSIONS);
+        let items = match fs::read_dir(&root) {
+            Ok(items) => items,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(InstallError::io(&root, &e)),
+        };
+        for item in items {
+            let item = item.map_err(|e| InstallError::io(&root, &e))?;
+            let link = self.dir.join(item.file_name());
+            if link.symlink_metadata().is_ok() {
+                prune(&item.path(), current_version(&link).as_ref());
+            }
+        }
+        Ok(())
     }
 
     fn reload(&self) -> Option<String> {
@@ -105,6 +165,7 @@ impl DirectoryInstaller {
 impl Installer for DirectoryInstaller {
     fn recover(&mut self) -> Result<(), InstallError> {
         clean_temp_files(&self.dir, true)?;
+        self.prune_all()?;
         self.manifest = LocalManifest::load(&self.dir)?;
         Ok(())
     }
@@ -150,7 +211,7 @@ impl Installer for DirectoryInstaller {
                 sub.display()
             ));
         }
-        if let Err(e) = self.write_pair(&sub, bundle) {
+        if let Err(e) = self.write_pair(name, bundle) {
             return fail(format!(
                 "cannot write {} (old files kept): {e}",
                 sub.display()
@@ -203,8 +264,112 @@ impl Installer for DirectoryInstaller {
         if std::mem::take(&mut self.changed) {
             finish.errors.extend(self.reload());
         }
-        finish.notes = foreign_notes(&self.dir, |name| self.manifest.files.contains_key(name));
+        finish.notes = foreign_notes(&self.dir, |name| {
+            name == VERSIONS || self.manifest.files.contains_key(name)
+        });
         finish
+    }
+}
+
+/// Points the symlink `link` at `versions/<id>` with one rename over the previous symlink.
+///
+/// A real directory at `link` (written by an older agent) is exchanged with the new symlink in
+/// one step and then lies in `versions`, where [`prune`] removes it.
+#[cfg(unix)]
+fn switch(link: &Path, versions: &Path, id: &str) -> io::Result<()> {
+    let name = link
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no certificate name"))?;
+    let temp = versions.join(format!("{SWAP_PREFIX}{}", Uuid::new_v4().simple()));
+    std::os::unix::fs::symlink(Path::new(VERSIONS).join(name).join(id), &temp)?;
+    if !link.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+        return fsio::commit(&temp, link);
+    }
+    match exchange(&temp, link) {
+        Ok(()) => Ok(()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::InvalidInput | io::ErrorKind::Unsupported
+            ) =>
+        {
+            tracing::warn!(dir = %link.display(), error = %e, "the filesystem cannot exchange two names; moving the old directory away first");
+            let aside = versions.join(format!("{SWAP_PREFIX}{}", Uuid::new_v4().simple()));
+            fs::rename(link, &aside)?;
+            fsio::commit(&temp, link).inspect_err(|_| {
+                let _ = fs::rename(&aside, link);
+            })
+        }
+        Err(e) => {
+            let _ = fs::remove_file(&temp);
+            Err(e)
+        }
+    }
+}
+
+/// Swaps the names `a` and `b` atomically (`renameat2(RENAME_EXCHANGE)`).
+#[cfg(target_os = "linux")]
+fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE)?;
+    Ok(())
+}
+
+/// No atomic exchange outside Linux: the caller falls back to two renames.
+#[cfg(all(unix, not(target_os = "linux")))]
+fn exchange(_: &Path, _: &Path) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+/// Without symlinks: renames the current directory `link` aside into `versions`, then the new
+/// version directory to `link`, putting the old one back if that fails.
+#[cfg(not(unix))]
+fn switch(link: &Path, versions: &Path, id: &str) -> io::Result<()> {
+    let aside = versions.join(format!("{SWAP_PREFIX}{}", Uuid::new_v4().simple()));
+    let had_old = match fs::rename(link, &aside) {
+        Ok(()) => true,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+        Err(e) => return Err(e),
+    };
+    let result = fs::rename(versions.join(id), link);
+    if result.is_err() && had_old {
+        let _ = fs::rename(&aside, link);
+    }
+    result
+}
+
+/// The name of the version directory the symlink `link` points to.
+#[cfg(unix)]
+fn current_version(link: &Path) -> Option<OsString> {
+    fs::read_link(link).ok()?.file_name().map(OsString::from)
+}
+
+/// Without symlinks the current version is `link` itself: nothing in `.versions` is current.
+#[cfg(not(unix))]
+fn current_version(_: &Path) -> Option<OsString> {
+    None
+}
+
+/// Removes everything in `versions` except `keep`; failures are logged and retried next run.
+fn prune(versions: &Path, keep: Option<&OsString>) {
+    let Ok(items) = fs::read_dir(versions) else {
+        return;
+    };
+    for item in items.filter_map(Result::ok) {
+        if Some(&item.file_name()) == keep {
+            continue;
+        }
+        let path = item.path();
+        let removed = match item.file_type() {
+            Ok(t) if t.is_dir() => fs::remove_dir_all(&path),
+            _ => fs::remove_file(&path),
+        };
+        match removed {
+            Ok(()) => tracing::debug!(dir = %path.display(), "removed old version"),
+            Err(e) => {
+                tracing::warn!(dir = %path.display(), error = %e, "cannot remove old version")
+            }
+        }
     }
 }
 
@@ -222,12 +387,59 @@ mod tests {
     use crate::install::test_support::{Run, Version, snapshot, sync, version};
 
     /// A directory installer whose reload command appends a line to `log`.
-    fn installer(dir: &Path, log: &Path) -> Box<dyn Installer> {
+    fn reloading(dir: &Path, log: &Path) -> DirectoryInstaller {
         let script = format!("echo reload >> '{}'", log.display());
-        Box::new(DirectoryInstaller::new(
-            dir.to_owned(),
-            vec!["sh".into(), "-c".into(), script],
-        ))
+        DirectoryInstaller::new(dir.to_owned(), vec!["sh".into(), "-c".into(), script])
+    }
+
+    fn installer(dir: &Path, log: &Path) -> Box<dyn Installer> {
+        Box::new(reloading(dir, log))
+    }
+
+    /// Thumbprint of the leaf in `<sub>/fullchain.pem`, after checking that `<sub>/privkey.pem`
+    /// is its key.
+    fn installed_pair(sub: &Path) -> String {
+        let key =
+            rcgen::KeyPair::from_pem(&fs::read_to_string(sub.join(PRIVKEY)).unwrap()).unwrap();
+        let chain = fs::read(sub.join(FULLCHAIN)).unwrap();
+        let leaf = Pem::iter_from_buffer(&chain).next().unwrap().unwrap();
+        let cert = leaf.parse_x509().unwrap();
+        assert_eq!(
+            cert.public_key().subject_public_key.data.as_ref(),
+            key.public_key_raw(),
+            "privkey.pem does not belong to fullchain.pem in {}",
+            sub.display()
+        );
+        thumbprint(&leaf.contents)
+    }
+
+    /// Entries of `<dir>/.versions/<name>/`.
+    fn versions_of(dir: &Path, name: &str) -> Vec<OsString> {
+        let mut names: Vec<_> = fs::read_dir(dir.join(VERSIONS).join(name))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Asserts `<dir>/<name>` is a symlink to the only entry of `.versions/<name>/`.
+    #[cfg(unix)]
+    fn assert_switched(dir: &Path, name: &str) {
+        let link = dir.join(name);
+        assert!(
+            fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink(),
+            "{} is not a symlink",
+            link.display()
+        );
+        assert_eq!(
+            versions_of(dir, name),
+            vec![current_version(&link).unwrap()],
+            "old versions must be removed"
+        );
     }
 
     fn reloads(log: &Path) -> usize {
@@ -342,5 +554,81 @@ mod tests {
         let dropped = run(dir.path(), &log, &[]);
         assert_eq!(status(&dropped, "cert-1"), DeploymentStatus::Kept);
         assert!(dir.path().join("cert-1").join(PRIVKEY).exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_failure_between_key_and_chain_keeps_the_installed_pair() {
+        let ca = TestCa::new();
+        let dir = tempfile::tempdir().unwrap();
+        let logs = tempfile::tempdir().unwrap();
+        let log = logs.path().join("reload.log");
+        let sub = dir.path().join("cert-1");
+        let first = version(&ca, 1, &["www.contoso.com"]);
+        let installed = run(dir.path(), &log, &[&first]);
+        assert!(installed.errors.is_empty(), "{:?}", installed.errors);
+        assert_switched(dir.path(), "cert-1");
+        assert_eq!(installed_pair(&sub), first.entry.thumbprint);
+
+        let renewed = version(&ca, 1, &["www.contoso.com"]);
+        let mut failing = reloading(dir.path(), &log);
+        failing.fail_after_key = true;
+        let failed = sync(Box::new(failing), &[&renewed]);
+        assert_eq!(failed.files.len(), 1);
+        assert_eq!(failed.files[0].status, DeploymentStatus::Failed);
+        assert_eq!(
+            installed_pair(&sub),
+            first.entry.thumbprint,
+            "the installed pair must survive"
+        );
+        assert_switched(dir.path(), "cert-1");
+        assert_eq!(reloads(&log), 1, "nothing changed, no reload");
+
+        // A crash leaves a half-written version and a symlink on its way in: the next run
+        // removes both and installs the new pair.
+        let half = dir.path().join(VERSIONS).join("cert-1").join("half");
+        fs::create_dir(&half).unwrap();
+        fs::write(half.join(PRIVKEY), "half").unwrap();
+        std::os::unix::fs::symlink(
+            "half",
+            dir.path()
+                .join(VERSIONS)
+                .join("cert-1")
+                .join(format!("{SWAP_PREFIX}stray")),
+        )
+        .unwrap();
+        let done = run(dir.path(), &log, &[&renewed]);
+        assert!(done.errors.is_empty(), "{:?}", done.errors);
+        assert_eq!(done.files[0].status, DeploymentStatus::Installed);
+        assert_eq!(installed_pair(&sub), renewed.entry.thumbprint);
+        assert_switched(dir.path(), "cert-1");
+        assert_eq!(reloads(&log), 2, "one reload for the switch");
+        assert!(done.notes.is_empty(), "{:?}", done.notes);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_directory_written_by_an_older_agent_is_swapped_for_the_symlink() {
+        let ca = TestCa::new();
+        let dir = tempfile::tempdir().unwrap();
+        let logs = tempfile::tempdir().unwrap();
+        let log = logs.path().join("reload.log");
+        let sub = dir.path().join("cert-1");
+        let first = version(&ca, 1, &["www.contoso.com"]);
+        run(dir.path(), &log, &[&first]);
+        // What older agents left: a real directory holding the pair, and no `.versions`.
+        let target = dir.path().join(fs::read_link(&sub).unwrap());
+        fs::remove_file(&sub).unwrap();
+        fs::rename(&target, &sub).unwrap();
+        fs::remove_dir_all(dir.path().join(VERSIONS)).unwrap();
+        assert_eq!(installed_pair(&sub), first.entry.thumbprint);
+
+        let renewed = version(&ca, 1, &["www.contoso.com"]);
+        let done = run(dir.path(), &log, &[&renewed]);
+        assert!(done.errors.is_empty(), "{:?}", done.errors);
+        assert_eq!(done.files[0].status, DeploymentStatus::Installed);
+        assert_switched(dir.path(), "cert-1");
+        assert_eq!(installed_pair(&sub), renewed.entry.thumbprint);
+        assert_eq!(reloads(&log), 2);
     }
 }

@@ -18,6 +18,9 @@ use crate::model::{Agent, AgentId, AgentState};
 pub struct AgentIdentity {
     pub id: AgentId,
     pub agent: Agent,
+    /// Serial of the client certificate it presented: the current one, or the previous one
+    /// while a renewal has not reached the agent.
+    pub serial: String,
 }
 
 /// Agent id and serial from a client certificate issued by the internal CA.
@@ -51,12 +54,22 @@ impl FromRequestParts<AppState> for AgentIdentity {
             Err(crate::db::Error::NotFound) => return Err(ApiError::Unauthorized),
             Err(e) => return Err(e.into()),
         };
-        if agent.state != AgentState::Active
-            || agent.cert_serial.as_deref() != Some(serial.as_str())
-        {
+        let current = agent.cert_serial.as_deref() == Some(serial.as_str());
+        let previous = agent.previous_cert_serial.as_deref() == Some(serial.as_str());
+        if agent.state != AgentState::Active || !(current || previous) {
             tracing::warn!(agent.id = %id, "refused a client certificate of a revoked, replaced or unknown agent");
             return Err(ApiError::Unauthorized);
         }
-        Ok(Self { id, agent })
+        // The renewed certificate reached the agent: the one it renewed from stops working.
+        if current
+            && agent.previous_cert_serial.is_some()
+            && state
+                .db
+                .retire_previous_agent_cert(id, &serial, crate::now())
+                .await?
+        {
+            tracing::info!(agent.id = %id, certificate.serial = %serial, "agent uses its renewed client certificate; the previous one is no longer accepted");
+        }
+        Ok(Self { id, agent, serial })
     }
 }

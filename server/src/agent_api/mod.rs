@@ -181,10 +181,22 @@ async fn renew(
     let req: RenewRequest = parse_json(&body)?;
     certkeep_csr_check(&req.csr_pem)?;
     let (response, serial) = issued(&state, agent.id, &req.csr_pem)?;
-    state
+    match state
         .db
-        .activate_agent(agent.id, &serial, response.not_after, crate::now())
-        .await?;
+        .renew_agent_cert(
+            agent.id,
+            &agent.serial,
+            &serial,
+            response.not_after,
+            crate::now(),
+        )
+        .await
+    {
+        Ok(()) => {}
+        // Revoked, re-enrolled or renewed from another certificate since the identity check.
+        Err(crate::db::Error::NotFound) => return Err(ApiError::Unauthorized),
+        Err(e) => return Err(e.into()),
+    }
     audit(
         &state,
         format!("agent:{}", agent.id),
@@ -192,7 +204,10 @@ async fn renew(
         format!("agent:{}", agent.id),
         source,
         "success",
-        format!("client certificate serial {serial}"),
+        format!(
+            "client certificate serial {serial}, renewed from serial {} (accepted until {serial} is first used)",
+            agent.serial
+        ),
     )
     .await?;
     Ok(Json(response))

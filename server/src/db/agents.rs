@@ -86,6 +86,7 @@ struct AgentRow {
     state: String,
     join_token_expires_at: Option<OffsetDateTime>,
     cert_serial: Option<String>,
+    previous_cert_serial: Option<String>,
     cert_not_after: Option<OffsetDateTime>,
     pfx_encryption: String,
     last_seen_at: Option<OffsetDateTime>,
@@ -110,6 +111,7 @@ impl AgentRow {
             name: self.name,
             join_token_expires_at: self.join_token_expires_at,
             cert_serial: self.cert_serial,
+            previous_cert_serial: self.previous_cert_serial,
             cert_not_after: self.cert_not_after,
             last_seen_at: self.last_seen_at,
             os_name: self.os_name,
@@ -125,7 +127,7 @@ impl AgentRow {
 macro_rules! select_agents {
     ($tail:literal) => {
         concat!(
-            "SELECT id, name, state, join_token_expires_at, cert_serial, cert_not_after, pfx_encryption, last_seen_at, os_name, os_build, agent_version, last_report_errors, created_at, updated_at FROM agents ",
+            "SELECT id, name, state, join_token_expires_at, cert_serial, previous_cert_serial, cert_not_after, pfx_encryption, last_seen_at, os_name, os_build, agent_version, last_report_errors, created_at, updated_at FROM agents ",
             $tail
         )
     };
@@ -197,8 +199,9 @@ impl Db {
         rows.into_iter().map(AgentRow::into_model).collect()
     }
 
-    /// Records a client certificate for the agent (enrollment or renewal): state `active`, the
-    /// join token is consumed. A revoked agent stays revoked (`NotFound`).
+    /// Records the client certificate of an enrollment: state `active`, the join token is
+    /// consumed and every earlier certificate stops working. A revoked agent stays revoked
+    /// (`NotFound`).
     pub async fn activate_agent(
         &self,
         id: AgentId,
@@ -206,10 +209,43 @@ impl Db {
         cert_not_after: OffsetDateTime,
         now: OffsetDateTime,
     ) -> Result<()> {
-        const Q: &str = "UPDATE agents SET state = 'active', cert_serial = $2, cert_not_after = $3, join_token_hash = NULL, join_token_expires_at = NULL, updated_at = $4 WHERE id = $1 AND state <> 'revoked'";
+        const Q: &str = "UPDATE agents SET state = 'active', cert_serial = $2, previous_cert_serial = NULL, cert_not_after = $3, join_token_hash = NULL, join_token_expires_at = NULL, updated_at = $4 WHERE id = $1 AND state <> 'revoked'";
         one_row(
             on_pool!(self, p => sqlx::query(Q).bind(id.0).bind(cert_serial).bind(cert_not_after).bind(now).execute(p).await.map(|r| r.rows_affected()))?,
         )
+    }
+
+    /// Records a renewed client certificate for an active agent that authenticated with
+    /// `presented_serial` (its current or still-accepted previous certificate): `new_serial`
+    /// becomes current and `presented_serial` stays accepted until [`Db::retire_previous_agent_cert`].
+    /// So a renewal whose reply is lost can be repeated with the same certificate. `NotFound`
+    /// when the agent is no longer active or `presented_serial` is no longer accepted.
+    pub async fn renew_agent_cert(
+        &self,
+        id: AgentId,
+        presented_serial: &str,
+        new_serial: &str,
+        new_not_after: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        const Q: &str = "UPDATE agents SET cert_serial = $3, previous_cert_serial = $2, cert_not_after = $4, updated_at = $5 WHERE id = $1 AND state = 'active' AND (cert_serial = $2 OR previous_cert_serial = $2)";
+        one_row(
+            on_pool!(self, p => sqlx::query(Q).bind(id.0).bind(presented_serial).bind(new_serial).bind(new_not_after).bind(now).execute(p).await.map(|r| r.rows_affected()))?,
+        )
+    }
+
+    /// The agent has authenticated with its current certificate `serial`: the previous one stops
+    /// working. Returns whether a previous certificate was retired (false when another renewal
+    /// changed the row first, or there was none).
+    pub async fn retire_previous_agent_cert(
+        &self,
+        id: AgentId,
+        serial: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool> {
+        const Q: &str = "UPDATE agents SET previous_cert_serial = NULL, updated_at = $3 WHERE id = $1 AND cert_serial = $2 AND previous_cert_serial IS NOT NULL";
+        let rows = on_pool!(self, p => sqlx::query(Q).bind(id.0).bind(serial).bind(now).execute(p).await.map(|r| r.rows_affected()))?;
+        Ok(rows > 0)
     }
 
     /// Gives a non-revoked agent a new join token (re-enrollment), replacing any unused one.
@@ -243,7 +279,7 @@ impl Db {
 
     /// Revokes an agent: its client certificate and join token stop working at once.
     pub async fn revoke_agent(&self, id: AgentId, now: OffsetDateTime) -> Result<()> {
-        const Q: &str = "UPDATE agents SET state = 'revoked', join_token_hash = NULL, join_token_expires_at = NULL, updated_at = $2 WHERE id = $1";
+        const Q: &str = "UPDATE agents SET state = 'revoked', previous_cert_serial = NULL, join_token_hash = NULL, join_token_expires_at = NULL, updated_at = $2 WHERE id = $1";
         one_row(
             on_pool!(self, p => sqlx::query(Q).bind(id.0).bind(now).execute(p).await.map(|r| r.rows_affected()))?,
         )
@@ -344,5 +380,100 @@ impl Db {
             .fetch_all(p)
             .await)?;
         rows.into_iter().map(AssignmentRow::into_model).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::TestDb;
+
+    #[tokio::test]
+    async fn a_renewal_keeps_the_presented_serial_until_the_new_one_is_used() {
+        let secrets = Secrets::generate();
+        for t in TestDb::all().await {
+            let db = &t.db;
+            let now = crate::now();
+            let later = now + time::Duration::days(30);
+            let agent = db
+                .insert_agent(
+                    &secrets,
+                    &NewAgent {
+                        name: "web-1",
+                        join_token_hash: b"hash",
+                        join_token_expires_at: later,
+                        ccs_password: "pw",
+                        pfx_mode: PfxMode::Legacy,
+                    },
+                    now,
+                )
+                .await
+                .unwrap();
+            let serials = |a: Agent| (a.cert_serial, a.previous_cert_serial);
+            let pair = |c: &str, p: Option<&str>| (Some(c.to_owned()), p.map(str::to_owned));
+            db.activate_agent(agent.id, "aa", later, now).await.unwrap();
+            assert_eq!(serials(db.agent(agent.id).await.unwrap()), pair("aa", None));
+
+            db.renew_agent_cert(agent.id, "aa", "bb", later, now)
+                .await
+                .unwrap();
+            assert_eq!(
+                serials(db.agent(agent.id).await.unwrap()),
+                pair("bb", Some("aa")),
+                "{}",
+                t.backend
+            );
+            // The reply was lost: the agent renews again with the same certificate.
+            db.renew_agent_cert(agent.id, "aa", "cc", later, now)
+                .await
+                .unwrap();
+            assert_eq!(
+                serials(db.agent(agent.id).await.unwrap()),
+                pair("cc", Some("aa"))
+            );
+            // The certificate that never arrived is no longer accepted.
+            assert!(matches!(
+                db.renew_agent_cert(agent.id, "bb", "dd", later, now).await,
+                Err(Error::NotFound)
+            ));
+            // Another serial than the current one retires nothing.
+            assert!(
+                !db.retire_previous_agent_cert(agent.id, "aa", now)
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                db.retire_previous_agent_cert(agent.id, "cc", now)
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                !db.retire_previous_agent_cert(agent.id, "cc", now)
+                    .await
+                    .unwrap()
+            );
+            assert_eq!(serials(db.agent(agent.id).await.unwrap()), pair("cc", None));
+            assert!(matches!(
+                db.renew_agent_cert(agent.id, "aa", "dd", later, now).await,
+                Err(Error::NotFound)
+            ));
+
+            // Enrollment and revocation both end the previous certificate.
+            db.renew_agent_cert(agent.id, "cc", "dd", later, now)
+                .await
+                .unwrap();
+            db.activate_agent(agent.id, "ee", later, now).await.unwrap();
+            assert_eq!(serials(db.agent(agent.id).await.unwrap()), pair("ee", None));
+            db.renew_agent_cert(agent.id, "ee", "ff", later, now)
+                .await
+                .unwrap();
+            db.revoke_agent(agent.id, now).await.unwrap();
+            let revoked = db.agent(agent.id).await.unwrap();
+            assert_eq!(revoked.previous_cert_serial, None);
+            assert!(matches!(
+                db.renew_agent_cert(agent.id, "ff", "gg", later, now).await,
+                Err(Error::NotFound)
+            ));
+        }
     }
 }
