@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use certkeep_api_types::api::{AuditEventList, AuditEventResponse, AuditVerifyResponse};
+use certkeep_api_types::api::{AuditEventList, AuditVerifyResponse};
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -13,7 +13,6 @@ use super::error::ApiError;
 use super::extract::AppQuery;
 use crate::app::AppState;
 use crate::db::audit::AuditFilter;
-use crate::model::AuditEvent;
 
 /// Default and largest page size.
 const DEFAULT_PAGE: i64 = 100;
@@ -24,22 +23,6 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_audit_events))
         .routes(routes!(verify_audit_chain))
-}
-
-impl From<AuditEvent> for AuditEventResponse {
-    fn from(e: AuditEvent) -> Self {
-        AuditEventResponse {
-            seq: e.seq,
-            id: e.id,
-            at: e.at,
-            actor: e.actor,
-            action: e.action,
-            subject: e.subject,
-            source: e.source,
-            outcome: e.outcome,
-            detail: e.detail,
-        }
-    }
 }
 
 /// Filters and page of the audit list.

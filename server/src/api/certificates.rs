@@ -10,8 +10,7 @@ use axum::response::{IntoResponse, Response};
 use certkeep_api_types::agent::PfxEncryption;
 use certkeep_api_types::api::{
     CertificateDetail, CertificateList, CertificateResponse, CreateCertificateRequest,
-    DownloadFormat, DownloadRequest, OrderEventResponse, OrderResponse, RevokeCertificateRequest,
-    VersionResponse,
+    DownloadFormat, DownloadRequest, OrderResponse, RevokeCertificateRequest, VersionResponse,
 };
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
@@ -19,18 +18,18 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-use super::accounts::find_account;
-use super::agents::deployment_responses;
 use super::auth::{Auth, CERT_ISSUE, CERT_READ, OPERATE};
+use super::convert::{self, deployment_responses};
 use super::error::{ApiError, Problem};
 use super::extract::{AppJson, AppPath, AppQuery};
-use super::{Key, validate};
+use super::lookup::{find_account, find_visible, pick_version};
+use super::validate;
 use crate::app::AppState;
 use crate::db::certificates::{CertificateFilter, NewCertificate};
-use crate::domain::names::{all_covered, normalize, normalize_all, to_unicode};
+use crate::domain::names::{all_covered, normalize, normalize_all};
 use crate::model::{
-    AccountState, Certificate, CertificateId, CertificateState, CertificateVersion, KeyType, Order,
-    OrderReason, RenewalPolicy, VersionId,
+    AccountState, Certificate, CertificateId, CertificateState, KeyType, Order, OrderReason,
+    RenewalPolicy,
 };
 
 /// Default and largest page size of the certificate list.
@@ -49,109 +48,22 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(download_certificate))
 }
 
-impl From<CertificateVersion> for VersionResponse {
-    fn from(v: CertificateVersion) -> Self {
-        VersionResponse {
-            id: v.id.0,
-            serial: v.serial,
-            thumbprint: v.thumbprint,
-            dns_names: v.dns_names,
-            not_before: v.not_before,
-            not_after: v.not_after,
-            revoked_at: v.revoked_at,
-            revocation_reason: v.revocation_reason,
-            created_at: v.created_at,
-        }
-    }
-}
-
 /// The wire form of a certificate, with its current version loaded.
 async fn certificate_response(
     state: &AppState,
     c: Certificate,
 ) -> Result<CertificateResponse, ApiError> {
-    let current_version = match c.current_version_id {
-        Some(v) => Some(state.db.version(v).await?.into()),
+    let current = match c.current_version_id {
+        Some(v) => Some(state.db.version(v).await?),
         None => None,
     };
-    Ok(CertificateResponse {
-        id: c.id.0,
-        display_names: c.dns_names.iter().map(|n| to_unicode(n)).collect(),
-        dns_names: c.dns_names,
-        key_type: c.key_type.as_str().to_owned(),
-        account_id: c.account_id.0,
-        state: c.state.as_str().to_owned(),
-        renew_fraction: c.policy.fraction,
-        renew_days: c.policy.days,
-        renew_after: c.renew_after,
-        consecutive_failures: c.consecutive_failures,
-        last_error: c.last_error,
-        created_by: c.created_by,
-        created_at: c.created_at,
-        updated_at: c.updated_at,
-        name: c.name,
-        current_version,
-    })
+    Ok(convert::certificate_response(c, current))
 }
 
-/// The wire form of an order, with its events.
+/// The wire form of an order, with its events loaded.
 async fn order_response(state: &AppState, o: Order) -> Result<OrderResponse, ApiError> {
     let events = state.db.order_events(o.id).await?;
-    Ok(OrderResponse {
-        id: o.id.0,
-        reason: o.reason.as_str().to_owned(),
-        state: o.state.as_str().to_owned(),
-        attempts: o.attempts,
-        next_attempt_at: o.next_attempt_at,
-        deadline_at: o.deadline_at,
-        last_error: o.last_error,
-        created_at: o.created_at,
-        finished_at: o.finished_at,
-        events: events
-            .into_iter()
-            .map(|e| OrderEventResponse {
-                at: e.at,
-                kind: e.kind,
-                detail: e.detail,
-            })
-            .collect(),
-    })
-}
-
-/// The certificate named by `key` (id or name).
-pub(super) async fn find_certificate(state: &AppState, key: &str) -> Result<Certificate, ApiError> {
-    Ok(match Key::parse(key) {
-        Key::Id(id) => state.db.certificate(CertificateId(id)).await?,
-        Key::Name(name) => state.db.certificate_by_name(name).await?,
-    })
-}
-
-/// The certificate named by `key` (id or name), if this caller may see it; 404 otherwise.
-async fn find_visible(state: &AppState, auth: &Auth, key: &str) -> Result<Certificate, ApiError> {
-    let cert = find_certificate(state, key).await?;
-    if !auth.can_see(&cert.dns_names) {
-        return Err(ApiError::NotFound);
-    }
-    Ok(cert)
-}
-
-/// The requested version of `cert`, or its current one.
-async fn pick_version(
-    state: &AppState,
-    cert: &Certificate,
-    requested: Option<Uuid>,
-) -> Result<CertificateVersion, ApiError> {
-    let id = match requested {
-        Some(v) => VersionId(v),
-        None => cert.current_version_id.ok_or_else(|| {
-            ApiError::Conflict("the certificate has no issued version yet".into())
-        })?,
-    };
-    let version = state.db.version(id).await?;
-    if version.certificate_id != cert.id {
-        return Err(ApiError::NotFound);
-    }
-    Ok(version)
+    Ok(convert::order_response(o, events))
 }
 
 /// Parses a key type, explaining why P-521 and short RSA keys are refused.

@@ -17,29 +17,13 @@ use super::validate;
 use crate::app::AppState;
 use crate::bootstrap::{new_token_secret, token_hash};
 use crate::db::tokens::NewToken;
-use crate::model::{ApiToken, Scope, TokenId};
+use crate::model::{Scope, TokenId};
 
 /// Routes of this resource.
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_tokens, create_token))
         .routes(routes!(revoke_token))
-}
-
-impl From<ApiToken> for TokenResponse {
-    fn from(t: ApiToken) -> Self {
-        TokenResponse {
-            id: t.id.0,
-            name: t.name,
-            scopes: t.scopes.iter().map(|s| s.as_str().to_owned()).collect(),
-            domain_patterns: t.domain_patterns,
-            expires_at: t.expires_at,
-            revoked_at: t.revoked_at,
-            last_used_at: t.last_used_at,
-            created_by: t.created_by,
-            created_at: t.created_at,
-        }
-    }
 }
 
 /// Create an API token.
