@@ -111,7 +111,7 @@ async fn order_response(state: &AppState, o: Order) -> Result<OrderResponse, Api
             .into_iter()
             .map(|e| OrderEventResponse {
                 at: e.at,
-                kind: e.kind,
+                kind: e.kind.as_str().to_owned(),
                 detail: e.detail,
             })
             .collect(),
