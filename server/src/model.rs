@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+pub use certkeep_api_types::OrderEventKind;
+
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -123,7 +125,6 @@ text_enum!(/// State of an order job, in RFC 8555 order plus certkeep's own book
     Ready => "ready",
     Processing => "processing",
     Valid => "valid",
-    Downloaded => "downloaded",
     Done => "done",
     Failed => "failed",
 });
@@ -263,7 +264,7 @@ pub struct Order {
 pub struct OrderEvent {
     pub order_id: OrderId,
     pub at: OffsetDateTime,
-    pub kind: String,
+    pub kind: OrderEventKind,
     pub detail: String,
 }
 

@@ -97,7 +97,7 @@ pub(super) fn order_response(o: Order, events: Vec<OrderEvent>) -> OrderResponse
             .into_iter()
             .map(|e| OrderEventResponse {
                 at: e.at,
-                kind: e.kind,
+                kind: e.kind.as_str().to_owned(),
                 detail: e.detail,
             })
             .collect(),

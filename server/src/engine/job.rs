@@ -17,7 +17,8 @@ use crate::domain::issuance::{self, LeafInfo, Wait};
 use crate::domain::renewal;
 use crate::engine::Shared;
 use crate::model::{
-    Account, Certificate, CertificateState, Order, OrderId, OrderReason, OrderState, VersionId,
+    Account, Certificate, CertificateState, Order, OrderEventKind, OrderId, OrderReason,
+    OrderState, VersionId,
 };
 use crate::now;
 
@@ -135,7 +136,7 @@ pub(super) async fn remove_responses(shared: &Shared, order: OrderId, last_run: 
             )),
         };
         let (kind, detail, forget) = match removed {
-            Ok(detail) => ("challenge-cleaned", detail, true),
+            Ok(detail) => (OrderEventKind::ChallengeCleaned, detail, true),
             Err(e) => {
                 tracing::warn!(error = %e, challenge.name = %response.name, "cannot remove a challenge response");
                 let then = if last_run {
@@ -144,7 +145,7 @@ pub(super) async fn remove_responses(shared: &Shared, order: OrderId, last_run: 
                     "retried when the order resumes"
                 };
                 (
-                    "challenge-cleanup-failed",
+                    OrderEventKind::ChallengeCleanupFailed,
                     format!("{} for {}: {e}; {then}", response.kind, response.name),
                     last_run,
                 )
@@ -199,7 +200,7 @@ impl Job<'_> {
         &self.shared.owner
     }
 
-    async fn event(&self, kind: &str, detail: &str) -> Result<(), Stop> {
+    async fn event(&self, kind: OrderEventKind, detail: &str) -> Result<(), Stop> {
         self.shared
             .state
             .db
@@ -223,7 +224,7 @@ impl Job<'_> {
         if let Some(url) = &self.order.order_url {
             let ca = self.issuer.order(url).await?;
             self.event(
-                "resumed",
+                OrderEventKind::Resumed,
                 &format!("order {url} is {:?} at the CA", ca.status),
             )
             .await?;
@@ -253,7 +254,7 @@ impl Job<'_> {
         )?;
         self.order.order_url = Some(ca.url.clone());
         self.event(
-            "created",
+            OrderEventKind::Created,
             &format!("order {} is {:?} at the CA", ca.url, ca.status),
         )
         .await?;
@@ -304,7 +305,7 @@ impl Job<'_> {
                         !matches!(ca.status, CaOrderStatus::Pending | CaOrderStatus::Invalid);
                     if validated && !self.presented.is_empty() {
                         self.event(
-                            "challenges-valid",
+                            OrderEventKind::ChallengesValid,
                             &format!("the CA validated {}", self.presented.join(", ")),
                         )
                         .await?;
@@ -324,7 +325,7 @@ impl Job<'_> {
                             .map(|d| format!(" (Retry-After {}s)", d.as_secs()))
                             .unwrap_or_default();
                         self.event(
-                            "processing",
+                            OrderEventKind::Processing,
                             &format!("the CA is processing the order{hint}"),
                         )
                         .await?;
@@ -361,7 +362,7 @@ impl Job<'_> {
         }
         if !valid.is_empty() {
             self.event(
-                "pre-validated",
+                OrderEventKind::PreValidated,
                 &format!("authorizations already valid: {}", valid.join(", ")),
             )
             .await?;
@@ -382,7 +383,7 @@ impl Job<'_> {
         let challenge = &authz.challenges[choice.index];
         let what = format!("{} for {name}", challenge.kind);
         self.event(
-            "challenge-solver",
+            OrderEventKind::ChallengeSolver,
             &format!(
                 "{what}: {} (pattern {})",
                 choice.solver.describe(),
@@ -411,14 +412,17 @@ impl Job<'_> {
             .present(name, challenge)
             .await
             .map_err(|e| Stop::Fail(format!("{what} could not be presented: {e}")))?;
-        self.event("challenge-presented", &format!("{what}: {detail}"))
-            .await?;
+        self.event(
+            OrderEventKind::ChallengePresented,
+            &format!("{what}: {detail}"),
+        )
+        .await?;
         if challenge.pending {
             self.issuer
                 .challenge_ready(url, &authz.url, &challenge.kind)
                 .await?;
             self.event(
-                "challenge-answered",
+                OrderEventKind::ChallengeAnswered,
                 &format!("{what}: the CA was told to validate"),
             )
             .await?;
@@ -434,7 +438,8 @@ impl Job<'_> {
             for challenge in &authz.challenges {
                 if let Some(problem) = &challenge.error {
                     let detail = format!("{} for {}: {problem}", challenge.kind, authz.name);
-                    self.event("challenge-invalid", &detail).await?;
+                    self.event(OrderEventKind::ChallengeInvalid, &detail)
+                        .await?;
                     problems.push(detail);
                 }
             }
@@ -474,7 +479,7 @@ impl Job<'_> {
                 self.order.has_key = true;
                 self.order.csr_der = Some(made.csr_der.clone());
                 self.event(
-                    "key-stored",
+                    OrderEventKind::KeyStored,
                     &format!("{} key and CSR stored", self.cert.key_type),
                 )
                 .await?;
@@ -485,11 +490,13 @@ impl Job<'_> {
             self.set_state(OrderState::Ready).await?;
             self.order.state = OrderState::Ready;
         }
-        self.event("finalizing", "sending the CSR").await?;
+        self.event(OrderEventKind::Finalizing, "sending the CSR")
+            .await?;
         match self.issuer.finalize(url, &csr).await {
             Ok(ca) => Ok(ca),
             Err(e) => {
-                self.event("finalize-failed", &e.to_string()).await?;
+                self.event(OrderEventKind::FinalizeFailed, &e.to_string())
+                    .await?;
                 // Re-read the order before anything else: the CA may have taken the CSR.
                 match self.issuer.order(url).await {
                     Ok(ca) if ca.status != CaOrderStatus::Ready => Ok(ca),
@@ -566,7 +573,7 @@ impl Job<'_> {
             .db
             .add_order_event(
                 self.order.id,
-                "issued",
+                OrderEventKind::Issued,
                 &format!(
                     "serial {}, valid until {}, {} certificates in the chain; renewal after {renew_after}",
                     leaf.serial, leaf.not_after, leaf.chain_len

@@ -20,7 +20,7 @@ use crate::acme::{self, AcmeError, Issuer};
 use crate::app::AppState;
 use crate::db::orders::OrderFailure;
 use crate::domain::{issuance, renewal};
-use crate::model::{Account, AccountId, Order};
+use crate::model::{Account, AccountId, Order, OrderEventKind};
 use crate::now;
 
 pub mod challenge;
@@ -322,8 +322,13 @@ async fn retry(shared: &Shared, id: crate::model::OrderId, at: time::OffsetDateT
             .reschedule_order(id, &shared.owner, at, Some(error), true, now())
             .await?
         {
-            db.add_order_event(id, "retry", &format!("{error}; retrying at {at}"), now())
-                .await?;
+            db.add_order_event(
+                id,
+                OrderEventKind::Retry,
+                &format!("{error}; retrying at {at}"),
+                now(),
+            )
+            .await?;
         }
         Ok::<_, crate::db::Error>(())
     };
@@ -343,8 +348,13 @@ async fn park(
         .reschedule_order(id, &shared.owner, until, None, false, now())
         .await?
     {
-        db.add_order_event(id, "parked", &format!("{why}; resuming at {until}"), now())
-            .await?;
+        db.add_order_event(
+            id,
+            OrderEventKind::Parked,
+            &format!("{why}; resuming at {until}"),
+            now(),
+        )
+        .await?;
         tracing::info!(resume_at = %until, "order parked");
     }
     Ok(())
@@ -373,7 +383,8 @@ async fn fail(
         .fail_order(id, &shared.owner, certificate, &failure, t)
         .await?
     {
-        db.add_order_event(id, "failed", message, t).await?;
+        db.add_order_event(id, OrderEventKind::Failed, message, t)
+            .await?;
         if not_after.is_some() {
             metrics::counter!(crate::metrics::RENEWAL_FAILURES, "certificate" => cert.name.clone())
                 .increment(1);

@@ -9,7 +9,7 @@ use tracing::instrument;
 use crate::acme::{self, AcmeError};
 use crate::app::AppState;
 use crate::domain::issuance;
-use crate::model::{OrderReason, VersionId};
+use crate::model::{OrderEventKind, OrderReason, VersionId};
 use crate::now;
 
 /// Revokes `version` at its CA with RFC 5280 `reason` (0-6, 8-10), marks it revoked, and queues
@@ -42,7 +42,7 @@ pub async fn revoke_version(
             .await?;
         db.add_order_event(
             order.id,
-            "revoked",
+            OrderEventKind::Revoked,
             &format!(
                 "version {version} (serial {}) revoked with reason {reason}; re-issuing",
                 stored.serial

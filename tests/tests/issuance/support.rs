@@ -315,7 +315,7 @@ pub(crate) async fn wait_event(
                     .await
                     .expect("events")
                     .iter()
-                    .any(|e| e.kind == kind)
+                    .any(|e| e.kind.as_str() == kind)
                 {
                     return Some(());
                 }
