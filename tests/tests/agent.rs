@@ -20,7 +20,7 @@ use certkeep_server::db::accounts::NewAccount;
 use certkeep_server::db::agents::NewAgent;
 use certkeep_server::db::certificates::NewCertificate;
 use certkeep_server::db::tokens::NewToken;
-use certkeep_server::model::{AgentId, Certificate, KeyType, PfxMode, RenewalPolicy, Scope};
+use certkeep_server::model::{AgentId, Certificate, KeyType, PfxEncryption, RenewalPolicy, Scope};
 use certkeep_server::testkit::TestServer;
 use zeroize::Zeroizing;
 
@@ -120,7 +120,7 @@ impl Fixture {
                     join_token_hash: &token_hash(&token),
                     join_token_expires_at: now + expires_in,
                     ccs_password: password,
-                    pfx_mode: PfxMode::Legacy,
+                    pfx_mode: PfxEncryption::Legacy,
                 },
                 now,
             )

@@ -11,7 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::{Auth, OPERATE, READ};
-use super::convert::{agent_response, deployment_responses, pfx_mode};
+use super::convert::{agent_response, deployment_responses};
 use super::error::{ApiError, Problem};
 use super::extract::{AppJson, AppPath};
 use super::lookup::{find_agent, find_certificate};
@@ -83,7 +83,7 @@ async fn create_agent(
                 join_token_hash: &hash,
                 join_token_expires_at: expires_at,
                 ccs_password: &req.ccs_password,
-                pfx_mode: pfx_mode(req.pfx_encryption.unwrap_or_default()),
+                pfx_mode: req.pfx_encryption.unwrap_or_default(),
             },
             crate::now(),
         )
@@ -184,7 +184,7 @@ async fn update_agent(
         validate::secret("ccs_password", p)?;
     }
     let agent = find_agent(&state, &key).await?;
-    let mode = req.pfx_encryption.map(pfx_mode);
+    let mode = req.pfx_encryption;
     state
         .db
         .update_agent_ccs(

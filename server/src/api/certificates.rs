@@ -66,26 +66,6 @@ async fn order_response(state: &AppState, o: Order) -> Result<OrderResponse, Api
     Ok(convert::order_response(o, events))
 }
 
-/// Parses a key type, explaining why P-521 and short RSA keys are refused.
-fn parse_key_type(text: Option<&str>) -> Result<KeyType, ApiError> {
-    let text = text.unwrap_or("ecdsa-p256").to_ascii_lowercase();
-    if text.contains("521") {
-        return Err(ApiError::field(
-            "key_type",
-            "P-521 keys are refused: many TLS clients and Windows schannel configurations reject them; use ecdsa-p256 or ecdsa-p384",
-        ));
-    }
-    if let Some(bits) = text.strip_prefix("rsa").and_then(|b| b.parse::<u32>().ok())
-        && bits < 2048
-    {
-        return Err(ApiError::field(
-            "key_type",
-            format!("RSA keys under 2048 bits are refused (got {bits})"),
-        ));
-    }
-    KeyType::from_str(&text).map_err(|e| ApiError::field("key_type", e))
-}
-
 /// Checks the renewal policy: a fraction in (0, 1) or 1..=365 days, not both.
 fn parse_policy(req: &CreateCertificateRequest) -> Result<RenewalPolicy, ApiError> {
     if req.renew_fraction.is_some() && req.renew_days.is_some() {
@@ -140,7 +120,7 @@ async fn create_certificate(
     validate::name("name", &req.name)?;
     let names = normalize_all(&req.dns_names)?;
     auth.may_issue(&names)?;
-    let key_type = parse_key_type(req.key_type.as_deref())?;
+    let key_type = req.key_type.unwrap_or(KeyType::EcdsaP256);
     let policy = parse_policy(&req)?;
     let account = find_account(&state, &req.account)
         .await

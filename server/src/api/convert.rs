@@ -2,7 +2,6 @@
 //! rows. Pure: the caller loads the related rows (current version, order events, assignments)
 //! and passes them in. Resource modules import it, never each other.
 
-use certkeep_api_types::agent::PfxEncryption;
 use certkeep_api_types::api::{
     AccountResponse, AgentResponse, AuditEventResponse, CertificateResponse, DeployedFile,
     DeploymentResponse, EabBinding, OrderEventResponse, OrderResponse, TokenResponse,
@@ -14,7 +13,7 @@ use crate::domain::deployments::deployment_state;
 use crate::domain::names::to_unicode;
 use crate::model::{
     Account, Agent, ApiToken, AuditEvent, Certificate, CertificateVersion, Deployment, Order,
-    OrderEvent, PfxMode,
+    OrderEvent,
 };
 
 impl From<Account> for AccountResponse {
@@ -31,7 +30,7 @@ impl From<Account> for AccountResponse {
                 (Some(_), true) => EabBinding::Pending,
                 (Some(_), false) => EabBinding::Bound,
             },
-            state: a.state.as_str().to_owned(),
+            state: a.state,
             account_url: a.account_url,
             last_error: a.last_error,
             created_at: a.created_at,
@@ -65,9 +64,9 @@ pub(super) fn certificate_response(
         id: c.id.0,
         display_names: c.dns_names.iter().map(|n| to_unicode(n)).collect(),
         dns_names: c.dns_names,
-        key_type: c.key_type.as_str().to_owned(),
+        key_type: c.key_type,
         account_id: c.account_id.0,
-        state: c.state.as_str().to_owned(),
+        state: c.state,
         renew_fraction: c.policy.fraction,
         renew_days: c.policy.days,
         renew_after: c.renew_after,
@@ -85,8 +84,8 @@ pub(super) fn certificate_response(
 pub(super) fn order_response(o: Order, events: Vec<OrderEvent>) -> OrderResponse {
     OrderResponse {
         id: o.id.0,
-        reason: o.reason.as_str().to_owned(),
-        state: o.state.as_str().to_owned(),
+        reason: o.reason,
+        state: o.state,
         attempts: o.attempts,
         next_attempt_at: o.next_attempt_at,
         deadline_at: o.deadline_at,
@@ -97,26 +96,10 @@ pub(super) fn order_response(o: Order, events: Vec<OrderEvent>) -> OrderResponse
             .into_iter()
             .map(|e| OrderEventResponse {
                 at: e.at,
-                kind: e.kind.as_str().to_owned(),
+                kind: e.kind,
                 detail: e.detail,
             })
             .collect(),
-    }
-}
-
-/// The stored PFX mode for a requested encryption.
-pub(super) fn pfx_mode(e: PfxEncryption) -> PfxMode {
-    match e {
-        PfxEncryption::Legacy => PfxMode::Legacy,
-        PfxEncryption::Aes256 => PfxMode::Aes256,
-    }
-}
-
-/// The wire encryption for a stored PFX mode.
-fn pfx_encryption(m: PfxMode) -> PfxEncryption {
-    match m {
-        PfxMode::Legacy => PfxEncryption::Legacy,
-        PfxMode::Aes256 => PfxEncryption::Aes256,
     }
 }
 
@@ -144,7 +127,7 @@ pub(super) fn deployment_responses(
                     .map(|d| DeployedFile {
                         file_name: d.file_name.clone(),
                         thumbprint: d.thumbprint.clone(),
-                        status: d.status.clone(),
+                        status: d.status,
                         error: d.error.clone(),
                         reported_at: d.reported_at,
                     })
@@ -159,10 +142,10 @@ pub(super) fn agent_response(a: Agent, certificates: Vec<DeploymentResponse>) ->
     AgentResponse {
         id: a.id.0,
         name: a.name,
-        state: a.state.as_str().to_owned(),
+        state: a.state,
         join_token_expires_at: a.join_token_expires_at,
         client_cert_not_after: a.cert_not_after,
-        pfx_encryption: pfx_encryption(a.pfx_mode),
+        pfx_encryption: a.pfx_mode,
         last_seen_at: a.last_seen_at,
         os_name: a.os_name,
         os_build: a.os_build,
@@ -177,7 +160,7 @@ impl From<ApiToken> for TokenResponse {
         TokenResponse {
             id: t.id.0,
             name: t.name,
-            scopes: t.scopes.iter().map(|s| s.as_str().to_owned()).collect(),
+            scopes: t.scopes,
             domain_patterns: t.domain_patterns,
             expires_at: t.expires_at,
             revoked_at: t.revoked_at,

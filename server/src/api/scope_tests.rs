@@ -238,7 +238,7 @@ async fn run(
                 join_token_hash: &[1; 32],
                 join_token_expires_at: crate::now() + time::Duration::hours(1),
                 ccs_password: "pw",
-                pfx_mode: crate::model::PfxMode::Legacy,
+                pfx_mode: crate::model::PfxEncryption::Legacy,
             },
             crate::now(),
         )

@@ -689,7 +689,7 @@ async fn agents_assignments_and_deployment_state() {
                         certificate_id: cert,
                         file_name: "www.example.com.pfx",
                         thumbprint: Some(&thumb),
-                        status,
+                        status: status.parse().unwrap(),
                         error: None,
                     }],
                     &[],

@@ -1,7 +1,5 @@
 //! `/api/v1/tokens`: API tokens. The secret is shown once and stored only as a SHA-256 hash.
 
-use std::str::FromStr as _;
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -44,10 +42,9 @@ async fn create_token(
         return Err(ApiError::field("scopes", "at least one scope is required"));
     }
     let mut scopes = Vec::new();
-    for s in &req.scopes {
-        let scope = Scope::from_str(s).map_err(|e| ApiError::field("scopes", e))?;
-        if !scopes.contains(&scope) {
-            scopes.push(scope);
+    for scope in &req.scopes {
+        if !scopes.contains(scope) {
+            scopes.push(*scope);
         }
     }
     let patterns = validate::patterns("domain_patterns", &req.domain_patterns)?;
