@@ -13,14 +13,16 @@ use serde::{Deserialize, Serialize};
 macro_rules! text_enum {
     ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$doc])*
+        // The texts are the kebab-case variant names (a test checks), so serde, utoipa and clap
+        // derive them alike; a `rename = $text` per variant would reach utoipa as a token group
+        // it does not read.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "kebab-case")]
         #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
         #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
         pub enum $name {
             $(
                 $(#[$vdoc])*
-                #[serde(rename = $text)]
-                #[cfg_attr(feature = "clap", value(name = $text))]
                 $variant
             ),+
         }
@@ -216,15 +218,36 @@ impl KeyType {
 mod tests {
     use super::*;
 
+    /// Each value's JSON (and CLI) text is its stored text, and parses back.
+    macro_rules! same_texts {
+        ($($t:ty),+) => {$(
+            for v in <$t>::ALL {
+                let text = v.to_string();
+                assert_eq!(serde_json::to_string(v).unwrap(), format!("\"{text}\""));
+                assert_eq!(text.parse::<$t>().unwrap(), *v);
+                #[cfg(feature = "clap")]
+                assert_eq!(
+                    clap::ValueEnum::to_possible_value(v).unwrap().get_name(),
+                    text
+                );
+            }
+        )+};
+    }
+
     #[test]
     fn text_enums_round_trip() {
-        for k in KeyType::ALL {
-            assert_eq!(k.as_str().parse::<KeyType>().unwrap(), *k);
-            assert_eq!(
-                serde_json::to_string(k).unwrap(),
-                format!("\"{}\"", k.as_str())
-            );
-        }
+        same_texts!(
+            AccountState,
+            KeyType,
+            CertificateState,
+            OrderState,
+            OrderReason,
+            AgentState,
+            PfxEncryption,
+            Scope,
+            DeploymentStatus,
+            DeploymentState
+        );
         let err = "ecdsa-p521".parse::<KeyType>().unwrap_err();
         assert!(err.contains("ecdsa-p384"), "{err}");
         assert!(

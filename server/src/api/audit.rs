@@ -39,6 +39,7 @@ struct AuditQuery {
     /// Events after this sequence number (`next_after_seq` of the previous page).
     after_seq: Option<i64>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 

@@ -188,17 +188,20 @@ async fn create_certificate(
 #[into_params(parameter_in = Query)]
 struct ListQuery {
     /// Only this state.
+    #[param(value_type = Option<CertificateState>)]
     state: Option<String>,
     /// Only this account (id or name).
     account: Option<String>,
     /// Only certificates whose current version expires within this span: `30d`, `12h`, `90m`.
     /// The page is then ordered by expiry, soonest first.
+    #[param(pattern = "^[0-9]+[dhms]$")]
     expiring_within: Option<String>,
     /// Only certificates carrying this DNS name.
     dns_name: Option<String>,
     /// `next_cursor` of the previous page.
     cursor: Option<Uuid>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
