@@ -104,8 +104,10 @@ pub(crate) async fn run(s: &Session, command: AccountCommand) -> Result<(), CliE
                 eab_hmac_key: eab_hmac_key.as_ref().map(|k| k.to_string()),
                 extra_roots_pem,
             };
-            let answer: (AccountResponse, _) =
-                s.call(Method::POST, "/acme-accounts", Some(&req)).await?;
+            let answer: (AccountResponse, _) = s
+                .client
+                .json(Method::POST, "/acme-accounts", Some(&req))
+                .await?;
             let failed = answer
                 .0
                 .last_error
@@ -134,9 +136,7 @@ pub(crate) async fn run(s: &Session, command: AccountCommand) -> Result<(), CliE
         }
         AccountCommand::Deactivate { account } => {
             let path = format!("/acme-accounts/{}/deactivate", encode(&account));
-            s.print(s.call(Method::POST, &path, None::<&()>).await?, |a| {
-                account_table(vec![a])
-            });
+            s.print(s.client.post(&path).await?, |a| account_table(vec![a]));
             Ok(())
         }
     }

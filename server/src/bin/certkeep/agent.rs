@@ -115,7 +115,7 @@ pub(crate) async fn run(s: &Session, command: AgentCommand) -> Result<(), CliErr
                 pfx_encryption,
             };
             s.print(
-                s.call(Method::POST, "/agents", Some(&req)).await?,
+                s.client.json(Method::POST, "/agents", Some(&req)).await?,
                 join_token,
             );
         }
@@ -140,9 +140,10 @@ pub(crate) async fn run(s: &Session, command: AgentCommand) -> Result<(), CliErr
                 pfx_encryption,
             };
             let path = format!("/agents/{}", encode(&agent));
-            s.print(s.call(Method::PATCH, &path, Some(&req)).await?, |a| {
-                agent_table(vec![a])
-            });
+            s.print(
+                s.client.json(Method::PATCH, &path, Some(&req)).await?,
+                |a| agent_table(vec![a]),
+            );
         }
         AgentCommand::Assign { agent, certificate } => {
             s.client
@@ -172,13 +173,11 @@ pub(crate) async fn run(s: &Session, command: AgentCommand) -> Result<(), CliErr
         }
         AgentCommand::JoinToken { agent } => {
             let path = format!("/agents/{}/join-token", encode(&agent));
-            s.print(s.call(Method::POST, &path, None::<&()>).await?, join_token);
+            s.print(s.client.post(&path).await?, join_token);
         }
         AgentCommand::Revoke { agent } => {
             let path = format!("/agents/{}/revoke", encode(&agent));
-            s.print(s.call(Method::POST, &path, None::<&()>).await?, |a| {
-                agent_table(vec![a])
-            });
+            s.print(s.client.post(&path).await?, |a| agent_table(vec![a]));
         }
     }
     Ok(())

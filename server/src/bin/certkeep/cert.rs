@@ -243,8 +243,10 @@ pub(crate) async fn run(s: &Session, command: CertCommand) -> Result<(), CliErro
                 renew_fraction,
                 renew_days,
             };
-            let answer: (CertificateResponse, _) =
-                s.call(Method::POST, "/certificates", Some(&req)).await?;
+            let answer: (CertificateResponse, _) = s
+                .client
+                .json(Method::POST, "/certificates", Some(&req))
+                .await?;
             let id = answer.0.id;
             s.print(answer, |c| cert_table(vec![c]));
             if wait {
@@ -312,10 +314,9 @@ pub(crate) async fn run(s: &Session, command: CertCommand) -> Result<(), CliErro
         }
         CertCommand::Renew { certificate } => {
             let path = format!("/certificates/{}/renew", encode(&certificate));
-            s.print(
-                s.call(Method::POST, &path, None::<&()>).await?,
-                |o: OrderResponse| order_table(&[o]),
-            );
+            s.print(s.client.post(&path).await?, |o: OrderResponse| {
+                order_table(&[o])
+            });
             Ok(())
         }
         CertCommand::Revoke {
@@ -329,16 +330,14 @@ pub(crate) async fn run(s: &Session, command: CertCommand) -> Result<(), CliErro
                 version_id: version,
             };
             s.print(
-                s.call(Method::POST, &path, Some(&req)).await?,
+                s.client.json(Method::POST, &path, Some(&req)).await?,
                 |v: VersionResponse| version_table(&[v]),
             );
             Ok(())
         }
         CertCommand::Retire { certificate } => {
             let path = format!("/certificates/{}/retire", encode(&certificate));
-            s.print(s.call(Method::POST, &path, None::<&()>).await?, |c| {
-                cert_table(vec![c])
-            });
+            s.print(s.client.post(&path).await?, |c| cert_table(vec![c]));
             Ok(())
         }
         CertCommand::Download {

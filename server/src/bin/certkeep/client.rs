@@ -190,6 +190,14 @@ impl Client {
         self.json(Method::GET, path, None::<&()>).await
     }
 
+    /// POSTs an action without a body (renew, retire, revoke, ...) and decodes the answer.
+    pub(crate) async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<(T, serde_json::Value), CliError> {
+        self.json(Method::POST, path, None::<&()>).await
+    }
+
     /// Sends a request whose answer has no body (204).
     pub(crate) async fn no_content(
         &self,

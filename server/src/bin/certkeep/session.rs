@@ -5,9 +5,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
-use reqwest::Method;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
 use crate::client::{CliError, Client};
@@ -91,15 +88,5 @@ impl Session {
             ),
             Output::Table => render(typed),
         }
-    }
-
-    /// Sends a request and decodes the JSON answer (typed and raw).
-    pub(crate) async fn call<T: DeserializeOwned>(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&impl Serialize>,
-    ) -> Result<(T, serde_json::Value), CliError> {
-        self.client.json(method, path, body).await
     }
 }

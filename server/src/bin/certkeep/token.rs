@@ -88,7 +88,7 @@ pub(crate) async fn run(s: &Session, command: TokenCommand) -> Result<(), CliErr
                 expires_at,
             };
             s.print(
-                s.call(Method::POST, "/tokens", Some(&req)).await?,
+                s.client.json(Method::POST, "/tokens", Some(&req)).await?,
                 |c: CreatedTokenResponse| {
                     token_table(vec![c.token]);
                     println!("\nsecret (shown once; store it now):\n{}", c.secret);
@@ -97,11 +97,9 @@ pub(crate) async fn run(s: &Session, command: TokenCommand) -> Result<(), CliErr
         }
         TokenCommand::List => s.print(s.client.get("/tokens").await?, token_table),
         TokenCommand::Revoke { id } => {
-            s.print(
-                s.call(Method::POST, &format!("/tokens/{id}/revoke"), None::<&()>)
-                    .await?,
-                |t| token_table(vec![t]),
-            );
+            s.print(s.client.post(&format!("/tokens/{id}/revoke")).await?, |t| {
+                token_table(vec![t])
+            });
         }
     }
     Ok(())
