@@ -179,6 +179,10 @@ text_enum!(/// Whether an agent has a certificate's current version.
     Failed => "failed",
 });
 
+#[expect(
+    clippy::derivable_impls,
+    reason = "declared by text_enum!, which takes no per-enum derives"
+)]
 impl Default for PfxEncryption {
     fn default() -> Self {
         PfxEncryption::Legacy

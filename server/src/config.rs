@@ -590,6 +590,10 @@ mod tests {
         env: &[(&str, &str)],
     ) -> Result<Config, ConfigError> {
         let mut loaded = None;
+        #[expect(
+            clippy::result_large_err,
+            reason = "figment's Jail API returns its own error type"
+        )]
         figment::Jail::expect_with(|jail| {
             for (key, value) in env {
                 jail.set_env(key, value);

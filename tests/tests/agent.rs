@@ -358,7 +358,11 @@ async fn enroll_sync_renew_and_isolate() {
     // The server saw the report and audited the pulls.
     let deployments = db.deployments(Some(agent), None).await.unwrap();
     assert_eq!(deployments.len(), 3, "{deployments:?}");
-    assert!(deployments.iter().all(|d| d.status == "installed"));
+    assert!(
+        deployments
+            .iter()
+            .all(|d| d.status == DeploymentStatus::Installed)
+    );
     let pulls = db
         .list_audit(&certkeep_server::db::audit::AuditFilter {
             action: Some("certificate.pfx_pull".into()),
@@ -492,7 +496,7 @@ async fn wrong_password_is_never_written() {
         .await
         .unwrap();
     assert_eq!(reported.len(), 1);
-    assert_eq!(reported[0].status, "failed");
+    assert_eq!(reported[0].status, DeploymentStatus::Failed);
 }
 
 #[tokio::test(flavor = "multi_thread")]
