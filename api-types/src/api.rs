@@ -18,7 +18,7 @@ use crate::enums::{
 };
 
 #[cfg(feature = "schema")]
-pub use self::constrained::{Label, ResourceName, Secret};
+pub use self::constrained::{Label, MailtoUri, ResourceName, Secret};
 
 /// An RFC 9457 problem document, the body of every error response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,9 +69,9 @@ pub struct CreateAccountRequest {
         schema(pattern = "^[Hh][Tt][Tt][Pp][Ss]://[^/?#\\s]+")
     )]
     pub directory_url: String,
-    /// Contact URIs (`mailto:...`, at most 254 characters each), at most 10.
+    /// Contact URIs (`mailto:...`), at most 10.
     #[serde(default)]
-    #[cfg_attr(feature = "schema", schema(max_items = 10))]
+    #[cfg_attr(feature = "schema", schema(value_type = Vec<MailtoUri>, max_items = 10))]
     pub contact: Vec<String>,
     /// Names this account may order: exact names and `*.suffix` patterns. 1 to 100.
     #[cfg_attr(feature = "schema", schema(min_items = 1, max_items = 100))]
@@ -605,6 +605,11 @@ mod constrained {
         /// Free text such as a token name.
         Label, 1..=100, "^[^\\x00-\\x1F\\x7F-\\x9F]*$",
         "1 to 100 characters, no control characters"
+    );
+    constrained_string!(
+        /// A contact URI of an ACME account.
+        MailtoUri, 7..=254, "^mailto:[^\\x00-\\x1F\\x7F-\\x9F]*$",
+        "A `mailto:` URI of at most 254 bytes, no control characters"
     );
     constrained_string!(
         /// A secret the caller chooses (password, HMAC key).

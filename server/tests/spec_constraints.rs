@@ -34,7 +34,11 @@ const REQUEST_FIELDS: &[(&str, &str, &[&str])] = &[
         &["minLength", "maxLength", "pattern"],
     ),
     ("CreateAccountRequest", "directory_url", &["pattern"]),
-    ("CreateAccountRequest", "contact", &["maxItems"]),
+    (
+        "CreateAccountRequest",
+        "contact",
+        &["maxItems", "items.pattern", "items.maxLength"],
+    ),
     (
         "CreateAccountRequest",
         "allowed_domains",
@@ -96,7 +100,7 @@ const REQUEST_FIELDS: &[(&str, &str, &[&str])] = &[
         "name",
         &["minLength", "maxLength", "pattern"],
     ),
-    ("CreateTokenRequest", "scopes", &["minItems"]),
+    ("CreateTokenRequest", "scopes", &["minItems", "items.enum"]),
     ("CreateTokenRequest", "domain_patterns", &["maxItems"]),
 ];
 
@@ -113,7 +117,7 @@ fn spec() -> Value {
 }
 
 /// The keywords constraining `schema`, following `$ref`, `oneOf` (nullable), `allOf` and
-/// array items (an enum of items counts for the array).
+/// array items (as `items.<keyword>`).
 fn keywords(spec: &Value, schema: &Value) -> Vec<String> {
     let mut out: Vec<String> = schema
         .as_object()
@@ -139,7 +143,11 @@ fn keywords(spec: &Value, schema: &Value) -> Vec<String> {
         }
     }
     if let Some(items) = schema.get("items") {
-        out.extend(keywords(spec, items).into_iter().filter(|k| k == "enum"));
+        out.extend(
+            keywords(spec, items)
+                .into_iter()
+                .map(|k| format!("items.{k}")),
+        );
     }
     out
 }
