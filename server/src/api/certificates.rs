@@ -32,10 +32,6 @@ use crate::model::{
     RenewalPolicy,
 };
 
-/// Default and largest page size of the certificate list.
-const DEFAULT_PAGE: i64 = 100;
-const MAX_PAGE: i64 = 1000;
-
 /// Routes of this resource.
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -237,10 +233,7 @@ async fn list_certificates(
     AppQuery(q): AppQuery<ListQuery>,
 ) -> Result<Json<CertificateList>, ApiError> {
     auth.require(CERT_READ)?;
-    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::field("limit", format!("must be 1 to {MAX_PAGE}")));
-    }
+    let limit = validate::page_limit("limit", q.limit)?;
     let state_filter = q
         .state
         .as_deref()

@@ -40,15 +40,7 @@ async fn agents_assignments_and_deployment_state(app: TestApp) {
         .unwrap();
     assert_eq!(agent.name, "web1");
     assert_eq!(created["agent"]["pfx_encryption"], "legacy");
-    assert_eq!(
-        app.state
-            .db
-            .agent_ccs_password(&app.state.secrets, agent.id)
-            .await
-            .unwrap()
-            .as_str(),
-        "ccs-secret-1"
-    );
+    assert_eq!(ccs_password(&app, agent.id).await, "ccs-secret-1");
     app.call(
         "POST",
         "/api/v1/agents",
@@ -169,15 +161,7 @@ async fn agents_assignments_and_deployment_state(app: TestApp) {
         )
         .await;
     assert_eq!(r.json()["pfx_encryption"], "aes256");
-    assert_eq!(
-        app.state
-            .db
-            .agent_ccs_password(&app.state.secrets, agent.id)
-            .await
-            .unwrap()
-            .as_str(),
-        "ccs-secret-2"
-    );
+    assert_eq!(ccs_password(&app, agent.id).await, "ccs-secret-2");
     app.call(
         "PATCH",
         "/api/v1/agents/web1",
@@ -252,4 +236,14 @@ async fn agents_assignments_and_deployment_state(app: TestApp) {
     app.call("POST", "/api/v1/agents/web1/join-token", Some(&admin), None)
         .await
         .problem(409);
+}
+
+/// The agent's CCS password as stored (sealed at rest).
+async fn ccs_password(app: &TestApp, agent: crate::model::AgentId) -> String {
+    app.state
+        .db
+        .agent_ccs_password(&app.state.secrets, agent)
+        .await
+        .unwrap()
+        .to_string()
 }

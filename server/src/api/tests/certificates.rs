@@ -374,3 +374,49 @@ async fn downloads_need_export_and_are_audited(app: TestApp) {
     );
     assert!(!releases.iter().any(|e| e.detail.contains("correct horse")));
 }
+
+backends!(a_list_page_carries_each_current_version);
+/// The list loads a page's current versions in one query: each item carries exactly the version
+/// its detail view shows, none where nothing was issued.
+async fn a_list_page_carries_each_current_version(app: TestApp) {
+    let admin = app.token(ADMIN, &[]).await;
+    let acc = app.account("acme").await;
+    let mut expected = Vec::new();
+    for (name, issued) in [("twice", 2), ("never", 0), ("once", 1)] {
+        let cert = app
+            .certificate(&acc, name, &[&format!("{name}.example.com")])
+            .await;
+        let mut current = Value::Null;
+        for _ in 0..issued {
+            current = json!(app.issue(&cert, 30).await.0.id.0.to_string());
+        }
+        expected.push((name, current));
+    }
+    let page = app
+        .call("GET", "/api/v1/certificates", Some(&admin), None)
+        .await
+        .json();
+    let items = page["items"].as_array().unwrap();
+    for (name, current) in &expected {
+        let item = items.iter().find(|c| c["name"] == *name).unwrap();
+        assert_eq!(
+            item["current_version"]["id"], *current,
+            "{}: {name}",
+            app.backend
+        );
+        let detail = app
+            .call(
+                "GET",
+                &format!("/api/v1/certificates/{name}"),
+                Some(&admin),
+                None,
+            )
+            .await
+            .json();
+        assert_eq!(
+            detail["certificate"]["current_version"], item["current_version"],
+            "{}: {name}",
+            app.backend
+        );
+    }
+}
