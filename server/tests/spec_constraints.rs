@@ -211,6 +211,27 @@ fn validate_call_sites() -> Vec<(String, String)> {
     out
 }
 
+/// Every place in the spec a field named `field` appears: `(where, schema)` for request-body
+/// properties and query parameters.
+fn occurrences<'a>(spec: &'a Value, requests: &[String], field: &str) -> Vec<(String, &'a Value)> {
+    let mut out = Vec::new();
+    for name in requests {
+        if let Some(property) = spec["components"]["schemas"][name]["properties"].get(field) {
+            out.push((format!("{name}.{field}"), property));
+        }
+    }
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                if p["in"] == "query" && p["name"] == field {
+                    out.push((format!("{method} {path} ?{field}"), &p["schema"]));
+                }
+            }
+        }
+    }
+    out
+}
+
 #[test]
 fn every_validated_field_is_constrained_in_the_spec() {
     let spec = spec();
@@ -221,22 +242,17 @@ fn every_validated_field_is_constrained_in_the_spec() {
         "the source scan found too few validate:: call sites: {sites:?}"
     );
     for (helper, field) in &sites {
-        let mut found = 0;
-        for name in &requests {
-            let Some(property) = spec["components"]["schemas"][name]["properties"].get(field)
-            else {
-                continue;
-            };
-            found += 1;
+        let places = occurrences(&spec, &requests, field);
+        assert!(
+            !places.is_empty(),
+            "validate::{helper} checks `{field}`, which no request schema or query has"
+        );
+        for (place, schema) in places {
             assert!(
-                !keywords(&spec, property).is_empty(),
-                "validate::{helper} checks `{field}`, but {name}.{field} has no constraint in the spec: {property}"
+                !keywords(&spec, schema).is_empty(),
+                "validate::{helper} checks `{field}`, but {place} has no constraint in the spec: {schema}"
             );
         }
-        assert!(
-            found > 0,
-            "validate::{helper} checks `{field}`, which no request schema has"
-        );
     }
 }
 

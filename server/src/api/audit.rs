@@ -11,12 +11,9 @@ use utoipa_axum::routes;
 use super::auth::{ADMIN, Auth};
 use super::error::ApiError;
 use super::extract::AppQuery;
+use super::validate;
 use crate::app::AppState;
 use crate::db::audit::AuditFilter;
-
-/// Default and largest page size.
-const DEFAULT_PAGE: i64 = 100;
-const MAX_PAGE: i64 = 1000;
 
 /// Routes of this resource.
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -55,10 +52,7 @@ async fn list_audit_events(
     AppQuery(q): AppQuery<AuditQuery>,
 ) -> Result<Json<AuditEventList>, ApiError> {
     auth.require(ADMIN)?;
-    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::field("limit", format!("must be 1 to {MAX_PAGE}")));
-    }
+    let limit = validate::page_limit("limit", q.limit)?;
     let events = state
         .db
         .list_audit(&AuditFilter {

@@ -35,10 +35,6 @@ pub mod tokens;
 pub mod validate;
 
 #[cfg(test)]
-mod scope_tests;
-#[cfg(test)]
-mod testapp;
-#[cfg(test)]
 mod tests;
 
 /// Prefix of every resource route.

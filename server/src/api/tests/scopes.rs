@@ -325,7 +325,7 @@ async fn every_scope_against_every_endpoint() {
 
 #[test]
 fn the_table_covers_every_operation() {
-    let spec: Value = serde_json::from_str(&super::openapi_json()).unwrap();
+    let spec: Value = serde_json::from_str(&crate::api::openapi_json()).unwrap();
     let documented: BTreeSet<(String, String)> = spec["paths"]
         .as_object()
         .unwrap()
