@@ -142,3 +142,49 @@ pub fn check_usable(account: &Account) -> Result<(), AcmeError> {
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// Every `.rs` file below `dir`, with its text.
+    fn sources(dir: &Path, out: &mut Vec<(String, String)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                out.push((path.display().to_string(), text));
+            }
+        }
+    }
+
+    /// acme/ takes and returns credentials and never touches `AppState` or the database; its
+    /// metric names are the consts of `metrics.rs`.
+    #[test]
+    fn the_acme_layer_never_reaches_into_state_or_storage() {
+        let mut files = Vec::new();
+        sources(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("src/acme"),
+            &mut files,
+        );
+        assert!(files.len() > 5, "the acme sources were found");
+        for (path, text) in files {
+            // Tests may use anything (this one names what it looks for).
+            let text = text.split("#[cfg(test)]").next().unwrap_or_default();
+            for banned in ["crate::app", "AppState", "crate::db", "crate::secrets"] {
+                assert!(
+                    !text.contains(banned),
+                    "{path} uses `{banned}`: the engine reads and stores, acme/ takes and returns"
+                );
+            }
+            for name in ["counter!(\"", "histogram!(\"", "gauge!(\""] {
+                assert!(
+                    !text.contains(name),
+                    "{path} names a metric with a literal: use a const of metrics.rs"
+                );
+            }
+        }
+    }
+}

@@ -619,3 +619,18 @@ impl Job<'_> {
         by_policy
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_errors_are_not_acme_errors() {
+        let stop: Stop = crate::db::Error::NotFound.into();
+        assert!(matches!(stop, Stop::Storage(_)), "{stop:?}");
+        let stop: Stop = EngineError::Storage(crate::db::Error::NotFound).into();
+        assert!(matches!(stop, Stop::Storage(_)), "{stop:?}");
+        let stop: Stop = EngineError::Acme(AcmeError::Internal("x".into())).into();
+        assert!(matches!(stop, Stop::Acme(_)), "{stop:?}");
+    }
+}
