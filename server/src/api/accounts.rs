@@ -130,7 +130,7 @@ async fn create_account(
         &format!("name={}", account.name),
     )
     .await?;
-    let account = match crate::acme::register_account(&state, account.id).await {
+    let account = match crate::engine::register_account(&state, account.id).await {
         Ok(registered) => {
             auth.audit_ok(&state, "account.register", &subject, "")
                 .await?;

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use tracing::instrument;
 
+use super::EngineError;
+use super::accounts::connect;
 use crate::acme::{self, AcmeError};
 use crate::app::AppState;
 use crate::domain::issuance;
@@ -19,7 +21,7 @@ pub async fn revoke_version(
     state: &AppState,
     version: VersionId,
     reason: u8,
-) -> Result<(), AcmeError> {
+) -> Result<(), EngineError> {
     acme::check_revocation_reason(reason)?;
     let db = &state.db;
     let stored = db.version(version).await?;
@@ -29,7 +31,7 @@ pub async fn revoke_version(
     };
     let account = db.account(account_id).await?;
     let leaf = issuance::parse_chain(&stored.chain_pem).map_err(AcmeError::Internal)?;
-    let issuer = acme::connect(state, &account).await?;
+    let issuer = connect(state, &account).await?;
     issuer.revoke(&leaf.leaf_der, reason).await?;
     let t = now();
     db.set_version_revoked(version, reason, t).await?;
