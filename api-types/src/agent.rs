@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+pub use crate::enums::{DeploymentStatus, PfxEncryption};
+
 /// `POST`: exchange a one-time join token and a CSR for a client certificate (no client cert).
 pub const ENROLL_PATH: &str = "/agent/v1/enroll";
 /// `POST`: renew the agent's own client certificate (client cert required).
@@ -65,18 +67,6 @@ pub struct EnrollResponse {
     /// End of the certificate's validity.
     #[serde(with = "time::serde::rfc3339")]
     pub not_after: OffsetDateTime,
-}
-
-/// PKCS#12 encryption of the PFX files for one agent, chosen by the oldest Windows reading them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
-pub enum PfxEncryption {
-    /// 3DES with a SHA-1 MAC, 2048 iterations: readable by every IIS 8+.
-    #[default]
-    Legacy,
-    /// PBES2 AES-256 with a SHA-256 MAC: Windows Server 2019 (build 17763) and later only.
-    Aes256,
 }
 
 /// Everything one agent must have installed.
@@ -146,19 +136,6 @@ pub struct FileReport {
     pub status: DeploymentStatus,
     /// Why it failed or was kept.
     pub error: Option<String>,
-}
-
-/// Outcome for one file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
-pub enum DeploymentStatus {
-    /// The file holds the manifest's thumbprint.
-    Installed,
-    /// The file could not be written; any previous file was left in place.
-    Failed,
-    /// A file no longer in the manifest was left in place (not ours any more, or still in use).
-    Kept,
 }
 
 #[cfg(test)]

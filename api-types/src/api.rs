@@ -10,7 +10,15 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::agent::PfxEncryption;
+use crate::OrderEventKind;
+pub use crate::enums::DeploymentState;
+use crate::enums::{
+    AccountState, AgentState, CertificateState, DeploymentStatus, KeyType, OrderReason, OrderState,
+    PfxEncryption, Scope,
+};
+
+#[cfg(feature = "schema")]
+pub use self::constrained::{Label, MailtoUri, ResourceName, Secret};
 
 /// An RFC 9457 problem document, the body of every error response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,19 +61,28 @@ macro_rules! redacted_debug {
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct CreateAccountRequest {
     /// Unique name, e.g. `incommon-rsa` (letters, digits, `.`, `_`, `-`; at most 64).
+    #[cfg_attr(feature = "schema", schema(value_type = ResourceName))]
     pub name: String,
     /// ACME directory URL (`https://...`).
+    #[cfg_attr(
+        feature = "schema",
+        schema(pattern = "^[Hh][Tt][Tt][Pp][Ss]://[^/?#\\s]+")
+    )]
     pub directory_url: String,
-    /// Contact URIs (`mailto:...`).
+    /// Contact URIs (`mailto:...`), at most 10.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schema(value_type = Vec<MailtoUri>, max_items = 10))]
     pub contact: Vec<String>,
-    /// Names this account may order: exact names and `*.suffix` patterns. At least one.
+    /// Names this account may order: exact names and `*.suffix` patterns. 1 to 100.
+    #[cfg_attr(feature = "schema", schema(min_items = 1, max_items = 100))]
     pub allowed_domains: Vec<String>,
-    /// External account binding key id (write-only).
+    /// External account binding key id (write-only), 1 to 100 characters.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schema(value_type = Option<Label>))]
     pub eab_kid: Option<String>,
     /// External account binding HMAC key, base64url as the CA hands it out (write-only).
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schema(value_type = Option<Secret>))]
     pub eab_hmac_key: Option<String>,
     /// Extra PEM CA certificates trusted for the directory's TLS (test CAs).
     #[serde(default)]
@@ -115,8 +132,7 @@ pub struct AccountResponse {
     /// `none`, `pending` (HMAC key held until registration) or `bound` (registered; the HMAC
     /// key is deleted).
     pub eab: EabBinding,
-    /// `pending`, `valid`, `deactivated` or `failed`.
-    pub state: String,
+    pub state: AccountState,
     /// The account URL at the CA, once registered.
     pub account_url: Option<String>,
     pub last_error: Option<String>,
@@ -134,19 +150,26 @@ pub struct AccountResponse {
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct CreateCertificateRequest {
     /// Unique name, e.g. `www` (letters, digits, `.`, `_`, `-`; at most 64).
+    #[cfg_attr(feature = "schema", schema(value_type = ResourceName))]
     pub name: String,
-    /// DNS names (Unicode or A-labels, `*.` wildcards allowed), at most 100.
+    /// DNS names (Unicode or A-labels, `*.` wildcards allowed), 1 to 100, no duplicates.
+    #[cfg_attr(feature = "schema", schema(min_items = 1, max_items = 100))]
     pub dns_names: Vec<String>,
-    /// `rsa2048`, `rsa3072`, `rsa4096`, `ecdsa-p256` (default) or `ecdsa-p384`.
-    #[serde(default)]
-    pub key_type: Option<String>,
+    /// Default `ecdsa-p256`. Accepted in any case; P-521 and RSA under 2048 bits are refused.
+    #[serde(default, deserialize_with = "de::key_type")]
+    pub key_type: Option<KeyType>,
     /// The ACME account to order with: id or name.
     pub account: String,
     /// Renew when this fraction of the lifetime remains (0 < f < 1).
     #[serde(default)]
+    #[cfg_attr(
+        feature = "schema",
+        schema(exclusive_minimum = 0.0, exclusive_maximum = 1.0)
+    )]
     pub renew_fraction: Option<f64>,
-    /// Or renew this many days before expiry.
+    /// Or renew this many days before expiry (1 to 365).
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schema(minimum = 1, maximum = 365))]
     pub renew_days: Option<i32>,
 }
 
@@ -160,10 +183,9 @@ pub struct CertificateResponse {
     pub dns_names: Vec<String>,
     /// The same names in Unicode, for display.
     pub display_names: Vec<String>,
-    pub key_type: String,
+    pub key_type: KeyType,
     pub account_id: Uuid,
-    /// `pending`, `issuing`, `valid`, `renewing`, `failing`, `failed`, `revoked` or `retired`.
-    pub state: String,
+    pub state: CertificateState,
     pub renew_fraction: Option<f64>,
     pub renew_days: Option<i32>,
     #[serde(default, with = "time::serde::rfc3339::option")]
@@ -230,10 +252,8 @@ pub struct VersionResponse {
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct OrderResponse {
     pub id: Uuid,
-    /// `new`, `renewal`, `reissue` or `manual`.
-    pub reason: String,
-    /// `queued`, `pending`, `ready`, `processing`, `valid`, `downloaded`, `done` or `failed`.
-    pub state: String,
+    pub reason: OrderReason,
+    pub state: OrderState,
     pub attempts: i32,
     #[serde(with = "time::serde::rfc3339")]
     pub next_attempt_at: OffsetDateTime,
@@ -254,7 +274,7 @@ pub struct OrderResponse {
 pub struct OrderEventResponse {
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
-    pub kind: String,
+    pub kind: OrderEventKind,
     pub detail: String,
 }
 
@@ -262,6 +282,7 @@ pub struct OrderEventResponse {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum RevocationReason {
     /// Code 0.
     #[default]
@@ -305,6 +326,7 @@ pub struct RevokeCertificateRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum DownloadFormat {
     /// PEM chain, leaf first (`application/pem-certificate-chain`).
     PemChain,
@@ -320,8 +342,9 @@ pub enum DownloadFormat {
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct DownloadRequest {
     pub format: DownloadFormat,
-    /// PFX password (required for `pfx`, refused otherwise).
+    /// PFX password (required for `pfx`, refused otherwise), at most 1024 bytes.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schema(value_type = Option<Secret>))]
     pub password: Option<String>,
     /// PFX encryption, default `legacy`.
     #[serde(default)]
@@ -341,8 +364,11 @@ redacted_debug!(DownloadRequest { format, encryption, version_id ; password });
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct CreateAgentRequest {
     /// Unique name, e.g. the host name (letters, digits, `.`, `_`, `-`; at most 64).
+    #[cfg_attr(feature = "schema", schema(value_type = ResourceName))]
     pub name: String,
-    /// Password of the PFX files in the agent's CCS folder (IIS needs it too).
+    /// Password of the PFX files in the agent's CCS folder (IIS needs it too), at most 1024
+    /// bytes.
+    #[cfg_attr(feature = "schema", schema(value_type = Secret))]
     pub ccs_password: String,
     /// PFX encryption, default `legacy` (readable by every IIS 8+).
     #[serde(default)]
@@ -364,28 +390,15 @@ impl fmt::Debug for CreateAgentRequest {
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct UpdateAgentRequest {
+    /// New CCS password, at most 1024 bytes.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schema(value_type = Option<Secret>))]
     pub ccs_password: Option<String>,
     #[serde(default)]
     pub pfx_encryption: Option<PfxEncryption>,
 }
 
 redacted_debug!(UpdateAgentRequest { pfx_encryption ; ccs_password });
-
-/// Whether an agent has a certificate's current version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
-pub enum DeploymentState {
-    /// Nothing reported yet, or the certificate has no version yet.
-    Pending,
-    /// Every file holds the current version.
-    Deployed,
-    /// Some file holds an older version.
-    Stale,
-    /// The agent could not write a file.
-    Failed,
-}
 
 /// One agent × certificate pair.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -408,8 +421,7 @@ pub struct DeploymentResponse {
 pub struct DeployedFile {
     pub file_name: String,
     pub thumbprint: Option<String>,
-    /// `installed`, `failed` or `kept`.
-    pub status: String,
+    pub status: DeploymentStatus,
     pub error: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub reported_at: OffsetDateTime,
@@ -421,8 +433,7 @@ pub struct DeployedFile {
 pub struct AgentResponse {
     pub id: Uuid,
     pub name: String,
-    /// `pending` (not enrolled yet), `active` or `revoked`.
-    pub state: String,
+    pub state: AgentState,
     /// When the unused join token expires.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub join_token_expires_at: Option<OffsetDateTime>,
@@ -458,11 +469,17 @@ pub struct JoinTokenResponse {
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct CreateTokenRequest {
+    /// What the token is for: 1 to 100 characters, no control characters.
+    #[cfg_attr(feature = "schema", schema(value_type = Label))]
     pub name: String,
-    /// Any of `admin`, `operator`, `issuer`, `reader`, `export`.
-    pub scopes: Vec<String>,
-    /// Names an `issuer` token may order: exact names and `*.suffix`. Required for `issuer`.
+    /// At least one.
+    #[serde(deserialize_with = "de::texts")]
+    #[cfg_attr(feature = "schema", schema(min_items = 1))]
+    pub scopes: Vec<Scope>,
+    /// Names an `issuer` token may order: exact names and `*.suffix`, at most 100. Required for
+    /// `issuer`, refused for other tokens.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schema(max_items = 100))]
     pub domain_patterns: Vec<String>,
     /// When the token stops working; default never.
     #[serde(default, with = "time::serde::rfc3339::option")]
@@ -475,7 +492,7 @@ pub struct CreateTokenRequest {
 pub struct TokenResponse {
     pub id: Uuid,
     pub name: String,
-    pub scopes: Vec<String>,
+    pub scopes: Vec<Scope>,
     pub domain_patterns: Vec<String>,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub expires_at: Option<OffsetDateTime>,
@@ -542,6 +559,91 @@ pub struct AuditVerifyResponse {
     pub broken_at: Option<i64>,
     /// What is wrong there.
     pub reason: Option<String>,
+}
+
+/// The spec's constrained strings. Request fields stay `String` and name these as their
+/// schema; the server's `validate` checks exactly these rules.
+#[cfg(feature = "schema")]
+mod constrained {
+    use std::borrow::Cow;
+
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+
+    /// A schema-only string type with length bounds and a pattern.
+    macro_rules! constrained_string {
+        ($(#[$doc:meta])* $name:ident, $min:literal..=$max:literal, $pattern:literal, $description:literal) => {
+            $(#[$doc])*
+            pub struct $name;
+
+            impl utoipa::PartialSchema for $name {
+                fn schema() -> RefOr<Schema> {
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .min_length(Some($min))
+                        .max_length(Some($max))
+                        .pattern(Some($pattern))
+                        .description(Some($description))
+                        .into()
+                }
+            }
+
+            impl utoipa::ToSchema for $name {
+                fn name() -> Cow<'static, str> {
+                    Cow::Borrowed(stringify!($name))
+                }
+            }
+        };
+    }
+
+    constrained_string!(
+        /// A resource name (accounts, certificates, agents).
+        ResourceName, 1..=64, "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        "1 to 64 letters, digits, `.`, `_` or `-`, starting with a letter or digit"
+    );
+    constrained_string!(
+        /// Free text such as a token name.
+        Label, 1..=100, "^[^\\x00-\\x1F\\x7F-\\x9F]*$",
+        "1 to 100 characters, no control characters"
+    );
+    constrained_string!(
+        /// A contact URI of an ACME account.
+        MailtoUri, 7..=254, "^mailto:[^\\x00-\\x1F\\x7F-\\x9F]*$",
+        "A `mailto:` URI of at most 254 bytes, no control characters"
+    );
+    constrained_string!(
+        /// A secret the caller chooses (password, HMAC key).
+        Secret, 1..=1024, "^[^\\x00]*$",
+        "1 to 1024 bytes of UTF-8, no NUL"
+    );
+}
+
+/// Field deserialisers whose errors name the field itself, with the server's explanation.
+mod de {
+    use std::str::FromStr;
+
+    use serde::{Deserialize, Deserializer, de::Error as _};
+
+    use crate::enums::KeyType;
+
+    /// A requested key type, in any case; P-521 and short RSA keys are refused with a reason.
+    pub(super) fn key_type<'de, D: Deserializer<'de>>(d: D) -> Result<Option<KeyType>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|t| KeyType::parse_requested(&t).map_err(D::Error::custom))
+            .transpose()
+    }
+
+    /// A list of vocabulary texts; an unknown one is an error of the whole field.
+    pub(super) fn texts<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: FromStr<Err = String>,
+    {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|t| T::from_str(t).map_err(D::Error::custom))
+            .collect()
+    }
 }
 
 #[cfg(test)]

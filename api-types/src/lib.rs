@@ -6,7 +6,11 @@
 
 pub mod agent;
 pub mod api;
+pub mod enums;
+pub mod order_event;
 #[cfg(feature = "pfx")]
 pub mod pem;
 #[cfg(feature = "pfx")]
 pub mod pfx;
+
+pub use order_event::OrderEventKind;

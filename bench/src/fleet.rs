@@ -8,7 +8,9 @@ use certkeep_server::bootstrap::{new_token_secret, token_hash};
 use certkeep_server::db::accounts::NewAccount;
 use certkeep_server::db::agents::NewAgent;
 use certkeep_server::db::certificates::NewCertificate;
-use certkeep_server::model::{AccountId, AgentId, Certificate, KeyType, PfxMode, RenewalPolicy};
+use certkeep_server::model::{
+    AccountId, AgentId, Certificate, KeyType, PfxEncryption, RenewalPolicy,
+};
 use certkeep_server::testkit::TestServer;
 use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256};
 use serde::{Deserialize, Serialize};
@@ -142,7 +144,7 @@ impl Fleet {
                     join_token_hash: &token_hash(&token),
                     join_token_expires_at: at + time::Duration::hours(24),
                     ccs_password: PASSWORD,
-                    pfx_mode: PfxMode::Legacy,
+                    pfx_mode: PfxEncryption::Legacy,
                 },
                 at,
             )

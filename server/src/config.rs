@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use figment::Figment;
-use figment::providers::{Format, Serialized, Toml};
+use figment::providers::{Env, Format, Serialized, Toml};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
@@ -399,16 +399,51 @@ pub enum ConfigError {
     },
 }
 
-/// Secret keys that may also be given as `CERTKEEP_<KEY>_FILE`.
-const SECRET_FILE_VARS: &[(&str, &str)] = &[("CERTKEEP_DATABASE_URL_FILE", "database_url")];
+/// Prefix of every environment variable of the server and its CLI.
+const ENV_PREFIX: &str = "CERTKEEP_";
+
+/// Variables that share the prefix but are not server settings (named without the prefix, in
+/// lowercase): the admin CLI's, the config file's path (a flag's default), the log filter (read
+/// before the configuration) and the secret-file variable read by [`secret_files`].
+const NOT_SETTINGS: &[&str] = &[
+    "server",
+    "token",
+    "ca_file",
+    "config",
+    "log",
+    "database_url_file",
+];
+
+/// Prefixes (without `CERTKEEP_`, lowercase) of the test and benchmark harnesses' variables.
+const HARNESS_PREFIXES: &[&str] = &["test_", "bench_"];
+
+/// The `CERTKEEP_*` settings: `CERTKEEP_ENGINE__WORKERS=3` is `engine.workers = 3`.
+fn env_settings() -> Env {
+    Env::prefixed(ENV_PREFIX)
+        .split("__")
+        .ignore(NOT_SETTINGS)
+        .filter(|key| {
+            !HARNESS_PREFIXES
+                .iter()
+                .any(|p| key.as_str().to_ascii_lowercase().starts_with(p))
+        })
+}
+
+/// Secrets given as `CERTKEEP_<KEY>_FILE`: the named file's content, trimmed.
+fn secret_files() -> Result<Figment, ConfigError> {
+    let mut figment = Figment::new();
+    if let Some(path) = std::env::var_os("CERTKEEP_DATABASE_URL_FILE") {
+        let path = PathBuf::from(path);
+        let content = std::fs::read_to_string(&path)
+            .map_err(|source| ConfigError::ReadFile { path, source })?;
+        figment = figment.merge(Serialized::default("database_url", content.trim()));
+    }
+    Ok(figment)
+}
 
 impl Config {
-    /// Loads defaults, then `file` (if any), then the environment, then `overrides`.
-    pub fn load(
-        file: Option<&Path>,
-        overrides: Figment,
-        env: &[(String, String)],
-    ) -> Result<Self, ConfigError> {
+    /// Loads defaults, then `file` (if any), then the `CERTKEEP_*` environment, then `overrides`.
+    pub fn load(file: Option<&Path>, overrides: Figment) -> Result<Self, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
             if !path.exists() {
@@ -419,30 +454,10 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        let mut env_pairs: Vec<(String, String)> = Vec::new();
-        for (key, value) in env {
-            if let Some((_, target)) = SECRET_FILE_VARS.iter().find(|(var, _)| var == key) {
-                let content =
-                    std::fs::read_to_string(value).map_err(|source| ConfigError::ReadFile {
-                        path: PathBuf::from(value),
-                        source,
-                    })?;
-                env_pairs.push((
-                    format!("CERTKEEP_{}", target.to_uppercase()),
-                    content.trim().to_owned(),
-                ));
-            } else if key.starts_with("CERTKEEP_") && !is_not_a_setting(key) {
-                env_pairs.push((key.clone(), value.clone()));
-            }
-        }
-        for (key, value) in env_pairs {
-            let name = key
-                .trim_start_matches("CERTKEEP_")
-                .to_lowercase()
-                .replace("__", ".");
-            figment = figment.merge(Serialized::default(&name, parse_env_value(&value)));
-        }
-        figment = figment.merge(overrides);
+        figment = figment
+            .merge(env_settings())
+            .merge(secret_files()?)
+            .merge(overrides);
         let config: Config = figment
             .extract()
             .map_err(|e| ConfigError::Invalid(describe_figment_error(e)))?;
@@ -538,27 +553,6 @@ impl SolversConfig {
     }
 }
 
-/// Variables that share the prefix but are not server settings: the admin CLI's, the config
-/// file's path (a flag's default) and the log filter (read before the configuration).
-fn is_not_a_setting(key: &str) -> bool {
-    matches!(
-        key,
-        "CERTKEEP_SERVER"
-            | "CERTKEEP_TOKEN"
-            | "CERTKEEP_CA_FILE"
-            | "CERTKEEP_CONFIG"
-            | "CERTKEEP_LOG"
-    ) || key.starts_with("CERTKEEP_TEST_")
-        || key.starts_with("CERTKEEP_BENCH_")
-}
-
-fn parse_env_value(value: &str) -> figment::value::Value {
-    use figment::value::Value;
-    value
-        .parse::<Value>()
-        .unwrap_or_else(|_| Value::from(value.to_owned()))
-}
-
 fn describe_figment_error(error: figment::Error) -> String {
     error
         .into_iter()
@@ -589,16 +583,30 @@ fn redact_opt<S: serde::Serializer>(
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+    /// Loads with exactly these `CERTKEEP_*` variables added to the environment, restored after.
+    fn load(
+        file: Option<&Path>,
+        overrides: Figment,
+        env: &[(&str, &str)],
+    ) -> Result<Config, ConfigError> {
+        let mut loaded = None;
+        #[expect(
+            clippy::result_large_err,
+            reason = "figment's Jail API returns its own error type"
+        )]
+        figment::Jail::expect_with(|jail| {
+            for (key, value) in env {
+                jail.set_env(key, value);
+            }
+            loaded = Some(Config::load(file, overrides));
+            Ok(())
+        });
+        loaded.unwrap()
     }
 
     #[test]
     fn defaults_are_secure() {
-        let c = Config::load(None, Figment::new(), &[]).unwrap();
+        let c = load(None, Figment::new(), &[]).unwrap();
         assert_eq!(c.api_addr.to_string(), "127.0.0.1:8443");
         assert_eq!(c.agent_addr.to_string(), "127.0.0.1:8444");
         assert!(c.database_url.is_none());
@@ -613,13 +621,13 @@ mod tests {
             "data_dir = \"/from/file\"\napi_addr = \"127.0.0.1:1\"\n[engine]\nworkers = 3\n",
         )
         .unwrap();
-        let c = Config::load(
+        let c = load(
             Some(&file),
             Figment::from(Serialized::default("agent_addr", "127.0.0.1:3")),
-            &env(&[
+            &[
                 ("CERTKEEP_API_ADDR", "127.0.0.1:2"),
                 ("CERTKEEP_ENGINE__WORKERS", "4"),
-            ]),
+            ],
         )
         .unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/from/file"));
@@ -633,17 +641,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
         std::fs::write(&file, "api_adr = \"127.0.0.1:1\"\n").unwrap();
-        let err = Config::load(Some(&file), Figment::new(), &[])
+        let err = load(Some(&file), Figment::new(), &[])
             .unwrap_err()
             .to_string();
         assert!(err.contains("api_adr"), "{err}");
-        let err = Config::load(
-            None,
-            Figment::new(),
-            &env(&[("CERTKEEP_DATABASE_URI", "x")]),
-        )
-        .unwrap_err()
-        .to_string();
+        let err = load(None, Figment::new(), &[("CERTKEEP_DATABASE_URI", "x")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("database_uri"), "{err}");
     }
 
@@ -652,10 +656,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("db-url");
         std::fs::write(&file, "postgres://u:hunter2@localhost/db\n").unwrap();
-        let c = Config::load(
+        let c = load(
             None,
             Figment::new(),
-            &env(&[("CERTKEEP_DATABASE_URL_FILE", file.to_str().unwrap())]),
+            &[("CERTKEEP_DATABASE_URL_FILE", file.to_str().unwrap())],
         )
         .unwrap();
         assert_eq!(
@@ -699,7 +703,7 @@ patterns = ["www.example.edu", "*.web.example.edu"]
 "#,
         )
         .unwrap();
-        let c = Config::load(Some(&file), Figment::new(), &[]).unwrap();
+        let c = load(Some(&file), Figment::new(), &[]).unwrap();
         let s = &c.solvers;
         assert_eq!(
             (s.dns_timeout_secs, s.dns_propagation_timeout_secs),
@@ -716,7 +720,7 @@ patterns = ["www.example.edu", "*.web.example.edu"]
         let printed = c.to_redacted_toml();
         assert!(printed.contains("[[solvers.dns01]]"), "{printed}");
 
-        let defaults = Config::load(None, Figment::new(), &[]).unwrap();
+        let defaults = load(None, Figment::new(), &[]).unwrap();
         assert!(defaults.solvers.dns01.is_empty() && defaults.solvers.http01.is_none());
 
         for (bad, wanted) in [
@@ -739,7 +743,7 @@ patterns = ["www.example.edu", "*.web.example.edu"]
             ),
         ] {
             std::fs::write(&file, bad).unwrap();
-            let err = Config::load(Some(&file), Figment::new(), &[])
+            let err = load(Some(&file), Figment::new(), &[])
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(wanted), "{bad}: {err}");
@@ -748,7 +752,7 @@ patterns = ["www.example.edu", "*.web.example.edu"]
 
     #[test]
     fn ca_limits_have_safe_defaults_and_bounds() {
-        let c = Config::load(None, Figment::new(), &[]).unwrap();
+        let c = load(None, Figment::new(), &[]).unwrap();
         assert_eq!(c.ca_limits.max_retry_after_secs, 3600);
         assert_eq!(c.ca_limits.max_response_bytes, 1024 * 1024);
         for (key, value, wanted) in [
@@ -769,7 +773,7 @@ patterns = ["www.example.edu", "*.web.example.edu"]
             ),
             ("CERTKEEP_CA_LIMITS__MAX_BODY", "1", "max_body"),
         ] {
-            let err = Config::load(None, Figment::new(), &env(&[(key, value)]))
+            let err = load(None, Figment::new(), &[(key, value)])
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(wanted), "{key}={value}: {err}");
@@ -778,16 +782,16 @@ patterns = ["www.example.edu", "*.web.example.edu"]
 
     #[test]
     fn default_leases_and_heartbeats_let_a_dead_servers_work_move_within_30_seconds() {
-        let c = Config::load(None, Figment::new(), &[]).unwrap();
+        let c = load(None, Figment::new(), &[]).unwrap();
         assert!(c.engine.lease_secs <= 30, "{}", c.engine.lease_secs);
         assert_eq!((c.liveness.heartbeat_secs, c.liveness.stale_secs), (10, 30));
-        let err = Config::load(
+        let err = load(
             None,
             Figment::new(),
-            &env(&[
+            &[
                 ("CERTKEEP_LIVENESS__HEARTBEAT_SECS", "20"),
                 ("CERTKEEP_LIVENESS__STALE_SECS", "30"),
-            ]),
+            ],
         )
         .unwrap_err()
         .to_string();
@@ -796,21 +800,21 @@ patterns = ["www.example.edu", "*.web.example.edu"]
 
     #[test]
     fn log_filter_and_client_variables_are_not_settings() {
-        let c = Config::load(
+        let c = load(
             None,
             Figment::new(),
-            &env(&[
+            &[
                 ("CERTKEEP_LOG", "debug,sqlx=warn"),
                 ("CERTKEEP_TOKEN", "ck_x"),
                 ("CERTKEEP_LISTENERS__MAX_CONNECTIONS", "7"),
-            ]),
+            ],
         )
         .unwrap();
         assert_eq!(c.listeners.max_connections, 7);
-        let err = Config::load(
+        let err = load(
             None,
             Figment::new(),
-            &env(&[("CERTKEEP_LISTENERS__REQUEST_TIMEOUT_SECS", "0")]),
+            &[("CERTKEEP_LISTENERS__REQUEST_TIMEOUT_SECS", "0")],
         )
         .unwrap_err()
         .to_string();
@@ -820,7 +824,7 @@ patterns = ["www.example.edu", "*.web.example.edu"]
     #[test]
     fn example_file_parses_with_the_default_limits() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/certkeep.example.toml");
-        let c = Config::load(Some(&path), Figment::new(), &[]).unwrap();
+        let c = load(Some(&path), Figment::new(), &[]).unwrap();
         assert_eq!(
             toml::to_string(&c.listeners).unwrap(),
             toml::to_string(&ListenersConfig::default()).unwrap()
@@ -829,10 +833,10 @@ patterns = ["www.example.edu", "*.web.example.edu"]
 
     #[test]
     fn rejects_non_postgres_url() {
-        let err = Config::load(
+        let err = load(
             None,
             Figment::new(),
-            &env(&[("CERTKEEP_DATABASE_URL", "mysql://x")]),
+            &[("CERTKEEP_DATABASE_URL", "mysql://x")],
         )
         .unwrap_err()
         .to_string();

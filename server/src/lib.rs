@@ -8,7 +8,6 @@ pub mod api;
 pub mod app;
 pub mod bootstrap;
 pub mod ca;
-pub mod cli;
 pub mod config;
 pub mod db;
 pub mod domain;

@@ -21,6 +21,12 @@ pub const RENEWAL_FAILURES: &str = "certkeep_renewal_failures_total";
 pub const ORDER_DURATION: &str = "certkeep_order_duration_seconds";
 /// Counter: requests to ACME directories, labels `directory` and `outcome`.
 pub const ACME_REQUESTS: &str = "certkeep_acme_requests_total";
+/// Counter: `HEAD newNonce` requests answered from the nonce pool without a round trip.
+pub const ACME_NONCES_REUSED: &str = "certkeep_acme_nonces_reused_total";
+/// Counter: `badNonce` problems from ACME directories.
+pub const ACME_BAD_NONCES: &str = "certkeep_acme_bad_nonce_total";
+/// Counter: transient answers (429, 5xx) from ACME directories, label `status`.
+pub const ACME_TRANSIENT_RESPONSES: &str = "certkeep_acme_transient_responses_total";
 /// Histogram (seconds): one HTTP exchange with an ACME directory, label `directory`.
 pub const ACME_REQUEST_DURATION: &str = "certkeep_acme_request_duration_seconds";
 /// Histogram (seconds): waits for the per-directory request budget, label `directory`.
@@ -68,7 +74,20 @@ pub fn install() -> Option<&'static PrometheusHandle> {
                 metrics::Unit::Seconds,
                 "Order duration from queue to issued, per directory"
             );
-            metrics::describe_counter!(ACME_REQUESTS, "Requests to ACME directories by outcome");
+            for (name, help) in [
+                (ACME_REQUESTS, "Requests to ACME directories by outcome"),
+                (
+                    ACME_NONCES_REUSED,
+                    "newNonce requests answered from the nonce pool",
+                ),
+                (ACME_BAD_NONCES, "badNonce problems from ACME directories"),
+                (
+                    ACME_TRANSIENT_RESPONSES,
+                    "Transient answers (429, 5xx) from ACME directories, by status",
+                ),
+            ] {
+                metrics::describe_counter!(name, help);
+            }
             for (name, help) in [
                 (
                     ACME_REQUEST_DURATION,

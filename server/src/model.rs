@@ -1,11 +1,12 @@
 //! Domain model shared by storage, engine and API: ids, states and records. Pure data, no I/O.
 
 use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
+
+pub use certkeep_api_types::OrderEventKind;
 
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
@@ -48,129 +49,10 @@ id_type!(/// An enrolled (or pending) agent.
 id_type!(/// An API token.
     TokenId);
 
-/// Declares a string-backed enum with `as_str`/`FromStr` matching the database text.
-macro_rules! text_enum {
-    ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        pub enum $name { $(#[serde(rename = $text)] $variant),+ }
-
-        impl $name {
-            /// Every value, in declaration order.
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            /// The stored text.
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                match s {
-                    $($text => Ok($name::$variant),)+
-                    other => Err(format!(
-                        "unknown {} `{other}` (expected one of: {})",
-                        stringify!($name),
-                        [$($text),+].join(", ")
-                    )),
-                }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-
-text_enum!(/// State of an ACME account.
-    AccountState {
-    Pending => "pending",
-    Valid => "valid",
-    Deactivated => "deactivated",
-    Failed => "failed",
-});
-
-text_enum!(/// Private key type of a certificate. P-521 and RSA under 2048 are refused on purpose.
-    KeyType {
-    Rsa2048 => "rsa2048",
-    Rsa3072 => "rsa3072",
-    Rsa4096 => "rsa4096",
-    EcdsaP256 => "ecdsa-p256",
-    EcdsaP384 => "ecdsa-p384",
-});
-
-text_enum!(/// Lifecycle state of a certificate.
-    CertificateState {
-    Pending => "pending",
-    Issuing => "issuing",
-    Valid => "valid",
-    Renewing => "renewing",
-    Failing => "failing",
-    Failed => "failed",
-    Revoked => "revoked",
-    Retired => "retired",
-});
-
-text_enum!(/// State of an order job, in RFC 8555 order plus certkeep's own bookkeeping states.
-    OrderState {
-    Queued => "queued",
-    Pending => "pending",
-    Ready => "ready",
-    Processing => "processing",
-    Valid => "valid",
-    Downloaded => "downloaded",
-    Done => "done",
-    Failed => "failed",
-});
-
-text_enum!(/// Why an order was placed.
-    OrderReason {
-    New => "new",
-    Renewal => "renewal",
-    Reissue => "reissue",
-    Manual => "manual",
-});
-
-text_enum!(/// State of an agent.
-    AgentState {
-    Pending => "pending",
-    Active => "active",
-    Revoked => "revoked",
-});
-
-text_enum!(/// PFX encryption for an agent's CCS location.
-    PfxMode {
-    Legacy => "legacy",
-    Aes256 => "aes256",
-});
-
-text_enum!(/// API token scope.
-    Scope {
-    Admin => "admin",
-    Operator => "operator",
-    Issuer => "issuer",
-    Reader => "reader",
-    Export => "export",
-});
-
-impl OrderState {
-    /// Whether the job has ended (successfully or not).
-    pub fn is_final(self) -> bool {
-        matches!(self, OrderState::Done | OrderState::Failed)
-    }
-}
-
-impl KeyType {
-    /// Whether this is an RSA key type.
-    pub fn is_rsa(self) -> bool {
-        matches!(self, KeyType::Rsa2048 | KeyType::Rsa3072 | KeyType::Rsa4096)
-    }
-}
+pub use certkeep_api_types::enums::{
+    AccountState, AgentState, CertificateState, DeploymentStatus, KeyType, OrderReason, OrderState,
+    PfxEncryption, Scope,
+};
 
 /// An ACME account as stored (secrets stay encrypted in storage; see `db::accounts`).
 #[derive(Debug, Clone)]
@@ -263,7 +145,7 @@ pub struct Order {
 pub struct OrderEvent {
     pub order_id: OrderId,
     pub at: OffsetDateTime,
-    pub kind: String,
+    pub kind: OrderEventKind,
     pub detail: String,
 }
 
@@ -279,7 +161,7 @@ pub struct Agent {
     /// uses `cert_serial` (so a lost renewal reply does not lock it out).
     pub previous_cert_serial: Option<String>,
     pub cert_not_after: Option<OffsetDateTime>,
-    pub pfx_mode: PfxMode,
+    pub pfx_mode: PfxEncryption,
     pub last_seen_at: Option<OffsetDateTime>,
     pub os_name: Option<String>,
     pub os_build: Option<String>,
@@ -296,7 +178,7 @@ pub struct Deployment {
     pub certificate_id: CertificateId,
     pub file_name: String,
     pub thumbprint: Option<String>,
-    pub status: String,
+    pub status: DeploymentStatus,
     pub error: Option<String>,
     pub reported_at: OffsetDateTime,
 }
@@ -343,18 +225,4 @@ pub struct NewAuditEvent {
     pub source: Option<String>,
     pub outcome: String,
     pub detail: String,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn text_enums_round_trip() {
-        for k in KeyType::ALL {
-            assert_eq!(k.as_str().parse::<KeyType>().unwrap(), *k);
-        }
-        let err = "ecdsa-p521".parse::<KeyType>().unwrap_err();
-        assert!(err.contains("ecdsa-p384"), "{err}");
-    }
 }

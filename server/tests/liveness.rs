@@ -125,7 +125,7 @@ async fn prepare(data_dir: &std::path::Path, pebble: &Pebble, proxy: &Proxy) -> 
         )
         .await
         .unwrap();
-    certkeep_server::acme::register_account(&state, account.id)
+    certkeep_server::engine::register_account(&state, account.id)
         .await
         .unwrap();
     let cert = state

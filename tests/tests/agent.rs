@@ -20,7 +20,7 @@ use certkeep_server::db::accounts::NewAccount;
 use certkeep_server::db::agents::NewAgent;
 use certkeep_server::db::certificates::NewCertificate;
 use certkeep_server::db::tokens::NewToken;
-use certkeep_server::model::{AgentId, Certificate, KeyType, PfxMode, RenewalPolicy, Scope};
+use certkeep_server::model::{AgentId, Certificate, KeyType, PfxEncryption, RenewalPolicy, Scope};
 use certkeep_server::testkit::TestServer;
 use zeroize::Zeroizing;
 
@@ -120,7 +120,7 @@ impl Fixture {
                     join_token_hash: &token_hash(&token),
                     join_token_expires_at: now + expires_in,
                     ccs_password: password,
-                    pfx_mode: PfxMode::Legacy,
+                    pfx_mode: PfxEncryption::Legacy,
                 },
                 now,
             )
@@ -358,7 +358,11 @@ async fn enroll_sync_renew_and_isolate() {
     // The server saw the report and audited the pulls.
     let deployments = db.deployments(Some(agent), None).await.unwrap();
     assert_eq!(deployments.len(), 3, "{deployments:?}");
-    assert!(deployments.iter().all(|d| d.status == "installed"));
+    assert!(
+        deployments
+            .iter()
+            .all(|d| d.status == DeploymentStatus::Installed)
+    );
     let pulls = db
         .list_audit(&certkeep_server::db::audit::AuditFilter {
             action: Some("certificate.pfx_pull".into()),
@@ -492,7 +496,7 @@ async fn wrong_password_is_never_written() {
         .await
         .unwrap();
     assert_eq!(reported.len(), 1);
-    assert_eq!(reported[0].status, "failed");
+    assert_eq!(reported[0].status, DeploymentStatus::Failed);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -8,119 +8,23 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use instant_acme::{
-    Account as AcmeAccount, AccountCredentials, AuthorizationStatus, BodyWrapper, BytesResponse,
-    CertificateIdentifier, ChallengeStatus, ChallengeType, ExternalAccountKey, HttpClient as _,
-    Identifier, NewAccount, NewOrder, OrderStatus, RevocationReason, RevocationRequest,
+    Account as AcmeAccount, AccountCredentials, AuthorizationStatus, CertificateIdentifier,
+    ChallengeStatus, ChallengeType, ExternalAccountKey, Identifier, NewAccount, NewOrder,
+    OrderStatus, RevocationReason, RevocationRequest,
 };
 use rustls_pki_types::CertificateDer;
-use serde::Deserialize;
 use zeroize::Zeroizing;
 
+use super::account::{ClientSettings, Registered};
+use super::directory::fetch_directory;
 use super::http::{AcmeHttp, Observed, observe};
 use super::{
     AcmeError, CaAuthorization, CaAuthzStatus, CaChallenge, CaOrder, CaOrderStatus, Issuer,
-    http_settings,
 };
-use crate::app::AppState;
 use crate::model::Account;
 
-/// What certkeep reads from a directory document itself.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct DirectoryInfo {
-    /// `meta.externalAccountRequired`.
-    pub(super) external_account_required: bool,
-    /// Whether `renewalInfo` (ARI) is advertised.
-    pub(super) renewal_info: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct DirectoryDoc {
-    new_nonce: Option<String>,
-    new_account: Option<String>,
-    new_order: Option<String>,
-    renewal_info: Option<String>,
-    #[serde(default)]
-    meta: DirectoryMeta,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct DirectoryMeta {
-    #[serde(default)]
-    external_account_required: bool,
-}
-
-/// GETs the directory at `url`, used byte for byte. Anything but a JSON ACME directory is a
-/// configuration error naming the URL.
-pub(super) async fn fetch_directory(
-    http: &AcmeHttp,
-    url: &str,
-) -> Result<DirectoryInfo, AcmeError> {
-    let request = http::Request::builder()
-        .uri(url)
-        .header(
-            http::header::USER_AGENT,
-            concat!("certkeep/", env!("CARGO_PKG_VERSION")),
-        )
-        .body(BodyWrapper::default())
-        .map_err(|e| {
-            AcmeError::Config(format!("the directory URL `{url}` is not a valid URL: {e}"))
-        })?;
-    let rsp: BytesResponse = http
-        .request(request)
-        .await
-        .map_err(|e| from_instant(e, &Observed::default()))?;
-    let status = rsp.parts.status;
-    if status.is_redirection() {
-        let to = rsp
-            .parts
-            .headers
-            .get(http::header::LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("?");
-        return Err(AcmeError::Config(format!(
-            "the directory URL {url} redirects (HTTP {status}) to {to}; configure the ACME directory URL exactly as the CA publishes it"
-        )));
-    }
-    let mut body = rsp.body;
-    let bytes = body.into_bytes().await.map_err(|e| AcmeError::Transient {
-        detail: format!("reading the directory {url}: {e}"),
-        retry_after: None,
-        rate_limited: false,
-    })?;
-    if !status.is_success() {
-        let err = format!(
-            "the directory URL {url} answered HTTP {status}; check the URL (it is used exactly as configured, nothing is appended)"
-        );
-        return Err(if super::http::is_transient_status(status) {
-            AcmeError::Transient {
-                detail: err,
-                retry_after: None,
-                rate_limited: false,
-            }
-        } else {
-            AcmeError::Config(err)
-        });
-    }
-    let doc: DirectoryDoc = serde_json::from_slice(&bytes).map_err(|_| {
-        AcmeError::Config(format!(
-            "the directory URL {url} did not return an ACME directory (not JSON); check the URL"
-        ))
-    })?;
-    if doc.new_nonce.is_none() || doc.new_account.is_none() || doc.new_order.is_none() {
-        return Err(AcmeError::Config(format!(
-            "the document at {url} is JSON but not an ACME directory (newNonce, newAccount or newOrder missing)"
-        )));
-    }
-    Ok(DirectoryInfo {
-        external_account_required: doc.meta.external_account_required,
-        renewal_info: doc.renewal_info.is_some(),
-    })
-}
-
 /// Maps an instant-acme error (and what the wire said) to a classified [`AcmeError`].
-fn from_instant(e: instant_acme::Error, observed: &Observed) -> AcmeError {
+pub(super) fn from_instant(e: instant_acme::Error, observed: &Observed) -> AcmeError {
     // Say so when the CA asked for a longer wait than certkeep grants.
     let noted = |detail: String| match observed.retry_after {
         Some(d) if observed.retry_after_capped => format!(
@@ -191,14 +95,14 @@ pub(super) struct InstantIssuer {
 impl InstantIssuer {
     /// Restores the account from its stored credentials (one directory GET).
     pub(super) async fn open(
-        state: &AppState,
         account: &Account,
         credentials_json: &[u8],
+        settings: &ClientSettings,
     ) -> Result<Self, AcmeError> {
         let http = AcmeHttp::new(
             &account.directory_url,
             account.extra_roots_pem.as_deref(),
-            &http_settings(state),
+            &settings.http,
         )?;
         let info = fetch_directory(&http, &account.directory_url).await?;
         let credentials: AccountCredentials =
@@ -216,7 +120,7 @@ impl InstantIssuer {
         Ok(Self {
             account: acme,
             renewal_info: info.renewal_info,
-            finalize_timeout: Duration::from_secs(state.config.engine.finalize_timeout_secs),
+            finalize_timeout: settings.finalize_timeout,
         })
     }
 
@@ -225,20 +129,16 @@ impl InstantIssuer {
     }
 }
 
-/// Registers `account` (see [`super::register_account`]).
-pub(super) async fn register(state: &AppState, account: &Account) -> Result<(), AcmeError> {
+/// Registers `account` (see [`super::register`]).
+pub(super) async fn register(
+    account: &Account,
+    eab_hmac: Option<&[u8]>,
+    settings: &ClientSettings,
+) -> Result<Registered, AcmeError> {
     let url = &account.directory_url;
-    let http = AcmeHttp::new(
-        url,
-        account.extra_roots_pem.as_deref(),
-        &http_settings(state),
-    )?;
+    let http = AcmeHttp::new(url, account.extra_roots_pem.as_deref(), &settings.http)?;
     let info = fetch_directory(&http, url).await?;
-    let hmac = state
-        .db
-        .account_eab_hmac(&state.secrets, account.id)
-        .await?;
-    let eab = match (&account.eab_kid, &hmac) {
+    let eab = match (&account.eab_kid, eab_hmac) {
         (Some(kid), Some(key)) => Some(ExternalAccountKey::new(kid.clone(), key)),
         (None, None) => None,
         _ => {
@@ -268,15 +168,14 @@ pub(super) async fn register(state: &AppState, account: &Account) -> Result<(), 
             other => other,
         })?;
     let (acme, credentials) = registered;
-    let json = Zeroizing::new(
+    let credentials_json = Zeroizing::new(
         serde_json::to_vec(&credentials)
             .map_err(|e| AcmeError::Internal(format!("serialize account credentials: {e}")))?,
     );
-    state
-        .db
-        .set_account_registered(&state.secrets, account.id, &json, acme.id(), crate::now())
-        .await?;
-    Ok(())
+    Ok(Registered {
+        credentials_json,
+        account_url: acme.id().to_owned(),
+    })
 }
 
 fn order_view(

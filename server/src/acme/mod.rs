@@ -1,105 +1,29 @@
-//! ACME adapter: the narrow [`Issuer`] trait the engine talks to, its instant-acme
-//! implementation (`instant.rs`), the HTTP client under it (`http.rs`), account registration
-//! with EAB and lenient EAB key decoding.
+//! ACME adapter: the narrow [`Issuer`] trait the engine talks to and its instant-acme
+//! implementation (`instant.rs`), opening and registering accounts from credentials the caller
+//! supplies (`account.rs`), the directory document (`directory.rs`), lenient EAB key decoding
+//! (`eab.rs`), the error type (`error.rs`) and the HTTP client under it all (`http/`).
 //!
-//! Knows ACME and HTTP; knows nothing about jobs or scheduling. Errors are operator-facing text
-//! and never contain key material.
+//! Knows ACME and HTTP; knows nothing about jobs, scheduling or storage: it takes and returns
+//! credentials, and the engine stores them. Errors are operator-facing text and never contain
+//! key material.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use base64::Engine as _;
-use tracing::instrument;
-use zeroize::Zeroizing;
 
-use crate::app::AppState;
-use crate::model::{Account, AccountId, AccountState};
+use crate::model::{Account, AccountState};
 
+mod account;
+mod directory;
+mod eab;
+mod error;
 pub mod http;
 mod instant;
 
+pub use account::{ClientSettings, Registered, open, register};
+pub use eab::{MIN_EAB_KEY_BYTES, decode_eab_hmac};
+pub use error::AcmeError;
 pub use instant::ari_cert_id;
-
-/// Shortest accepted EAB HMAC key, in bytes.
-pub const MIN_EAB_KEY_BYTES: usize = 32;
-
-/// Errors talking to an ACME CA, classified for the engine.
-#[derive(Debug, thiserror::Error)]
-pub enum AcmeError {
-    /// Wrong configuration (directory URL, EAB key, trust roots, missing credentials). Not retried.
-    #[error("{0}")]
-    Config(String),
-    /// The CA refused the request with a problem document. Not retried.
-    #[error("the CA refused the request: {0}")]
-    Rejected(String),
-    /// Temporary trouble (429, 5xx, timeouts, resets, badNonce). Retried later.
-    #[error("{detail}")]
-    Transient {
-        detail: String,
-        retry_after: Option<Duration>,
-        rate_limited: bool,
-    },
-    /// The CA's answer was larger than `ca_limits.max_response_bytes`. Not retried.
-    #[error(
-        "the CA's answer to {what} is larger than {limit} bytes (ca_limits.max_response_bytes); refused"
-    )]
-    TooLarge { what: String, limit: usize },
-    /// Storage failed.
-    #[error("storage: {0}")]
-    Storage(#[from] crate::db::Error),
-    /// A local failure (key generation, CSR, parsing).
-    #[error("{0}")]
-    Internal(String),
-}
-
-impl AcmeError {
-    /// Whether retrying later may succeed.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, AcmeError::Transient { .. })
-    }
-
-    /// The delay the CA asked for, if any.
-    pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            AcmeError::Transient { retry_after, .. } => *retry_after,
-            _ => None,
-        }
-    }
-}
-
-/// Decodes an EAB HMAC key leniently: surrounding and inner whitespace, `=` padding and both
-/// base64 alphabets are accepted. Keys under [`MIN_EAB_KEY_BYTES`] bytes are refused.
-pub fn decode_eab_hmac(text: &str) -> Result<Zeroizing<Vec<u8>>, AcmeError> {
-    let cleaned: Zeroizing<String> = Zeroizing::new(
-        text.chars()
-            .filter(|c| !c.is_whitespace() && *c != '=')
-            .map(|c| match c {
-                '+' => '-',
-                '/' => '_',
-                c => c,
-            })
-            .collect(),
-    );
-    if cleaned.is_empty() {
-        return Err(AcmeError::Config("the EAB HMAC key is empty".into()));
-    }
-    let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cleaned.as_bytes())
-        .map(Zeroizing::new)
-        .map_err(|_| {
-            AcmeError::Config(
-                "the EAB HMAC key is not valid base64 (base64url or standard alphabet, padding optional)".into(),
-            )
-        })?;
-    if key.len() < MIN_EAB_KEY_BYTES {
-        return Err(AcmeError::Config(format!(
-            "the EAB HMAC key decodes to {} bytes; at least {MIN_EAB_KEY_BYTES} are required (check that the whole key was copied)",
-            key.len()
-        )));
-    }
-    Ok(key)
-}
 
 /// Status of an ACME order, in RFC 8555 order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,16 +121,6 @@ pub fn check_revocation_reason(reason: u8) -> Result<(), AcmeError> {
     instant::revocation_reason(reason).map(|_| ())
 }
 
-/// HTTP settings from the engine configuration.
-pub(crate) fn http_settings(state: &AppState) -> http::HttpSettings {
-    http::HttpSettings {
-        timeout: Duration::from_secs(state.config.engine.request_timeout_secs),
-        requests_per_sec: state.config.engine.directory_requests_per_sec,
-        max_retry_after: state.config.ca_limits.max_retry_after(),
-        max_response_bytes: state.config.ca_limits.max_response_bytes,
-    }
-}
-
 /// Whether `account` may be used for requests to its CA: only a registered (`valid`) one. A
 /// deactivated account is never used again, not even through an opened connection.
 pub fn check_usable(account: &Account) -> Result<(), AcmeError> {
@@ -229,89 +143,48 @@ pub fn check_usable(account: &Account) -> Result<(), AcmeError> {
     }
 }
 
-/// Opens the registered ACME account `account` for issuing.
-pub async fn connect(state: &AppState, account: &Account) -> Result<Arc<dyn Issuer>, AcmeError> {
-    check_usable(account)?;
-    let credentials = state
-        .db
-        .account_credentials(&state.secrets, account.id)
-        .await?
-        .ok_or_else(|| {
-            AcmeError::Config(format!(
-                "the credentials of ACME account `{}` are missing: the account key is lost; register a new account (a new EAB from the CA may be needed)",
-                account.name
-            ))
-        })?;
-    let issuer = instant::InstantIssuer::open(state, account, &credentials).await?;
-    Ok(Arc::new(issuer))
-}
-
-/// Registers the stored `pending` account `id` with its CA, with EAB when one is stored, and
-/// persists the account key and URL (sealed) the moment the CA accepts them. On failure the
-/// account becomes `failed` with the error recorded.
-#[instrument(skip_all, fields(account.id = %id))]
-pub async fn register_account(state: &AppState, id: AccountId) -> Result<Account, AcmeError> {
-    let account = state.db.account(id).await?;
-    if account.state == AccountState::Valid && account.account_url.is_some() {
-        return Ok(account);
-    }
-    match instant::register(state, &account).await {
-        Ok(()) => {
-            tracing::info!(account.name = %account.name, "ACME account registered");
-            Ok(state.db.account(id).await?)
-        }
-        Err(e) => {
-            tracing::warn!(account.name = %account.name, error = %e, "ACME account registration failed");
-            state
-                .db
-                .set_account_state(id, AccountState::Failed, Some(&e.to_string()), crate::now())
-                .await?;
-            Err(e)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::path::Path;
 
-    #[test]
-    fn eab_keys_decode_leniently() {
-        let raw: Vec<u8> = (0u8..64)
-            .map(|i| i.wrapping_mul(37).wrapping_add(250))
-            .collect();
-        let url_nopad = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&raw);
-        let url_pad = base64::engine::general_purpose::URL_SAFE.encode(&raw);
-        let std_pad = base64::engine::general_purpose::STANDARD.encode(&raw);
-        assert!(
-            std_pad.contains('+') || std_pad.contains('/'),
-            "the sample must exercise the alphabets"
-        );
-        let spaced = format!("  {}\n {} \t", &url_nopad[..20], &url_nopad[20..]);
-        for text in [&url_nopad, &url_pad, &std_pad, &spaced] {
-            assert_eq!(&decode_eab_hmac(text).unwrap()[..], &raw[..], "{text:?}");
+    /// Every `.rs` file below `dir`, with its text.
+    fn sources(dir: &Path, out: &mut Vec<(String, String)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                out.push((path.display().to_string(), text));
+            }
         }
-        let key32 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([9u8; 32]);
-        assert_eq!(decode_eab_hmac(&key32).unwrap().len(), 32);
     }
 
+    /// acme/ takes and returns credentials and never touches `AppState` or the database; its
+    /// metric names are the consts of `metrics.rs`.
     #[test]
-    fn short_or_garbage_eab_keys_are_refused_clearly() {
-        let short = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([1u8; 16]);
-        let err = decode_eab_hmac(&short).unwrap_err().to_string();
-        assert!(err.contains("16 bytes") && err.contains("32"), "{err}");
-        assert!(!err.contains(&short), "the key must not be echoed: {err}");
-        assert!(
-            decode_eab_hmac("   ")
-                .unwrap_err()
-                .to_string()
-                .contains("empty")
+    fn the_acme_layer_never_reaches_into_state_or_storage() {
+        let mut files = Vec::new();
+        sources(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("src/acme"),
+            &mut files,
         );
-        assert!(
-            decode_eab_hmac("not*base64!")
-                .unwrap_err()
-                .to_string()
-                .contains("base64")
-        );
+        assert!(files.len() > 5, "the acme sources were found");
+        for (path, text) in files {
+            // Tests may use anything (this one names what it looks for).
+            let text = text.split("#[cfg(test)]").next().unwrap_or_default();
+            for banned in ["crate::app", "AppState", "crate::db", "crate::secrets"] {
+                assert!(
+                    !text.contains(banned),
+                    "{path} uses `{banned}`: the engine reads and stores, acme/ takes and returns"
+                );
+            }
+            for name in ["counter!(\"", "histogram!(\"", "gauge!(\""] {
+                assert!(
+                    !text.contains(name),
+                    "{path} names a metric with a literal: use a const of metrics.rs"
+                );
+            }
+        }
     }
 }

@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use certkeep_api_types::agent::{
-    DeploymentStatus, ENROLL_PATH, EnrollRequest, EnrollResponse, MANIFEST_PATH, Manifest,
-    ManifestEntry, PKCS12_MEDIA_TYPE, PfxEncryption, RENEW_PATH, REPORT_PATH, RenewRequest, Report,
+    ENROLL_PATH, EnrollRequest, EnrollResponse, MANIFEST_PATH, Manifest, ManifestEntry,
+    PKCS12_MEDIA_TYPE, RENEW_PATH, REPORT_PATH, RenewRequest, Report,
 };
 use certkeep_api_types::pfx;
 use sha2::{Digest, Sha256};
@@ -25,7 +25,7 @@ use crate::app::AppState;
 use crate::bootstrap::token_hash;
 use crate::db::agents::ManifestSource;
 use crate::db::deployments::NewDeployment;
-use crate::model::{AgentId, CertificateId, NewAuditEvent, PfxMode};
+use crate::model::{AgentId, CertificateId, NewAuditEvent};
 
 mod enroll_limit;
 mod identity;
@@ -213,13 +213,6 @@ async fn renew(
     Ok(Json(response))
 }
 
-fn pfx_mode(mode: PfxMode) -> PfxEncryption {
-    match mode {
-        PfxMode::Legacy => PfxEncryption::Legacy,
-        PfxMode::Aes256 => PfxEncryption::Aes256,
-    }
-}
-
 fn chain_der(chain_pem: &str) -> Result<Vec<Vec<u8>>, ApiError> {
     crate::tls::certs_from_pem("stored chain", chain_pem)
         .map(|certs| certs.into_iter().map(|c| c.to_vec()).collect())
@@ -251,7 +244,7 @@ fn build_manifest(
         .collect::<Result<_, ApiError>>()?;
     Ok(Manifest {
         agent_id: agent.id.0,
-        pfx_encryption: pfx_mode(agent.agent.pfx_mode),
+        pfx_encryption: agent.agent.pfx_mode,
         certificates,
     })
 }
@@ -326,7 +319,7 @@ async fn download_pfx(
         .db
         .agent_ccs_password(&state.secrets, agent.id)
         .await?;
-    let mode = pfx_mode(agent.agent.pfx_mode);
+    let mode = agent.agent.pfx_mode;
     let bundle = tokio::task::spawn_blocking(move || pfx::build_pfx(&key, &chain, &password, mode))
         .await
         .map_err(|e| ApiError::Internal(e.into()))?
@@ -383,11 +376,7 @@ async fn report(
             certificate_id: CertificateId(f.certificate_id),
             file_name: &f.file_name,
             thumbprint: f.thumbprint.as_deref(),
-            status: match f.status {
-                DeploymentStatus::Installed => "installed",
-                DeploymentStatus::Failed => "failed",
-                DeploymentStatus::Kept => "kept",
-            },
+            status: f.status,
             error: f.error.as_deref(),
         })
         .collect();

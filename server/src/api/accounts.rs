@@ -4,17 +4,17 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use certkeep_api_types::api::{AccountResponse, CreateAccountRequest, EabBinding};
+use certkeep_api_types::api::{AccountResponse, CreateAccountRequest};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::{ADMIN, Auth, READ};
 use super::error::ApiError;
 use super::extract::{AppJson, AppPath};
-use super::{Key, validate};
+use super::lookup::find_account;
+use super::validate;
 use crate::app::AppState;
 use crate::db::accounts::NewAccount;
-use crate::model::{Account, AccountId};
 
 /// Routes of this resource.
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -22,37 +22,6 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_accounts, create_account))
         .routes(routes!(show_account))
         .routes(routes!(deactivate_account))
-}
-
-impl From<Account> for AccountResponse {
-    fn from(a: Account) -> Self {
-        AccountResponse {
-            id: a.id.0,
-            name: a.name,
-            directory_url: a.directory_url,
-            contact: a.contact,
-            allowed_domains: a.allowed_domains,
-            external_account_binding: a.eab_kid.is_some(),
-            eab: match (&a.eab_kid, a.eab_hmac_held) {
-                (None, _) => EabBinding::None,
-                (Some(_), true) => EabBinding::Pending,
-                (Some(_), false) => EabBinding::Bound,
-            },
-            state: a.state.as_str().to_owned(),
-            account_url: a.account_url,
-            last_error: a.last_error,
-            created_at: a.created_at,
-            updated_at: a.updated_at,
-        }
-    }
-}
-
-/// The account named by `key` (id or name).
-pub(super) async fn find_account(state: &AppState, key: &str) -> Result<Account, ApiError> {
-    Ok(match Key::parse(key) {
-        Key::Id(id) => state.db.account(AccountId(id)).await?,
-        Key::Name(name) => state.db.account_by_name(name).await?,
-    })
 }
 
 /// Checks everything in the request except the HMAC key's encoding.
@@ -161,7 +130,7 @@ async fn create_account(
         &format!("name={}", account.name),
     )
     .await?;
-    let account = match crate::acme::register_account(&state, account.id).await {
+    let account = match crate::engine::register_account(&state, account.id).await {
         Ok(registered) => {
             auth.audit_ok(&state, "account.register", &subject, "")
                 .await?;

@@ -4,26 +4,22 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use certkeep_api_types::agent::PfxEncryption;
 use certkeep_api_types::api::{
-    AgentResponse, CreateAgentRequest, DeployedFile, DeploymentResponse, JoinTokenResponse,
-    UpdateAgentRequest,
+    AgentResponse, CreateAgentRequest, JoinTokenResponse, UpdateAgentRequest,
 };
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::{Auth, OPERATE, READ};
-use super::certificates::find_certificate;
+use super::convert::{agent_response, deployment_responses};
 use super::error::{ApiError, Problem};
 use super::extract::{AppJson, AppPath};
-use super::{Key, validate};
+use super::lookup::{find_agent, find_certificate};
+use super::validate;
 use crate::app::AppState;
 use crate::bootstrap::{new_token_secret, token_hash};
-use crate::db::agents::{Assignment, NewAgent};
-use crate::domain::deployments::deployment_state;
-use crate::model::{
-    Agent, AgentId, AgentState, CertificateId, CertificateState, Deployment, PfxMode,
-};
+use crate::db::agents::NewAgent;
+use crate::model::{Agent, AgentState, CertificateId, CertificateState};
 
 /// Routes of this resource.
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -35,71 +31,6 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(new_join_token))
 }
 
-fn pfx_mode(e: PfxEncryption) -> PfxMode {
-    match e {
-        PfxEncryption::Legacy => PfxMode::Legacy,
-        PfxEncryption::Aes256 => PfxMode::Aes256,
-    }
-}
-
-fn pfx_encryption(m: PfxMode) -> PfxEncryption {
-    match m {
-        PfxMode::Legacy => PfxEncryption::Legacy,
-        PfxMode::Aes256 => PfxEncryption::Aes256,
-    }
-}
-
-/// One entry per assignment, with its files and deployment state.
-pub(super) fn deployment_responses(
-    assignments: &[Assignment],
-    files: &[Deployment],
-) -> Vec<DeploymentResponse> {
-    assignments
-        .iter()
-        .map(|a| {
-            let mine: Vec<&Deployment> = files
-                .iter()
-                .filter(|d| d.agent_id == a.agent_id && d.certificate_id == a.certificate_id)
-                .collect();
-            DeploymentResponse {
-                agent_id: a.agent_id.0,
-                agent_name: a.agent_name.clone(),
-                certificate_id: a.certificate_id.0,
-                certificate_name: a.certificate_name.clone(),
-                state: deployment_state(a.current_thumbprint.as_deref(), &mine),
-                current_thumbprint: a.current_thumbprint.clone(),
-                files: mine
-                    .into_iter()
-                    .map(|d| DeployedFile {
-                        file_name: d.file_name.clone(),
-                        thumbprint: d.thumbprint.clone(),
-                        status: d.status.clone(),
-                        error: d.error.clone(),
-                        reported_at: d.reported_at,
-                    })
-                    .collect(),
-            }
-        })
-        .collect()
-}
-
-fn agent_response(a: Agent, certificates: Vec<DeploymentResponse>) -> AgentResponse {
-    AgentResponse {
-        id: a.id.0,
-        name: a.name,
-        state: a.state.as_str().to_owned(),
-        join_token_expires_at: a.join_token_expires_at,
-        client_cert_not_after: a.cert_not_after,
-        pfx_encryption: pfx_encryption(a.pfx_mode),
-        last_seen_at: a.last_seen_at,
-        os_name: a.os_name,
-        os_build: a.os_build,
-        agent_version: a.agent_version,
-        last_report_errors: a.last_report_errors,
-        certificates,
-    }
-}
-
 /// One agent with its assignments and deployment states.
 async fn agent_detail(state: &AppState, agent: Agent) -> Result<AgentResponse, ApiError> {
     let assignments = state.db.assignments(Some(agent.id), None).await?;
@@ -108,14 +39,6 @@ async fn agent_detail(state: &AppState, agent: Agent) -> Result<AgentResponse, A
         agent,
         deployment_responses(&assignments, &files),
     ))
-}
-
-/// The agent named by `key` (id or name).
-async fn find_agent(state: &AppState, key: &str) -> Result<Agent, ApiError> {
-    Ok(match Key::parse(key) {
-        Key::Id(id) => state.db.agent(AgentId(id)).await?,
-        Key::Name(name) => state.db.agent_by_name(name).await?,
-    })
 }
 
 /// A fresh join token for `agent`, stored hashed: the secret and its expiry.
@@ -160,7 +83,7 @@ async fn create_agent(
                 join_token_hash: &hash,
                 join_token_expires_at: expires_at,
                 ccs_password: &req.ccs_password,
-                pfx_mode: pfx_mode(req.pfx_encryption.unwrap_or_default()),
+                pfx_mode: req.pfx_encryption.unwrap_or_default(),
             },
             crate::now(),
         )
@@ -261,7 +184,7 @@ async fn update_agent(
         validate::secret("ccs_password", p)?;
     }
     let agent = find_agent(&state, &key).await?;
-    let mode = req.pfx_encryption.map(pfx_mode);
+    let mode = req.pfx_encryption;
     state
         .db
         .update_agent_ccs(

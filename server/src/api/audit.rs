@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use certkeep_api_types::api::{AuditEventList, AuditEventResponse, AuditVerifyResponse};
+use certkeep_api_types::api::{AuditEventList, AuditVerifyResponse};
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -11,35 +11,15 @@ use utoipa_axum::routes;
 use super::auth::{ADMIN, Auth};
 use super::error::ApiError;
 use super::extract::AppQuery;
+use super::validate;
 use crate::app::AppState;
 use crate::db::audit::AuditFilter;
-use crate::model::AuditEvent;
-
-/// Default and largest page size.
-const DEFAULT_PAGE: i64 = 100;
-const MAX_PAGE: i64 = 1000;
 
 /// Routes of this resource.
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_audit_events))
         .routes(routes!(verify_audit_chain))
-}
-
-impl From<AuditEvent> for AuditEventResponse {
-    fn from(e: AuditEvent) -> Self {
-        AuditEventResponse {
-            seq: e.seq,
-            id: e.id,
-            at: e.at,
-            actor: e.actor,
-            action: e.action,
-            subject: e.subject,
-            source: e.source,
-            outcome: e.outcome,
-            detail: e.detail,
-        }
-    }
 }
 
 /// Filters and page of the audit list.
@@ -56,6 +36,7 @@ struct AuditQuery {
     /// Events after this sequence number (`next_after_seq` of the previous page).
     after_seq: Option<i64>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
@@ -71,10 +52,7 @@ async fn list_audit_events(
     AppQuery(q): AppQuery<AuditQuery>,
 ) -> Result<Json<AuditEventList>, ApiError> {
     auth.require(ADMIN)?;
-    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::field("limit", format!("must be 1 to {MAX_PAGE}")));
-    }
+    let limit = validate::page_limit("limit", q.limit)?;
     let events = state
         .db
         .list_audit(&AuditFilter {

@@ -10,8 +10,7 @@ use axum::response::{IntoResponse, Response};
 use certkeep_api_types::agent::PfxEncryption;
 use certkeep_api_types::api::{
     CertificateDetail, CertificateList, CertificateResponse, CreateCertificateRequest,
-    DownloadFormat, DownloadRequest, OrderEventResponse, OrderResponse, RevokeCertificateRequest,
-    VersionResponse,
+    DownloadFormat, DownloadRequest, OrderResponse, RevokeCertificateRequest, VersionResponse,
 };
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
@@ -19,23 +18,19 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-use super::accounts::find_account;
-use super::agents::deployment_responses;
 use super::auth::{Auth, CERT_ISSUE, CERT_READ, OPERATE};
+use super::convert::{self, deployment_responses};
 use super::error::{ApiError, Problem};
 use super::extract::{AppJson, AppPath, AppQuery};
-use super::{Key, validate};
+use super::lookup::{find_account, find_visible, pick_version};
+use super::validate;
 use crate::app::AppState;
 use crate::db::certificates::{CertificateFilter, NewCertificate};
-use crate::domain::names::{all_covered, normalize, normalize_all, to_unicode};
+use crate::domain::names::{all_covered, normalize, normalize_all};
 use crate::model::{
-    AccountState, Certificate, CertificateId, CertificateState, CertificateVersion, KeyType, Order,
-    OrderReason, RenewalPolicy, VersionId,
+    AccountState, Certificate, CertificateId, CertificateState, KeyType, Order, OrderReason,
+    RenewalPolicy,
 };
-
-/// Default and largest page size of the certificate list.
-const DEFAULT_PAGE: i64 = 100;
-const MAX_PAGE: i64 = 1000;
 
 /// Routes of this resource.
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -49,129 +44,22 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(download_certificate))
 }
 
-impl From<CertificateVersion> for VersionResponse {
-    fn from(v: CertificateVersion) -> Self {
-        VersionResponse {
-            id: v.id.0,
-            serial: v.serial,
-            thumbprint: v.thumbprint,
-            dns_names: v.dns_names,
-            not_before: v.not_before,
-            not_after: v.not_after,
-            revoked_at: v.revoked_at,
-            revocation_reason: v.revocation_reason,
-            created_at: v.created_at,
-        }
-    }
-}
-
 /// The wire form of a certificate, with its current version loaded.
 async fn certificate_response(
     state: &AppState,
     c: Certificate,
 ) -> Result<CertificateResponse, ApiError> {
-    let current_version = match c.current_version_id {
-        Some(v) => Some(state.db.version(v).await?.into()),
+    let current = match c.current_version_id {
+        Some(v) => Some(state.db.version(v).await?),
         None => None,
     };
-    Ok(CertificateResponse {
-        id: c.id.0,
-        display_names: c.dns_names.iter().map(|n| to_unicode(n)).collect(),
-        dns_names: c.dns_names,
-        key_type: c.key_type.as_str().to_owned(),
-        account_id: c.account_id.0,
-        state: c.state.as_str().to_owned(),
-        renew_fraction: c.policy.fraction,
-        renew_days: c.policy.days,
-        renew_after: c.renew_after,
-        consecutive_failures: c.consecutive_failures,
-        last_error: c.last_error,
-        created_by: c.created_by,
-        created_at: c.created_at,
-        updated_at: c.updated_at,
-        name: c.name,
-        current_version,
-    })
+    Ok(convert::certificate_response(c, current))
 }
 
-/// The wire form of an order, with its events.
+/// The wire form of an order, with its events loaded.
 async fn order_response(state: &AppState, o: Order) -> Result<OrderResponse, ApiError> {
     let events = state.db.order_events(o.id).await?;
-    Ok(OrderResponse {
-        id: o.id.0,
-        reason: o.reason.as_str().to_owned(),
-        state: o.state.as_str().to_owned(),
-        attempts: o.attempts,
-        next_attempt_at: o.next_attempt_at,
-        deadline_at: o.deadline_at,
-        last_error: o.last_error,
-        created_at: o.created_at,
-        finished_at: o.finished_at,
-        events: events
-            .into_iter()
-            .map(|e| OrderEventResponse {
-                at: e.at,
-                kind: e.kind,
-                detail: e.detail,
-            })
-            .collect(),
-    })
-}
-
-/// The certificate named by `key` (id or name).
-pub(super) async fn find_certificate(state: &AppState, key: &str) -> Result<Certificate, ApiError> {
-    Ok(match Key::parse(key) {
-        Key::Id(id) => state.db.certificate(CertificateId(id)).await?,
-        Key::Name(name) => state.db.certificate_by_name(name).await?,
-    })
-}
-
-/// The certificate named by `key` (id or name), if this caller may see it; 404 otherwise.
-async fn find_visible(state: &AppState, auth: &Auth, key: &str) -> Result<Certificate, ApiError> {
-    let cert = find_certificate(state, key).await?;
-    if !auth.can_see(&cert.dns_names) {
-        return Err(ApiError::NotFound);
-    }
-    Ok(cert)
-}
-
-/// The requested version of `cert`, or its current one.
-async fn pick_version(
-    state: &AppState,
-    cert: &Certificate,
-    requested: Option<Uuid>,
-) -> Result<CertificateVersion, ApiError> {
-    let id = match requested {
-        Some(v) => VersionId(v),
-        None => cert.current_version_id.ok_or_else(|| {
-            ApiError::Conflict("the certificate has no issued version yet".into())
-        })?,
-    };
-    let version = state.db.version(id).await?;
-    if version.certificate_id != cert.id {
-        return Err(ApiError::NotFound);
-    }
-    Ok(version)
-}
-
-/// Parses a key type, explaining why P-521 and short RSA keys are refused.
-fn parse_key_type(text: Option<&str>) -> Result<KeyType, ApiError> {
-    let text = text.unwrap_or("ecdsa-p256").to_ascii_lowercase();
-    if text.contains("521") {
-        return Err(ApiError::field(
-            "key_type",
-            "P-521 keys are refused: many TLS clients and Windows schannel configurations reject them; use ecdsa-p256 or ecdsa-p384",
-        ));
-    }
-    if let Some(bits) = text.strip_prefix("rsa").and_then(|b| b.parse::<u32>().ok())
-        && bits < 2048
-    {
-        return Err(ApiError::field(
-            "key_type",
-            format!("RSA keys under 2048 bits are refused (got {bits})"),
-        ));
-    }
-    KeyType::from_str(&text).map_err(|e| ApiError::field("key_type", e))
+    Ok(convert::order_response(o, events))
 }
 
 /// Checks the renewal policy: a fraction in (0, 1) or 1..=365 days, not both.
@@ -228,7 +116,7 @@ async fn create_certificate(
     validate::name("name", &req.name)?;
     let names = normalize_all(&req.dns_names)?;
     auth.may_issue(&names)?;
-    let key_type = parse_key_type(req.key_type.as_deref())?;
+    let key_type = req.key_type.unwrap_or(KeyType::EcdsaP256);
     let policy = parse_policy(&req)?;
     let account = find_account(&state, &req.account)
         .await
@@ -296,17 +184,20 @@ async fn create_certificate(
 #[into_params(parameter_in = Query)]
 struct ListQuery {
     /// Only this state.
+    #[param(value_type = Option<CertificateState>)]
     state: Option<String>,
     /// Only this account (id or name).
     account: Option<String>,
     /// Only certificates whose current version expires within this span: `30d`, `12h`, `90m`.
     /// The page is then ordered by expiry, soonest first.
+    #[param(pattern = "^[0-9]+[dhms]$")]
     expiring_within: Option<String>,
     /// Only certificates carrying this DNS name.
     dns_name: Option<String>,
     /// `next_cursor` of the previous page.
     cursor: Option<Uuid>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
@@ -325,10 +216,7 @@ async fn list_certificates(
     AppQuery(q): AppQuery<ListQuery>,
 ) -> Result<Json<CertificateList>, ApiError> {
     auth.require(CERT_READ)?;
-    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::field("limit", format!("must be 1 to {MAX_PAGE}")));
-    }
+    let limit = validate::page_limit("limit", q.limit)?;
     let state_filter = q
         .state
         .as_deref()
@@ -372,10 +260,20 @@ async fn list_certificates(
     let next_cursor = (page.len() as i64 == limit)
         .then(|| page.last().map(|c| c.id.0))
         .flatten();
-    let mut items = Vec::with_capacity(page.len());
-    for cert in page.into_iter().filter(|c| auth.can_see(&c.dns_names)) {
-        items.push(certificate_response(&state, cert).await?);
-    }
+    let visible: Vec<Certificate> = page
+        .into_iter()
+        .filter(|c| auth.can_see(&c.dns_names))
+        .collect();
+    // The page's current versions in one query, not one per row.
+    let ids: Vec<CertificateId> = visible.iter().map(|c| c.id).collect();
+    let mut current = state.db.current_versions(&ids).await?;
+    let items = visible
+        .into_iter()
+        .map(|c| {
+            let version = current.remove(&c.id);
+            convert::certificate_response(c, version)
+        })
+        .collect();
     Ok(Json(CertificateList { items, next_cursor }))
 }
 

@@ -17,7 +17,6 @@ use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
-use uuid::Uuid;
 
 use self::auth::{Auth, AuthLimiter, READ};
 use self::error::{ApiError, PROBLEM_MEDIA_TYPE, Problem};
@@ -28,15 +27,13 @@ pub mod agents;
 pub mod audit;
 pub mod auth;
 pub mod certificates;
+mod convert;
 pub mod error;
 pub mod extract;
+mod lookup;
 pub mod tokens;
 pub mod validate;
 
-#[cfg(test)]
-mod scope_tests;
-#[cfg(test)]
-mod testapp;
 #[cfg(test)]
 mod tests;
 
@@ -71,22 +68,6 @@ impl utoipa::Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
-    }
-}
-
-/// A path segment naming a resource by id or by its unique name.
-pub(crate) enum Key<'a> {
-    Id(Uuid),
-    Name(&'a str),
-}
-
-impl<'a> Key<'a> {
-    /// A UUID is an id; anything else a name.
-    pub(crate) fn parse(text: &'a str) -> Self {
-        match Uuid::parse_str(text) {
-            Ok(id) => Key::Id(id),
-            Err(_) => Key::Name(text),
-        }
     }
 }
 

@@ -1,7 +1,5 @@
 //! `/api/v1/tokens`: API tokens. The secret is shown once and stored only as a SHA-256 hash.
 
-use std::str::FromStr as _;
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -17,29 +15,13 @@ use super::validate;
 use crate::app::AppState;
 use crate::bootstrap::{new_token_secret, token_hash};
 use crate::db::tokens::NewToken;
-use crate::model::{ApiToken, Scope, TokenId};
+use crate::model::{Scope, TokenId};
 
 /// Routes of this resource.
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_tokens, create_token))
         .routes(routes!(revoke_token))
-}
-
-impl From<ApiToken> for TokenResponse {
-    fn from(t: ApiToken) -> Self {
-        TokenResponse {
-            id: t.id.0,
-            name: t.name,
-            scopes: t.scopes.iter().map(|s| s.as_str().to_owned()).collect(),
-            domain_patterns: t.domain_patterns,
-            expires_at: t.expires_at,
-            revoked_at: t.revoked_at,
-            last_used_at: t.last_used_at,
-            created_by: t.created_by,
-            created_at: t.created_at,
-        }
-    }
 }
 
 /// Create an API token.
@@ -60,10 +42,9 @@ async fn create_token(
         return Err(ApiError::field("scopes", "at least one scope is required"));
     }
     let mut scopes = Vec::new();
-    for s in &req.scopes {
-        let scope = Scope::from_str(s).map_err(|e| ApiError::field("scopes", e))?;
-        if !scopes.contains(&scope) {
-            scopes.push(scope);
+    for scope in &req.scopes {
+        if !scopes.contains(scope) {
+            scopes.push(*scope);
         }
     }
     let patterns = validate::patterns("domain_patterns", &req.domain_patterns)?;

@@ -6,6 +6,20 @@ use crate::domain::names::normalize_pattern;
 /// Longest accepted secret (password, HMAC key) in bytes.
 const MAX_SECRET: usize = 1024;
 
+/// Default and largest page size of the paged lists (certificates, audit events).
+const DEFAULT_PAGE: i64 = 100;
+const MAX_PAGE: i64 = 1000;
+
+/// The page size of a list: `limit` when given, 1 to 1000, else 100.
+pub fn page_limit(field: &str, limit: Option<i64>) -> Result<i64, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if (1..=MAX_PAGE).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::field(field, format!("must be 1 to {MAX_PAGE}")))
+    }
+}
+
 /// A resource name: 1 to 64 of letters, digits, `.`, `_`, `-`, starting with a letter or digit.
 pub fn name(field: &str, value: &str) -> Result<(), ApiError> {
     let ok = (1..=64).contains(&value.len())

@@ -7,7 +7,9 @@ use zeroize::Zeroizing;
 
 use super::certificates::CertificateRow;
 use super::{Db, Error, Result, from_json, on_pool};
-use crate::model::{Agent, AgentId, AgentState, Certificate, CertificateId, PfxMode, VersionId};
+use crate::model::{
+    Agent, AgentId, AgentState, Certificate, CertificateId, PfxEncryption, VersionId,
+};
 use crate::secrets::{Binding, Secrets};
 
 /// What is needed to create an agent. `join_token_hash` is SHA-256 of the one-time secret.
@@ -16,7 +18,7 @@ pub struct NewAgent<'a> {
     pub join_token_hash: &'a [u8],
     pub join_token_expires_at: OffsetDateTime,
     pub ccs_password: &'a str,
-    pub pfx_mode: PfxMode,
+    pub pfx_mode: PfxEncryption,
 }
 
 /// One agent × certificate assignment, with what is needed to judge its deployment.
@@ -291,7 +293,7 @@ impl Db {
         secrets: &Secrets,
         id: AgentId,
         password: Option<&str>,
-        mode: Option<PfxMode>,
+        mode: Option<PfxEncryption>,
         now: OffsetDateTime,
     ) -> Result<()> {
         const Q: &str = "UPDATE agents SET ccs_password_enc = COALESCE($2, ccs_password_enc), pfx_encryption = COALESCE($3, pfx_encryption), updated_at = $4 WHERE id = $1";
@@ -299,7 +301,7 @@ impl Db {
             .map(|p| secrets.seal(password_binding(id), p.as_bytes()))
             .transpose()?;
         one_row(
-            on_pool!(self, p => sqlx::query(Q).bind(id.0).bind(sealed).bind(mode.map(PfxMode::as_str)).bind(now).execute(p).await.map(|r| r.rows_affected()))?,
+            on_pool!(self, p => sqlx::query(Q).bind(id.0).bind(sealed).bind(mode.map(PfxEncryption::as_str)).bind(now).execute(p).await.map(|r| r.rows_affected()))?,
         )
     }
 
@@ -403,7 +405,7 @@ mod tests {
                         join_token_hash: b"hash",
                         join_token_expires_at: later,
                         ccs_password: "pw",
-                        pfx_mode: PfxMode::Legacy,
+                        pfx_mode: PfxEncryption::Legacy,
                     },
                     now,
                 )

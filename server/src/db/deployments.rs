@@ -7,14 +7,14 @@ use uuid::Uuid;
 use super::BeginWrite as _;
 use super::agents::one_row;
 use super::{Db, Result, on_pool, to_json};
-use crate::model::{AgentId, CertificateId, Deployment};
+use crate::model::{AgentId, CertificateId, Deployment, DeploymentStatus};
 
-/// One file of a report. `status` is `installed`, `failed` or `kept`.
+/// One file of a report.
 pub struct NewDeployment<'a> {
     pub certificate_id: CertificateId,
     pub file_name: &'a str,
     pub thumbprint: Option<&'a str>,
-    pub status: &'a str,
+    pub status: DeploymentStatus,
     pub error: Option<&'a str>,
 }
 
@@ -29,17 +29,19 @@ struct DeploymentRow {
     reported_at: OffsetDateTime,
 }
 
-impl From<DeploymentRow> for Deployment {
-    fn from(r: DeploymentRow) -> Self {
-        Deployment {
+impl TryFrom<DeploymentRow> for Deployment {
+    type Error = super::Error;
+
+    fn try_from(r: DeploymentRow) -> Result<Self> {
+        Ok(Deployment {
             agent_id: AgentId(r.agent_id),
             certificate_id: CertificateId(r.certificate_id),
             file_name: r.file_name,
             thumbprint: r.thumbprint,
-            status: r.status,
+            status: r.status.parse().map_err(super::Error::Corrupt)?,
             error: r.error,
             reported_at: r.reported_at,
-        }
+        })
     }
 }
 
@@ -76,7 +78,7 @@ impl Db {
                     .bind(f.certificate_id.0)
                     .bind(f.file_name)
                     .bind(f.thumbprint)
-                    .bind(f.status)
+                    .bind(f.status.as_str())
                     .bind(f.error)
                     .bind(now)
                     .execute(&mut *tx)
@@ -103,6 +105,6 @@ impl Db {
             .bind(certificate.map(|c| c.0))
             .fetch_all(p)
             .await)?;
-        Ok(rows.into_iter().map(Into::into).collect())
+        rows.into_iter().map(TryInto::try_into).collect()
     }
 }

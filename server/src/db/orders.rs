@@ -11,7 +11,8 @@ use super::BeginWrite as _;
 use super::versions::{INSERT_VERSION, NewVersion, key_binding};
 use super::{Db, Error, Result, on_pool, to_json};
 use crate::model::{
-    AccountId, CertificateId, CertificateState, Order, OrderEvent, OrderId, OrderReason, OrderState,
+    AccountId, CertificateId, CertificateState, Order, OrderEvent, OrderEventKind, OrderId,
+    OrderReason, OrderState,
 };
 use crate::secrets::{Binding, SecretBytes, Secrets};
 
@@ -123,7 +124,7 @@ impl Db {
             .map(|r| r.rows_affected()));
         match inserted.map_err(Error::from) {
             Ok(_) => {
-                self.add_order_event(id, "queued", reason.as_str(), now)
+                self.add_order_event(id, OrderEventKind::Queued, reason.as_str(), now)
                     .await?;
                 self.order(id).await
             }
@@ -160,13 +161,13 @@ impl Db {
     pub async fn add_order_event(
         &self,
         order: OrderId,
-        kind: &str,
+        kind: OrderEventKind,
         detail: &str,
         now: OffsetDateTime,
     ) -> Result<()> {
         const Q: &str =
             "INSERT INTO order_events (id, order_id, at, kind, detail) VALUES ($1, $2, $3, $4, $5)";
-        on_pool!(self, p => sqlx::query(Q).bind(Uuid::now_v7()).bind(order.0).bind(now).bind(kind).bind(detail).execute(p).await.map(|r| r.rows_affected()))?;
+        on_pool!(self, p => sqlx::query(Q).bind(Uuid::now_v7()).bind(order.0).bind(now).bind(kind.as_str()).bind(detail).execute(p).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
 
@@ -175,15 +176,16 @@ impl Db {
         const Q: &str = "SELECT order_id, at, kind, detail FROM order_events WHERE order_id = $1 ORDER BY at, id";
         let rows: Vec<(Uuid, OffsetDateTime, String, String)> =
             on_pool!(self, p => sqlx::query_as(Q).bind(order.0).fetch_all(p).await)?;
-        Ok(rows
-            .into_iter()
-            .map(|(o, at, kind, detail)| OrderEvent {
-                order_id: OrderId(o),
-                at,
-                kind,
-                detail,
+        rows.into_iter()
+            .map(|(o, at, kind, detail)| {
+                Ok(OrderEvent {
+                    order_id: OrderId(o),
+                    at,
+                    kind: kind.parse().map_err(Error::Corrupt)?,
+                    detail,
+                })
             })
-            .collect())
+            .collect()
     }
 }
 
@@ -451,7 +453,7 @@ mod tests {
             assert_eq!(t.db.orders_for(cert.id).await.unwrap().len(), 1);
             let events = t.db.order_events(first.id).await.unwrap();
             assert_eq!(events.len(), 1);
-            assert_eq!(events[0].kind, "queued");
+            assert_eq!(events[0].kind, OrderEventKind::Queued);
         }
     }
 

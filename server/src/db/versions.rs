@@ -1,5 +1,7 @@
 //! `certificate_versions`: issued certificates, chain as downloaded, key sealed with age.
 
+use std::collections::HashMap;
+
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -114,6 +116,40 @@ impl Db {
         row.into_model()
     }
 
+    /// The current version of each of `certificates` that has one, by certificate: one query
+    /// however many ids (a page of the certificate list loads its versions with it). Ids with
+    /// no current version, and unknown ids, are absent from the map.
+    pub async fn current_versions(
+        &self,
+        certificates: &[CertificateId],
+    ) -> Result<HashMap<CertificateId, CertificateVersion>> {
+        // The ids travel as one JSON array of hex UUIDs: Postgres casts them to `uuid`, SQLite
+        // (which stores ids as 16-byte blobs) decodes them with `unhex`.
+        const PG: &str = select_versions!(
+            "WHERE id IN (SELECT c.current_version_id FROM certificates c WHERE c.id IN (SELECT j.value::uuid FROM json_array_elements_text($1::json) j))"
+        );
+        const SQLITE: &str = select_versions!(
+            "WHERE id IN (SELECT c.current_version_id FROM certificates c WHERE c.id IN (SELECT unhex(j.value) FROM json_each($1) j))"
+        );
+        if certificates.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let ids: Vec<String> = certificates
+            .iter()
+            .map(|c| c.0.simple().to_string())
+            .collect();
+        let ids = to_json(&ids);
+        let sql = match self.pool {
+            super::Pool::Pg(_) => PG,
+            super::Pool::Sqlite(_) => SQLITE,
+        };
+        let rows: Vec<VersionRow> =
+            on_pool!(self, p => sqlx::query_as(sql).bind(&ids).fetch_all(p).await)?;
+        rows.into_iter()
+            .map(|r| r.into_model().map(|v| (v.certificate_id, v)))
+            .collect()
+    }
+
     /// Every version of a certificate, newest first.
     pub async fn versions(&self, certificate: CertificateId) -> Result<Vec<CertificateVersion>> {
         const Q: &str = select_versions!("WHERE certificate_id = $1 ORDER BY created_at DESC");
@@ -155,5 +191,69 @@ impl Db {
         const Q: &str = "SELECT key_enc FROM certificate_versions WHERE id = $1";
         let ct: Vec<u8> = on_pool!(self, p => sqlx::query_scalar(Q).bind(id.0).fetch_one(p).await)?;
         Ok(secrets.open(key_binding(id), &ct)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use certkeep_api_types::pfx::testing::{KeyKind, TestCa};
+
+    use super::*;
+    use crate::testkit::{TestDb, store_test_version};
+
+    /// The batched lookup returns exactly what one `version()` per certificate returns.
+    async fn current_versions_match_the_per_row_lookup(t: TestDb) {
+        let secrets = Secrets::generate();
+        let ca = TestCa::new();
+        let mut ids = Vec::new();
+        for (i, issued) in [2, 0, 1, 1].into_iter().enumerate() {
+            let name = format!("c{i}");
+            let (_, cert) = t
+                .account_and_certificate(&name, &format!("{name}.example.com"))
+                .await;
+            for _ in 0..issued {
+                let leaf = ca.leaf(&[&format!("{name}.example.com")], KeyKind::Ecdsa);
+                store_test_version(&t.db, &secrets, cert.id, &leaf, time::Duration::days(30))
+                    .await
+                    .unwrap();
+            }
+            ids.push(cert.id);
+        }
+        // An unknown id is simply absent.
+        ids.push(CertificateId(Uuid::new_v4()));
+        // `CertificateVersion` has no `PartialEq`: compare every field through `Debug`.
+        let batched: BTreeMap<CertificateId, String> =
+            t.db.current_versions(&ids)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(id, v)| (id, format!("{v:?}")))
+                .collect();
+        let mut expected = BTreeMap::new();
+        for id in &ids {
+            let Ok(cert) = t.db.certificate(*id).await else {
+                continue;
+            };
+            if let Some(v) = cert.current_version_id {
+                expected.insert(*id, format!("{:?}", t.db.version(v).await.unwrap()));
+            }
+        }
+        assert_eq!(expected.len(), 3, "{}", t.backend);
+        assert_eq!(batched, expected, "{}", t.backend);
+        assert!(t.db.current_versions(&[]).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn current_versions_match_the_per_row_lookup_sqlite() {
+        current_versions_match_the_per_row_lookup(TestDb::sqlite().await).await;
+    }
+
+    #[tokio::test]
+    async fn current_versions_match_the_per_row_lookup_postgres() {
+        if let Some(t) = TestDb::postgres().await {
+            current_versions_match_the_per_row_lookup(t).await;
+        }
     }
 }

@@ -2,7 +2,7 @@
 
 use certkeep_api_types::api::DeploymentState;
 
-use crate::model::Deployment;
+use crate::model::{Deployment, DeploymentStatus};
 
 /// The deployment state of one agent × certificate pair. `files` are the agent's reported files
 /// for that certificate; files it kept but no longer manages (`kept`) do not count.
@@ -13,8 +13,11 @@ pub fn deployment_state(
     let Some(current) = current_thumbprint else {
         return DeploymentState::Pending;
     };
-    let managed: Vec<&&Deployment> = files.iter().filter(|f| f.status != "kept").collect();
-    if managed.iter().any(|f| f.status == "failed") {
+    let managed: Vec<&&Deployment> = files
+        .iter()
+        .filter(|f| f.status != DeploymentStatus::Kept)
+        .collect();
+    if managed.iter().any(|f| f.status == DeploymentStatus::Failed) {
         DeploymentState::Failed
     } else if managed.is_empty() {
         DeploymentState::Pending
@@ -39,7 +42,7 @@ mod tests {
             certificate_id: CertificateId::new(),
             file_name: "www.example.com.pfx".into(),
             thumbprint: Some(thumbprint.into()),
-            status: status.into(),
+            status: status.parse().unwrap(),
             error: None,
             reported_at: time::OffsetDateTime::UNIX_EPOCH,
         }

@@ -15,13 +15,14 @@ use crate::db::solvers::NewChallengeResponse;
 use crate::db::versions::NewVersion;
 use crate::domain::issuance::{self, LeafInfo, Wait};
 use crate::domain::renewal;
-use crate::engine::Shared;
+use crate::engine::{EngineError, Shared};
 use crate::model::{
-    Account, Certificate, CertificateState, Order, OrderId, OrderReason, OrderState, VersionId,
+    Account, Certificate, CertificateState, Order, OrderEventKind, OrderId, OrderReason,
+    OrderState, VersionId,
 };
 use crate::now;
 
-/// How a run ended.
+/// How a run ended when it went as planned.
 #[derive(Debug)]
 pub(super) enum Outcome {
     /// The version is stored and the order is done.
@@ -31,17 +32,18 @@ pub(super) enum Outcome {
         until: time::OffsetDateTime,
         why: String,
     },
-    /// The order failed for good.
-    Failed(String),
 }
 
-/// Why a run stopped early.
+/// Why a run stopped before the order was done or parked.
 #[derive(Debug)]
 pub(super) enum Stop {
-    /// A permanent failure with an operator-facing message.
-    Fail(String),
-    /// An ACME or storage error, retried when transient.
+    /// The order failed for good, with an operator-facing message. The only way a run says so.
+    Failed(String),
+    /// The CA answered with an error or could not be reached: retried when transient, else
+    /// the order fails with it.
     Acme(AcmeError),
+    /// Storage failed: retried.
+    Storage(crate::db::Error),
     /// Another process owns the job now: write nothing more.
     LeaseLost,
 }
@@ -54,7 +56,16 @@ impl From<AcmeError> for Stop {
 
 impl From<crate::db::Error> for Stop {
     fn from(e: crate::db::Error) -> Self {
-        Stop::Acme(AcmeError::Storage(e))
+        Stop::Storage(e)
+    }
+}
+
+impl From<EngineError> for Stop {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Acme(e) => Stop::Acme(e),
+            EngineError::Storage(e) => Stop::Storage(e),
+        }
     }
 }
 
@@ -95,10 +106,7 @@ struct Job<'a> {
 pub(super) async fn run(shared: &Shared, order: Order) -> Result<Outcome, Stop> {
     let id = order.id;
     let outcome = run_job(shared, order).await;
-    let last_run = matches!(
-        outcome,
-        Ok(Outcome::Done | Outcome::Failed(_)) | Err(Stop::Fail(_))
-    );
+    let last_run = matches!(outcome, Ok(Outcome::Done) | Err(Stop::Failed(_)));
     if !matches!(outcome, Err(Stop::LeaseLost)) {
         remove_responses(shared, id, last_run).await;
     }
@@ -135,7 +143,7 @@ pub(super) async fn remove_responses(shared: &Shared, order: OrderId, last_run: 
             )),
         };
         let (kind, detail, forget) = match removed {
-            Ok(detail) => ("challenge-cleaned", detail, true),
+            Ok(detail) => (OrderEventKind::ChallengeCleaned, detail, true),
             Err(e) => {
                 tracing::warn!(error = %e, challenge.name = %response.name, "cannot remove a challenge response");
                 let then = if last_run {
@@ -144,7 +152,7 @@ pub(super) async fn remove_responses(shared: &Shared, order: OrderId, last_run: 
                     "retried when the order resumes"
                 };
                 (
-                    "challenge-cleanup-failed",
+                    OrderEventKind::ChallengeCleanupFailed,
                     format!("{} for {}: {e}; {then}", response.kind, response.name),
                     last_run,
                 )
@@ -167,11 +175,11 @@ async fn run_job(shared: &Shared, order: Order) -> Result<Outcome, Stop> {
     let db = &shared.state.db;
     let cert = db.certificate(order.certificate_id).await?;
     if cert.state == CertificateState::Retired {
-        return Ok(Outcome::Failed("the certificate is retired".into()));
+        return Err(Stop::Failed("the certificate is retired".into()));
     }
     let account = db.account(order.account_id).await?;
     issuance::check_scope(&account.name, &account.allowed_domains, &cert.dns_names)
-        .map_err(Stop::Fail)?;
+        .map_err(Stop::Failed)?;
     let issuer = shared.issuer(&account).await?;
     if order.state == OrderState::Queued {
         db.set_certificate_state(
@@ -199,7 +207,7 @@ impl Job<'_> {
         &self.shared.owner
     }
 
-    async fn event(&self, kind: &str, detail: &str) -> Result<(), Stop> {
+    async fn event(&self, kind: OrderEventKind, detail: &str) -> Result<(), Stop> {
         self.shared
             .state
             .db
@@ -208,14 +216,22 @@ impl Job<'_> {
         Ok(())
     }
 
-    async fn set_state(&self, state: OrderState) -> Result<(), Stop> {
+    /// Moves the order to `state` (stored, fenced by the lease, then in memory) unless it is
+    /// there already; says whether it moved. The one way a run advances the order's state
+    /// after the CA order was created.
+    async fn advance(&mut self, state: OrderState) -> Result<bool, Stop> {
+        if self.order.state == state {
+            return Ok(false);
+        }
         fenced(
             self.shared
                 .state
                 .db
                 .set_order_state(self.order.id, self.owner(), state, now())
                 .await?,
-        )
+        )?;
+        self.order.state = state;
+        Ok(true)
     }
 
     /// Creates the CA order, or re-reads the one already created.
@@ -223,14 +239,14 @@ impl Job<'_> {
         if let Some(url) = &self.order.order_url {
             let ca = self.issuer.order(url).await?;
             self.event(
-                "resumed",
+                OrderEventKind::Resumed,
                 &format!("order {url} is {:?} at the CA", ca.status),
             )
             .await?;
             return Ok(ca);
         }
         if now() >= self.order.deadline_at {
-            return Err(Stop::Fail(
+            return Err(Stop::Failed(
                 "the order's deadline passed before it could be placed".into(),
             ));
         }
@@ -253,7 +269,7 @@ impl Job<'_> {
         )?;
         self.order.order_url = Some(ca.url.clone());
         self.event(
-            "created",
+            OrderEventKind::Created,
             &format!("order {} is {:?} at the CA", ca.url, ca.status),
         )
         .await?;
@@ -304,7 +320,7 @@ impl Job<'_> {
                         !matches!(ca.status, CaOrderStatus::Pending | CaOrderStatus::Invalid);
                     if validated && !self.presented.is_empty() {
                         self.event(
-                            "challenges-valid",
+                            OrderEventKind::ChallengesValid,
                             &format!("the CA validated {}", self.presented.join(", ")),
                         )
                         .await?;
@@ -316,15 +332,13 @@ impl Job<'_> {
                     ca = self.finalize(&url).await?;
                 }
                 CaOrderStatus::Processing => {
-                    if self.order.state != OrderState::Processing {
-                        self.set_state(OrderState::Processing).await?;
-                        self.order.state = OrderState::Processing;
+                    if self.advance(OrderState::Processing).await? {
                         let hint = ca
                             .retry_after
                             .map(|d| format!(" (Retry-After {}s)", d.as_secs()))
                             .unwrap_or_default();
                         self.event(
-                            "processing",
+                            OrderEventKind::Processing,
                             &format!("the CA is processing the order{hint}"),
                         )
                         .await?;
@@ -352,7 +366,7 @@ impl Job<'_> {
                 CaAuthzStatus::Valid => valid.push(authz.name),
                 CaAuthzStatus::Pending => self.solve(url, authz).await?,
                 CaAuthzStatus::Invalid | CaAuthzStatus::Other => {
-                    return Err(Stop::Fail(format!(
+                    return Err(Stop::Failed(format!(
                         "the authorization for {} is not usable ({:?})",
                         authz.name, authz.status
                     )));
@@ -361,7 +375,7 @@ impl Job<'_> {
         }
         if !valid.is_empty() {
             self.event(
-                "pre-validated",
+                OrderEventKind::PreValidated,
                 &format!("authorizations already valid: {}", valid.join(", ")),
             )
             .await?;
@@ -378,11 +392,11 @@ impl Job<'_> {
             .shared
             .solvers
             .choose(name, &authz.challenges)
-            .map_err(Stop::Fail)?;
+            .map_err(Stop::Failed)?;
         let challenge = &authz.challenges[choice.index];
         let what = format!("{} for {name}", challenge.kind);
         self.event(
-            "challenge-solver",
+            OrderEventKind::ChallengeSolver,
             &format!(
                 "{what}: {} (pattern {})",
                 choice.solver.describe(),
@@ -410,15 +424,18 @@ impl Job<'_> {
             .solver
             .present(name, challenge)
             .await
-            .map_err(|e| Stop::Fail(format!("{what} could not be presented: {e}")))?;
-        self.event("challenge-presented", &format!("{what}: {detail}"))
-            .await?;
+            .map_err(|e| Stop::Failed(format!("{what} could not be presented: {e}")))?;
+        self.event(
+            OrderEventKind::ChallengePresented,
+            &format!("{what}: {detail}"),
+        )
+        .await?;
         if challenge.pending {
             self.issuer
                 .challenge_ready(url, &authz.url, &challenge.kind)
                 .await?;
             self.event(
-                "challenge-answered",
+                OrderEventKind::ChallengeAnswered,
                 &format!("{what}: the CA was told to validate"),
             )
             .await?;
@@ -426,20 +443,21 @@ impl Job<'_> {
         Ok(())
     }
 
-    /// The failure of an order the CA marked invalid, with the problem document of each
-    /// invalid challenge (each also recorded as a `challenge-invalid` event).
+    /// Fails an order the CA marked invalid, with the problem document of each invalid
+    /// challenge (each also recorded as a `challenge-invalid` event).
     async fn invalid(&self, url: &str, order_error: Option<String>) -> Result<Outcome, Stop> {
         let mut problems = Vec::new();
         for authz in self.issuer.authorizations(url).await? {
             for challenge in &authz.challenges {
                 if let Some(problem) = &challenge.error {
                     let detail = format!("{} for {}: {problem}", challenge.kind, authz.name);
-                    self.event("challenge-invalid", &detail).await?;
+                    self.event(OrderEventKind::ChallengeInvalid, &detail)
+                        .await?;
                     problems.push(detail);
                 }
             }
         }
-        Ok(Outcome::Failed(if problems.is_empty() {
+        Err(Stop::Failed(if problems.is_empty() {
             format!(
                 "the CA marked the order invalid: {}",
                 order_error.as_deref().unwrap_or("no error given")
@@ -474,22 +492,21 @@ impl Job<'_> {
                 self.order.has_key = true;
                 self.order.csr_der = Some(made.csr_der.clone());
                 self.event(
-                    "key-stored",
+                    OrderEventKind::KeyStored,
                     &format!("{} key and CSR stored", self.cert.key_type),
                 )
                 .await?;
                 made.csr_der
             }
         };
-        if self.order.state != OrderState::Ready {
-            self.set_state(OrderState::Ready).await?;
-            self.order.state = OrderState::Ready;
-        }
-        self.event("finalizing", "sending the CSR").await?;
+        self.advance(OrderState::Ready).await?;
+        self.event(OrderEventKind::Finalizing, "sending the CSR")
+            .await?;
         match self.issuer.finalize(url, &csr).await {
             Ok(ca) => Ok(ca),
             Err(e) => {
-                self.event("finalize-failed", &e.to_string()).await?;
+                self.event(OrderEventKind::FinalizeFailed, &e.to_string())
+                    .await?;
                 // Re-read the order before anything else: the CA may have taken the CSR.
                 match self.issuer.order(url).await {
                     Ok(ca) if ca.status != CaOrderStatus::Ready => Ok(ca),
@@ -523,26 +540,22 @@ impl Job<'_> {
                 until,
                 why: why.to_owned(),
             })),
-            Wait::Expired => Ok(Some(Outcome::Failed(format!(
-                "the order's deadline passed: {why}"
-            )))),
+            Wait::Expired => Err(Stop::Failed(format!("the order's deadline passed: {why}"))),
         }
     }
 
     /// Downloads the chain of a valid order and stores it as the new current version, only if
     /// it is the certificate that was asked for: exactly the requested names, the stored key.
     async fn download(&mut self, url: &str) -> Result<Outcome, Stop> {
-        if self.order.state != OrderState::Valid {
-            self.set_state(OrderState::Valid).await?;
-        }
+        self.advance(OrderState::Valid).await?;
         let chain = self.issuer.certificate(url).await?;
-        let leaf = issuance::parse_chain(&chain).map_err(Stop::Fail)?;
-        issuance::check_leaf_names(&self.cert.dns_names, &leaf).map_err(Stop::Fail)?;
+        let leaf = issuance::parse_chain(&chain).map_err(Stop::Failed)?;
+        issuance::check_leaf_names(&self.cert.dns_names, &leaf).map_err(Stop::Failed)?;
         let state = &self.shared.state;
         let key = state.db.order_key(&state.secrets, self.order.id).await.map_err(|e| {
-            Stop::Fail(format!("the order is valid at the CA but its stored key is missing ({e}); the certificate cannot be used"))
+            Stop::Failed(format!("the order is valid at the CA but its stored key is missing ({e}); the certificate cannot be used"))
         })?;
-        issuance::check_leaf_key(&key, &leaf).map_err(Stop::Fail)?;
+        issuance::check_leaf_key(&key, &leaf).map_err(Stop::Failed)?;
         let renew_after = self.renewal_time(&leaf).await;
         let version = NewVersion {
             id: VersionId::new(),
@@ -566,7 +579,7 @@ impl Job<'_> {
             .db
             .add_order_event(
                 self.order.id,
-                "issued",
+                OrderEventKind::Issued,
                 &format!(
                     "serial {}, valid until {}, {} certificates in the chain; renewal after {renew_after}",
                     leaf.serial, leaf.not_after, leaf.chain_len
@@ -604,5 +617,20 @@ impl Job<'_> {
             }
         }
         by_policy
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_errors_are_not_acme_errors() {
+        let stop: Stop = crate::db::Error::NotFound.into();
+        assert!(matches!(stop, Stop::Storage(_)), "{stop:?}");
+        let stop: Stop = EngineError::Storage(crate::db::Error::NotFound).into();
+        assert!(matches!(stop, Stop::Storage(_)), "{stop:?}");
+        let stop: Stop = EngineError::Acme(AcmeError::Internal("x".into())).into();
+        assert!(matches!(stop, Stop::Acme(_)), "{stop:?}");
     }
 }

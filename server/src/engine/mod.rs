@@ -20,17 +20,31 @@ use crate::acme::{self, AcmeError, Issuer};
 use crate::app::AppState;
 use crate::db::orders::OrderFailure;
 use crate::domain::{issuance, renewal};
-use crate::model::{Account, AccountId, Order};
+use crate::model::{Account, AccountId, Order, OrderEventKind};
 use crate::now;
 
+mod accounts;
 pub mod challenge;
 mod job;
 mod keys;
 mod revoke;
 mod scheduler;
 
+pub use accounts::register_account;
 pub use challenge::{ChallengeSolver, Solvers};
 pub use revoke::revoke_version;
+
+/// What can stop an engine operation outside a job (registration, revocation): the CA or
+/// storage, kept apart.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The CA refused, failed or could not be reached (see [`AcmeError`]).
+    #[error(transparent)]
+    Acme(#[from] AcmeError),
+    /// Storage failed.
+    #[error("storage: {0}")]
+    Storage(#[from] crate::db::Error),
+}
 
 /// Shortest idle sleep between scans, so a burst of due jobs does not spin.
 const MIN_IDLE: Duration = Duration::from_millis(20);
@@ -150,7 +164,7 @@ impl Shared {
 
     /// The opened ACME account, restored from its credentials on first use. An account that
     /// is no longer usable (deactivated) is dropped from the cache and refused.
-    async fn issuer(&self, account: &Account) -> Result<Arc<dyn Issuer>, AcmeError> {
+    async fn issuer(&self, account: &Account) -> Result<Arc<dyn Issuer>, EngineError> {
         {
             let mut issuers = self
                 .issuers
@@ -158,13 +172,13 @@ impl Shared {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Err(e) = acme::check_usable(account) {
                 issuers.remove(&account.id);
-                return Err(e);
+                return Err(e.into());
             }
             if let Some(found) = issuers.get(&account.id) {
                 return Ok(found.clone());
             }
         }
-        let opened = acme::connect(&self.state, account).await?;
+        let opened = accounts::connect(&self.state, account).await?;
         self.issuers
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -242,14 +256,8 @@ async fn supervise(shared: &Arc<Shared>, order: Order, shutdown: &CancellationTo
 /// Runs one claimed job while keeping its lease alive, then records how it ended.
 #[instrument(skip_all, fields(order.id = %order.id, certificate.id = %order.certificate_id))]
 async fn work(shared: &Shared, order: Order, shutdown: &CancellationToken) {
-    let id = order.id;
-    let (certificate, deadline, attempts, account, queued_at) = (
-        order.certificate_id,
-        order.deadline_at,
-        order.attempts,
-        order.account_id,
-        order.created_at,
-    );
+    let claimed = order.clone();
+    let (id, certificate, account) = (order.id, order.certificate_id, order.account_id);
     let mut result = tokio::select! {
         r = job::run(shared, order) => r,
         () = heartbeat(shared, id) => Err(job::Stop::LeaseLost),
@@ -264,38 +272,26 @@ async fn work(shared: &Shared, order: Order, shutdown: &CancellationToken) {
         && let Some(why) = unusable_account(shared, account).await
     {
         // Deactivated while this run went on: no park, no retry through it.
-        result = Err(job::Stop::Fail(why));
+        result = Err(job::Stop::Failed(why));
     }
     let t = now();
-    let outcome = match result {
-        Ok(outcome) => outcome,
+    let recorded = match result {
+        Ok(job::Outcome::Done) => record_duration(shared, account, claimed.created_at, t).await,
+        Ok(job::Outcome::Park { until, why }) => park(shared, id, until, &why).await,
         Err(job::Stop::LeaseLost) => {
             tracing::warn!("lost the order's lease to another process; leaving the order to it");
             return;
         }
-        Err(job::Stop::Fail(message)) => job::Outcome::Failed(message),
-        Err(job::Stop::Acme(e)) if e.is_transient() || matches!(e, AcmeError::Storage(_)) => {
-            let delay = issuance::retry_delay(
-                attempts,
-                e.retry_after(),
-                shared.state.config.ca_limits.max_retry_after(),
-            );
-            match issuance::after(t, delay).filter(|at| *at < deadline) {
-                Some(at) => {
-                    retry(shared, id, at, &e.to_string()).await;
-                    return;
-                }
-                None => {
-                    job::Outcome::Failed(format!("the order's deadline passed; last error: {e}"))
-                }
-            }
+        Err(job::Stop::Failed(message)) => fail(shared, id, certificate, &message).await,
+        Err(job::Stop::Acme(e)) if !e.is_transient() => {
+            fail(shared, id, certificate, &e.to_string()).await
         }
-        Err(job::Stop::Acme(e)) => job::Outcome::Failed(e.to_string()),
-    };
-    let recorded = match outcome {
-        job::Outcome::Done => record_duration(shared, account, queued_at, t).await,
-        job::Outcome::Park { until, why } => park(shared, id, until, &why).await,
-        job::Outcome::Failed(message) => fail(shared, id, certificate, &message).await,
+        Err(job::Stop::Acme(e)) => {
+            retry_or_fail(shared, &claimed, &e.to_string(), e.retry_after(), t).await
+        }
+        Err(job::Stop::Storage(e)) => {
+            retry_or_fail(shared, &claimed, &format!("storage: {e}"), None, t).await
+        }
     };
     if let Err(e) = recorded {
         tracing::warn!(error = %e, "cannot record the order's outcome; it will be resumed");
@@ -314,6 +310,32 @@ async fn unusable_account(shared: &Shared, account: AccountId) -> Option<String>
     }
 }
 
+/// After a transient error: retries `order` after its back-off (or the CA's `Retry-After`), or
+/// fails it when that would be past its deadline.
+async fn retry_or_fail(
+    shared: &Shared,
+    order: &Order,
+    error: &str,
+    retry_after: Option<Duration>,
+    t: time::OffsetDateTime,
+) -> Result<(), crate::db::Error> {
+    let delay = issuance::retry_delay(
+        order.attempts,
+        retry_after,
+        shared.state.config.ca_limits.max_retry_after(),
+    );
+    match issuance::after(t, delay).filter(|at| *at < order.deadline_at) {
+        Some(at) => {
+            retry(shared, order.id, at, error).await;
+            Ok(())
+        }
+        None => {
+            let message = format!("the order's deadline passed; last error: {error}");
+            fail(shared, order.id, order.certificate_id, &message).await
+        }
+    }
+}
+
 async fn retry(shared: &Shared, id: crate::model::OrderId, at: time::OffsetDateTime, error: &str) {
     let db = &shared.state.db;
     tracing::info!(retry_at = %at, error = %error, "transient ACME error; order rescheduled");
@@ -322,8 +344,13 @@ async fn retry(shared: &Shared, id: crate::model::OrderId, at: time::OffsetDateT
             .reschedule_order(id, &shared.owner, at, Some(error), true, now())
             .await?
         {
-            db.add_order_event(id, "retry", &format!("{error}; retrying at {at}"), now())
-                .await?;
+            db.add_order_event(
+                id,
+                OrderEventKind::Retry,
+                &format!("{error}; retrying at {at}"),
+                now(),
+            )
+            .await?;
         }
         Ok::<_, crate::db::Error>(())
     };
@@ -343,8 +370,13 @@ async fn park(
         .reschedule_order(id, &shared.owner, until, None, false, now())
         .await?
     {
-        db.add_order_event(id, "parked", &format!("{why}; resuming at {until}"), now())
-            .await?;
+        db.add_order_event(
+            id,
+            OrderEventKind::Parked,
+            &format!("{why}; resuming at {until}"),
+            now(),
+        )
+        .await?;
         tracing::info!(resume_at = %until, "order parked");
     }
     Ok(())
@@ -373,7 +405,8 @@ async fn fail(
         .fail_order(id, &shared.owner, certificate, &failure, t)
         .await?
     {
-        db.add_order_event(id, "failed", message, t).await?;
+        db.add_order_event(id, OrderEventKind::Failed, message, t)
+            .await?;
         if not_after.is_some() {
             metrics::counter!(crate::metrics::RENEWAL_FAILURES, "certificate" => cert.name.clone())
                 .increment(1);

@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use tracing::instrument;
 
+use super::EngineError;
+use super::accounts::connect;
 use crate::acme::{self, AcmeError};
 use crate::app::AppState;
 use crate::domain::issuance;
-use crate::model::{OrderReason, VersionId};
+use crate::model::{OrderEventKind, OrderReason, VersionId};
 use crate::now;
 
 /// Revokes `version` at its CA with RFC 5280 `reason` (0-6, 8-10), marks it revoked, and queues
@@ -19,7 +21,7 @@ pub async fn revoke_version(
     state: &AppState,
     version: VersionId,
     reason: u8,
-) -> Result<(), AcmeError> {
+) -> Result<(), EngineError> {
     acme::check_revocation_reason(reason)?;
     let db = &state.db;
     let stored = db.version(version).await?;
@@ -29,7 +31,7 @@ pub async fn revoke_version(
     };
     let account = db.account(account_id).await?;
     let leaf = issuance::parse_chain(&stored.chain_pem).map_err(AcmeError::Internal)?;
-    let issuer = acme::connect(state, &account).await?;
+    let issuer = connect(state, &account).await?;
     issuer.revoke(&leaf.leaf_der, reason).await?;
     let t = now();
     db.set_version_revoked(version, reason, t).await?;
@@ -42,7 +44,7 @@ pub async fn revoke_version(
             .await?;
         db.add_order_event(
             order.id,
-            "revoked",
+            OrderEventKind::Revoked,
             &format!(
                 "version {version} (serial {}) revoked with reason {reason}; re-issuing",
                 stored.serial

@@ -198,7 +198,7 @@ async fn hmac_encodings_register_and_short_keys_fail_before_any_request() {
             )
             .await
             .unwrap();
-        let registered = certkeep_server::acme::register_account(&env.state, account.id).await;
+        let registered = certkeep_server::engine::register_account(&env.state, account.id).await;
         assert_eq!(
             registered.unwrap_or_else(|e| panic!("{name}: {e}")).state,
             AccountState::Valid,
@@ -244,7 +244,7 @@ async fn missing_eab_fails_fast_naming_external_account_required() {
         )
         .await
         .unwrap();
-    let err = certkeep_server::acme::register_account(&env.state, account.id)
+    let err = certkeep_server::engine::register_account(&env.state, account.id)
         .await
         .unwrap_err()
         .to_string();

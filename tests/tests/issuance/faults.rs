@@ -419,7 +419,7 @@ async fn wrong_directory_url_is_named() {
         )
         .await
         .unwrap();
-    let err = certkeep_server::acme::register_account(&env.state, account.id)
+    let err = certkeep_server::engine::register_account(&env.state, account.id)
         .await
         .unwrap_err()
         .to_string();

@@ -101,7 +101,7 @@ async fn two_engines_on_one_postgres_issue_each_certificate_once() {
                 .await
                 .unwrap()
                 .iter()
-                .filter(|e| e.kind == "created")
+                .filter(|e| e.kind == certkeep_server::model::OrderEventKind::Created)
                 .count();
         assert_eq!(
             created, 1,

@@ -144,7 +144,7 @@ pub(crate) async fn register(
         )
         .await
         .expect("insert account");
-    certkeep_server::acme::register_account(state, account.id)
+    certkeep_server::engine::register_account(state, account.id)
         .await
         .expect("register account")
 }
@@ -315,7 +315,7 @@ pub(crate) async fn wait_event(
                     .await
                     .expect("events")
                     .iter()
-                    .any(|e| e.kind == kind)
+                    .any(|e| e.kind.as_str() == kind)
                 {
                     return Some(());
                 }

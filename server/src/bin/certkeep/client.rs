@@ -1,5 +1,6 @@
 //! The admin CLI's HTTP client: bearer token, TLS trusting the given CA, and the mapping of
-//! answers to exit codes (3 for API refusals, 4 for server and network errors).
+//! answers to exit codes (3 for API refusals, 4 for server and network errors). Also the one
+//! reader of secrets from files or stdin.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,7 +13,7 @@ use zeroize::Zeroizing;
 
 /// Why a command failed, and so its exit code.
 #[derive(Debug)]
-pub enum CliError {
+pub(crate) enum CliError {
     /// The command ran, but the answer is negative (chain broken, issuance failed): exit 1.
     Failed(String),
     /// Bad flags or unreadable local input: exit 2.
@@ -23,9 +24,17 @@ pub enum CliError {
     Server(String),
 }
 
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+impl std::error::Error for CliError {}
+
 impl CliError {
     /// The process exit code.
-    pub fn exit_code(&self) -> ExitCode {
+    pub(crate) fn exit_code(&self) -> ExitCode {
         ExitCode::from(match self {
             CliError::Failed(_) => 1,
             CliError::Usage(_) => 2,
@@ -35,7 +44,7 @@ impl CliError {
     }
 
     /// The message printed on stderr.
-    pub fn message(&self) -> &str {
+    pub(crate) fn message(&self) -> &str {
         match self {
             CliError::Failed(m)
             | CliError::Usage(m)
@@ -46,7 +55,7 @@ impl CliError {
 }
 
 /// Reads a secret from `path`, or from stdin when `path` is `-`; one trailing newline is dropped.
-pub fn read_secret(path: &Path) -> Result<Zeroizing<String>, CliError> {
+pub(crate) fn read_secret(path: &Path) -> Result<Zeroizing<String>, CliError> {
     let text = if path == Path::new("-") {
         let mut buf = Zeroizing::new(String::new());
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut buf)
@@ -67,7 +76,7 @@ pub fn read_secret(path: &Path) -> Result<Zeroizing<String>, CliError> {
 }
 
 /// An authenticated connection to the API.
-pub struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
     token: Zeroizing<String>,
@@ -75,7 +84,7 @@ pub struct Client {
 
 impl Client {
     /// Builds a client for `server`, trusting `ca_file` (else the system roots).
-    pub fn new(
+    pub(crate) fn new(
         server: &str,
         token: Option<Zeroizing<String>>,
         token_file: Option<&PathBuf>,
@@ -112,7 +121,7 @@ impl Client {
     }
 
     /// Sends a request and returns the successful response; errors carry the problem detail.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         method: Method,
         path: &str,
@@ -157,7 +166,7 @@ impl Client {
     }
 
     /// Sends a request and decodes the JSON answer, also as a raw value for `--output json`.
-    pub async fn json<T: DeserializeOwned>(
+    pub(crate) async fn json<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
@@ -174,15 +183,27 @@ impl Client {
     }
 
     /// GET and decode.
-    pub async fn get<T: DeserializeOwned>(
+    pub(crate) async fn get<T: DeserializeOwned>(
         &self,
         path: &str,
     ) -> Result<(T, serde_json::Value), CliError> {
         self.json(Method::GET, path, None::<&()>).await
     }
 
+    /// POSTs an action without a body (renew, retire, revoke, ...) and decodes the answer.
+    pub(crate) async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<(T, serde_json::Value), CliError> {
+        self.json(Method::POST, path, None::<&()>).await
+    }
+
     /// Sends a request whose answer has no body (204).
-    pub async fn no_content(&self, method: Method, path: &str) -> Result<StatusCode, CliError> {
+    pub(crate) async fn no_content(
+        &self,
+        method: Method,
+        path: &str,
+    ) -> Result<StatusCode, CliError> {
         Ok(self.send(method, path, None::<&()>).await?.status())
     }
 }
@@ -199,7 +220,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Percent-encodes a path segment or query value.
-pub fn encode(text: &str) -> String {
+pub(crate) fn encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {

@@ -238,7 +238,7 @@ async fn run(
                 join_token_hash: &[1; 32],
                 join_token_expires_at: crate::now() + time::Duration::hours(1),
                 ccs_password: "pw",
-                pfx_mode: crate::model::PfxMode::Legacy,
+                pfx_mode: crate::model::PfxEncryption::Legacy,
             },
             crate::now(),
         )
@@ -325,7 +325,7 @@ async fn every_scope_against_every_endpoint() {
 
 #[test]
 fn the_table_covers_every_operation() {
-    let spec: Value = serde_json::from_str(&super::openapi_json()).unwrap();
+    let spec: Value = serde_json::from_str(&crate::api::openapi_json()).unwrap();
     let documented: BTreeSet<(String, String)> = spec["paths"]
         .as_object()
         .unwrap()

@@ -1,20 +1,50 @@
-//! Plain-text tables for the admin CLI: left-aligned columns sized to their widest cell.
+//! Plain-text tables for the admin CLI: left-aligned columns sized to their widest cell, and the
+//! cell formats they share.
+
+use time::OffsetDateTime;
+
+/// A time cell: RFC 3339, or `-`.
+pub(crate) fn time(t: Option<OffsetDateTime>) -> String {
+    t.map(|t| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    })
+    .unwrap_or_else(|| "-".into())
+}
+
+/// An optional text cell, or `-`.
+pub(crate) fn opt(s: Option<&str>) -> String {
+    s.unwrap_or("-").to_owned()
+}
+
+/// A list cell: comma-separated, or `-` when empty.
+pub(crate) fn list<T: std::fmt::Display>(items: &[T]) -> String {
+    if items.is_empty() {
+        "-".into()
+    } else {
+        items
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
 
 /// A table being built.
-pub(super) struct Table {
+pub(crate) struct Table {
     rows: Vec<Vec<String>>,
 }
 
 impl Table {
     /// A table with these column headers.
-    pub(super) fn new<const N: usize>(headers: [&str; N]) -> Self {
+    pub(crate) fn new<const N: usize>(headers: [&str; N]) -> Self {
         Self {
             rows: vec![headers.iter().map(|h| (*h).to_owned()).collect()],
         }
     }
 
     /// Appends a row.
-    pub(super) fn row<const N: usize>(&mut self, cells: [String; N]) {
+    pub(crate) fn row<const N: usize>(&mut self, cells: [String; N]) {
         self.rows.push(
             cells
                 .into_iter()
@@ -24,7 +54,7 @@ impl Table {
     }
 
     /// Renders the table.
-    pub(super) fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let columns = self.rows.first().map_or(0, Vec::len);
         let widths: Vec<usize> = (0..columns)
             .map(|i| {
@@ -49,7 +79,7 @@ impl Table {
     }
 
     /// Prints the table on stdout.
-    pub(super) fn print(&self) {
+    pub(crate) fn print(&self) {
         print!("{}", self.render());
     }
 }

@@ -83,7 +83,7 @@ impl TestApp {
             config,
             wake: tokio::sync::Notify::new(),
         }));
-        let (router, _) = super::router(state.clone());
+        let (router, _) = crate::api::router(state.clone());
         Self {
             state,
             router,
@@ -97,13 +97,10 @@ impl TestApp {
         Self::on(TestDb::sqlite().await, |_| {}).await
     }
 
-    /// One app per available backend.
-    pub(super) async fn all() -> Vec<Self> {
-        let mut apps = Vec::new();
-        for t in TestDb::all().await {
-            apps.push(Self::on(t, |_| {}).await);
-        }
-        apps
+    /// An app on a fresh PostgreSQL database with the default configuration; `None` when no
+    /// PostgreSQL is available (a failure instead with `CERTKEEP_TEST_REQUIRE_POSTGRES`).
+    pub(super) async fn postgres() -> Option<Self> {
+        Some(Self::on(TestDb::postgres().await?, |_| {}).await)
     }
 
     /// A new token with these scopes (and issuer patterns); returns its secret.

@@ -1,0 +1,184 @@
+//! `certkeep agent ...`: agents, their assignments and join tokens, through the API.
+
+use std::path::PathBuf;
+
+use certkeep_api_types::api::{
+    AgentResponse, CreateAgentRequest, JoinTokenResponse, UpdateAgentRequest,
+};
+use certkeep_api_types::enums::PfxEncryption;
+use clap::Subcommand;
+use reqwest::Method;
+
+use crate::client::{CliError, encode, read_secret};
+use crate::session::Session;
+use crate::table::{Table, list, time};
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum AgentCommand {
+    /// Create an agent; prints its one-time join token.
+    #[command(
+        after_help = "Example:\n  certkeep agent add --name web1 --ccs-password-file ccs.txt --pfx-encryption legacy"
+    )]
+    Add {
+        #[arg(long)]
+        name: String,
+        /// File holding the CCS PFX password (`-` for stdin).
+        #[arg(long, value_name = "FILE")]
+        ccs_password_file: PathBuf,
+        #[arg(long, value_enum)]
+        pfx_encryption: Option<PfxEncryption>,
+    },
+    /// List agents with their deployment state.
+    #[command(after_help = "Example:\n  certkeep agent list")]
+    List,
+    /// Show an agent.
+    #[command(after_help = "Example:\n  certkeep agent show web1")]
+    Show { agent: String },
+    /// Rotate the CCS password and/or change the PFX encryption.
+    #[command(after_help = "Example:\n  certkeep agent update web1 --pfx-encryption aes256")]
+    Update {
+        agent: String,
+        #[arg(long, value_name = "FILE")]
+        ccs_password_file: Option<PathBuf>,
+        #[arg(long, value_enum)]
+        pfx_encryption: Option<PfxEncryption>,
+    },
+    /// Assign a certificate to an agent.
+    #[command(after_help = "Example:\n  certkeep agent assign web1 www")]
+    Assign { agent: String, certificate: String },
+    /// Unassign a certificate from an agent.
+    #[command(after_help = "Example:\n  certkeep agent unassign web1 www")]
+    Unassign { agent: String, certificate: String },
+    /// Issue a new one-time join token (re-enrollment).
+    #[command(after_help = "Example:\n  certkeep agent join-token web1")]
+    JoinToken { agent: String },
+    /// Revoke an agent at once.
+    #[command(after_help = "Example:\n  certkeep agent revoke web1")]
+    Revoke { agent: String },
+}
+
+fn agent_table(agents: Vec<AgentResponse>) {
+    let mut t = Table::new([
+        "NAME",
+        "STATE",
+        "LAST SEEN",
+        "OS",
+        "PFX",
+        "CERTIFICATES",
+        "ID",
+    ]);
+    for a in agents {
+        let certs: Vec<String> = a
+            .certificates
+            .iter()
+            .map(|c| format!("{}={}", c.certificate_name, c.state))
+            .collect();
+        let os = match (&a.os_name, &a.os_build) {
+            (Some(n), Some(b)) => format!("{n} {b}"),
+            (Some(n), None) => n.clone(),
+            _ => "-".into(),
+        };
+        t.row([
+            a.name,
+            a.state.to_string(),
+            time(a.last_seen_at),
+            os,
+            a.pfx_encryption.to_string(),
+            list(&certs),
+            a.id.to_string(),
+        ]);
+    }
+    t.print();
+}
+
+fn join_token(j: JoinTokenResponse) {
+    agent_table(vec![j.agent]);
+    println!(
+        "\njoin token (single use, expires {}):\n{}",
+        time(Some(j.expires_at)),
+        j.join_token
+    );
+}
+
+/// Runs `certkeep agent ...`.
+pub(crate) async fn run(s: &Session, command: AgentCommand) -> Result<(), CliError> {
+    match command {
+        AgentCommand::Add {
+            name,
+            ccs_password_file,
+            pfx_encryption,
+        } => {
+            let ccs_password = read_secret(&ccs_password_file)?;
+            let req = CreateAgentRequest {
+                name,
+                ccs_password: ccs_password.to_string(),
+                pfx_encryption,
+            };
+            s.print(
+                s.client.json(Method::POST, "/agents", Some(&req)).await?,
+                join_token,
+            );
+        }
+        AgentCommand::List => s.print(s.client.get("/agents").await?, agent_table),
+        AgentCommand::Show { agent } => s.print(
+            s.client.get(&format!("/agents/{}", encode(&agent))).await?,
+            |a| agent_table(vec![a]),
+        ),
+        AgentCommand::Update {
+            agent,
+            ccs_password_file,
+            pfx_encryption,
+        } => {
+            let ccs_password = ccs_password_file.as_deref().map(read_secret).transpose()?;
+            if ccs_password.is_none() && pfx_encryption.is_none() {
+                return Err(CliError::Usage(
+                    "give --ccs-password-file and/or --pfx-encryption".into(),
+                ));
+            }
+            let req = UpdateAgentRequest {
+                ccs_password: ccs_password.map(|p| p.to_string()),
+                pfx_encryption,
+            };
+            let path = format!("/agents/{}", encode(&agent));
+            s.print(
+                s.client.json(Method::PATCH, &path, Some(&req)).await?,
+                |a| agent_table(vec![a]),
+            );
+        }
+        AgentCommand::Assign { agent, certificate } => {
+            s.client
+                .no_content(
+                    Method::PUT,
+                    &format!(
+                        "/agents/{}/certificates/{}",
+                        encode(&agent),
+                        encode(&certificate)
+                    ),
+                )
+                .await?;
+            eprintln!("certkeep: assigned {certificate} to {agent}");
+        }
+        AgentCommand::Unassign { agent, certificate } => {
+            s.client
+                .no_content(
+                    Method::DELETE,
+                    &format!(
+                        "/agents/{}/certificates/{}",
+                        encode(&agent),
+                        encode(&certificate)
+                    ),
+                )
+                .await?;
+            eprintln!("certkeep: unassigned {certificate} from {agent}");
+        }
+        AgentCommand::JoinToken { agent } => {
+            let path = format!("/agents/{}/join-token", encode(&agent));
+            s.print(s.client.post(&path).await?, join_token);
+        }
+        AgentCommand::Revoke { agent } => {
+            let path = format!("/agents/{}/revoke", encode(&agent));
+            s.print(s.client.post(&path).await?, |a| agent_table(vec![a]));
+        }
+    }
+    Ok(())
+}
