@@ -477,7 +477,8 @@ impl Config {
         self.ca_limits.validate()?;
         self.liveness.validate()?;
         self.listeners.validate()?;
-        if self.listeners.request_timeout_secs <= self.engine.request_timeout_secs.saturating_mul(2) {
+        if self.listeners.request_timeout_secs <= self.engine.request_timeout_secs.saturating_mul(2)
+        {
             return Err(ConfigError::Invalid(
                 "listeners.request_timeout_secs must exceed twice engine.request_timeout_secs (a revocation waits on the CA within its request)".into(),
             ));

@@ -20,8 +20,8 @@ use certkeep_server::db::accounts::NewAccount;
 use certkeep_server::db::certificates::NewCertificate;
 use certkeep_server::model::{CertificateId, KeyType, OrderReason, RenewalPolicy};
 use certkeep_server::secrets::Secrets;
-use certkeep_tests::pebble::{Pebble, PebbleOptions};
-use certkeep_tests::proxy::{Kind, Proxy, still_processing};
+use certkeep_testsupport::pebble::{Pebble, PebbleOptions};
+use certkeep_testsupport::proxy::{Kind, Proxy, still_processing};
 use common::ServerProcess;
 
 /// Runs `certkeep args...` in `dir` (its `certkeep-data` is the data directory).

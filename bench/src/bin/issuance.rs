@@ -26,8 +26,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail, ensure};
 use certkeep_bench::build::{cargo_build, target_dir};
 use certkeep_bench::{procfs, stats};
-use certkeep_server::testkit::{PgCluster, free_port};
-use certkeep_tests::pebble::{Pebble, PebbleOptions};
+use certkeep_testsupport::free_port;
+use certkeep_testsupport::pebble::{Pebble, PebbleOptions};
+use certkeep_testsupport::postgres::PgCluster;
 use clap::Parser;
 use serde_json::json;
 

@@ -9,8 +9,8 @@ use certkeep_server::model::{
     AccountState, CertificateState, KeyType, OrderReason, OrderState, RenewalPolicy,
 };
 use certkeep_server::testkit::TestDb;
-use certkeep_tests::pebble::{Pebble, PebbleOptions};
-use certkeep_tests::proxy::{Action, Kind, rename_challenges};
+use certkeep_testsupport::pebble::{Pebble, PebbleOptions};
+use certkeep_testsupport::proxy::{Action, Kind, rename_challenges};
 use x509_parser::prelude::FromDer as _;
 
 use crate::support::{
@@ -98,7 +98,7 @@ async fn eab_account_issues_rsa_and_ecdsa_with_several_names_on_every_backend() 
         )
         .await;
         let mut solvers = certkeep_server::engine::Solvers::default();
-        let solver = std::sync::Arc::new(certkeep_tests::pebble::AlwaysValidSolver::default());
+        let solver = std::sync::Arc::new(certkeep_tests::solver::AlwaysValidSolver::default());
         solvers.add("*.example.test", solver.clone()).unwrap();
         solvers.add("example.test", solver.clone()).unwrap();
         let engine = Running::start(&state, Some(solvers));

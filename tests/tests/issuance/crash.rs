@@ -9,9 +9,10 @@ use certkeep_server::db::Db;
 use certkeep_server::engine::Solvers;
 use certkeep_server::model::KeyType;
 use certkeep_server::secrets::Secrets;
-use certkeep_server::testkit::PgCluster;
-use certkeep_tests::pebble::{AlwaysValidSolver, Pebble, PebbleOptions};
-use certkeep_tests::proxy::{Action, Hold, Kind, Proxy, still_processing};
+use certkeep_tests::solver::AlwaysValidSolver;
+use certkeep_testsupport::pebble::{Pebble, PebbleOptions};
+use certkeep_testsupport::postgres::PgCluster;
+use certkeep_testsupport::proxy::{Action, Hold, Kind, Proxy, still_processing};
 
 use crate::support::{
     Env, Running, app_state, certificate, history, register, test_config, wait_event, wait_until,

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use certkeep_server::acme::{AcmeError, CaAuthorization, CaOrder, Issuer};
 use certkeep_server::engine::Engine;
 use certkeep_server::model::{CertificateState, KeyType, OrderReason, OrderState};
-use certkeep_tests::pebble::PebbleOptions;
-use certkeep_tests::proxy::{
+use certkeep_testsupport::pebble::PebbleOptions;
+use certkeep_testsupport::proxy::{
     Action, Cut, Kind, LeafKey, Proxy, html_error, rate_limited, still_processing, substitute_leaf,
     turns_invalid, unavailable,
 };

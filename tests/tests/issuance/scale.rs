@@ -7,9 +7,9 @@ use std::time::Duration;
 use certkeep_server::db::Db;
 use certkeep_server::model::KeyType;
 use certkeep_server::secrets::Secrets;
-use certkeep_server::testkit::PgCluster;
-use certkeep_tests::pebble::{Pebble, PebbleOptions};
-use certkeep_tests::proxy::{Kind, Proxy};
+use certkeep_testsupport::pebble::{Pebble, PebbleOptions};
+use certkeep_testsupport::postgres::PgCluster;
+use certkeep_testsupport::proxy::{Kind, Proxy};
 
 use crate::support::{Running, app_state, certificate, register, test_config, wait_until};
 
@@ -48,7 +48,7 @@ async fn two_engines_on_one_postgres_issue_each_certificate_once() {
         &["*.example.test"],
     )
     .await;
-    let solver = Arc::new(certkeep_tests::pebble::AlwaysValidSolver::default());
+    let solver = Arc::new(certkeep_tests::solver::AlwaysValidSolver::default());
     let mut solvers = certkeep_server::engine::Solvers::default();
     solvers.add("*.example.test", solver).unwrap();
     let engine_a = Running::start(&a, Some(solvers.clone()));
