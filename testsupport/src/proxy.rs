@@ -1,9 +1,9 @@
 //! A fault-injecting, TLS-terminating reverse proxy in front of Pebble, emulating how Sectigo
-//! and its gateways misbehave (see docs/CA-BEHAVIOUR.md, "Emulation harness"). It preserves `Host` (and
-//! sends `X-Forwarded-Proto: https`) so Pebble's URLs point back at the proxy, never re-signs a
-//! request, and can delay, hold, answer by itself, reset connections, cut bodies short and
-//! rewrite (unsigned) responses, down to replacing a downloaded certificate with one of its
-//! own (a hostile CA). Rules are set per test through the in-process handle, and
+//! and its gateways misbehave (see docs/CA-BEHAVIOUR.md, "Emulation harness"). It preserves
+//! `Host` (and sends `X-Forwarded-Proto: https`) so Pebble's URLs point back at the proxy, never
+//! re-signs a request, and can delay, hold, answer by itself, reset connections, cut bodies
+//! short and rewrite (unsigned) responses, down to replacing a downloaded certificate with one
+//! of its own (a hostile CA). Rules are set per test through the in-process handle, and
 //! requests are counted by kind as they arrive and as they reach Pebble.
 
 use std::collections::{HashMap, HashSet};
