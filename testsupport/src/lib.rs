@@ -1,6 +1,7 @@
 //! certkeep-testsupport: throwaway services for tests, started on loopback and stopped when
-//! dropped: a PostgreSQL cluster ([`postgres`]), Pebble ([`pebble`]) and a fault-injecting ACME
-//! proxy in front of it ([`proxy`]). Knows nothing of certkeep's crates, so the server's own
+//! dropped: a PostgreSQL cluster ([`postgres`]), Pebble ([`pebble`]), a fault-injecting ACME
+//! proxy in front of it ([`proxy`]) and child processes that log when they are ready
+//! ([`process`], e.g. a real `certkeep serve`). Knows nothing of certkeep's crates, so the server's own
 //! tests, the end-to-end tests and the benchmarks can all use it without a dependency cycle.
 //!
 //! A service whose binaries are missing is skipped with a loud notice, unless its
@@ -15,6 +16,7 @@ use std::path::PathBuf;
 
 pub mod pebble;
 pub mod postgres;
+pub mod process;
 pub mod proxy;
 
 /// Picks a free loopback TCP port.
