@@ -160,12 +160,7 @@ async fn prepare(data_dir: &std::path::Path, pebble: &Pebble, proxy: &Proxy) -> 
 
 #[tokio::test]
 async fn a_server_killed_while_the_ca_is_processing_resumes_within_seconds_of_restart() {
-    let Some(pebble) = Pebble::start(PebbleOptions {
-        authz_reuse: 0,
-        ..PebbleOptions::default()
-    })
-    .await
-    else {
+    let Some(pebble) = Pebble::start(PebbleOptions::fresh_authorizations()).await else {
         return;
     };
     let proxy = Proxy::start(&pebble.pki, pebble.port).await;

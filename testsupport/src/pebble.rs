@@ -108,6 +108,16 @@ impl Default for PebbleOptions {
     }
 }
 
+impl PebbleOptions {
+    /// The defaults with no authorization reuse: every order gets fresh authorizations.
+    pub fn fresh_authorizations() -> Self {
+        Self {
+            authz_reuse: 0,
+            ..Self::default()
+        }
+    }
+}
+
 /// A running Pebble, killed on drop.
 pub struct Pebble {
     child: Child,

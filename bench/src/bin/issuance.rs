@@ -249,12 +249,9 @@ async fn start_pebble() -> anyhow::Result<Pebble> {
     // read lock twice in `FindValidAuthorization` on every new-order, which deadlocks the whole
     // store when a writer queues in between (seen here with 64 orders in flight: goroutine
     // dump, every request hangs). Such a run stalls; it is reported and repeated.
-    Pebble::start(PebbleOptions {
-        authz_reuse: 0,
-        ..PebbleOptions::default()
-    })
-    .await
-    .context("pebble is not installed (apt-get install -y pebble)")
+    Pebble::start(PebbleOptions::fresh_authorizations())
+        .await
+        .context("pebble is not installed (apt-get install -y pebble)")
 }
 
 fn cpu_seconds(ticks: u64) -> f64 {

@@ -41,15 +41,9 @@ enum CrashPoint {
 }
 
 async fn crash_and_resume(point: CrashPoint) {
-    let Some(env) = Env::start(
-        PebbleOptions {
-            authz_reuse: 0,
-            ..PebbleOptions::default()
-        },
-        |c| {
-            c.engine.max_inline_wait_secs = 1;
-        },
-    )
+    let Some(env) = Env::start(PebbleOptions::fresh_authorizations(), |c| {
+        c.engine.max_inline_wait_secs = 1;
+    })
     .await
     else {
         return;
@@ -167,12 +161,7 @@ async fn a_dead_engines_order_moves_to_the_other_engine_on_postgres_within_the_l
     let Some(cluster) = PgCluster::shared() else {
         return;
     };
-    let Some(pebble) = Pebble::start(PebbleOptions {
-        authz_reuse: 0,
-        ..PebbleOptions::default()
-    })
-    .await
-    else {
+    let Some(pebble) = Pebble::start(PebbleOptions::fresh_authorizations()).await else {
         return;
     };
     let proxy = Proxy::start(&pebble.pki, pebble.port).await;

@@ -20,12 +20,7 @@ async fn two_engines_on_one_postgres_issue_each_certificate_once() {
     let Some(cluster) = PgCluster::shared() else {
         return;
     };
-    let Some(pebble) = Pebble::start(PebbleOptions {
-        authz_reuse: 0,
-        ..PebbleOptions::default()
-    })
-    .await
-    else {
+    let Some(pebble) = Pebble::start(PebbleOptions::fresh_authorizations()).await else {
         return;
     };
     let proxy = Proxy::start(&pebble.pki, pebble.port).await;
