@@ -36,7 +36,7 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Target {
-    /// IIS Centralized Certificate Store folder: one `<host>.pfx` per DNS name (CCS.md).
+    /// IIS Centralized Certificate Store folder: one `<host>.pfx` per DNS name (docs/CCS.md).
     Ccs {
         /// The CCS folder (local path or UNC share); must exist.
         path: PathBuf,

@@ -1,4 +1,4 @@
-//! PKCS#12 (PFX) bundles and CCS file names, identical on server and agent (see CCS.md).
+//! PKCS#12 (PFX) bundles and CCS file names, identical on server and agent (see docs/CCS.md).
 //!
 //! Builds and opens PFX files and derives file names from a leaf certificate. Knows nothing about
 //! HTTP, storage or the file system. Errors never carry the password or key bytes.
@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 
 use crate::agent::PfxEncryption;
 
-/// Iterations for key derivation and MAC in `legacy` mode (CCS.md).
+/// Iterations for key derivation and MAC in `legacy` mode (docs/CCS.md, "Encryption modes").
 const LEGACY_ITERATIONS: u32 = 2048;
 /// Friendly name of the key bag.
 const KEY_ALIAS: &str = "certkeep";
@@ -28,7 +28,7 @@ const KEY_ALIAS: &str = "certkeep";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PfxError {
-    /// PFX passwords must not be empty (CCS.md).
+    /// PFX passwords must not be empty (docs/CCS.md, "The password").
     #[error("the PFX password is empty")]
     EmptyPassword,
     /// The MAC did not verify: the password differs from the one the file was made with.

@@ -1,17 +1,12 @@
-//! A server with certificates and agents created directly through its database, the way
-//! `tests/tests/agent.rs` does it: an account, certificates with an issued version from an rcgen
-//! test CA, agents with client certificates from the server's internal CA, assignments.
+//! A server with certificates and agents created directly through its database (the shared
+//! fixture `certkeep_tests::seeded`, as `tests/tests/agent.rs` uses it): an account,
+//! certificates with an issued version from an rcgen test CA, agents with client certificates
+//! from the server's internal CA, assignments.
 
 use anyhow::Context as _;
-use certkeep_api_types::pfx::testing::{KeyKind, TestCa};
-use certkeep_server::bootstrap::{new_token_secret, token_hash};
-use certkeep_server::db::accounts::NewAccount;
-use certkeep_server::db::agents::NewAgent;
-use certkeep_server::db::certificates::NewCertificate;
-use certkeep_server::model::{
-    AccountId, AgentId, Certificate, KeyType, PfxEncryption, RenewalPolicy,
-};
+use certkeep_server::model::Certificate;
 use certkeep_server::testkit::TestServer;
+use certkeep_tests::seeded::Seeded;
 use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -24,8 +19,7 @@ pub const PASSWORD: &str = "bench ccs password";
 /// A running server with one ACME account and a test CA for certificate chains.
 pub struct Fleet {
     pub server: TestServer,
-    pub account: AccountId,
-    pub test_ca: TestCa,
+    pub seeded: Seeded,
 }
 
 /// An agent's client identity, as the load generator needs it.
@@ -61,29 +55,8 @@ impl Fleet {
             }
         })
         .await;
-        let account = server
-            .state
-            .db
-            .insert_account(
-                &server.state.secrets,
-                &NewAccount {
-                    name: "bench-ca",
-                    directory_url: "https://ca.invalid/dir",
-                    contact: &[],
-                    allowed_domains: &["*.example.com".into(), "example.com".into()],
-                    eab_kid: None,
-                    eab_hmac: None,
-                    extra_roots_pem: None,
-                },
-                now(),
-            )
-            .await?
-            .id;
-        Ok(Self {
-            server,
-            account,
-            test_ca: TestCa::new(),
-        })
+        let seeded = Seeded::on(&server.state).await?;
+        Ok(Self { server, seeded })
     }
 
     /// Defines `count` ECDSA certificates `bench-<i>` (two DNS names each) with one issued
@@ -95,61 +68,26 @@ impl Fleet {
                 format!("bench-{i}.example.com"),
                 format!("www.bench-{i}.example.com"),
             ];
-            out.push(self.certificate(&format!("bench-{i}"), &names).await?);
+            let names = [names[0].as_str(), names[1].as_str()];
+            out.push(
+                self.seeded
+                    .certificate(&format!("bench-{i}"), &names)
+                    .await?,
+            );
         }
         Ok(out)
     }
 
-    /// Defines one certificate and stores an issued current version for `names`.
-    pub async fn certificate(&self, name: &str, names: &[String]) -> anyhow::Result<Certificate> {
-        let db = &self.server.state.db;
-        let cert = db
-            .insert_certificate(
-                &NewCertificate {
-                    name,
-                    dns_names: names,
-                    key_type: KeyType::EcdsaP256,
-                    account_id: self.account,
-                    policy: RenewalPolicy::default(),
-                    created_by: None,
-                },
-                now(),
-            )
-            .await?;
-        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let leaf = self.test_ca.leaf(&refs, KeyKind::Ecdsa);
-        certkeep_server::testkit::store_test_version(
-            db,
-            &self.server.state.secrets,
-            cert.id,
-            &leaf,
-            time::Duration::days(90),
-        )
-        .await?;
-        Ok(cert)
-    }
-
-    /// Creates a pending agent with a join token (for enrollment by the real agent binary).
-    pub async fn pending_agent(&self, name: &str) -> anyhow::Result<(AgentId, Zeroizing<String>)> {
-        let token = new_token_secret();
-        let at = now();
-        let agent = self
-            .server
-            .state
-            .db
-            .insert_agent(
-                &self.server.state.secrets,
-                &NewAgent {
-                    name,
-                    join_token_hash: &token_hash(&token),
-                    join_token_expires_at: at + time::Duration::hours(24),
-                    ccs_password: PASSWORD,
-                    pfx_mode: PfxEncryption::Legacy,
-                },
-                at,
-            )
-            .await?;
-        Ok((agent.id, token))
+    /// Creates a pending agent with a join token valid for 24 hours (for enrollment by the
+    /// real agent binary).
+    pub async fn pending_agent(
+        &self,
+        name: &str,
+    ) -> anyhow::Result<(certkeep_server::model::AgentId, Zeroizing<String>)> {
+        Ok(self
+            .seeded
+            .pending_agent(name, PASSWORD, time::Duration::hours(24))
+            .await?)
     }
 
     /// Creates an active agent whose client certificate the internal CA signs directly (what

@@ -40,7 +40,7 @@ impl Nginx {
         std::fs::write(dir.join("client-ca.pem"), files.client_ca_pem)?;
         std::fs::write(www.join("manifest.json"), files.manifest)?;
         std::fs::write(www.join("cert.pfx"), files.pfx)?;
-        let port = certkeep_server::testkit::free_port();
+        let port = certkeep_testsupport::free_port();
         let d = dir.display();
         let conf = format!(
             r#"daemon off;

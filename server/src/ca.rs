@@ -224,10 +224,7 @@ mod tests {
         let csr = req.serialize_request(&key).unwrap().pem().unwrap();
         let agent = AgentId::new();
         let issued = ca.issue_agent_cert(agent, &csr, 30, now).unwrap();
-        let der = rustls_pemfile::certs(&mut issued.cert_pem.as_bytes())
-            .next()
-            .unwrap()
-            .unwrap();
+        let der = crate::tls::certs_from_pem("agent cert", &issued.cert_pem).unwrap()[0].clone();
         let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
         assert!(!cert.is_ca());
         let san = cert.subject_alternative_name().unwrap().unwrap();

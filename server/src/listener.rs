@@ -1,6 +1,7 @@
 //! What every listener (API, agent, http-01) shares against slow or abusive clients: a TLS
 //! handshake timeout, a header read timeout, a cap on open connections, a request timeout and a
-//! panic guard; and the rotation of the listener certificates issued by the internal CA.
+//! panic guard; request tracing with a request id (never logging credentials); and the
+//! rotation of the listener certificates issued by the internal CA.
 //!
 //! Limits come from `[listeners]` in the configuration ([`ListenersConfig`]).
 
@@ -17,15 +18,22 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use axum::Router;
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::http::{HeaderName, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum_server::accept::{Accept, NoDelayAcceptor};
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use time::OffsetDateTime;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower_http::LatencyUnit;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{
+    MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::sensitive_headers::SetSensitiveHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::api::error::{ApiError, problem_for_bare_errors};
 use crate::app::AppState;
@@ -209,8 +217,14 @@ fn with_timeouts<A>(
     server.first_request_timeout(headers)
 }
 
+/// The request id header: the client's value when it sends one, else a fresh UUID; echoed on
+/// every response.
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
 /// Wraps a listener's router: a request running longer than `listeners.request_timeout_secs`
-/// is answered 408, and a panicking handler 500, both as problem documents.
+/// is answered 408, and a panicking handler 500, both as problem documents. Every request runs
+/// in a `request` span carrying its id, and its response is logged with status and latency;
+/// credential headers are marked sensitive, and no header is logged.
 pub fn harden(router: Router, limits: &ListenersConfig) -> Router {
     router
         .layer(TimeoutLayer::with_status_code(
@@ -219,6 +233,41 @@ pub fn harden(router: Router, limits: &ListenersConfig) -> Router {
         ))
         .layer(axum::middleware::map_response(problem_for_bare_errors))
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_request(())
+                .on_response(
+                    DefaultOnResponse::new()
+                        .level(tracing::Level::INFO)
+                        .latency_unit(LatencyUnit::Millis),
+                )
+                // A failure is logged once, where it is handled (`ApiError`).
+                .on_failure(()),
+        )
+        .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeRequestUuid))
+        .layer(SetSensitiveHeadersLayer::new([
+            header::AUTHORIZATION,
+            header::PROXY_AUTHORIZATION,
+            header::COOKIE,
+            header::SET_COOKIE,
+        ]))
+}
+
+/// The span of one request: its id, method and path (not the query, not a header).
+fn request_span(request: &Request<Body>) -> tracing::Span {
+    let id = request
+        .extensions()
+        .get::<RequestId>()
+        .and_then(|id| id.header_value().to_str().ok())
+        .unwrap_or("-");
+    tracing::info_span!(
+        "request",
+        request.id = %id,
+        http.method = %request.method(),
+        http.path = %request.uri().path(),
+    )
 }
 
 /// A 500 problem for a panic; the message is logged (through the internal-error path), never

@@ -129,7 +129,9 @@ mod tests {
     use super::*;
     use crate::db::instances::DataDirLock;
     use crate::secrets::Secrets;
-    use crate::testkit::{PgCluster, TestServer};
+    use certkeep_testsupport::postgres::PgCluster;
+
+    use crate::testkit::TestServer;
 
     /// Polls `check` until it holds, failing after 10 s.
     async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {

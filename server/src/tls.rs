@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::pem::{self, PemObject as _};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 /// TLS setup errors.
@@ -20,12 +21,9 @@ pub enum TlsError {
 
 /// Parses every certificate in a PEM text.
 pub fn certs_from_pem(what: &str, pem: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_bytes())
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<_, _>>()
-        .map_err(|e| TlsError::Pem {
-            what: what.into(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| pem_error(what, &e))?;
     if certs.is_empty() {
         return Err(TlsError::Pem {
             what: what.into(),
@@ -37,15 +35,20 @@ pub fn certs_from_pem(what: &str, pem: &str) -> Result<Vec<CertificateDer<'stati
 
 /// Parses the first private key in a PEM text.
 pub fn key_from_pem(what: &str, pem: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
-    rustls_pemfile::private_key(&mut pem.as_bytes())
-        .map_err(|e| TlsError::Pem {
-            what: what.into(),
-            reason: e.to_string(),
-        })?
-        .ok_or_else(|| TlsError::Pem {
+    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| match e {
+        pem::Error::NoItemsFound => TlsError::Pem {
             what: what.into(),
             reason: "no private key found".into(),
-        })
+        },
+        other => pem_error(what, &other),
+    })
+}
+
+fn pem_error(what: &str, error: &pem::Error) -> TlsError {
+    TlsError::Pem {
+        what: what.into(),
+        reason: error.to_string(),
+    }
 }
 
 fn alpn(mut config: rustls::ServerConfig) -> Arc<rustls::ServerConfig> {

@@ -20,8 +20,8 @@ use certkeep_server::db::accounts::NewAccount;
 use certkeep_server::db::certificates::NewCertificate;
 use certkeep_server::model::{CertificateId, KeyType, OrderReason, RenewalPolicy};
 use certkeep_server::secrets::Secrets;
-use certkeep_tests::pebble::{Pebble, PebbleOptions};
-use certkeep_tests::proxy::{Kind, Proxy, still_processing};
+use certkeep_testsupport::pebble::{Pebble, PebbleOptions};
+use certkeep_testsupport::proxy::{Kind, Proxy, still_processing};
 use common::ServerProcess;
 
 /// Runs `certkeep args...` in `dir` (its `certkeep-data` is the data directory).
@@ -160,12 +160,7 @@ async fn prepare(data_dir: &std::path::Path, pebble: &Pebble, proxy: &Proxy) -> 
 
 #[tokio::test]
 async fn a_server_killed_while_the_ca_is_processing_resumes_within_seconds_of_restart() {
-    let Some(pebble) = Pebble::start(PebbleOptions {
-        authz_reuse: 0,
-        ..PebbleOptions::default()
-    })
-    .await
-    else {
+    let Some(pebble) = Pebble::start(PebbleOptions::fresh_authorizations()).await else {
         return;
     };
     let proxy = Proxy::start(&pebble.pki, pebble.port).await;

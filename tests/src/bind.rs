@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use certkeep_server::config::{Dns01Config, TsigAlgorithm};
 use certkeep_server::solvers::dns01::lookup_txt;
-use certkeep_server::testkit::free_port;
+use certkeep_testsupport::{Tool, free_port};
 
 /// The zone BIND serves.
 pub const ZONE: &str = "example.test";
@@ -28,34 +28,20 @@ pub struct Bind {
     pub secret: String,
 }
 
-fn require_bind() -> bool {
-    std::env::var("CERTKEEP_TEST_REQUIRE_BIND").is_ok_and(|v| v == "1")
-}
-
-/// The `named` binary: on PATH or in /usr/sbin.
-pub fn named_binary() -> Option<PathBuf> {
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join("named"))
-            .find(|p| p.is_file())
-    });
-    on_path.or_else(|| Some(PathBuf::from("/usr/sbin/named")).filter(|p| p.is_file()))
-}
+/// `named` (Debian installs it in /usr/sbin).
+const NAMED: Tool = Tool {
+    binaries: &["named"],
+    fallback_dir: Some("/usr/sbin"),
+    require_var: "CERTKEEP_TEST_REQUIRE_BIND",
+    skipped: "the dns-01/http-01 challenge tests",
+    install: "the Debian package `bind9`",
+};
 
 impl Bind {
     /// Starts BIND, or returns `None` after a loud notice when it is not installed (panics
     /// instead with `CERTKEEP_TEST_REQUIRE_BIND=1`).
     pub async fn start() -> Option<Self> {
-        let Some(binary) = named_binary() else {
-            assert!(
-                !require_bind(),
-                "CERTKEEP_TEST_REQUIRE_BIND=1 but `named` is neither on PATH nor in /usr/sbin"
-            );
-            eprintln!(
-                "\n!!! NOTICE: `named` (BIND 9) is not installed: the dns-01/http-01 challenge tests are SKIPPED.\n!!! Install the Debian package `bind9` or set CERTKEEP_TEST_REQUIRE_BIND=1 to make this an error.\n"
-            );
-            return None;
-        };
+        let binary = NAMED.find_or_skip()?;
         Some(Self::spawn(&binary).await)
     }
 

@@ -1,4 +1,7 @@
-//! certkeep-tests: harness for the end-to-end tests (Pebble, BIND, the fault-injecting proxy).
+//! certkeep-tests: the end-to-end fixtures shared by `tests/tests/` and `bench/`: a server
+//! seeded through its database ([`seeded`]), BIND for dns-01 ([`bind`]) and the always-valid
+//! challenge solver for Pebble ([`solver`]). Pebble, the fault proxy and PostgreSQL, which need
+//! nothing of certkeep, are in `certkeep-testsupport`.
 #![allow(
     clippy::expect_used,
     clippy::unwrap_used,
@@ -6,5 +9,5 @@
 )]
 
 pub mod bind;
-pub mod pebble;
-pub mod proxy;
+pub mod seeded;
+pub mod solver;

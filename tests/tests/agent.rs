@@ -14,119 +14,40 @@ use certkeep_agent::config::Config as AgentConfig;
 use certkeep_agent::{EnrollOptions, enroll, sync_once};
 use certkeep_api_types::agent::DeploymentStatus;
 use certkeep_api_types::pem::encode as pem;
-use certkeep_api_types::pfx::testing::{KeyKind, TestCa, TestLeaf};
+use certkeep_api_types::pfx::testing::{KeyKind, TestCa};
 use certkeep_server::bootstrap::{new_token_secret, token_hash};
-use certkeep_server::db::accounts::NewAccount;
-use certkeep_server::db::agents::NewAgent;
-use certkeep_server::db::certificates::NewCertificate;
 use certkeep_server::db::tokens::NewToken;
-use certkeep_server::model::{AgentId, Certificate, KeyType, PfxEncryption, RenewalPolicy, Scope};
+use certkeep_server::model::{Certificate, Scope};
 use certkeep_server::testkit::TestServer;
+use certkeep_tests::seeded::Seeded;
 use zeroize::Zeroizing;
 
 const PASSWORD: &str = "correct horse battery staple";
 
 struct Fixture {
     server: TestServer,
-    ca: TestCa,
-    account: certkeep_server::model::AccountId,
+    seeded: Seeded,
     dir: tempfile::TempDir,
+}
+
+/// The seeding helpers (`certificate`, `issue`, `pending_agent`) of the shared fixture.
+impl std::ops::Deref for Fixture {
+    type Target = Seeded;
+
+    fn deref(&self) -> &Seeded {
+        &self.seeded
+    }
 }
 
 impl Fixture {
     async fn new() -> Self {
         let server = TestServer::start().await;
-        let now = certkeep_server::now();
-        let account = server
-            .state
-            .db
-            .insert_account(
-                &server.state.secrets,
-                &NewAccount {
-                    name: "test-ca",
-                    directory_url: "https://ca.invalid/dir",
-                    contact: &[],
-                    allowed_domains: &["*.example.com".into(), "example.com".into()],
-                    eab_kid: None,
-                    eab_hmac: None,
-                    extra_roots_pem: None,
-                },
-                now,
-            )
-            .await
-            .unwrap()
-            .id;
+        let seeded = Seeded::on(&server.state).await.unwrap();
         Self {
             server,
-            ca: TestCa::new(),
-            account,
+            seeded,
             dir: tempfile::tempdir().unwrap(),
         }
-    }
-
-    /// Defines a certificate and stores an issued version for `names`.
-    async fn certificate(&self, name: &str, names: &[&str]) -> Certificate {
-        let db = &self.server.state.db;
-        let cert = db
-            .insert_certificate(
-                &NewCertificate {
-                    name,
-                    dns_names: &names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
-                    key_type: KeyType::EcdsaP256,
-                    account_id: self.account,
-                    policy: RenewalPolicy::default(),
-                    created_by: None,
-                },
-                certkeep_server::now(),
-            )
-            .await
-            .unwrap();
-        self.issue(&cert, names).await;
-        cert
-    }
-
-    /// Stores a new current version of `cert` for `names`; returns the leaf thumbprint.
-    async fn issue(&self, cert: &Certificate, names: &[&str]) -> String {
-        let leaf: TestLeaf = self.ca.leaf(names, KeyKind::Ecdsa);
-        certkeep_server::testkit::store_test_version(
-            &self.server.state.db,
-            &self.server.state.secrets,
-            cert.id,
-            &leaf,
-            time::Duration::days(90),
-        )
-        .await
-        .unwrap()
-        .thumbprint
-    }
-
-    /// Creates an agent with `password` on the server; returns it and its join token.
-    async fn agent(
-        &self,
-        name: &str,
-        password: &str,
-        expires_in: time::Duration,
-    ) -> (AgentId, Zeroizing<String>) {
-        let token = new_token_secret();
-        let now = certkeep_server::now();
-        let agent = self
-            .server
-            .state
-            .db
-            .insert_agent(
-                &self.server.state.secrets,
-                &NewAgent {
-                    name,
-                    join_token_hash: &token_hash(&token),
-                    join_token_expires_at: now + expires_in,
-                    ccs_password: password,
-                    pfx_mode: PfxEncryption::Legacy,
-                },
-                now,
-            )
-            .await
-            .unwrap();
-        (agent.id, token)
     }
 
     fn enroll_options(&self, name: &str, token: Zeroizing<String>) -> EnrollOptions {
@@ -299,9 +220,13 @@ async fn enroll_sync_renew_and_isolate() {
     let f = Fixture::new().await;
     let multi = f
         .certificate("web", &["a.example.com", "b.example.com", "127.0.0.1"])
-        .await;
-    let wildcard = f.certificate("wild", &["*.example.com"]).await;
-    let (agent, token) = f.agent("iis-1", PASSWORD, time::Duration::hours(24)).await;
+        .await
+        .unwrap();
+    let wildcard = f.certificate("wild", &["*.example.com"]).await.unwrap();
+    let (agent, token) = f
+        .pending_agent("iis-1", PASSWORD, time::Duration::hours(24))
+        .await
+        .unwrap();
     let config = f.host("iis-1", token.clone(), PASSWORD).await;
     let db = &f.server.state.db;
     let now = certkeep_server::now();
@@ -379,7 +304,11 @@ async fn enroll_sync_renew_and_isolate() {
     assert_eq!(pfx_files(&folder), files);
 
     // Renewal drops b.example.com and adds c.example.com.
-    let renewed = f.issue(&multi, &["a.example.com", "c.example.com"]).await;
+    let renewed = f
+        .issue(&multi, &["a.example.com", "c.example.com"])
+        .await
+        .unwrap()
+        .thumbprint;
     let outcome = sync_once(&config).await.unwrap();
     assert!(outcome.is_success(), "{outcome:?}");
     let names: Vec<String> = pfx_files(&folder).into_keys().collect();
@@ -408,8 +337,14 @@ async fn enroll_sync_renew_and_isolate() {
     );
 
     // Another agent cannot fetch this agent's certificate, even knowing its id.
-    let other_cert = f.certificate("other", &["other.example.com"]).await;
-    let (_, other_token) = f.agent("iis-2", PASSWORD, time::Duration::hours(24)).await;
+    let other_cert = f
+        .certificate("other", &["other.example.com"])
+        .await
+        .unwrap();
+    let (_, other_token) = f
+        .pending_agent("iis-2", PASSWORD, time::Duration::hours(24))
+        .await
+        .unwrap();
     let other = f.host("iis-2", other_token, PASSWORD).await;
     let identity = certkeep_agent::identity::Identity::load(&other.state_dir).unwrap();
     let client = AgentClient::new(
@@ -454,10 +389,11 @@ async fn enroll_sync_renew_and_isolate() {
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_password_is_never_written() {
     let f = Fixture::new().await;
-    let cert = f.certificate("web", &["www.example.com"]).await;
+    let cert = f.certificate("web", &["www.example.com"]).await.unwrap();
     let (agent, token) = f
-        .agent("iis", "server-side password", time::Duration::hours(24))
-        .await;
+        .pending_agent("iis", "server-side password", time::Duration::hours(24))
+        .await
+        .unwrap();
     let config = f.host("iis", token, "the password IIS has").await;
     f.server
         .state
@@ -502,7 +438,10 @@ async fn wrong_password_is_never_written() {
 #[tokio::test(flavor = "multi_thread")]
 async fn expired_token_and_foreign_client_ca_are_refused() {
     let f = Fixture::new().await;
-    let (_, expired) = f.agent("late", PASSWORD, time::Duration::seconds(-1)).await;
+    let (_, expired) = f
+        .pending_agent("late", PASSWORD, time::Duration::seconds(-1))
+        .await
+        .unwrap();
     let err = enroll(f.enroll_options("late", expired)).await.unwrap_err();
     assert!(format!("{err:#}").contains("401"), "{err:#}");
 
@@ -541,8 +480,11 @@ async fn expired_token_and_foreign_client_ca_are_refused() {
 #[tokio::test]
 async fn an_operator_without_export_cannot_route_keys_to_an_agent() {
     let f = Fixture::new().await;
-    let www = f.certificate("www", &["www.example.com"]).await;
-    let (_, token) = f.agent("web1", PASSWORD, time::Duration::hours(24)).await;
+    let www = f.certificate("www", &["www.example.com"]).await.unwrap();
+    let (_, token) = f
+        .pending_agent("web1", PASSWORD, time::Duration::hours(24))
+        .await
+        .unwrap();
     let config = f.host("web1", token, PASSWORD).await;
     let (operator_id, operator) = f.api_token("ops", &[Scope::Operator]).await;
     let (_, exporter) = f
@@ -651,8 +593,11 @@ async fn a_lost_renewal_reply_does_not_lock_the_agent_out() {
     use certkeep_agent::identity::{Identity, renew};
 
     let f = Fixture::new().await;
-    let cert = f.certificate("web", &["www.example.com"]).await;
-    let (agent, token) = f.agent("iis", PASSWORD, time::Duration::hours(24)).await;
+    let cert = f.certificate("web", &["www.example.com"]).await.unwrap();
+    let (agent, token) = f
+        .pending_agent("iis", PASSWORD, time::Duration::hours(24))
+        .await
+        .unwrap();
     let config = f.host("iis", token, PASSWORD).await;
     let db = &f.server.state.db;
     db.assign_certificate(agent, cert.id, certkeep_server::now())

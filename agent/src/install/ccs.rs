@@ -1,4 +1,4 @@
-//! IIS Centralized Certificate Store folder: one `<host>.pfx` per DNS SAN, per CCS.md.
+//! IIS Centralized Certificate Store folder: one `<host>.pfx` per DNS SAN, per docs/CCS.md.
 //!
 //! Replaces files by temp-and-rename only, reads existing files with the location's password,
 //! and never overwrites or deletes a `.pfx` it did not write.

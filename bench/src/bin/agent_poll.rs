@@ -96,7 +96,7 @@ fn serve(dir: &Path, args: &Args) -> anyhow::Result<()> {
         let database_url = match args.backend.as_str() {
             "sqlite" => None,
             "postgres" => {
-                let cluster = certkeep_server::testkit::PgCluster::shared()
+                let cluster = certkeep_testsupport::postgres::PgCluster::shared()
                     .context("PostgreSQL binaries (initdb, postgres) are not on PATH")?;
                 Some(cluster.url(&cluster.create_database().await))
             }

@@ -17,17 +17,18 @@
 //! certificate when it exits).
 
 use std::collections::VecDeque;
-use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{Context as _, ensure};
 use certkeep_bench::build::{cargo_build, target_dir};
 use certkeep_bench::{procfs, stats};
-use certkeep_server::testkit::{PgCluster, free_port};
-use certkeep_tests::pebble::{Pebble, PebbleOptions};
+use certkeep_testsupport::free_port;
+use certkeep_testsupport::pebble::{Pebble, PebbleOptions};
+use certkeep_testsupport::postgres::PgCluster;
+use certkeep_testsupport::process::LoggedChild;
 use clap::Parser;
 use serde_json::json;
 
@@ -248,12 +249,9 @@ async fn start_pebble() -> anyhow::Result<Pebble> {
     // read lock twice in `FindValidAuthorization` on every new-order, which deadlocks the whole
     // store when a writer queues in between (seen here with 64 orders in flight: goroutine
     // dump, every request hangs). Such a run stalls; it is reported and repeated.
-    Pebble::start(PebbleOptions {
-        authz_reuse: 0,
-        ..PebbleOptions::default()
-    })
-    .await
-    .context("pebble is not installed (apt-get install -y pebble)")
+    Pebble::start(PebbleOptions::fresh_authorizations())
+        .await
+        .context("pebble is not installed (apt-get install -y pebble)")
 }
 
 fn cpu_seconds(ticks: u64) -> f64 {
@@ -262,20 +260,11 @@ fn cpu_seconds(ticks: u64) -> f64 {
 
 /// A `certkeep serve` child process on a fresh data directory, killed on drop.
 struct Server {
-    child: Child,
-    /// Everything it logged.
-    log: Arc<Mutex<Vec<String>>>,
+    child: LoggedChild,
     _dir: tempfile::TempDir,
     api: String,
     token: String,
     http: reqwest::Client,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Server {
@@ -302,38 +291,19 @@ impl Server {
             .current_dir(dir.path())
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .stdout(Stdio::null());
         if args.backend == "postgres" {
             let cluster = PgCluster::shared().context("initdb/pg_ctl not on PATH")?;
             let url_file = dir.path().join("database-url");
             std::fs::write(&url_file, cluster.create_database().await)?;
             command.env("CERTKEEP_DATABASE_URL_FILE", &url_file);
         }
-        let mut child = command.spawn().context("start certkeep serve")?;
-        let stderr = child.stderr.take().context("server stderr")?;
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        // Keeps the log (a full pipe would block the server) and says when the server serves;
-        // EOF before that means it exited.
-        let kept = log.clone();
-        std::thread::spawn(move || {
-            let mut ready = Some(ready_tx);
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(tx) = ready.take_if(|_| line.contains("certkeep is serving")) {
-                    let _ = tx.send(true);
-                }
-                if let Ok(mut kept) = kept.lock() {
-                    kept.push(line);
-                }
-            }
-            if let Some(tx) = ready {
-                let _ = tx.send(false);
-            }
-        });
-        if ready_rx.await != Ok(true) {
-            bail!("certkeep serve exited:\n{}", tail(&log));
-        }
+        // Reading the log until the server serves blocks; keep it off the runtime's workers.
+        let child = tokio::task::spawn_blocking(move || {
+            LoggedChild::start(&mut command, "certkeep is serving")
+        })
+        .await?
+        .map_err(|log| anyhow::anyhow!("certkeep serve {log}"))?;
         let token = std::fs::read_to_string(data.join("admin-token"))?
             .trim()
             .to_owned();
@@ -344,7 +314,6 @@ impl Server {
             .build()?;
         Ok(Self {
             child,
-            log,
             _dir: dir,
             api: format!("https://127.0.0.1:{api_port}"),
             token,
@@ -369,7 +338,7 @@ impl Server {
         ensure!(
             status.is_success(),
             "POST {path}: {status}: {text}\nserver log:\n{}",
-            tail(&self.log)
+            self.child.tail(20)
         );
         Ok(serde_json::from_str(&text)?)
     }
@@ -384,13 +353,6 @@ impl Server {
             .error_for_status()?;
         Ok(rsp.text().await?)
     }
-}
-
-/// The last lines of a log.
-fn tail(log: &Mutex<Vec<String>>) -> String {
-    log.lock()
-        .map(|l| l[l.len().saturating_sub(20)..].join("\n"))
-        .unwrap_or_default()
 }
 
 /// Sum of the samples of `name` (exactly that metric) whose labels contain `label`.

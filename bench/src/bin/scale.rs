@@ -18,7 +18,8 @@ use certkeep_bench::loadgen::{self, Mode, Target};
 use certkeep_bench::{now, pem, procfs, stats};
 use certkeep_server::db::certificates::CertificateFilter;
 use certkeep_server::model::AgentId;
-use certkeep_server::testkit::{PgCluster, TestServer};
+use certkeep_server::testkit::TestServer;
+use certkeep_testsupport::postgres::PgCluster;
 use clap::Parser;
 use sqlx::{Connection as _, Executor as _, PgConnection, Row as _};
 

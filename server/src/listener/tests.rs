@@ -224,6 +224,100 @@ async fn a_request_over_the_time_limit_answers_408_problem() {
     );
 }
 
+/// Everything a test's log subscriber wrote.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn requests_are_traced_with_their_id_and_never_log_credentials() {
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let router = super::harden(
+        axum::Router::new().route(
+            "/hello",
+            get(|| async {
+                tracing::info!("handled");
+                "hi"
+            }),
+        ),
+        &crate::config::ListenersConfig::default(),
+    );
+    // Without an id the request gets a fresh one, echoed on the response.
+    let response = router
+        .clone()
+        .oneshot(
+            Request::get("/hello")
+                .header("authorization", "Bearer ck_header-secret")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let generated = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(uuid::Uuid::parse_str(&generated).is_ok(), "{generated}");
+    // The client's id is kept.
+    let response = router
+        .oneshot(
+            Request::get("/hello?token=ck_query-secret")
+                .header("x-request-id", "client-chosen-42")
+                .header("cookie", "session=ck_cookie-secret")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "client-chosen-42");
+    let text = logs.text();
+    for id in [generated.as_str(), "client-chosen-42"] {
+        assert!(
+            text.lines()
+                .any(|l| l.contains(&format!("request.id={id}")) && l.contains("handled")),
+            "the handler's event carries request id {id}:\n{text}"
+        );
+        assert!(
+            text.lines().any(|l| l.contains(&format!("request.id={id}"))
+                && l.contains("status=200")
+                && l.contains("http.path=/hello")),
+            "the response of {id} is logged:\n{text}"
+        );
+    }
+    assert!(!text.contains("secret"), "a credential was logged:\n{text}");
+}
+
 /// The serial of the leaf certificate a new handshake with `url` presents.
 async fn serial(tls: &TlsConnector, url: &str) -> String {
     let conn = connect(tls, url).await.unwrap();

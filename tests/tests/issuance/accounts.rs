@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use certkeep_server::model::{CertificateState, KeyType, OrderState};
-use certkeep_tests::pebble::PebbleOptions;
-use certkeep_tests::proxy::{Kind, Proxy, unavailable};
+use certkeep_testsupport::pebble::PebbleOptions;
+use certkeep_testsupport::proxy::{Kind, Proxy, unavailable};
 
 use crate::support::{Env, certificate, history, wait_event, wait_order_ended, wait_versions};
 

@@ -9,8 +9,8 @@ use certkeep_server::model::{
     AccountState, CertificateState, KeyType, OrderReason, OrderState, RenewalPolicy,
 };
 use certkeep_server::testkit::TestDb;
-use certkeep_tests::pebble::{Pebble, PebbleOptions};
-use certkeep_tests::proxy::{Action, Kind, rename_challenges};
+use certkeep_testsupport::pebble::{Pebble, PebbleOptions};
+use certkeep_testsupport::proxy::{Action, Kind, rename_challenges};
 use x509_parser::prelude::FromDer as _;
 
 use crate::support::{
@@ -31,12 +31,7 @@ fn leaf_key_oid(chain_pem: &str) -> String {
 
 #[tokio::test]
 async fn eab_account_issues_rsa_and_ecdsa_with_several_names_on_every_backend() {
-    let Some(pebble) = Pebble::start(PebbleOptions {
-        authz_reuse: 0,
-        ..PebbleOptions::default()
-    })
-    .await
-    else {
+    let Some(pebble) = Pebble::start(PebbleOptions::fresh_authorizations()).await else {
         return;
     };
     for (i, t) in TestDb::all().await.into_iter().enumerate() {
@@ -98,7 +93,7 @@ async fn eab_account_issues_rsa_and_ecdsa_with_several_names_on_every_backend() 
         )
         .await;
         let mut solvers = certkeep_server::engine::Solvers::default();
-        let solver = std::sync::Arc::new(certkeep_tests::pebble::AlwaysValidSolver::default());
+        let solver = std::sync::Arc::new(certkeep_tests::solver::AlwaysValidSolver::default());
         solvers.add("*.example.test", solver.clone()).unwrap();
         solvers.add("example.test", solver.clone()).unwrap();
         let engine = Running::start(&state, Some(solvers));
@@ -301,15 +296,7 @@ async fn out_of_scope_names_are_refused_without_an_order() {
 
 #[tokio::test]
 async fn pending_authorization_without_solver_fails_with_a_clear_message() {
-    let Some(env) = Env::start(
-        PebbleOptions {
-            authz_reuse: 0,
-            ..PebbleOptions::default()
-        },
-        |_| {},
-    )
-    .await
-    else {
+    let Some(env) = Env::start(PebbleOptions::fresh_authorizations(), |_| {}).await else {
         return;
     };
     let account = env.account().await;

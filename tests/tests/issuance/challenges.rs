@@ -14,9 +14,10 @@ use certkeep_server::engine::ChallengeSolver as _;
 use certkeep_server::model::{Certificate, KeyType, Order, OrderState};
 use certkeep_server::secrets::Secrets;
 use certkeep_server::solvers::{self, dns01};
-use certkeep_server::testkit::{TestDb, TestServer, free_port};
+use certkeep_server::testkit::{TestDb, TestServer};
 use certkeep_tests::bind::{Bind, KEY_NAME};
-use certkeep_tests::pebble::{Pebble, PebbleOptions};
+use certkeep_testsupport::free_port;
+use certkeep_testsupport::pebble::{Pebble, PebbleOptions};
 
 use crate::support::{
     Running, app_state, certificate, history, register, test_config, wait_event, wait_order_ended,

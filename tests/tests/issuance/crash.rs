@@ -9,9 +9,10 @@ use certkeep_server::db::Db;
 use certkeep_server::engine::Solvers;
 use certkeep_server::model::KeyType;
 use certkeep_server::secrets::Secrets;
-use certkeep_server::testkit::PgCluster;
-use certkeep_tests::pebble::{AlwaysValidSolver, Pebble, PebbleOptions};
-use certkeep_tests::proxy::{Action, Hold, Kind, Proxy, still_processing};
+use certkeep_tests::solver::AlwaysValidSolver;
+use certkeep_testsupport::pebble::{Pebble, PebbleOptions};
+use certkeep_testsupport::postgres::PgCluster;
+use certkeep_testsupport::proxy::{Action, Hold, Kind, Proxy, still_processing};
 
 use crate::support::{
     Env, Running, app_state, certificate, history, register, test_config, wait_event, wait_until,
@@ -40,15 +41,9 @@ enum CrashPoint {
 }
 
 async fn crash_and_resume(point: CrashPoint) {
-    let Some(env) = Env::start(
-        PebbleOptions {
-            authz_reuse: 0,
-            ..PebbleOptions::default()
-        },
-        |c| {
-            c.engine.max_inline_wait_secs = 1;
-        },
-    )
+    let Some(env) = Env::start(PebbleOptions::fresh_authorizations(), |c| {
+        c.engine.max_inline_wait_secs = 1;
+    })
     .await
     else {
         return;
@@ -166,12 +161,7 @@ async fn a_dead_engines_order_moves_to_the_other_engine_on_postgres_within_the_l
     let Some(cluster) = PgCluster::shared() else {
         return;
     };
-    let Some(pebble) = Pebble::start(PebbleOptions {
-        authz_reuse: 0,
-        ..PebbleOptions::default()
-    })
-    .await
-    else {
+    let Some(pebble) = Pebble::start(PebbleOptions::fresh_authorizations()).await else {
         return;
     };
     let proxy = Proxy::start(&pebble.pki, pebble.port).await;

@@ -1,6 +1,6 @@
-//! Slow and flaky CA behaviour injected by the proxy (SECTIGO.md scenarios 2-9), and hostile
-//! or broken CAs: absurd `Retry-After`, oversized answers, certificates for other names or
-//! another key, and a job that panics.
+//! Slow and flaky CA behaviour injected by the proxy (docs/CA-BEHAVIOUR.md, scenarios 2-9),
+//! and hostile or broken CAs: absurd `Retry-After`, oversized answers, certificates for other
+//! names or another key, and a job that panics.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use certkeep_server::acme::{AcmeError, CaAuthorization, CaOrder, Issuer};
 use certkeep_server::engine::Engine;
 use certkeep_server::model::{CertificateState, KeyType, OrderReason, OrderState};
-use certkeep_tests::pebble::PebbleOptions;
-use certkeep_tests::proxy::{
+use certkeep_testsupport::pebble::PebbleOptions;
+use certkeep_testsupport::proxy::{
     Action, Cut, Kind, LeafKey, Proxy, html_error, rate_limited, still_processing, substitute_leaf,
     turns_invalid, unavailable,
 };
@@ -394,7 +394,7 @@ async fn rate_limit_pauses_one_endpoint_only() {
 }
 
 /// A directory that is not JSON (a guessed `/directory` suffix) is a configuration error
-/// naming the URL (scenario 6 of the CA behaviours).
+/// naming the URL (behaviour 6 in docs/CA-BEHAVIOUR.md).
 #[tokio::test]
 async fn wrong_directory_url_is_named() {
     let Some(env) = Env::start(PebbleOptions::default(), |_| {}).await else {

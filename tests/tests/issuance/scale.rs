@@ -7,9 +7,9 @@ use std::time::Duration;
 use certkeep_server::db::Db;
 use certkeep_server::model::KeyType;
 use certkeep_server::secrets::Secrets;
-use certkeep_server::testkit::PgCluster;
-use certkeep_tests::pebble::{Pebble, PebbleOptions};
-use certkeep_tests::proxy::{Kind, Proxy};
+use certkeep_testsupport::pebble::{Pebble, PebbleOptions};
+use certkeep_testsupport::postgres::PgCluster;
+use certkeep_testsupport::proxy::{Kind, Proxy};
 
 use crate::support::{Running, app_state, certificate, register, test_config, wait_until};
 
@@ -20,12 +20,7 @@ async fn two_engines_on_one_postgres_issue_each_certificate_once() {
     let Some(cluster) = PgCluster::shared() else {
         return;
     };
-    let Some(pebble) = Pebble::start(PebbleOptions {
-        authz_reuse: 0,
-        ..PebbleOptions::default()
-    })
-    .await
-    else {
+    let Some(pebble) = Pebble::start(PebbleOptions::fresh_authorizations()).await else {
         return;
     };
     let proxy = Proxy::start(&pebble.pki, pebble.port).await;
@@ -48,7 +43,7 @@ async fn two_engines_on_one_postgres_issue_each_certificate_once() {
         &["*.example.test"],
     )
     .await;
-    let solver = Arc::new(certkeep_tests::pebble::AlwaysValidSolver::default());
+    let solver = Arc::new(certkeep_tests::solver::AlwaysValidSolver::default());
     let mut solvers = certkeep_server::engine::Solvers::default();
     solvers.add("*.example.test", solver).unwrap();
     let engine_a = Running::start(&a, Some(solvers.clone()));

@@ -19,8 +19,9 @@ use certkeep_server::model::{
 };
 use certkeep_server::secrets::Secrets;
 use certkeep_server::testkit::TestDb;
-use certkeep_tests::pebble::{AlwaysValidSolver, Pebble, PebbleOptions};
-use certkeep_tests::proxy::Proxy;
+use certkeep_tests::solver::AlwaysValidSolver;
+use certkeep_testsupport::pebble::{Pebble, PebbleOptions};
+use certkeep_testsupport::proxy::Proxy;
 use tokio_util::sync::CancellationToken;
 
 /// Engine settings with second-scale waits.

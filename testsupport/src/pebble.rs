@@ -2,17 +2,22 @@
 //! a subprocess on free ports with EAB required, killed on drop. Tests skip with a loud notice
 //! when `pebble` is not installed, unless `CERTKEEP_TEST_REQUIRE_PEBBLE=1` (then they fail).
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use base64::Engine as _;
-use certkeep_server::acme::CaChallenge;
-use certkeep_server::engine::ChallengeSolver;
-use certkeep_server::testkit::free_port;
+
+use crate::{Tool, free_port};
+
+/// The `pebble` binary (Debian installs it in /usr/bin).
+const PEBBLE: Tool = Tool {
+    binaries: &["pebble"],
+    fallback_dir: Some("/usr/bin"),
+    require_var: "CERTKEEP_TEST_REQUIRE_PEBBLE",
+    skipped: "the ACME end-to-end tests",
+    install: "the Debian package `pebble`",
+};
 
 /// A CA and a server certificate for `127.0.0.1` and `localhost`, shared by Pebble and the proxy.
 pub struct TestPki {
@@ -103,6 +108,16 @@ impl Default for PebbleOptions {
     }
 }
 
+impl PebbleOptions {
+    /// The defaults with no authorization reuse: every order gets fresh authorizations.
+    pub fn fresh_authorizations() -> Self {
+        Self {
+            authz_reuse: 0,
+            ..Self::default()
+        }
+    }
+}
+
 /// A running Pebble, killed on drop.
 pub struct Pebble {
     child: Child,
@@ -116,34 +131,11 @@ pub struct Pebble {
     pub eab: Vec<EabKey>,
 }
 
-fn require_pebble() -> bool {
-    std::env::var("CERTKEEP_TEST_REQUIRE_PEBBLE").is_ok_and(|v| v == "1")
-}
-
-/// The `pebble` binary: on PATH or in /usr/bin.
-pub fn pebble_binary() -> Option<PathBuf> {
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join("pebble"))
-            .find(|p| p.is_file())
-    });
-    on_path.or_else(|| Some(PathBuf::from("/usr/bin/pebble")).filter(|p| p.is_file()))
-}
-
 impl Pebble {
     /// Starts Pebble, or returns `None` after a loud notice when it is not installed (panics
     /// instead with `CERTKEEP_TEST_REQUIRE_PEBBLE=1`).
     pub async fn start(options: PebbleOptions) -> Option<Self> {
-        let Some(binary) = pebble_binary() else {
-            assert!(
-                !require_pebble(),
-                "CERTKEEP_TEST_REQUIRE_PEBBLE=1 but `pebble` is neither on PATH nor in /usr/bin"
-            );
-            eprintln!(
-                "\n!!! NOTICE: `pebble` is not installed: the ACME end-to-end tests are SKIPPED.\n!!! Install the Debian package `pebble` or set CERTKEEP_TEST_REQUIRE_PEBBLE=1 to make this an error.\n"
-            );
-            return None;
-        };
+        let binary = PEBBLE.find_or_skip()?;
         Some(Self::spawn(&binary, options).await)
     }
 
@@ -247,46 +239,5 @@ impl Drop for Pebble {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// A challenge solver for Pebble with `PEBBLE_VA_ALWAYS_VALID=1`: it answers http-01 (dns-01 for
-/// wildcards) and publishes nothing, since Pebble accepts every answer. Counts what it did.
-#[derive(Default)]
-pub struct AlwaysValidSolver {
-    presented: AtomicUsize,
-    cleaned: AtomicUsize,
-}
-
-impl AlwaysValidSolver {
-    /// Challenges presented so far.
-    pub fn presented(&self) -> usize {
-        self.presented.load(Ordering::SeqCst)
-    }
-
-    /// Challenges cleaned up so far.
-    pub fn cleaned(&self) -> usize {
-        self.cleaned.load(Ordering::SeqCst)
-    }
-}
-
-#[async_trait]
-impl ChallengeSolver for AlwaysValidSolver {
-    fn kinds(&self) -> &[&'static str] {
-        &["http-01", "dns-01"]
-    }
-
-    fn describe(&self) -> String {
-        "always-valid test solver".into()
-    }
-
-    async fn present(&self, _name: &str, _challenge: &CaChallenge) -> Result<String, String> {
-        self.presented.fetch_add(1, Ordering::SeqCst);
-        Ok("nothing published".into())
-    }
-
-    async fn cleanup(&self, _name: &str, _challenge: &CaChallenge) -> Result<String, String> {
-        self.cleaned.fetch_add(1, Ordering::SeqCst);
-        Ok("nothing to remove".into())
     }
 }

@@ -1,9 +1,9 @@
 //! A fault-injecting, TLS-terminating reverse proxy in front of Pebble, emulating how Sectigo
-//! and its gateways misbehave (see SECTIGO.md, "Emulation harness"). It preserves `Host` (and
-//! sends `X-Forwarded-Proto: https`) so Pebble's URLs point back at the proxy, never re-signs a
-//! request, and can delay, hold, answer by itself, reset connections, cut bodies short and
-//! rewrite (unsigned) responses, down to replacing a downloaded certificate with one of its
-//! own (a hostile CA). Rules are set per test through the in-process handle, and
+//! and its gateways misbehave (see docs/CA-BEHAVIOUR.md, "Emulation harness"). It preserves
+//! `Host` (and sends `X-Forwarded-Proto: https`) so Pebble's URLs point back at the proxy, never
+//! re-signs a request, and can delay, hold, answer by itself, reset connections, cut bodies
+//! short and rewrite (unsigned) responses, down to replacing a downloaded certificate with one
+//! of its own (a hostile CA). Rules are set per test through the in-process handle, and
 //! requests are counted by kind as they arrive and as they reach Pebble.
 
 use std::collections::{HashMap, HashSet};
@@ -23,6 +23,8 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::watch;
 
 use crate::pebble::TestPki;
@@ -223,9 +225,11 @@ impl hyper::body::Body for CutBody {
 impl Proxy {
     /// Starts a proxy for the Pebble at `upstream_port`, serving TLS with `pki`'s certificate.
     pub async fn start(pki: &TestPki, upstream_port: u16) -> Self {
-        let certs =
-            certkeep_server::tls::certs_from_pem("proxy cert", &pki.cert_pem).expect("proxy cert");
-        let key = certkeep_server::tls::key_from_pem("proxy key", &pki.key_pem).expect("proxy key");
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(pki.cert_pem.as_bytes())
+                .collect::<Result<_, _>>()
+                .expect("proxy cert");
+        let key = PrivateKeyDer::from_pem_slice(pki.key_pem.as_bytes()).expect("proxy key");
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -235,8 +239,8 @@ impl Proxy {
             .expect("proxy tls config");
         server.alpn_protocols = vec![b"http/1.1".to_vec()];
         let mut roots = rustls::RootCertStore::empty();
-        for c in certkeep_server::tls::certs_from_pem("test CA", &pki.ca_pem).expect("ca") {
-            roots.add(c).expect("add root");
+        for c in CertificateDer::pem_slice_iter(pki.ca_pem.as_bytes()) {
+            roots.add(c.expect("test CA")).expect("add root");
         }
         let client_tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()

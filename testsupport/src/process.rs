@@ -1,0 +1,121 @@
+//! A child process that says on stderr when it is ready: started, waited for until a line
+//! holds a marker, its log drained (so it never blocks on a full pipe) and kept, killed on drop
+//! unless terminated first.
+
+use std::io::{BufRead as _, BufReader, Read as _};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+/// A running child process with its stderr log.
+pub struct LoggedChild {
+    child: Child,
+    /// Everything it logged until (and including) the ready line.
+    pub startup_log: String,
+    /// What it logged after the ready line, so far.
+    rest: Arc<Mutex<Vec<String>>>,
+    reader: Option<JoinHandle<()>>,
+}
+
+/// How a terminated child ended.
+pub struct Ended {
+    pub status: ExitStatus,
+    /// What it logged after start-up.
+    pub log: String,
+    /// Its stdout, when it was piped.
+    pub stdout: String,
+}
+
+impl LoggedChild {
+    /// Spawns `command` with stderr piped and waits until a stderr line contains `ready`;
+    /// `Err` with what it logged when it exits first. The wait is bounded by the life of the
+    /// process (end of file ends it).
+    pub fn start(command: &mut Command, ready: &str) -> Result<Self, String> {
+        let mut child = command
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("spawn {:?}: {e}", command.get_program()))?;
+        let stderr = child.stderr.take().ok_or("stderr is not piped")?;
+        let mut lines = BufReader::new(stderr).lines();
+        let mut startup_log = String::new();
+        let mut is_ready = false;
+        for line in lines.by_ref().map_while(Result::ok) {
+            startup_log.push_str(&line);
+            startup_log.push('\n');
+            if line.contains(ready) {
+                is_ready = true;
+                break;
+            }
+        }
+        if !is_ready {
+            let status = child.wait().map_err(|e| e.to_string())?;
+            return Err(format!(
+                "exited ({status}) before logging {ready:?}:\n{startup_log}"
+            ));
+        }
+        let rest = Arc::new(Mutex::new(Vec::new()));
+        let kept = rest.clone();
+        let reader = std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if let Ok(mut kept) = kept.lock() {
+                    kept.push(line);
+                }
+            }
+        });
+        Ok(Self {
+            child,
+            startup_log,
+            rest,
+            reader: Some(reader),
+        })
+    }
+
+    /// Its process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The last `n` lines it logged after start-up (for error messages).
+    pub fn tail(&self, n: usize) -> String {
+        self.rest
+            .lock()
+            .map(|l| l[l.len().saturating_sub(n)..].join("\n"))
+            .unwrap_or_default()
+    }
+
+    /// Kills it with SIGKILL, as a crash would, and waits for it.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("kill the child");
+        self.child.wait().expect("wait for the child");
+    }
+
+    /// Sends SIGTERM and waits for it to exit and for its log to end.
+    pub fn terminate(&mut self) -> Ended {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM failed");
+        let status = self.child.wait().expect("wait for the child");
+        let mut stdout = String::new();
+        if let Some(mut out) = self.child.stdout.take() {
+            out.read_to_string(&mut stdout).expect("read stdout");
+        }
+        if let Some(reader) = self.reader.take() {
+            reader.join().expect("log reader");
+        }
+        let log = self.rest.lock().map(|l| l.join("\n")).unwrap_or_default();
+        Ended {
+            status,
+            log,
+            stdout,
+        }
+    }
+}
+
+impl Drop for LoggedChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
