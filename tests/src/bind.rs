@@ -5,12 +5,13 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use base64::Engine as _;
 use certkeep_server::config::{Dns01Config, TsigAlgorithm};
 use certkeep_server::solvers::dns01::lookup_txt;
+use certkeep_testsupport::process::Daemon;
 use certkeep_testsupport::{Tool, free_port};
 
 /// The zone BIND serves.
@@ -20,8 +21,7 @@ pub const KEY_NAME: &str = "certkeep-test.";
 
 /// A running `named`, killed on drop.
 pub struct Bind {
-    child: Child,
-    dir: tempfile::TempDir,
+    process: Daemon,
     /// Where it answers (UDP and TCP).
     pub addr: SocketAddr,
     /// The TSIG secret, base64.
@@ -76,54 +76,34 @@ zone "{ZONE}" {{
         );
         std::fs::write(dir.path().join("named.conf"), conf).expect("write named.conf");
         std::fs::write(dir.path().join(format!("{ZONE}.zone")), zone).expect("write zone");
-        let log = std::fs::File::create(dir.path().join("named.log")).expect("named log");
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .arg("-g")
             .args(["-n", "1"])
             .arg("-c")
-            .arg(dir.path().join("named.conf"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("start named");
-        let mut bind = Self {
-            child,
-            dir,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            .arg(dir.path().join("named.conf"));
+        let mut process = Daemon::spawn("named", &mut command, dir);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        // The zone is loaded once a query in it is answered (REFUSED until then).
+        process
+            .wait_ready(&format!("serve {ZONE}"), async || {
+                lookup_txt(addr, ZONE, Duration::from_millis(200))
+                    .await
+                    .is_ok()
+            })
+            .await;
+        Self {
+            process,
+            addr,
             secret,
-        };
-        bind.wait_ready().await;
-        bind
-    }
-
-    /// Waits until the zone is loaded: a query in it is answered (REFUSED until then).
-    async fn wait_ready(&mut self) {
-        let started = Instant::now();
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("named exited early ({status}): {}", self.log());
-            }
-            if lookup_txt(self.addr, ZONE, Duration::from_millis(200))
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "named did not serve {ZONE} within 20 s: {}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
     /// Writes `secret` (base64) to a file in BIND's directory and returns its path.
     pub fn secret_file(&self, secret: &str) -> PathBuf {
         let path = self
-            .dir
-            .path()
+            .process
+            .dir()
             .join(format!("tsig-{}.key", uuid::Uuid::new_v4()));
         std::fs::write(&path, format!("{secret}\n")).expect("write secret file");
         path
@@ -152,7 +132,7 @@ zone "{ZONE}" {{
 
     /// BIND's output so far (for assertion messages).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("named.log")).unwrap_or_default()
+        self.process.log()
     }
 }
 
@@ -162,11 +142,4 @@ fn rand_bytes() -> [u8; 32] {
         chunk.copy_from_slice(uuid::Uuid::new_v4().as_bytes());
     }
     bytes
-}
-
-impl Drop for Bind {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

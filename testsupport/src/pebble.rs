@@ -2,12 +2,12 @@
 //! a subprocess on free ports with EAB required, killed on drop. Tests skip with a loud notice
 //! when `pebble` is not installed, unless `CERTKEEP_TEST_REQUIRE_PEBBLE=1` (then they fail).
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
+use crate::process::Daemon;
 use crate::{Tool, free_port};
 
 /// The `pebble` binary (Debian installs it in /usr/bin).
@@ -120,8 +120,7 @@ impl PebbleOptions {
 
 /// A running Pebble, killed on drop.
 pub struct Pebble {
-    child: Child,
-    dir: tempfile::TempDir,
+    process: Daemon,
     pub pki: Arc<TestPki>,
     /// Port of the ACME (WFE) listener.
     pub port: u16,
@@ -173,7 +172,6 @@ impl Pebble {
         }
         let config_path = dir.path().join("pebble.json");
         std::fs::write(&config_path, config.to_string()).expect("write pebble config");
-        let log = std::fs::File::create(dir.path().join("pebble.log")).expect("pebble log");
         let mut command = Command::new(binary);
         command.arg("-config").arg(&config_path);
         if let Some(dns) = options.dns_server {
@@ -182,62 +180,34 @@ impl Pebble {
         if options.always_valid {
             command.env("PEBBLE_VA_ALWAYS_VALID", "1");
         }
-        let child = command
+        command
             .env("PEBBLE_VA_NOSLEEP", "1")
             .env("PEBBLE_WFE_NONCEREJECT", options.nonce_reject.to_string())
-            .env("PEBBLE_AUTHZREUSE", options.authz_reuse.to_string())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("start pebble");
-        let mut pebble = Self {
-            child,
-            dir,
+            .env("PEBBLE_AUTHZREUSE", options.authz_reuse.to_string());
+        let mut process = Daemon::spawn("pebble", &mut command, dir);
+        process
+            .wait_ready("listen", async || {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_ok()
+            })
+            .await;
+        Self {
+            process,
             pki,
             port,
             directory_url: format!("https://127.0.0.1:{port}/dir"),
             eab,
-        };
-        pebble.wait_ready().await;
-        pebble
-    }
-
-    async fn wait_ready(&mut self) {
-        let started = Instant::now();
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("pebble exited early ({status}): {}", self.log());
-            }
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "pebble did not listen within 20 s: {}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
     /// Process id of the Pebble process (for CPU accounting in benchmarks).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.id()
     }
 
     /// Pebble's output so far (for assertion messages).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("pebble.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Pebble {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.log()
     }
 }

@@ -119,3 +119,69 @@ impl Drop for LoggedChild {
         let _ = self.child.wait();
     }
 }
+
+/// A service process (Pebble, BIND) with its own temporary directory, writing stdout and
+/// stderr to `<name>.log` there; killed on drop.
+pub struct Daemon {
+    name: &'static str,
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// Spawns `command` with its output going to `<dir>/<name>.log`.
+    pub fn spawn(name: &'static str, command: &mut Command, dir: tempfile::TempDir) -> Self {
+        let log = std::fs::File::create(dir.path().join(format!("{name}.log"))).expect("log file");
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        Self { name, child, dir }
+    }
+
+    /// Polls `ready` every 20 ms until it holds; panics with the log when the process exits
+    /// first or 20 s pass. `what` completes "did not … within 20 s".
+    pub async fn wait_ready(&mut self, what: &str, mut ready: impl AsyncFnMut() -> bool) {
+        let started = std::time::Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("{} exited early ({status}): {}", self.name, self.log());
+            }
+            if ready().await {
+                return;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(20),
+                "{} did not {what} within 20 s: {}",
+                self.name,
+                self.log()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Its temporary directory.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Its process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its output so far (for assertion messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{}.log", self.name)))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
