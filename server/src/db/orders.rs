@@ -463,16 +463,7 @@ mod tests {
         for t in TestDb::all().await {
             let now = crate::now();
             let (acc, cert) = t.account_and_certificate("c", "c.example.com").await;
-            let order =
-                t.db.enqueue_order(
-                    cert.id,
-                    acc.id,
-                    OrderReason::New,
-                    now + time::Duration::days(1),
-                    now,
-                )
-                .await
-                .unwrap();
+            let order = enqueue_new(&t, acc.id, cert.id, now).await;
             let lease = now + time::Duration::seconds(30);
             let claimed =
                 t.db.claim_order("a", lease, now)
@@ -543,6 +534,24 @@ mod tests {
         }
     }
 
+    /// Queues a new order for `cert` due in a day.
+    async fn enqueue_new(
+        t: &TestDb,
+        acc: AccountId,
+        cert: CertificateId,
+        now: OffsetDateTime,
+    ) -> Order {
+        t.db.enqueue_order(
+            cert,
+            acc,
+            OrderReason::New,
+            now + time::Duration::days(1),
+            now,
+        )
+        .await
+        .unwrap()
+    }
+
     /// Queues, claims, keys and completes an order for `cert` (renewal due at `renew_after`).
     async fn complete(
         t: &TestDb,
@@ -552,16 +561,7 @@ mod tests {
         renew_after: OffsetDateTime,
     ) -> (OrderId, crate::model::VersionId) {
         let now = crate::now();
-        let order =
-            t.db.enqueue_order(
-                cert,
-                acc,
-                OrderReason::New,
-                now + time::Duration::days(1),
-                now,
-            )
-            .await
-            .unwrap();
+        let order = enqueue_new(t, acc, cert, now).await;
         t.db.claim_order("a", now + time::Duration::seconds(30), now)
             .await
             .unwrap()

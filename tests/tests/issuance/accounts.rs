@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use certkeep_server::model::{CertificateState, KeyType, OrderState};
-use certkeep_testsupport::pebble::PebbleOptions;
 use certkeep_testsupport::proxy::{Kind, Proxy, unavailable};
 
 use crate::support::{Env, certificate, history, wait_event, wait_order_ended, wait_versions};
@@ -35,10 +34,9 @@ fn requests(proxy: &Proxy) -> usize {
 /// account, and not one more request reaches the CA through the engine's cached connection.
 #[tokio::test]
 async fn a_deactivated_account_is_never_used_again() {
-    let Some(env) = Env::start(PebbleOptions::default(), |_| {}).await else {
+    let Some((env, account)) = Env::with_account().await else {
         return;
     };
-    let account = env.account().await;
     let engine = env.engine();
     // A first certificate opens (and caches) the account's connection.
     let first = certificate(

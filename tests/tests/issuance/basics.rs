@@ -266,10 +266,9 @@ async fn missing_eab_fails_fast_naming_external_account_required() {
 
 #[tokio::test]
 async fn out_of_scope_names_are_refused_without_an_order() {
-    let Some(env) = Env::start(PebbleOptions::default(), |_| {}).await else {
+    let Some((env, account)) = Env::with_account().await else {
         return;
     };
-    let account = env.account().await;
     let cert = certificate(
         &env.state,
         &account,
@@ -325,10 +324,9 @@ async fn pending_authorization_without_solver_fails_with_a_clear_message() {
 /// challenge types (`sectigo-email-01`) on valid authorizations are left alone.
 #[tokio::test]
 async fn pre_validated_order_touches_no_challenge() {
-    let Some(env) = Env::start(PebbleOptions::default(), |_| {}).await else {
+    let Some((env, account)) = Env::with_account().await else {
         return;
     };
-    let account = env.account().await;
     let warm = certificate(
         &env.state,
         &account,
@@ -451,10 +449,9 @@ async fn renewal_adds_a_version_and_keeps_the_previous_one() {
 
 #[tokio::test]
 async fn revocation_marks_the_version_and_reissues() {
-    let Some(env) = Env::start(PebbleOptions::default(), |_| {}).await else {
+    let Some((env, account)) = Env::with_account().await else {
         return;
     };
-    let account = env.account().await;
     let cert = certificate(
         &env.state,
         &account,

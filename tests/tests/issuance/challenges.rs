@@ -103,6 +103,18 @@ async fn cleaned_history(state: &AppState, cert: &Certificate, order: &Order) ->
     history(state, cert.id).await
 }
 
+/// Asserts that no challenge response of `order` is left in the database.
+async fn assert_no_responses(state: &AppState, order: &Order) {
+    assert!(
+        state
+            .db
+            .challenge_responses(order.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 fn assert_events(events: &[String], kinds: &[&str]) {
     for kind in kinds {
         assert!(
@@ -110,6 +122,27 @@ fn assert_events(events: &[String], kinds: &[&str]) {
             "`{kind}` missing in {events:#?}"
         );
     }
+}
+
+/// Asserts that `order` is done and its `events` record a whole challenge: solver chosen,
+/// response presented, challenge answered, validated and cleaned up.
+fn assert_solved(order: &Order, events: &[String], pebble: &Pebble) {
+    assert_eq!(
+        order.state,
+        OrderState::Done,
+        "{events:#?}\n{}",
+        pebble.log()
+    );
+    assert_events(
+        events,
+        &[
+            "challenge-solver",
+            "challenge-presented",
+            "challenge-answered",
+            "challenges-valid",
+            "challenge-cleaned",
+        ],
+    );
 }
 
 #[tokio::test]
@@ -173,23 +206,8 @@ async fn dns01_issues_wildcard_and_apex_through_bind_and_removes_every_record() 
 
     let order = run(&state, &config, &cert).await;
     let events = cleaned_history(&state, &cert, &order).await;
-    assert_eq!(
-        order.state,
-        OrderState::Done,
-        "{events:#?}\n{}",
-        pebble.log()
-    );
-    assert_events(
-        &events,
-        &[
-            "challenge-solver",
-            "challenge-presented",
-            "challenge-answered",
-            "challenges-valid",
-            "challenge-cleaned",
-            "issued",
-        ],
-    );
+    assert_solved(&order, &events, &pebble);
+    assert_events(&events, &["issued"]);
     let solver_events: Vec<&String> = events
         .iter()
         .filter(|e| e.starts_with("challenge-solver:"))
@@ -215,14 +233,7 @@ async fn dns01_issues_wildcard_and_apex_through_bind_and_removes_every_record() 
             .await
             .is_empty()
     );
-    assert!(
-        state
-            .db
-            .challenge_responses(order.id)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert_no_responses(&state, &order).await;
     let versions = state.db.versions(cert.id).await.unwrap();
     let mut sans = versions[0].dns_names.clone();
     sans.sort();
@@ -244,14 +255,7 @@ async fn failed_dns01(
     let events = cleaned_history(&state, &cert, &order).await;
     assert_eq!(order.state, OrderState::Failed, "{events:#?}");
     assert!(bind.txt(RECORD).await.is_empty(), "{}", bind.log());
-    assert!(
-        state
-            .db
-            .challenge_responses(order.id)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert_no_responses(&state, &order).await;
     let error = order.last_error.clone().unwrap_or_default();
     assert!(
         events
@@ -332,22 +336,7 @@ async fn http01_is_answered_by_the_central_responder() {
     .await;
     let order = wait_order_ended(&server.state, cert.id, LONG).await;
     let events = cleaned_history(&server.state, &cert, &order).await;
-    assert_eq!(
-        order.state,
-        OrderState::Done,
-        "{events:#?}\n{}",
-        pebble.log()
-    );
-    assert_events(
-        &events,
-        &[
-            "challenge-solver",
-            "challenge-presented",
-            "challenge-answered",
-            "challenges-valid",
-            "challenge-cleaned",
-        ],
-    );
+    assert_solved(&order, &events, &pebble);
     assert!(
         events
             .iter()
@@ -392,14 +381,6 @@ async fn a_challenge_the_ca_marks_invalid_fails_the_order_with_its_problem() {
         &events,
         &["challenge-invalid", "challenge-cleaned", "failed"],
     );
-    assert!(
-        server
-            .state
-            .db
-            .challenge_responses(order.id)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert_no_responses(&server.state, &order).await;
     server.stop().await;
 }

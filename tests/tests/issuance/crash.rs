@@ -2,20 +2,15 @@
 //! database. Each run must end with the certificate stored, one order placed and exactly one
 //! finalize reaching the CA.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use certkeep_server::db::Db;
-use certkeep_server::engine::Solvers;
 use certkeep_server::model::KeyType;
-use certkeep_server::secrets::Secrets;
-use certkeep_tests::solver::AlwaysValidSolver;
 use certkeep_testsupport::pebble::{Pebble, PebbleOptions};
 use certkeep_testsupport::postgres::PgCluster;
 use certkeep_testsupport::proxy::{Action, Hold, Kind, Proxy, still_processing};
 
 use crate::support::{
-    Env, Running, app_state, certificate, history, register, test_config, wait_event, wait_until,
+    Env, Running, TwoServers, certificate, history, test_config, wait_event, wait_until,
     wait_versions,
 };
 
@@ -165,29 +160,14 @@ async fn a_dead_engines_order_moves_to_the_other_engine_on_postgres_within_the_l
         return;
     };
     let proxy = Proxy::start(&pebble.pki, pebble.port).await;
-    let url = secrecy::SecretString::from(cluster.url(&cluster.create_database().await));
-    let (db_a, db_b) = (
-        Db::connect_postgres(&url).await.unwrap(),
-        Db::connect_postgres(&url).await.unwrap(),
-    );
-    db_a.migrate().await.unwrap();
     let config = test_config();
     let lease = Duration::from_secs(config.engine.lease_secs);
-    let secrets = Secrets::generate();
-    let a = app_state(db_a, secrets.clone(), config.clone()).await;
-    let b = app_state(db_b, secrets, config).await;
-    let account = register(
-        &a,
-        "shared",
-        &proxy.directory_url,
-        &pebble,
-        0,
-        &["*.example.test"],
-    )
-    .await;
-    let solver = Arc::new(AlwaysValidSolver::default());
-    let mut solvers = Solvers::default();
-    solvers.add("*.example.test", solver).unwrap();
+    let TwoServers {
+        a,
+        b,
+        account,
+        solvers,
+    } = TwoServers::start(cluster, &pebble, &proxy, config).await;
     proxy.add(Kind::Order, None, still_processing(1));
     let engine_a = Running::start(&a, Some(solvers.clone()));
     let cert = certificate(

@@ -16,8 +16,8 @@ use certkeep_testsupport::proxy::{
 };
 
 use crate::support::{
-    Env, Running, certificate, count_panics, history, register, wait_event, wait_order_ended,
-    wait_versions,
+    Env, Running, certificate, count_panics, enqueue, history, register, wait_event,
+    wait_order_ended, wait_versions,
 };
 
 const LONG: Duration = Duration::from_secs(60);
@@ -25,10 +25,9 @@ const LONG: Duration = Duration::from_secs(60);
 /// Scenario 2: `processing` with `Retry-After` for a few polls, then `valid`.
 #[tokio::test]
 async fn long_processing_honours_retry_after() {
-    let Some(env) = Env::start(PebbleOptions::default(), |_| {}).await else {
+    let Some((env, account)) = Env::with_account().await else {
         return;
     };
-    let account = env.account().await;
     env.proxy.add(Kind::Order, Some(2), still_processing(2));
     let cert = certificate(
         &env.state,
@@ -110,10 +109,9 @@ async fn processing_past_the_inline_limit_parks_and_resumes_after_restart() {
 /// Scenario 4: `processing` turns `invalid`: the CA error is recorded, no polling loop.
 #[tokio::test]
 async fn invalid_order_records_the_ca_error() {
-    let Some(env) = Env::start(PebbleOptions::default(), |_| {}).await else {
+    let Some((env, account)) = Env::with_account().await else {
         return;
     };
-    let account = env.account().await;
     env.proxy.add(
         Kind::Order,
         Some(1),
@@ -156,10 +154,9 @@ async fn invalid_order_records_the_ca_error() {
 /// certificate download.
 #[tokio::test]
 async fn unavailable_once_everywhere_then_completes() {
-    let Some(env) = Env::start(PebbleOptions::default(), |_| {}).await else {
+    let Some((env, account)) = Env::with_account().await else {
         return;
     };
-    let account = env.account().await;
     for kind in [
         Kind::Directory,
         Kind::Nonce,
@@ -206,10 +203,9 @@ async fn unavailable_once_everywhere_then_completes() {
 /// Scenario 6: nginx/Apache HTML error pages are transient errors that keep their status.
 #[tokio::test]
 async fn html_error_pages_are_transient_and_keep_the_status() {
-    let Some(env) = Env::start(PebbleOptions::default(), |_| {}).await else {
+    let Some((env, account)) = Env::with_account().await else {
         return;
     };
-    let account = env.account().await;
     env.proxy.add(Kind::Directory, Some(1), html_error(504));
     env.proxy.add(Kind::NewOrder, Some(1), html_error(502));
     env.proxy.add(Kind::Finalize, Some(1), html_error(504));
@@ -244,10 +240,9 @@ async fn html_error_pages_are_transient_and_keep_the_status() {
 /// Scenario 9: connections reset before the response, after the headers and mid-body.
 #[tokio::test]
 async fn connection_resets_are_retried_without_a_second_certificate() {
-    let Some(env) = Env::start(PebbleOptions::default(), |_| {}).await else {
+    let Some((env, account)) = Env::with_account().await else {
         return;
     };
-    let account = env.account().await;
     env.proxy
         .add(Kind::Order, Some(1), Action::Reset(Cut::AfterHeaders));
     env.proxy
@@ -282,10 +277,9 @@ async fn connection_resets_are_retried_without_a_second_certificate() {
 /// whole operation with a fresh nonce and signature; no JWS replayed.
 #[tokio::test]
 async fn bad_nonce_bursts_are_absorbed_or_retried_without_replay() {
-    let Some(env) = Env::start(PebbleOptions::default(), |_| {}).await else {
+    let Some((env, account)) = Env::with_account().await else {
         return;
     };
-    let account = env.account().await;
     env.proxy.add(
         Kind::NewOrder,
         Some(1),
@@ -591,10 +585,9 @@ async fn an_oversized_ca_answer_is_refused() {
 /// version stays current (an added SAN would become an extra CCS file on IIS).
 #[tokio::test]
 async fn a_certificate_with_an_added_name_is_never_made_current() {
-    let Some(env) = Env::start(PebbleOptions::default(), |_| {}).await else {
+    let Some((env, account)) = Env::with_account().await else {
         return;
     };
-    let account = env.account().await;
     let cert = certificate(
         &env.state,
         &account,
@@ -613,19 +606,7 @@ async fn a_certificate_with_an_added_name_is_never_made_current() {
             LeafKey::FromCsr,
         ),
     );
-    let now = certkeep_server::now();
-    env.state
-        .db
-        .enqueue_order(
-            cert.id,
-            account.id,
-            OrderReason::Renewal,
-            now + time::Duration::minutes(10),
-            now,
-        )
-        .await
-        .unwrap();
-    env.state.wake.notify_one();
+    enqueue(&env.state, &cert, &account, OrderReason::Renewal).await;
     let order = wait_order_ended(&env.state, cert.id, LONG).await;
     engine.stop().await;
     assert_eq!(order.reason, OrderReason::Renewal);
@@ -644,10 +625,9 @@ async fn a_certificate_with_an_added_name_is_never_made_current() {
 /// A certificate for another public key than the order's stored key fails the order.
 #[tokio::test]
 async fn a_certificate_for_another_key_fails_the_order() {
-    let Some(env) = Env::start(PebbleOptions::default(), |_| {}).await else {
+    let Some((env, account)) = Env::with_account().await else {
         return;
     };
-    let account = env.account().await;
     env.proxy.add(
         Kind::Certificate,
         Some(1),

@@ -1,17 +1,14 @@
 //! Two engines ("servers") on one PostgreSQL database issue 100 certificates requested at once:
 //! each is issued once and no order is placed twice.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use certkeep_server::db::Db;
 use certkeep_server::model::KeyType;
-use certkeep_server::secrets::Secrets;
 use certkeep_testsupport::pebble::{Pebble, PebbleOptions};
 use certkeep_testsupport::postgres::PgCluster;
 use certkeep_testsupport::proxy::{Kind, Proxy};
 
-use crate::support::{Running, app_state, certificate, register, test_config, wait_until};
+use crate::support::{Running, TwoServers, certificate, test_config, wait_until};
 
 const CERTIFICATES: usize = 100;
 
@@ -24,28 +21,12 @@ async fn two_engines_on_one_postgres_issue_each_certificate_once() {
         return;
     };
     let proxy = Proxy::start(&pebble.pki, pebble.port).await;
-    let name = cluster.create_database().await;
-    let url = secrecy::SecretString::from(cluster.url(&name));
-    let (db_a, db_b) = (
-        Db::connect_postgres(&url).await.unwrap(),
-        Db::connect_postgres(&url).await.unwrap(),
-    );
-    db_a.migrate().await.unwrap();
-    let secrets = Secrets::generate();
-    let a = app_state(db_a, secrets.clone(), test_config()).await;
-    let b = app_state(db_b, secrets, test_config()).await;
-    let account = register(
-        &a,
-        "shared",
-        &proxy.directory_url,
-        &pebble,
-        0,
-        &["*.example.test"],
-    )
-    .await;
-    let solver = Arc::new(certkeep_tests::solver::AlwaysValidSolver::default());
-    let mut solvers = certkeep_server::engine::Solvers::default();
-    solvers.add("*.example.test", solver).unwrap();
+    let TwoServers {
+        a,
+        b,
+        account,
+        solvers,
+    } = TwoServers::start(cluster, &pebble, &proxy, test_config()).await;
     let engine_a = Running::start(&a, Some(solvers.clone()));
     let engine_b = Running::start(&b, Some(solvers));
     let mut ids = Vec::new();

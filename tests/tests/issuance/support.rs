@@ -21,6 +21,7 @@ use certkeep_server::secrets::Secrets;
 use certkeep_server::testkit::TestDb;
 use certkeep_tests::solver::AlwaysValidSolver;
 use certkeep_testsupport::pebble::{Pebble, PebbleOptions};
+use certkeep_testsupport::postgres::PgCluster;
 use certkeep_testsupport::proxy::Proxy;
 use tokio_util::sync::CancellationToken;
 
@@ -87,6 +88,13 @@ impl Env {
             solver: Arc::default(),
             _db: db,
         })
+    }
+
+    /// Starts with default Pebble options and settings, and registers [`Env::account`].
+    pub(crate) async fn with_account() -> Option<(Self, Account)> {
+        let env = Self::start(PebbleOptions::default(), |_| {}).await?;
+        let account = env.account().await;
+        Some((env, account))
     }
 
     /// A registered account on the proxy's directory with EAB `kid-1`, for `*.example.test`.
@@ -195,19 +203,79 @@ pub(crate) async fn certificate_with(
         )
         .await
         .expect("insert certificate");
-    state
+    enqueue(state, &cert, account, OrderReason::New).await;
+    cert
+}
+
+/// Queues an order for `cert` with a ten-minute deadline and wakes the engine.
+pub(crate) async fn enqueue(
+    state: &AppState,
+    cert: &Certificate,
+    account: &Account,
+    reason: OrderReason,
+) -> Order {
+    let now = certkeep_server::now();
+    let order = state
         .db
         .enqueue_order(
             cert.id,
             account.id,
-            OrderReason::New,
+            reason,
             now + time::Duration::minutes(10),
             now,
         )
         .await
         .expect("enqueue");
     state.wake.notify_one();
-    cert
+    order
+}
+
+/// Two application states ("servers") with one set of secrets on one fresh, migrated
+/// PostgreSQL database, an account registered through the first on `proxy`'s directory, and
+/// always-valid solvers for `*.example.test`.
+pub(crate) struct TwoServers {
+    pub(crate) a: AppState,
+    pub(crate) b: AppState,
+    pub(crate) account: Account,
+    pub(crate) solvers: Solvers,
+}
+
+impl TwoServers {
+    pub(crate) async fn start(
+        cluster: &PgCluster,
+        pebble: &Pebble,
+        proxy: &Proxy,
+        config: Config,
+    ) -> Self {
+        let url = secrecy::SecretString::from(cluster.url(&cluster.create_database().await));
+        let (db_a, db_b) = (
+            Db::connect_postgres(&url).await.expect("connect a"),
+            Db::connect_postgres(&url).await.expect("connect b"),
+        );
+        db_a.migrate().await.expect("migrate");
+        let secrets = Secrets::generate();
+        let a = app_state(db_a, secrets.clone(), config.clone()).await;
+        let b = app_state(db_b, secrets, config).await;
+        let account = register(
+            &a,
+            "shared",
+            &proxy.directory_url,
+            pebble,
+            0,
+            &["*.example.test"],
+        )
+        .await;
+        let mut solvers = Solvers::default();
+        solvers
+            .add("*.example.test", Arc::new(AlwaysValidSolver::default()))
+            .expect("pattern");
+        Self {
+            a,
+            b,
+            account,
+            solvers,
+        }
+    }
 }
 
 /// A running engine that can be stopped cleanly or crashed.
