@@ -386,24 +386,10 @@ mod tests {
     use super::*;
     use crate::install::test_support::{Run, Version, snapshot, sync, version};
 
-    /// A test CA, an empty install directory and a reload log kept outside it.
-    struct Setup {
-        ca: TestCa,
-        dir: tempfile::TempDir,
-        log: PathBuf,
-        _logs: tempfile::TempDir,
-    }
-
-    impl Setup {
-        fn new() -> Self {
-            let logs = tempfile::tempdir().unwrap();
-            Self {
-                ca: TestCa::new(),
-                dir: tempfile::tempdir().unwrap(),
-                log: logs.path().join("reload.log"),
-                _logs: logs,
-            }
-        }
+    /// A test CA, an empty install directory and a reload log kept outside it (removed on drop).
+    fn setup() -> (TestCa, tempfile::TempDir, tempfile::TempPath) {
+        let log = tempfile::NamedTempFile::new().unwrap().into_temp_path();
+        (TestCa::new(), tempfile::tempdir().unwrap(), log)
     }
 
     /// A directory installer whose reload command appends a line to `log`.
@@ -490,12 +476,7 @@ mod tests {
 
     #[test]
     fn writes_fullchain_and_private_key_and_reloads_once_per_change() {
-        let Setup {
-            ca,
-            dir,
-            log,
-            _logs,
-        } = Setup::new();
+        let (ca, dir, log) = setup();
         let web = version(&ca, 1, &["www.contoso.com", "contoso.com"]);
         let api = version(&ca, 2, &["api.contoso.com"]);
 
@@ -561,12 +542,7 @@ mod tests {
 
     #[test]
     fn dropped_certificates_and_foreign_directories_are_left_in_place() {
-        let Setup {
-            ca,
-            dir,
-            log,
-            _logs,
-        } = Setup::new();
+        let (ca, dir, log) = setup();
         fs::create_dir(dir.path().join("cert-2")).unwrap();
         fs::write(dir.path().join("cert-2").join(FULLCHAIN), "hand made").unwrap();
         let one = version(&ca, 1, &["a.example"]);
@@ -595,12 +571,7 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn a_failure_between_key_and_chain_keeps_the_installed_pair() {
-        let Setup {
-            ca,
-            dir,
-            log,
-            _logs,
-        } = Setup::new();
+        let (ca, dir, log) = setup();
         let sub = dir.path().join("cert-1");
         let first = version(&ca, 1, &["www.contoso.com"]);
         let installed = run(dir.path(), &log, &[&first]);
@@ -644,12 +615,7 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn a_directory_written_by_an_older_agent_is_swapped_for_the_symlink() {
-        let Setup {
-            ca,
-            dir,
-            log,
-            _logs,
-        } = Setup::new();
+        let (ca, dir, log) = setup();
         let sub = dir.path().join("cert-1");
         let first = version(&ca, 1, &["www.contoso.com"]);
         run(dir.path(), &log, &[&first]);
