@@ -374,19 +374,7 @@ fn verify(entry: &ManifestEntry, pfx: Vec<u8>, password: &str) -> Result<Bundle,
 }
 
 fn failed(installer: &dyn Installer, entry: &ManifestEntry, error: &str) -> Vec<FileReport> {
-    installer
-        .report_names(entry)
-        .iter()
-        .map(|name| {
-            file_report(
-                entry,
-                name,
-                None,
-                DeploymentStatus::Failed,
-                Some(error.into()),
-            )
-        })
-        .collect()
+    install::failed_reports(entry, &installer.report_names(entry), error)
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {

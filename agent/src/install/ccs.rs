@@ -17,8 +17,8 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use super::{
-    Bundle, Finish, InstallError, Installer, LocalManifest, Record, clean_temp_files, file_report,
-    foreign_notes, is_plain_name,
+    Bundle, Finish, InstallError, Installer, LocalManifest, Record, clean_temp_files,
+    failed_reports, file_report, foreign_notes, is_plain_name,
 };
 use crate::fsio::{self, Access};
 
@@ -189,19 +189,7 @@ impl Installer for CcsInstaller {
             Err(e) => Some(e.to_string()),
         };
         if let Some(error) = mismatch {
-            return entry
-                .file_names
-                .iter()
-                .map(|name| {
-                    file_report(
-                        entry,
-                        name,
-                        None,
-                        DeploymentStatus::Failed,
-                        Some(error.clone()),
-                    )
-                })
-                .collect();
+            return failed_reports(entry, &entry.file_names, &error);
         }
         entry
             .file_names
@@ -490,32 +478,28 @@ mod tests {
         }
     }
 
+    /// Asserts that installing `v` into an empty folder fails `name` and writes no PFX file.
+    fn assert_refused(v: &Version, name: &str) {
+        let dir = tempfile::tempdir().unwrap();
+        let result = run(dir.path(), &[v]);
+        assert_eq!(status_of(&result, name), DeploymentStatus::Failed);
+        assert!(pfx_files(dir.path()).is_empty());
+    }
+
     #[test]
     fn a_bundle_for_another_certificate_than_the_manifest_says_is_refused() {
         let ca = TestCa::new();
-        let dir = tempfile::tempdir().unwrap();
         let mut v1 = version(&ca, 1, &["www.contoso.com"]);
         v1.pfx = version(&ca, 1, &["www.contoso.com"]).pfx;
-        let result = run(dir.path(), &[&v1]);
-        assert_eq!(
-            status_of(&result, "www.contoso.com.pfx"),
-            DeploymentStatus::Failed
-        );
-        assert!(pfx_files(dir.path()).is_empty());
+        assert_refused(&v1, "www.contoso.com.pfx");
     }
 
     #[test]
     fn manifest_names_must_match_the_certificate() {
         let ca = TestCa::new();
-        let dir = tempfile::tempdir().unwrap();
         let mut v1 = version(&ca, 1, &["www.contoso.com"]);
         v1.entry.file_names = vec!["evil.example.pfx".into()];
-        let result = run(dir.path(), &[&v1]);
-        assert_eq!(
-            status_of(&result, "evil.example.pfx"),
-            DeploymentStatus::Failed
-        );
-        assert!(pfx_files(dir.path()).is_empty());
+        assert_refused(&v1, "evil.example.pfx");
     }
 
     #[test]

@@ -386,6 +386,12 @@ mod tests {
     use super::*;
     use crate::install::test_support::{Run, Version, snapshot, sync, version};
 
+    /// A test CA, an empty install directory and a reload log kept outside it (removed on drop).
+    fn setup() -> (TestCa, tempfile::TempDir, tempfile::TempPath) {
+        let log = tempfile::NamedTempFile::new().unwrap().into_temp_path();
+        (TestCa::new(), tempfile::tempdir().unwrap(), log)
+    }
+
     /// A directory installer whose reload command appends a line to `log`.
     fn reloading(dir: &Path, log: &Path) -> DirectoryInstaller {
         let script = format!("echo reload >> '{}'", log.display());
@@ -442,6 +448,18 @@ mod tests {
         );
     }
 
+    /// Asserts `run` installed `version` without errors as `<dir>/cert-1`, switched in by symlink.
+    #[cfg(unix)]
+    fn assert_installed(dir: &Path, run: &Run, version: &Version) {
+        assert!(run.errors.is_empty(), "{:?}", run.errors);
+        assert_eq!(run.files[0].status, DeploymentStatus::Installed);
+        assert_eq!(
+            installed_pair(&dir.join("cert-1")),
+            version.entry.thumbprint
+        );
+        assert_switched(dir, "cert-1");
+    }
+
     fn reloads(log: &Path) -> usize {
         fs::read_to_string(log).map_or(0, |s| s.lines().count())
     }
@@ -458,10 +476,7 @@ mod tests {
 
     #[test]
     fn writes_fullchain_and_private_key_and_reloads_once_per_change() {
-        let ca = TestCa::new();
-        let dir = tempfile::tempdir().unwrap();
-        let logs = tempfile::tempdir().unwrap();
-        let log = logs.path().join("reload.log");
+        let (ca, dir, log) = setup();
         let web = version(&ca, 1, &["www.contoso.com", "contoso.com"]);
         let api = version(&ca, 2, &["api.contoso.com"]);
 
@@ -527,10 +542,7 @@ mod tests {
 
     #[test]
     fn dropped_certificates_and_foreign_directories_are_left_in_place() {
-        let ca = TestCa::new();
-        let dir = tempfile::tempdir().unwrap();
-        let logs = tempfile::tempdir().unwrap();
-        let log = logs.path().join("reload.log");
+        let (ca, dir, log) = setup();
         fs::create_dir(dir.path().join("cert-2")).unwrap();
         fs::write(dir.path().join("cert-2").join(FULLCHAIN), "hand made").unwrap();
         let one = version(&ca, 1, &["a.example"]);
@@ -559,10 +571,7 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn a_failure_between_key_and_chain_keeps_the_installed_pair() {
-        let ca = TestCa::new();
-        let dir = tempfile::tempdir().unwrap();
-        let logs = tempfile::tempdir().unwrap();
-        let log = logs.path().join("reload.log");
+        let (ca, dir, log) = setup();
         let sub = dir.path().join("cert-1");
         let first = version(&ca, 1, &["www.contoso.com"]);
         let installed = run(dir.path(), &log, &[&first]);
@@ -598,10 +607,7 @@ mod tests {
         )
         .unwrap();
         let done = run(dir.path(), &log, &[&renewed]);
-        assert!(done.errors.is_empty(), "{:?}", done.errors);
-        assert_eq!(done.files[0].status, DeploymentStatus::Installed);
-        assert_eq!(installed_pair(&sub), renewed.entry.thumbprint);
-        assert_switched(dir.path(), "cert-1");
+        assert_installed(dir.path(), &done, &renewed);
         assert_eq!(reloads(&log), 2, "one reload for the switch");
         assert!(done.notes.is_empty(), "{:?}", done.notes);
     }
@@ -609,10 +615,7 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn a_directory_written_by_an_older_agent_is_swapped_for_the_symlink() {
-        let ca = TestCa::new();
-        let dir = tempfile::tempdir().unwrap();
-        let logs = tempfile::tempdir().unwrap();
-        let log = logs.path().join("reload.log");
+        let (ca, dir, log) = setup();
         let sub = dir.path().join("cert-1");
         let first = version(&ca, 1, &["www.contoso.com"]);
         run(dir.path(), &log, &[&first]);
@@ -625,10 +628,7 @@ mod tests {
 
         let renewed = version(&ca, 1, &["www.contoso.com"]);
         let done = run(dir.path(), &log, &[&renewed]);
-        assert!(done.errors.is_empty(), "{:?}", done.errors);
-        assert_eq!(done.files[0].status, DeploymentStatus::Installed);
-        assert_switched(dir.path(), "cert-1");
-        assert_eq!(installed_pair(&sub), renewed.entry.thumbprint);
+        assert_installed(dir.path(), &done, &renewed);
         assert_eq!(reloads(&log), 2);
     }
 }

@@ -226,6 +226,26 @@ pub(crate) fn file_report(
     }
 }
 
+/// A failed report for each of `names` (files of `entry`), all with `error`.
+pub(crate) fn failed_reports(
+    entry: &ManifestEntry,
+    names: &[String],
+    error: &str,
+) -> Vec<FileReport> {
+    names
+        .iter()
+        .map(|name| {
+            file_report(
+                entry,
+                name,
+                None,
+                DeploymentStatus::Failed,
+                Some(error.to_owned()),
+            )
+        })
+        .collect()
+}
+
 /// Fixtures for installer tests: PFX versions from a test PKI and a sync without the network.
 #[cfg(test)]
 pub(crate) mod test_support {

@@ -86,6 +86,27 @@ async fn audit(
     Ok(())
 }
 
+/// Audits a successful `action` of the agent `agent` on `subject`.
+async fn audit_agent_success(
+    state: &AppState,
+    agent: AgentId,
+    action: &str,
+    subject: String,
+    source: SocketAddr,
+    detail: String,
+) -> Result<(), ApiError> {
+    audit(
+        state,
+        format!("agent:{agent}"),
+        action,
+        subject,
+        source,
+        "success",
+        detail,
+    )
+    .await
+}
+
 fn issued(
     state: &AppState,
     agent: AgentId,
@@ -146,13 +167,12 @@ async fn enroll(
         .db
         .activate_agent(agent, &serial, response.not_after, now)
         .await?;
-    audit(
+    audit_agent_success(
         &state,
-        format!("agent:{agent}"),
+        agent,
         "agent.enroll",
         format!("agent:{agent}"),
         source,
-        "success",
         format!("client certificate serial {serial}"),
     )
     .await?;
@@ -197,13 +217,12 @@ async fn renew(
         Err(crate::db::Error::NotFound) => return Err(ApiError::Unauthorized),
         Err(e) => return Err(e.into()),
     }
-    audit(
+    audit_agent_success(
         &state,
-        format!("agent:{}", agent.id),
+        agent.id,
         "agent.renew",
         format!("agent:{}", agent.id),
         source,
-        "success",
         format!(
             "client certificate serial {serial}, renewed from serial {} (accepted until {serial} is first used)",
             agent.serial
@@ -324,13 +343,12 @@ async fn download_pfx(
         .await
         .map_err(|e| ApiError::Internal(e.into()))?
         .map_err(|e| ApiError::Internal(e.into()))?;
-    audit(
+    audit_agent_success(
         &state,
-        format!("agent:{}", agent.id),
+        agent.id,
         "certificate.pfx_pull",
         format!("certificate:{}", cert.id),
         source,
-        "success",
         format!("version {} thumbprint {}", version.id, version.thumbprint),
     )
     .await?;
