@@ -26,10 +26,15 @@ use common::ServerProcess;
 
 /// Runs `certkeep args...` in `dir` (its `certkeep-data` is the data directory).
 fn certkeep(dir: &std::path::Path, args: &[&str]) -> Output {
+    certkeep_with(dir, args, &[])
+}
+
+fn certkeep_with(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_certkeep"))
         .args(args)
         .current_dir(dir)
         .env_clear()
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .unwrap()
@@ -58,20 +63,32 @@ fn a_second_server_on_the_same_data_dir_is_refused() {
 }
 
 #[test]
-fn rekey_is_refused_while_the_server_runs_and_works_after_it_stopped() {
+fn rekey_migrate_and_dns_key_import_wait_for_the_server_to_stop() {
     let mut server = ServerProcess::start();
     let dir = server.dir.clone();
     let new_identity = dir.path().join("new-identity.txt");
     let new = Secrets::generate();
     new.write_identity(&new_identity).unwrap();
     let args = ["rekey", "--new-identity", new_identity.to_str().unwrap()];
-    let refused = certkeep(dir.path(), &args);
-    assert!(!refused.status.success());
-    let stderr = text(&refused.stderr);
-    assert!(
-        stderr.contains("another certkeep process") && stderr.contains("stop it first"),
-        "{stderr}"
-    );
+    let tsig = dir.path().join("tsig.txt");
+    std::fs::write(&tsig, "c2VjcmV0LXRzaWcta2V5LWJ5dGVzLTAxMjM0NTY3\n").unwrap();
+    let import = [
+        "dns-key",
+        "import",
+        "--key-name",
+        "certkeep.",
+        "--secret-file",
+        tsig.to_str().unwrap(),
+    ];
+    for command in [&args[..], &["migrate"], &import] {
+        let refused = certkeep(dir.path(), command);
+        assert!(!refused.status.success(), "{command:?}");
+        let stderr = text(&refused.stderr);
+        assert!(
+            stderr.contains("another certkeep process") && stderr.contains("stop it first"),
+            "{command:?}: {stderr}"
+        );
+    }
     let ended = server.terminate();
     assert!(ended.status.success(), "{}", ended.log);
     let done = certkeep(dir.path(), &args);
@@ -81,6 +98,20 @@ fn rekey_is_refused_while_the_server_runs_and_works_after_it_stopped() {
         "{}",
         text(&done.stdout)
     );
+    // A secret is never sealed to the identity the rekey retired.
+    let stale = certkeep(dir.path(), &import);
+    assert!(!stale.status.success());
+    assert!(
+        text(&stale.stderr).contains("does not open this database's secrets"),
+        "{}",
+        text(&stale.stderr)
+    );
+    let stored = certkeep_with(
+        dir.path(),
+        &import,
+        &[("CERTKEEP_AGE_IDENTITY_FILE", new_identity.to_str().unwrap())],
+    );
+    assert!(stored.status.success(), "{}", text(&stored.stderr));
 }
 
 /// Waits (bounded) until `check` holds.

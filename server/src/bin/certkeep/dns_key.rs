@@ -39,10 +39,17 @@ pub(crate) async fn run(args: &ServerArgs, command: DnsKeyCommand) -> anyhow::Re
             let text = read_secret(&secret_file)?;
             certkeep_server::solvers::dns01::decode_secret(&text)
                 .map_err(|e| anyhow::anyhow!("{e} (key {key_name})"))?;
-            let db = bootstrap::open_db(&config).await?;
+            // Like `rekey`: refused on SQLite while a server runs, and never sealed to an
+            // identity that no longer opens this database's secrets (e.g. after a rekey).
+            let db = bootstrap::open_db_exclusive(&config).await?;
             if config.migrate_on_start {
                 bootstrap::migrate(&db).await?;
             }
+            certkeep_server::ca::InternalCa::check_identity(&db, &secrets)
+                .await
+                .context(
+                    "the age identity in use does not open this database's secrets (rotated by `certkeep rekey`? point age_identity_file at the new identity)",
+                )?;
             db.store_tsig_key(&secrets, &key_name, text.trim().as_bytes(), now())
                 .await
                 .context("store the TSIG secret")?;

@@ -53,10 +53,11 @@ pub(crate) async fn serve(args: &ServerArgs, no_migrate: bool) -> anyhow::Result
     certkeep_server::serve(state, listeners, shutdown_signal()).await
 }
 
-/// `certkeep migrate`: applies pending migrations.
+/// `certkeep migrate`: applies pending migrations (on SQLite refused while a server runs on the
+/// data directory; a starting server migrates it itself).
 pub(crate) async fn migrate(args: &ServerArgs) -> anyhow::Result<()> {
     let config = args.load()?;
-    let db = bootstrap::open_db(&config).await?;
+    let db = bootstrap::open_db_exclusive(&config).await?;
     bootstrap::migrate(&db).await?;
     Ok(())
 }
