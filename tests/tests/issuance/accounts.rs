@@ -6,9 +6,9 @@ use std::time::Duration;
 use certkeep_server::model::{CertificateState, KeyType, OrderState};
 use certkeep_testsupport::proxy::{Kind, Proxy, unavailable};
 
-use crate::support::{Env, certificate, history, wait_event, wait_order_ended, wait_versions};
-
-const LONG: Duration = Duration::from_secs(60);
+use crate::support::{
+    Env, LONG, certificate, history, wait_event, wait_order_ended, wait_versions,
+};
 
 /// Every request that reached the proxy, of any kind.
 fn requests(proxy: &Proxy) -> usize {

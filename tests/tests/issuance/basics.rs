@@ -1,7 +1,5 @@
 //! Accounts with EAB, issuance for every key type, multi-SAN, renewal, revocation, scope.
 
-use std::time::Duration;
-
 use base64::Engine as _;
 use certkeep_server::db::accounts::NewAccount;
 use certkeep_server::engine::revoke_version;
@@ -14,11 +12,9 @@ use certkeep_testsupport::proxy::{Action, Kind, rename_challenges};
 use x509_parser::prelude::FromDer as _;
 
 use crate::support::{
-    Env, Running, app_state, certificate, certificate_with, history, register, test_config,
+    Env, LONG, Running, app_state, certificate, certificate_with, history, register, test_config,
     wait_event, wait_order_ended, wait_versions,
 };
-
-const LONG: Duration = Duration::from_secs(60);
 
 fn leaf_key_oid(chain_pem: &str) -> String {
     let pem = x509_parser::pem::Pem::iter_from_buffer(chain_pem.as_bytes())
@@ -277,11 +273,7 @@ async fn out_of_scope_names_are_refused_without_an_order() {
         KeyType::EcdsaP256,
     )
     .await;
-    let engine = env.engine();
-    let order = wait_order_ended(&env.state, cert.id, LONG).await;
-    engine.stop().await;
-    assert_eq!(order.state, OrderState::Failed);
-    let error = order.last_error.unwrap();
+    let error = env.run_until_failed(cert.id).await;
     assert!(
         error.contains("`evil.example.org` is outside the allowed domains"),
         "{error}"

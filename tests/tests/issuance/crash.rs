@@ -10,11 +10,9 @@ use certkeep_testsupport::postgres::PgCluster;
 use certkeep_testsupport::proxy::{Action, Hold, Kind, Proxy, still_processing};
 
 use crate::support::{
-    Env, Running, TwoServers, certificate, history, test_config, wait_event, wait_until,
+    Env, LONG, Running, TwoServers, certificate, history, test_config, wait_event, wait_until,
     wait_versions,
 };
-
-const LONG: Duration = Duration::from_secs(60);
 
 /// Where the first engine is killed.
 #[derive(Debug, Clone, Copy)]

@@ -16,11 +16,9 @@ use certkeep_testsupport::proxy::{
 };
 
 use crate::support::{
-    Env, Running, certificate, count_panics, enqueue, history, register, wait_event,
+    Env, LONG, Running, certificate, count_panics, enqueue, history, register, wait_event,
     wait_order_ended, wait_versions,
 };
-
-const LONG: Duration = Duration::from_secs(60);
 
 /// Scenario 2: `processing` with `Retry-After` for a few polls, then `valid`.
 #[tokio::test]
@@ -567,11 +565,7 @@ async fn an_oversized_ca_answer_is_refused() {
         KeyType::EcdsaP256,
     )
     .await;
-    let engine = env.engine();
-    let order = wait_order_ended(&env.state, cert.id, LONG).await;
-    engine.stop().await;
-    assert_eq!(order.state, OrderState::Failed);
-    let error = order.last_error.unwrap();
+    let error = env.run_until_failed(cert.id).await;
     assert!(
         error.contains("larger than 16384 bytes")
             && error.contains("ca_limits.max_response_bytes")
@@ -641,11 +635,7 @@ async fn a_certificate_for_another_key_fails_the_order() {
         KeyType::Rsa2048,
     )
     .await;
-    let engine = env.engine();
-    let order = wait_order_ended(&env.state, cert.id, LONG).await;
-    engine.stop().await;
-    assert_eq!(order.state, OrderState::Failed);
-    let error = order.last_error.unwrap();
+    let error = env.run_until_failed(cert.id).await;
     assert!(error.contains("not the order's key"), "{error}");
     assert!(env.state.db.versions(cert.id).await.unwrap().is_empty());
     let after = env.state.db.certificate(cert.id).await.unwrap();

@@ -15,7 +15,7 @@ use certkeep_server::db::certificates::NewCertificate;
 use certkeep_server::engine::{Engine, Solvers};
 use certkeep_server::model::{
     Account, Certificate, CertificateId, CertificateVersion, KeyType, Order, OrderReason,
-    RenewalPolicy,
+    OrderState, RenewalPolicy,
 };
 use certkeep_server::secrets::Secrets;
 use certkeep_server::testkit::TestDb;
@@ -24,6 +24,9 @@ use certkeep_testsupport::pebble::{Pebble, PebbleOptions};
 use certkeep_testsupport::postgres::PgCluster;
 use certkeep_testsupport::proxy::Proxy;
 use tokio_util::sync::CancellationToken;
+
+/// How long the tests wait for an order or a version.
+pub(crate) const LONG: Duration = Duration::from_secs(60);
 
 /// Engine settings with second-scale waits.
 pub(crate) fn test_config() -> Config {
@@ -122,6 +125,16 @@ impl Env {
     /// Starts an engine with the always-valid solver.
     pub(crate) fn engine(&self) -> Running {
         Running::start(&self.state, Some(self.solvers()))
+    }
+
+    /// Runs an engine until the newest order of `cert` ends, asserts that it failed, and
+    /// returns its recorded error.
+    pub(crate) async fn run_until_failed(&self, cert: CertificateId) -> String {
+        let engine = self.engine();
+        let order = wait_order_ended(&self.state, cert, LONG).await;
+        engine.stop().await;
+        assert_eq!(order.state, OrderState::Failed);
+        order.last_error.expect("a failed order records its error")
     }
 }
 
