@@ -49,6 +49,16 @@ pub struct Config {
     pub liveness: LivenessConfig,
     /// Limits of the listeners against slow or abusive clients, and listener certificates.
     pub listeners: ListenersConfig,
+    /// The web dashboard under `/ui/`.
+    pub ui: UiConfig,
+}
+
+/// The web dashboard under `/ui/`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UiConfig {
+    /// Login with campus SSO (OpenID Connect). Unset: no SSO login.
+    pub oidc: Option<crate::oidc::OidcConfig>,
 }
 
 /// Issuance engine settings.
@@ -356,6 +366,7 @@ impl Default for Config {
             ca_limits: CaLimitsConfig::default(),
             liveness: LivenessConfig::default(),
             listeners: ListenersConfig::default(),
+            ui: UiConfig::default(),
         }
     }
 }
@@ -497,6 +508,9 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "listeners.request_timeout_secs must exceed twice engine.request_timeout_secs (a revocation waits on the CA within its request)".into(),
             ));
+        }
+        if let Some(oidc) = &self.ui.oidc {
+            oidc.validate()?;
         }
         self.solvers.validate()
     }

@@ -1,0 +1,96 @@
+//! Pending OIDC logins (`oidc_logins`): written when a browser is sent to the IdP, taken
+//! exactly once by its callback. Rows live minutes; expired ones are swept on every insert.
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{Db, Result, on_pool};
+
+/// A pending login as stored: the state only as its SHA-256, the PKCE verifier sealed.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OidcLogin {
+    pub id: Uuid,
+    pub state_hash: Vec<u8>,
+    pub nonce: String,
+    pub pkce_verifier_enc: Vec<u8>,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+}
+
+impl Db {
+    /// Stores a pending login, first deleting every expired one.
+    pub async fn insert_oidc_login(&self, login: &OidcLogin) -> Result<()> {
+        const SWEEP: &str = "DELETE FROM oidc_logins WHERE expires_at <= $1";
+        const Q: &str = "INSERT INTO oidc_logins (id, state_hash, nonce, pkce_verifier_enc, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)";
+        on_pool!(self, p => sqlx::query(SWEEP).bind(login.created_at).execute(p).await.map(|r| r.rows_affected()))?;
+        on_pool!(self, p => sqlx::query(Q)
+            .bind(login.id)
+            .bind(&login.state_hash)
+            .bind(&login.nonce)
+            .bind(&login.pkce_verifier_enc)
+            .bind(login.created_at)
+            .bind(login.expires_at)
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    /// Takes (deletes and returns) the pending login whose state hashes to `state_hash`, if
+    /// any, expired or not: of two callbacks racing with one state exactly one gets it.
+    pub async fn take_oidc_login(&self, state_hash: &[u8]) -> Result<Option<OidcLogin>> {
+        const Q: &str = "DELETE FROM oidc_logins WHERE state_hash = $1 RETURNING id, state_hash, nonce, pkce_verifier_enc, created_at, expires_at";
+        Ok(
+            on_pool!(self, p => sqlx::query_as::<_, OidcLogin>(Q).bind(state_hash).fetch_optional(p).await)?,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn login(state: &[u8], created_at: OffsetDateTime, ttl: time::Duration) -> OidcLogin {
+        OidcLogin {
+            id: Uuid::now_v7(),
+            state_hash: state.to_vec(),
+            nonce: "n".into(),
+            pkce_verifier_enc: b"sealed".to_vec(),
+            created_at,
+            expires_at: created_at + ttl,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_login_is_taken_once_and_expired_ones_are_swept() {
+        for t in crate::testkit::TestDb::all().await {
+            let now = crate::now();
+            let old = login(
+                b"old",
+                now - time::Duration::hours(1),
+                time::Duration::minutes(10),
+            );
+            t.db.insert_oidc_login(&old).await.unwrap();
+            let fresh = login(b"fresh", now, time::Duration::minutes(10));
+            t.db.insert_oidc_login(&fresh).await.unwrap();
+            assert!(
+                t.db.take_oidc_login(b"old").await.unwrap().is_none(),
+                "{}: the expired login was swept by the next insert",
+                t.backend
+            );
+            let taken = t.db.take_oidc_login(b"fresh").await.unwrap().unwrap();
+            assert_eq!(
+                (taken.id, taken.nonce.as_str()),
+                (fresh.id, "n"),
+                "{}",
+                t.backend
+            );
+            assert_eq!(taken.pkce_verifier_enc, b"sealed", "{}", t.backend);
+            assert!(
+                t.db.take_oidc_login(b"fresh").await.unwrap().is_none(),
+                "{}: a login is taken once",
+                t.backend
+            );
+        }
+    }
+}
