@@ -24,6 +24,7 @@ const provider = new Provider(issuer, {
     token_endpoint_auth_method: 'client_secret_basic',
   })),
   pkce: { required: () => true },
+  ttl: { Interaction: 600, Session: 3600, Grant: 3600, AccessToken: 600, IdToken: 600 },
   scopes: ['openid', 'profile', 'groups'],
   claims: { openid: ['sub'], profile: ['name'], groups: ['groups'] },
   // Scope claims go into the ID token, not only to userinfo.

@@ -138,8 +138,9 @@ pub enum OidcError {
     InvalidToken(String),
     #[error("{0} is in no group that grants access to certkeep")]
     NoRole(String),
-    #[error("the client secret: {0}")]
-    Secret(String),
+    /// `[ui.oidc]` or its client secret is unusable.
+    #[error("{0}")]
+    Config(String),
     #[error(transparent)]
     Sealed(#[from] SecretsError),
     #[error(transparent)]
@@ -182,7 +183,7 @@ impl OidcClient {
     pub fn new(config: &OidcConfig, secrets: &Secrets) -> Result<Self, OidcError> {
         config
             .validate()
-            .map_err(|e| OidcError::Secret(e.to_string()))?;
+            .map_err(|e| OidcError::Config(e.to_string()))?;
         let secret = read_client_secret(config, secrets)?;
         let bad_url = |e: openidconnect::url::ParseError| OidcError::Provider {
             issuer: config.issuer.clone(),
@@ -406,26 +407,30 @@ fn read_client_secret(
     secrets: &Secrets,
 ) -> Result<Zeroizing<String>, OidcError> {
     let secret = match (&config.client_secret_file, &config.client_secret_sealed) {
-        (Some(path), _) => Zeroizing::new(
-            std::fs::read_to_string(path)
-                .map_err(|e| OidcError::Secret(format!("cannot read {}: {e}", path.display())))?,
-        ),
+        (Some(path), _) => Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+            OidcError::Config(format!(
+                "ui.oidc.client_secret_file: cannot read {}: {e}",
+                path.display()
+            ))
+        })?),
         (None, Some(sealed)) => {
             let bytes =
                 secrets.open_sealed_value("ui.oidc.client_secret_sealed", sealed.as_bytes())?;
             Zeroizing::new(String::from_utf8(bytes.to_vec()).map_err(|_| {
-                OidcError::Secret("ui.oidc.client_secret_sealed is not UTF-8 text".into())
+                OidcError::Config("ui.oidc.client_secret_sealed is not UTF-8 text".into())
             })?)
         }
         (None, None) => {
-            return Err(OidcError::Secret(
+            return Err(OidcError::Config(
                 "set ui.oidc.client_secret_file or ui.oidc.client_secret_sealed".into(),
             ));
         }
     };
     let trimmed = Zeroizing::new(secret.trim().to_owned());
     if trimmed.is_empty() {
-        return Err(OidcError::Secret("the client secret is empty".into()));
+        return Err(OidcError::Config(
+            "ui.oidc: the client secret is empty".into(),
+        ));
     }
     Ok(trimmed)
 }

@@ -134,7 +134,7 @@ fn failure(error: &OidcError) -> Response {
             StatusCode::FORBIDDEN
         }
         OidcError::Provider { .. } => StatusCode::BAD_GATEWAY,
-        OidcError::Secret(_) | OidcError::Sealed(_) | OidcError::Db(_) => {
+        OidcError::Config(_) | OidcError::Sealed(_) | OidcError::Db(_) => {
             StatusCode::INTERNAL_SERVER_ERROR
         }
     };
