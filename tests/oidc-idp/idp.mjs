@@ -1,6 +1,6 @@
 // A real OpenID Provider for certkeep's OIDC tests (oidc-provider). Started by the test with
-// the path of a JSON file: {"port": N, "clients": [{"client_id", "client_secret",
-// "redirect_uris": [..]}]}. Issuer http://127.0.0.1:PORT; dev interactions (any password)
+// the path of a JSON file: {"port": N, "id_token_ttl": seconds, "clients": [{"client_id",
+// "client_secret", "redirect_uris": [..]}]}. Issuer http://127.0.0.1:PORT; dev interactions (any password)
 // for three users; the groups claim is put in the ID token. Prints a ready line on stderr.
 import { readFileSync } from 'node:fs';
 import Provider from 'oidc-provider';
@@ -24,7 +24,7 @@ const provider = new Provider(issuer, {
     token_endpoint_auth_method: 'client_secret_basic',
   })),
   pkce: { required: () => true },
-  ttl: { Interaction: 600, Session: 3600, Grant: 3600, AccessToken: 600, IdToken: 600 },
+  ttl: { Interaction: 600, Session: 3600, Grant: 3600, AccessToken: 600, IdToken: settings.id_token_ttl ?? 600 },
   scopes: ['openid', 'profile', 'groups'],
   claims: { openid: ['sub'], profile: ['name'], groups: ['groups'] },
   // Scope claims go into the ID token, not only to userinfo.

@@ -148,38 +148,54 @@ fn query(url: &Url, name: &str) -> String {
 /// The IdP with two clients, `certkeep` and `other-app`, and a relying party for each on one
 /// database.
 struct Rp {
-    idp: OidcIdp,
+    _idp: OidcIdp,
     db: TestDb,
     certkeep: OidcClient,
     other: OidcClient,
-    _dir: tempfile::TempDir,
+    secrets: Secrets,
+    dir: tempfile::TempDir,
+}
+
+fn clients() -> [IdpClient; 2] {
+    [
+        idp_client("certkeep", REDIRECT),
+        idp_client("other-app", REDIRECT),
+    ]
 }
 
 impl Rp {
     async fn start() -> Option<Self> {
-        let clients = [
-            idp_client("certkeep", REDIRECT),
-            idp_client("other-app", REDIRECT),
-        ];
-        let idp = OidcIdp::start(&clients)?;
+        Self::start_with_id_token_ttl(600).await
+    }
+
+    async fn start_with_id_token_ttl(id_token_ttl_secs: u32) -> Option<Self> {
+        let [certkeep, other] = clients();
+        let idp = OidcIdp::start_with_id_token_ttl(&clients(), id_token_ttl_secs)?;
         let dir = tempfile::tempdir().unwrap();
         let secrets = Secrets::generate();
         let rp = |c: &IdpClient| OidcClient::new(&config(&idp.issuer, c, dir.path()), &secrets);
         Some(Self {
-            certkeep: rp(&clients[0]).unwrap(),
-            other: rp(&clients[1]).unwrap(),
+            certkeep: rp(&certkeep).unwrap(),
+            other: rp(&other).unwrap(),
             db: TestDb::sqlite().await,
-            idp,
-            _dir: dir,
+            _idp: idp,
+            secrets,
+            dir,
         })
+    }
+
+    /// A relying party for `client` of the IdP at `issuer`, on this database.
+    fn client_of(&self, issuer: &str, client: &IdpClient) -> OidcClient {
+        OidcClient::new(&config(issuer, client, self.dir.path()), &self.secrets).unwrap()
     }
 
     /// `client` starts a login, `user` signs in at the IdP: the callback's code and state.
     async fn sign_in(&self, client: &OidcClient, user: &str) -> (String, String) {
         let (auth_url, state) = client.begin(&self.db.db).await.unwrap();
-        assert!(auth_url.starts_with(&self.idp.issuer), "{auth_url}");
+        assert!(auth_url.starts_with(&client.config().issuer), "{auth_url}");
         let back = Browser::new().sign_in(&auth_url, user, REDIRECT).await;
         assert_eq!(query(&back, "state"), state);
+        assert_eq!(query(&back, "iss"), client.config().issuer);
         (query(&back, "code"), state)
     }
 
@@ -297,6 +313,40 @@ async fn an_id_token_for_another_login_nonce_is_refused() {
     };
     let reason = invalid_token(rp.certkeep.verify(&other_login).await);
     assert!(reason.contains("Invalid nonce"), "{reason}");
+}
+
+#[tokio::test]
+async fn an_id_token_from_another_provider_is_refused() {
+    let Some(rp) = Rp::start().await else { return };
+    let impostor = OidcIdp::start(&clients()).unwrap();
+    let impostor_rp = rp.client_of(&impostor.issuer, &clients()[0]);
+    // Same client id and user, signed by another provider's keys.
+    let redeemed = rp.redeemed(&impostor_rp, "alice").await;
+    impostor_rp.verify(&redeemed).await.unwrap();
+    let reason = invalid_token(rp.certkeep.verify(&redeemed).await);
+    assert!(reason.contains("Invalid issuer"), "{reason}");
+}
+
+#[tokio::test]
+async fn an_expired_id_token_is_refused() {
+    let Some(rp) = Rp::start_with_id_token_ttl(1).await else {
+        return;
+    };
+    let redeemed = rp.redeemed(&rp.certkeep, "alice").await;
+    let payload = redeemed.id_token.split('.').nth(1).unwrap();
+    let claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    let exp = claims["exp"].as_i64().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while certkeep_server::now().unix_timestamp() <= exp {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "exp {exp} never passed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let reason = invalid_token(rp.certkeep.verify(&redeemed).await);
+    assert!(reason.starts_with("Expired"), "{reason}");
 }
 
 #[tokio::test]

@@ -34,8 +34,14 @@ pub struct OidcIdp {
 }
 
 impl OidcIdp {
-    /// Starts the provider with `clients`; `None` when the tier is skipped.
+    /// Starts the provider with `clients`, ID tokens valid 10 minutes; `None` when the tier is
+    /// skipped.
     pub fn start(clients: &[IdpClient]) -> Option<Self> {
+        Self::start_with_id_token_ttl(clients, 600)
+    }
+
+    /// Like [`Self::start`], its ID tokens valid `id_token_ttl_secs`.
+    pub fn start_with_id_token_ttl(clients: &[IdpClient], id_token_ttl_secs: u32) -> Option<Self> {
         let node = NODE.find_or_skip()?;
         let app = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/oidc-idp");
         if !app.join("node_modules/oidc-provider").is_dir() {
@@ -57,6 +63,7 @@ impl OidcIdp {
         let dir = tempfile::tempdir().expect("temp dir");
         let settings = serde_json::json!({
             "port": port,
+            "id_token_ttl": id_token_ttl_secs,
             "clients": clients.iter().map(|c| serde_json::json!({
                 "client_id": c.client_id,
                 "client_secret": c.client_secret,

@@ -535,16 +535,21 @@ mod tests {
         }
     }
 
+    /// A configuration for an IdP that is never contacted, its secret in a file in `dir`.
+    fn offline_config(dir: &std::path::Path) -> OidcConfig {
+        let file = dir.join("secret");
+        std::fs::write(&file, "file-secret-1234\n").unwrap();
+        toml::from_str(&format!(
+            "issuer = \"https://sso.example.edu\"\nclient_id = \"certkeep\"\nclient_secret_file = {file:?}\nredirect_url = \"https://c.example.edu/ui/oidc/callback\"\n[roles]\n\"a\" = \"admin\"\n"
+        ))
+        .unwrap()
+    }
+
     #[test]
     fn the_client_secret_comes_from_a_file_or_a_sealed_value_and_is_not_shown() {
         let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("secret");
-        std::fs::write(&file, "file-secret-1234\n").unwrap();
         let secrets = Secrets::generate();
-        let mut config: OidcConfig = toml::from_str(&format!(
-            "issuer = \"https://sso.example.edu\"\nclient_id = \"certkeep\"\nclient_secret_file = {file:?}\nredirect_url = \"https://c.example.edu/ui/oidc/callback\"\n[roles]\n\"a\" = \"admin\"\n"
-        ))
-        .unwrap();
+        let mut config = offline_config(dir.path());
         let client = OidcClient::new(&config, &secrets).unwrap();
         assert_eq!(client.client_secret.secret(), "file-secret-1234");
         assert!(!format!("{client:?}").contains("file-secret"));
@@ -564,6 +569,40 @@ mod tests {
         config.client_secret_sealed = None;
         config.client_secret_file = Some(dir.path().join("missing"));
         let err = OidcClient::new(&config, &secrets).unwrap_err().to_string();
-        assert!(err.contains("cannot read"), "{err}");
+        assert!(
+            err.contains("ui.oidc.client_secret_file: cannot read"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_expired_login_is_refused_and_used_up() {
+        let t = crate::testkit::TestDb::sqlite().await;
+        let dir = tempfile::tempdir().unwrap();
+        let client = OidcClient::new(&offline_config(dir.path()), &Secrets::generate()).unwrap();
+        let id = Uuid::now_v7();
+        let now = crate::now();
+        t.db.insert_oidc_login(&OidcLogin {
+            id,
+            state_hash: state_hash("late"),
+            nonce: "n".into(),
+            pkce_verifier_enc: client.secrets.seal(verifier_binding(id), b"v").unwrap(),
+            created_at: now - time::Duration::minutes(20),
+            expires_at: now - time::Duration::minutes(10),
+        })
+        .await
+        .unwrap();
+        let late = client.redeem(&t.db, "code", "late").await;
+        assert!(
+            matches!(late, Err(OidcError::Expired(600))),
+            "{:?}",
+            late.err()
+        );
+        let again = client.redeem(&t.db, "code", "late").await;
+        assert!(
+            matches!(again, Err(OidcError::UnknownState)),
+            "{:?}",
+            again.err()
+        );
     }
 }
