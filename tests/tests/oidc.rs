@@ -294,10 +294,16 @@ async fn an_id_token_with_a_bad_signature_is_refused() {
     };
     let reason = invalid_token(rp.certkeep.verify(&forged).await);
     assert_eq!(reason, "Signature verification failed");
+    let garbled = Redeemed {
+        id_token: format!("{}.{promoted}", parts[0]),
+        ..forged
+    };
+    let reason = invalid_token(rp.certkeep.verify(&garbled).await);
+    assert_eq!(reason, "the ID token is not a JWT this server can read");
     // The untouched token verifies, with bob's own scope.
     let genuine = Redeemed {
         id_token: parts.join("."),
-        ..forged
+        ..garbled
     };
     let bob = rp.certkeep.verify(&genuine).await.unwrap();
     assert_eq!(bob.scopes, [Scope::Reader]);

@@ -297,7 +297,14 @@ impl OidcClient {
                         .map(|d| format!(" ({d})"))
                         .unwrap_or_default()
                 )),
-                other => self.provider_error(format!("token endpoint: {}", error_chain(&other))),
+                // Its answer holds tokens: a parse error could quote one, so it is not shown.
+                RequestTokenError::Parse(..) => {
+                    self.provider_error("the token endpoint's answer does not parse")
+                }
+                RequestTokenError::Request(e) => {
+                    self.provider_error(format!("token endpoint: {}", error_chain(&e)))
+                }
+                RequestTokenError::Other(e) => self.provider_error(format!("token endpoint: {e}")),
             })?;
         let id_token = response
             .id_token()
@@ -313,10 +320,10 @@ impl OidcClient {
     pub async fn verify(&self, redeemed: &Redeemed) -> Result<OidcIdentity, OidcError> {
         let provider = self.provider().await?;
         let invalid = |e: &dyn std::fmt::Display| OidcError::InvalidToken(e.to_string());
-        let token: IdTokenT = redeemed
-            .id_token
-            .parse()
-            .map_err(|e: serde_json::Error| invalid(&e))?;
+        // A parse error could quote the token: it is not shown.
+        let token: IdTokenT = redeemed.id_token.parse().map_err(|_: serde_json::Error| {
+            OidcError::InvalidToken("the ID token is not a JWT this server can read".into())
+        })?;
         let verifier = provider.id_token_verifier().set_allowed_algs(ALLOWED_ALGS);
         let claims = token
             .claims(&verifier, &Nonce::new(redeemed.nonce.clone()))
