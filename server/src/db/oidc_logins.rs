@@ -18,22 +18,24 @@ pub struct OidcLogin {
 }
 
 impl Db {
-    /// Stores a pending login, first deleting every expired one.
-    pub async fn insert_oidc_login(&self, login: &OidcLogin) -> Result<()> {
+    /// Stores a pending login, first deleting every expired one, unless `max_pending` are
+    /// already pending: then nothing is stored and `false` returned.
+    pub async fn insert_oidc_login(&self, login: &OidcLogin, max_pending: i64) -> Result<bool> {
         const SWEEP: &str = "DELETE FROM oidc_logins WHERE expires_at <= $1";
-        const Q: &str = "INSERT INTO oidc_logins (id, state_hash, nonce, pkce_verifier_enc, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)";
+        const Q: &str = "INSERT INTO oidc_logins (id, state_hash, nonce, pkce_verifier_enc, created_at, expires_at) SELECT $1, $2, $3, $4, $5, $6 WHERE (SELECT COUNT(*) FROM oidc_logins) < $7";
         on_pool!(self, p => sqlx::query(SWEEP).bind(login.created_at).execute(p).await.map(|r| r.rows_affected()))?;
-        on_pool!(self, p => sqlx::query(Q)
+        let inserted = on_pool!(self, p => sqlx::query(Q)
             .bind(login.id)
             .bind(&login.state_hash)
             .bind(&login.nonce)
             .bind(&login.pkce_verifier_enc)
             .bind(login.created_at)
             .bind(login.expires_at)
+            .bind(max_pending)
             .execute(p)
             .await
             .map(|r| r.rows_affected()))?;
-        Ok(())
+        Ok(inserted == 1)
     }
 
     /// Takes (deletes and returns) the pending login whose state hashes to `state_hash`, if
@@ -70,9 +72,9 @@ mod tests {
                 now - time::Duration::hours(1),
                 time::Duration::minutes(10),
             );
-            t.db.insert_oidc_login(&old).await.unwrap();
+            assert!(t.db.insert_oidc_login(&old, 2).await.unwrap());
             let fresh = login(b"fresh", now, time::Duration::minutes(10));
-            t.db.insert_oidc_login(&fresh).await.unwrap();
+            assert!(t.db.insert_oidc_login(&fresh, 2).await.unwrap());
             assert!(
                 t.db.take_oidc_login(b"old").await.unwrap().is_none(),
                 "{}: the expired login was swept by the next insert",
@@ -89,6 +91,41 @@ mod tests {
             assert!(
                 t.db.take_oidc_login(b"fresh").await.unwrap().is_none(),
                 "{}: a login is taken once",
+                t.backend
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn no_more_than_max_pending_logins_are_stored() {
+        for t in crate::testkit::TestDb::all().await {
+            let now = crate::now();
+            let ttl = time::Duration::minutes(10);
+            for state in [b"a", b"b"] {
+                assert!(
+                    t.db.insert_oidc_login(&login(state, now, ttl), 2)
+                        .await
+                        .unwrap()
+                );
+            }
+            assert!(
+                !t.db
+                    .insert_oidc_login(&login(b"c", now, ttl), 2)
+                    .await
+                    .unwrap(),
+                "{}: the third is refused",
+                t.backend
+            );
+            assert!(
+                t.db.take_oidc_login(b"c").await.unwrap().is_none(),
+                "{}",
+                t.backend
+            );
+            // Once the first two expire, the sweep makes room.
+            let later = login(b"d", now + ttl, ttl);
+            assert!(
+                t.db.insert_oidc_login(&later, 2).await.unwrap(),
+                "{}",
                 t.backend
             );
         }

@@ -47,6 +47,10 @@ use crate::secrets::{Binding, Secrets, SecretsError};
 /// How long the IdP's metadata and signing keys are used before they are read again.
 pub const METADATA_TTL: Duration = Duration::from_secs(15 * 60);
 
+/// Most logins pending at once (each row lives `login_ttl_secs`): an anonymous client cannot
+/// fill the database by starting logins.
+const MAX_PENDING_LOGINS: i64 = 10_000;
+
 /// Largest answer read from the IdP.
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
@@ -124,6 +128,8 @@ pub struct OidcIdentity {
 pub enum OidcError {
     #[error("the identity provider {issuer} cannot be used: {reason}")]
     Provider { issuer: String, reason: String },
+    #[error("too many logins are in progress; try again in a few minutes")]
+    Busy,
     #[error("this login is unknown or was already used; start the login again")]
     UnknownState,
     #[error(
@@ -266,7 +272,9 @@ impl OidcClient {
             created_at: now,
             expires_at: now + ttl(&self.config),
         };
-        db.insert_oidc_login(&login).await?;
+        if !db.insert_oidc_login(&login, MAX_PENDING_LOGINS).await? {
+            return Err(OidcError::Busy);
+        }
         Ok((url.to_string(), state.secret().clone()))
     }
 
@@ -589,14 +597,17 @@ mod tests {
         let client = OidcClient::new(&offline_config(dir.path()), &Secrets::generate()).unwrap();
         let id = Uuid::now_v7();
         let now = crate::now();
-        t.db.insert_oidc_login(&OidcLogin {
-            id,
-            state_hash: state_hash("late"),
-            nonce: "n".into(),
-            pkce_verifier_enc: client.secrets.seal(verifier_binding(id), b"v").unwrap(),
-            created_at: now - time::Duration::minutes(20),
-            expires_at: now - time::Duration::minutes(10),
-        })
+        t.db.insert_oidc_login(
+            &OidcLogin {
+                id,
+                state_hash: state_hash("late"),
+                nonce: "n".into(),
+                pkce_verifier_enc: client.secrets.seal(verifier_binding(id), b"v").unwrap(),
+                created_at: now - time::Duration::minutes(20),
+                expires_at: now - time::Duration::minutes(10),
+            },
+            10,
+        )
         .await
         .unwrap();
         let late = client.redeem(&t.db, "code", "late").await;

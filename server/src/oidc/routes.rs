@@ -134,6 +134,7 @@ fn failure(error: &OidcError) -> Response {
             StatusCode::FORBIDDEN
         }
         OidcError::Provider { .. } => StatusCode::BAD_GATEWAY,
+        OidcError::Busy => StatusCode::SERVICE_UNAVAILABLE,
         OidcError::Config(_) | OidcError::Sealed(_) | OidcError::Db(_) => {
             StatusCode::INTERNAL_SERVER_ERROR
         }
