@@ -1,7 +1,9 @@
 // A real OpenID Provider for certkeep's OIDC tests (oidc-provider). Started by the test with
 // the path of a JSON file: {"port": N, "id_token_ttl": seconds, "clients": [{"client_id",
 // "client_secret", "redirect_uris": [..]}]}. Issuer http://127.0.0.1:PORT; dev interactions (any password)
-// for three users; the groups claim is put in the ID token. Prints a ready line on stderr.
+// for three users; the groups claim is put in the ID token; a fresh RS256 key per start.
+// Prints a ready line on stderr.
+import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import Provider from 'oidc-provider';
 
@@ -14,7 +16,13 @@ const users = {
   carol: { name: 'Carol Student', groups: ['students'] },
 };
 
+// A signing key of this instance only (oidc-provider's quick-start keys are the same
+// everywhere): a restart rotates it, and two instances never share one.
+const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+const signingKey = { ...privateKey.export({ format: 'jwk' }), kid: randomUUID(), use: 'sig', alg: 'RS256' };
+
 const provider = new Provider(issuer, {
+  jwks: { keys: [signingKey] },
   clients: settings.clients.map((c) => ({
     client_id: c.client_id,
     client_secret: c.client_secret,

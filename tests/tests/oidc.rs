@@ -148,7 +148,7 @@ fn query(url: &Url, name: &str) -> String {
 /// The IdP with two clients, `certkeep` and `other-app`, and a relying party for each on one
 /// database.
 struct Rp {
-    _idp: OidcIdp,
+    idp: OidcIdp,
     db: TestDb,
     certkeep: OidcClient,
     other: OidcClient,
@@ -178,7 +178,7 @@ impl Rp {
             certkeep: rp(&certkeep).unwrap(),
             other: rp(&other).unwrap(),
             db: TestDb::sqlite().await,
-            _idp: idp,
+            idp,
             secrets,
             dir,
         })
@@ -353,6 +353,24 @@ async fn an_expired_id_token_is_refused() {
     }
     let reason = invalid_token(rp.certkeep.verify(&redeemed).await);
     assert!(reason.starts_with("Expired"), "{reason}");
+}
+
+#[tokio::test]
+async fn new_signing_keys_of_the_idp_are_read_when_a_token_names_one() {
+    let Some(mut rp) = Rp::start().await else {
+        return;
+    };
+    let before = rp.redeemed(&rp.certkeep, "alice").await;
+    rp.certkeep.verify(&before).await.unwrap();
+    rp.idp.restart();
+    // The cached keys are the old instance's; its tokens no longer verify after the re-read.
+    let after = rp.redeemed(&rp.certkeep, "bob").await;
+    assert_eq!(
+        rp.certkeep.verify(&after).await.unwrap().scopes,
+        [Scope::Reader]
+    );
+    let reason = invalid_token(rp.certkeep.verify(&before).await);
+    assert_eq!(reason, "Signature verification failed");
 }
 
 #[tokio::test]

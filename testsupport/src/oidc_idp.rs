@@ -4,7 +4,7 @@
 //! `carol` in `students`); any password is accepted. Killed on drop. Skipped with a loud notice
 //! without `node` or the installed package, unless `CERTKEEP_TEST_REQUIRE_NODE=1`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::process::LoggedChild;
@@ -29,8 +29,10 @@ pub struct IdpClient {
 pub struct OidcIdp {
     /// `http://127.0.0.1:<port>`.
     pub issuer: String,
-    _child: LoggedChild,
-    _dir: tempfile::TempDir,
+    child: LoggedChild,
+    node: PathBuf,
+    app: PathBuf,
+    dir: tempfile::TempDir,
 }
 
 impl OidcIdp {
@@ -70,20 +72,31 @@ impl OidcIdp {
                 "redirect_uris": [c.redirect_uri],
             })).collect::<Vec<_>>(),
         });
-        let settings_file = dir.path().join("idp.json");
-        std::fs::write(&settings_file, settings.to_string()).expect("write idp.json");
-        let child = LoggedChild::start(
-            Command::new(node)
-                .arg(app.join("idp.mjs"))
-                .arg(&settings_file)
-                .current_dir(&app),
-            "oidc-idp ready",
-        )
-        .unwrap_or_else(|e| panic!("oidc-provider did not start: {e}"));
+        std::fs::write(dir.path().join("idp.json"), settings.to_string()).expect("write idp.json");
         Some(Self {
             issuer: format!("http://127.0.0.1:{port}"),
-            _child: child,
-            _dir: dir,
+            child: Self::spawn(&node, &app, &dir),
+            node,
+            app,
+            dir,
         })
+    }
+
+    fn spawn(node: &Path, app: &Path, dir: &tempfile::TempDir) -> LoggedChild {
+        LoggedChild::start(
+            Command::new(node)
+                .arg(app.join("idp.mjs"))
+                .arg(dir.path().join("idp.json"))
+                .current_dir(app),
+            "oidc-idp ready",
+        )
+        .unwrap_or_else(|e| panic!("oidc-provider did not start: {e}"))
+    }
+
+    /// Stops the provider and starts it again on the same port with the same clients: it
+    /// signs with new keys (they live in its memory), and earlier sessions and codes are gone.
+    pub fn restart(&mut self) {
+        self.child.kill();
+        self.child = Self::spawn(&self.node, &self.app, &self.dir);
     }
 }

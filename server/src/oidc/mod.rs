@@ -9,7 +9,7 @@
 //! `azp`, expiry, `nonce` and, when present, `at_hash`. The user's groups (claim
 //! `groups_claim`) map to API scopes through `[ui.oidc.roles]`; a user in no mapped group is
 //! refused. The IdP's metadata and keys are read on first use and re-read every
-//! [`METADATA_TTL`]. Knows no HTML: `routes.rs` is the HTTP side.
+//! [`METADATA_TTL`], or at once when an ID token names a key they lack. Knows no HTML: `routes.rs` is the HTTP side.
 
 pub mod config;
 pub mod routes;
@@ -218,11 +218,12 @@ impl OidcClient {
         }
     }
 
-    /// The IdP's client, from metadata at most [`METADATA_TTL`] old.
-    async fn provider(&self) -> Result<Arc<ProviderClient>, OidcError> {
+    /// The IdP's client, from metadata at most [`METADATA_TTL`] old, or read afresh.
+    async fn provider(&self, fresh: bool) -> Result<Arc<ProviderClient>, OidcError> {
         let mut cached = self.provider.lock().await;
         if let Some((at, client)) = cached.as_ref()
             && at.elapsed() < METADATA_TTL
+            && !fresh
         {
             return Ok(client.clone());
         }
@@ -247,7 +248,7 @@ impl OidcClient {
     /// Starts a login: stores the pending login and returns the IdP URL to redirect to, and
     /// the state (for the browser-binding cookie).
     pub async fn begin(&self, db: &Db) -> Result<(String, String), OidcError> {
-        let provider = self.provider().await?;
+        let provider = self.provider(false).await?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut request = provider
             .authorize_url(
@@ -290,7 +291,7 @@ impl OidcClient {
         let verifier = self
             .secrets
             .open_string(verifier_binding(login.id), &login.pkce_verifier_enc)?;
-        let provider = self.provider().await?;
+        let provider = self.provider(false).await?;
         let response = provider
             .exchange_code(AuthorizationCode::new(code.to_owned()))
             .map_err(|e| self.provider_error(e))?
@@ -325,13 +326,23 @@ impl OidcClient {
     }
 
     /// Verifies a redeemed ID token and maps the user's groups to scopes.
+    /// A token signed with a key the cached JWKS lacks makes the metadata be read again (the
+    /// IdP rotated its keys); ID tokens reach this only from the token endpoint, over TLS.
     pub async fn verify(&self, redeemed: &Redeemed) -> Result<OidcIdentity, OidcError> {
-        let provider = self.provider().await?;
         let invalid = |e: &dyn std::fmt::Display| OidcError::InvalidToken(e.to_string());
         // A parse error could quote the token: it is not shown.
         let token: IdTokenT = redeemed.id_token.parse().map_err(|_: serde_json::Error| {
             OidcError::InvalidToken("the ID token is not a JWT this server can read".into())
         })?;
+        let mut provider = self.provider(false).await?;
+        let unknown_key = matches!(
+            token.signing_key(&provider.id_token_verifier()),
+            Err(openidconnect::SignatureVerificationError::NoMatchingKey)
+        );
+        if unknown_key {
+            tracing::info!(oidc.issuer = %self.config.issuer, "ID token signed with an unknown key: reading the IdP's keys again");
+            provider = self.provider(true).await?;
+        }
         let verifier = provider.id_token_verifier().set_allowed_algs(ALLOWED_ALGS);
         let claims = token
             .claims(&verifier, &Nonce::new(redeemed.nonce.clone()))
