@@ -168,9 +168,9 @@ impl OidcConfig {
             return bad("client_id must not be empty".into());
         }
         if self.client_secret_file.is_some() == self.client_secret_sealed.is_some() {
-            return bad(
-                "needs exactly one of client_secret_file and client_secret_sealed (the secret itself never goes into the file)".into(),
-            );
+            return Err(ConfigError::Invalid(
+                "ui.oidc needs exactly one of client_secret_file and client_secret_sealed (the secret itself never goes into the file)".into(),
+            ));
         }
         if self.groups_claim.trim().is_empty() {
             return bad("groups_claim must not be empty".into());
@@ -298,5 +298,37 @@ mod tests {
             c.issuer = issuer.into();
             assert_eq!(c.validate().is_ok(), ok, "{issuer}");
         }
+    }
+
+    #[test]
+    fn ui_oidc_is_read_and_checked_when_the_configuration_loads() {
+        #[expect(
+            clippy::result_large_err,
+            reason = "figment's Jail API returns its own error type"
+        )]
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.toml",
+                "[ui.oidc]\nissuer = \"https://sso.example.edu\"\nclient_id = \"certkeep\"\nredirect_url = \"https://c.example.edu/ui/oidc/callback\"\n[ui.oidc.roles]\n\"pki-admins\" = \"admin\"\n",
+            )?;
+            let load = || {
+                crate::config::Config::load(
+                    Some(std::path::Path::new("c.toml")),
+                    figment::Figment::new(),
+                )
+            };
+            let err = load().unwrap_err().to_string();
+            assert!(err.contains("ui.oidc needs exactly one of"), "{err}");
+            jail.set_env("CERTKEEP_UI__OIDC__CLIENT_SECRET_FILE", "/run/secrets/oidc");
+            let c = load().unwrap();
+            let oidc = c.ui.oidc.as_ref().unwrap();
+            assert_eq!(
+                oidc.client_secret_file.as_deref(),
+                Some(std::path::Path::new("/run/secrets/oidc"))
+            );
+            assert_eq!(oidc.scopes_for(["pki-admins"]), Some(vec![Scope::Admin]));
+            assert!(c.to_redacted_toml().contains("[ui.oidc.roles]"));
+            Ok(())
+        });
     }
 }
