@@ -51,6 +51,7 @@ impl Db {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secrets::{Binding, Secrets};
 
     fn login(state: &[u8], created_at: OffsetDateTime, ttl: time::Duration) -> OidcLogin {
         OidcLogin {
@@ -125,6 +126,30 @@ mod tests {
             let later = login(b"d", now + ttl, ttl);
             assert!(
                 t.db.insert_oidc_login(&later, 2).await.unwrap(),
+                "{}",
+                t.backend
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn rekey_re_seals_a_pending_login() {
+        for t in crate::testkit::TestDb::all().await {
+            let (old, new) = (Secrets::generate(), Secrets::generate());
+            let mut pending = login(b"s", crate::now(), time::Duration::minutes(10));
+            let binding = Binding::new("oidc_logins", "pkce_verifier_enc", pending.id);
+            pending.pkce_verifier_enc = old.seal(binding, b"verifier").unwrap();
+            assert!(t.db.insert_oidc_login(&pending, 10).await.unwrap());
+            assert_eq!(
+                t.db.rekey(&old, &new, crate::now()).await.unwrap(),
+                1,
+                "{}",
+                t.backend
+            );
+            let taken = t.db.take_oidc_login(b"s").await.unwrap().unwrap();
+            assert_eq!(
+                &new.open(binding, &taken.pkce_verifier_enc).unwrap()[..],
+                b"verifier",
                 "{}",
                 t.backend
             );
