@@ -15,9 +15,10 @@ use certkeep_agent::{EnrollOptions, enroll, sync_once};
 use certkeep_api_types::agent::DeploymentStatus;
 use certkeep_api_types::pem::encode as pem;
 use certkeep_api_types::pfx::testing::{KeyKind, TestCa};
+use certkeep_api_types::target::TargetSettings;
 use certkeep_server::bootstrap::{new_token_secret, token_hash};
 use certkeep_server::db::tokens::NewToken;
-use certkeep_server::model::{Certificate, Scope};
+use certkeep_server::model::{AgentId, Certificate, Scope};
 use certkeep_server::testkit::TestServer;
 use certkeep_tests::seeded::Seeded;
 use zeroize::Zeroizing;
@@ -60,29 +61,23 @@ impl Fixture {
         }
     }
 
-    /// Enrolls an agent host and writes its config with a CCS target.
-    async fn host(
-        &self,
-        name: &str,
-        token: Zeroizing<String>,
-        local_password: &str,
-    ) -> AgentConfig {
+    /// Enrolls an agent host with the config `enroll` writes, and gives the agent a CCS target
+    /// on the server (the folder `ccs` beside the state directory).
+    async fn host(&self, name: &str, agent: AgentId, token: Zeroizing<String>) -> AgentConfig {
         let root = self.dir.path().join(name);
-        let enrolled = enroll(self.enroll_options(name, token)).await.unwrap();
+        enroll(self.enroll_options(name, token)).await.unwrap();
         let ccs = root.join("ccs");
         std::fs::create_dir_all(&ccs).unwrap();
-        std::fs::write(root.join("password.txt"), local_password).unwrap();
-        let config_path = root.join("agent.toml");
-        let text = format!(
-            "server = \"{}\"\nca_file = \"{}\"\nstate_dir = \"{}\"\n[target]\nkind = \"ccs\"\npath = \"{}\"\npassword_file = \"{}\"\n",
-            self.server.agent_url,
-            self.server.ca_file().display(),
-            enrolled.state_dir.display(),
-            ccs.display(),
-            root.join("password.txt").display(),
-        );
-        std::fs::write(&config_path, text).unwrap();
-        AgentConfig::load(&config_path).unwrap()
+        self.target(
+            agent,
+            "ccs",
+            TargetSettings::Ccs {
+                path: ccs.to_string_lossy().into_owned(),
+            },
+        )
+        .await
+        .unwrap();
+        AgentConfig::load(&root.join("agent.toml")).unwrap()
     }
 }
 
@@ -211,8 +206,9 @@ async fn current_thumbprint(f: &Fixture, c: &Certificate) -> String {
     db.version(id).await.unwrap().thumbprint
 }
 
+/// The CCS folder of a [`Fixture::host`].
 fn ccs(config: &AgentConfig) -> PathBuf {
-    config.target.path().to_path_buf()
+    config.state_dir.parent().unwrap().join("ccs")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -227,7 +223,7 @@ async fn enroll_sync_renew_and_isolate() {
         .pending_agent("iis-1", PASSWORD, time::Duration::hours(24))
         .await
         .unwrap();
-    let config = f.host("iis-1", token.clone(), PASSWORD).await;
+    let config = f.host("iis-1", agent, token.clone()).await;
     let db = &f.server.state.db;
     let now = certkeep_server::now();
     db.assign_certificate(agent, multi.id, now).await.unwrap();
@@ -341,11 +337,11 @@ async fn enroll_sync_renew_and_isolate() {
         .certificate("other", &["other.example.com"])
         .await
         .unwrap();
-    let (_, other_token) = f
+    let (other_agent, other_token) = f
         .pending_agent("iis-2", PASSWORD, time::Duration::hours(24))
         .await
         .unwrap();
-    let other = f.host("iis-2", other_token, PASSWORD).await;
+    let other = f.host("iis-2", other_agent, other_token).await;
     let identity = certkeep_agent::identity::Identity::load(&other.state_dir).unwrap();
     let client = AgentClient::new(
         &other.server,
@@ -384,55 +380,6 @@ async fn enroll_sync_renew_and_isolate() {
     };
     assert!(text.contains("401"), "{text}");
     f.server.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn wrong_password_is_never_written() {
-    let f = Fixture::new().await;
-    let cert = f.certificate("web", &["www.example.com"]).await.unwrap();
-    let (agent, token) = f
-        .pending_agent("iis", "server-side password", time::Duration::hours(24))
-        .await
-        .unwrap();
-    let config = f.host("iis", token, "the password IIS has").await;
-    f.server
-        .state
-        .db
-        .assign_certificate(agent, cert.id, certkeep_server::now())
-        .await
-        .unwrap();
-    let outcome = sync_once(&config).await.unwrap();
-    assert!(!outcome.is_success());
-    assert!(
-        outcome
-            .files
-            .iter()
-            .all(|r| r.status == DeploymentStatus::Failed),
-        "{outcome:?}"
-    );
-    assert!(
-        pfx_files(&ccs(&config)).is_empty(),
-        "a PFX that does not open was written"
-    );
-    let leftovers: Vec<_> = std::fs::read_dir(ccs(&config))
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert!(
-        leftovers
-            .iter()
-            .all(|n| !n.to_string_lossy().contains(".tmp-")),
-        "{leftovers:?}"
-    );
-    let reported = f
-        .server
-        .state
-        .db
-        .deployments(Some(agent), None)
-        .await
-        .unwrap();
-    assert_eq!(reported.len(), 1);
-    assert_eq!(reported[0].status, DeploymentStatus::Failed);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -481,11 +428,11 @@ async fn expired_token_and_foreign_client_ca_are_refused() {
 async fn an_operator_without_export_cannot_route_keys_to_an_agent() {
     let f = Fixture::new().await;
     let www = f.certificate("www", &["www.example.com"]).await.unwrap();
-    let (_, token) = f
+    let (web1, token) = f
         .pending_agent("web1", PASSWORD, time::Duration::hours(24))
         .await
         .unwrap();
-    let config = f.host("web1", token, PASSWORD).await;
+    let config = f.host("web1", web1, token).await;
     let (operator_id, operator) = f.api_token("ops", &[Scope::Operator]).await;
     let (_, exporter) = f
         .api_token("ops-export", &[Scope::Operator, Scope::Export])
@@ -598,7 +545,7 @@ async fn a_lost_renewal_reply_does_not_lock_the_agent_out() {
         .pending_agent("iis", PASSWORD, time::Duration::hours(24))
         .await
         .unwrap();
-    let config = f.host("iis", token, PASSWORD).await;
+    let config = f.host("iis", agent, token).await;
     let db = &f.server.state.db;
     db.assign_certificate(agent, cert.id, certkeep_server::now())
         .await

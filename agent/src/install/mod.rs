@@ -13,7 +13,7 @@ use std::{
 };
 
 use certkeep_api_types::{
-    agent::{DeploymentStatus, FileReport, ManifestEntry},
+    agent::{DeploymentStatus, FileReport, ManifestEntry, TargetSettings, TargetSpec},
     pfx::OpenedPfx,
 };
 use serde::{Deserialize, Serialize};
@@ -22,10 +22,7 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 pub use self::{ccs::CcsInstaller, directory::DirectoryInstaller};
-use crate::{
-    config::Target,
-    fsio::{self, Access},
-};
+use crate::fsio::{self, Access};
 
 /// Name of the installer's own record of the files it wrote; never ends in `.pfx`.
 pub const MANIFEST_FILE: &str = ".certkeep-manifest.json";
@@ -47,6 +44,8 @@ pub struct Finish {
     pub errors: Vec<String>,
     /// Files in the target the installer did not write and left alone.
     pub notes: Vec<String>,
+    /// Files changed and the target has a reload command: run it now, once.
+    pub reload: Option<Vec<String>>,
 }
 
 /// The folder is unusable: missing, unreadable, or our manifest in it is corrupt.
@@ -87,17 +86,23 @@ pub trait Installer: Send {
     fn finish(&mut self, entries: &[ManifestEntry], incomplete: &HashSet<Uuid>) -> Finish;
 }
 
-/// The installer for a configured target.
-pub fn for_target(target: &Target, password: Zeroizing<String>) -> Box<dyn Installer> {
-    match target {
-        Target::Ccs { path, .. } => Box::new(CcsInstaller::new(path.clone(), password)),
-        Target::Directory {
+/// The installer for a target of the manifest; `Err` says why this agent cannot serve it.
+pub fn for_target(
+    target: &TargetSpec,
+    password: Zeroizing<String>,
+) -> Result<Box<dyn Installer>, String> {
+    match &target.settings {
+        TargetSettings::Ccs { path } => Ok(Box::new(CcsInstaller::new(path.into(), password))),
+        TargetSettings::Directory {
             path,
             reload_command,
-            ..
-        } => Box::new(DirectoryInstaller::new(
-            path.clone(),
+        } => Ok(Box::new(DirectoryInstaller::new(
+            path.into(),
             reload_command.clone().unwrap_or_default(),
+        ))),
+        TargetSettings::WindowsStore { .. } => Err(format!(
+            "target {}: windows-store targets are not supported by this agent build",
+            target.name
         )),
     }
 }
@@ -219,6 +224,7 @@ pub(crate) fn file_report(
 ) -> FileReport {
     FileReport {
         certificate_id: entry.certificate_id,
+        target: None,
         file_name: file_name.to_owned(),
         thumbprint: thumbprint.map(str::to_owned),
         status,
@@ -296,6 +302,7 @@ pub(crate) mod test_support {
                 not_after: datetime!(2030-01-01 0:00 UTC),
                 file_names: ccs_file_names(leaf_der).unwrap(),
                 download_path: format!("/agent/v1/certificates/{certificate_id}/pfx"),
+                targets: vec!["t".into()],
             },
             pfx,
         }
@@ -315,7 +322,7 @@ pub(crate) mod test_support {
     }
 
     /// One sync of `versions` (the manifest) through the same code as the real one, with
-    /// downloads served from memory.
+    /// downloads served from memory, then the reload command if the installer asks for it.
     pub(crate) fn sync(installer: Box<dyn Installer>, versions: &[&Version]) -> Run {
         let entries = versions.iter().map(|v| v.entry.clone()).collect();
         let (pass, wanted) = Pass::prepare(installer, entries);
@@ -331,12 +338,24 @@ pub(crate) mod test_support {
             })
             .collect();
         let downloaded = downloads.len();
-        let (files, errors, notes) = pass.complete(downloads, PASSWORD);
+        let done = pass.complete(downloads, PASSWORD);
+        let mut errors = done.errors;
+        if let Some(argv) = done.reload {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            errors.extend(
+                runtime
+                    .block_on(crate::reload::run(&argv, crate::reload::RELOAD_TIMEOUT))
+                    .err(),
+            );
+        }
         Run {
             downloaded,
-            files,
+            files: done.files,
             errors,
-            notes,
+            notes: done.notes,
         }
     }
 

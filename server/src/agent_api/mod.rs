@@ -14,7 +14,8 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use certkeep_api_types::agent::{
     ENROLL_PATH, EnrollRequest, EnrollResponse, MANIFEST_PATH, Manifest, ManifestEntry,
-    PKCS12_MEDIA_TYPE, RENEW_PATH, REPORT_PATH, RenewRequest, Report,
+    PFX_PASSWORD_PATH, PKCS12_MEDIA_TYPE, PfxPassword, RENEW_PATH, REPORT_PATH, RenewRequest,
+    Report, TargetSpec,
 };
 use certkeep_api_types::pfx;
 use sha2::{Digest, Sha256};
@@ -25,6 +26,7 @@ use crate::app::AppState;
 use crate::bootstrap::token_hash;
 use crate::db::agents::ManifestSource;
 use crate::db::deployments::NewDeployment;
+use crate::db::targets::AgentTarget;
 use crate::model::{AgentId, CertificateId, NewAuditEvent};
 
 mod enroll_limit;
@@ -50,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .route(RENEW_PATH, post(renew))
         .route(MANIFEST_PATH, get(manifest))
         .route("/agent/v1/certificates/{id}/pfx", get(download_pfx))
+        .route(PFX_PASSWORD_PATH, get(pfx_password))
         .route(REPORT_PATH, post(report))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(state)
@@ -238,14 +241,46 @@ fn chain_der(chain_pem: &str) -> Result<Vec<Vec<u8>>, ApiError> {
         .map_err(|e| ApiError::Internal(e.into()))
 }
 
-/// The manifest body from its sources (no X.509 parsing: the file names come from the SANs
-/// stored with each version).
-fn build_manifest(
-    agent: &AgentIdentity,
+/// Everything a manifest is made of, read in three queries.
+struct ManifestParts {
     sources: Vec<ManifestSource>,
-) -> Result<Manifest, ApiError> {
-    let certificates = sources
-        .into_iter()
+    targets: Vec<AgentTarget>,
+    /// `(certificate, target id)` of the assignments that name their targets.
+    pairs: Vec<(CertificateId, Uuid)>,
+}
+
+impl ManifestParts {
+    async fn load(state: &AppState, agent: AgentId) -> Result<Self, ApiError> {
+        Ok(Self {
+            sources: state.db.manifest_sources(agent).await?,
+            targets: state.db.targets(agent).await?,
+            pairs: state.db.assignment_targets(agent).await?,
+        })
+    }
+
+    /// Names of the targets `certificate` goes to: those its assignment names, else all.
+    fn targets_of(&self, certificate: CertificateId) -> Vec<String> {
+        let named: Vec<Uuid> = self
+            .pairs
+            .iter()
+            .filter(|(c, _)| *c == certificate)
+            .map(|(_, t)| *t)
+            .collect();
+        self.targets
+            .iter()
+            .filter(|t| named.is_empty() || named.contains(&t.id))
+            .map(|t| t.name.clone())
+            .collect()
+    }
+}
+
+/// The manifest body from its parts (no X.509 parsing: the file names come from the SANs
+/// stored with each version).
+fn build_manifest(agent: &AgentIdentity, parts: ManifestParts) -> Result<Manifest, ApiError> {
+    let certificates = parts
+        .sources
+        .iter()
+        .cloned()
         .map(|s| {
             let file_names = pfx::ccs_file_names_for(s.dns_names.iter().map(String::as_str))
                 .map_err(|e| ApiError::Internal(e.into()))?;
@@ -258,6 +293,7 @@ fn build_manifest(
                 serial: s.serial,
                 not_after: s.not_after,
                 file_names,
+                targets: parts.targets_of(s.certificate_id),
             })
         })
         .collect::<Result<_, ApiError>>()?;
@@ -265,21 +301,44 @@ fn build_manifest(
         agent_id: agent.id.0,
         pfx_encryption: agent.agent.pfx_mode,
         certificates,
+        targets: parts
+            .targets
+            .into_iter()
+            .map(|t| TargetSpec {
+                name: t.name,
+                settings: t.settings,
+                probe: t.probe,
+            })
+            .collect(),
     })
 }
 
-/// The manifest's ETag: a version never changes once stored, so the agent, its PFX mode and
-/// each listed certificate's id, name and current version determine the whole manifest. A 304
-/// therefore serializes nothing.
-fn manifest_etag(agent: &AgentIdentity, sources: &[ManifestSource]) -> String {
+/// The manifest's ETag: a version never changes once stored, so the agent, its PFX mode, each
+/// listed certificate's id, name and current version, the targets (id, name, settings, probe)
+/// and which targets each assignment names determine the whole manifest. A 304 therefore
+/// serializes no certificate.
+fn manifest_etag(agent: &AgentIdentity, parts: &ManifestParts) -> String {
     let mut h = Sha256::new();
-    h.update(agent.id.0.as_bytes());
-    h.update(agent.agent.pfx_mode.as_str().as_bytes());
-    for s in sources {
-        h.update(s.certificate_id.0.as_bytes());
-        h.update((s.certificate_name.len() as u64).to_be_bytes());
-        h.update(s.certificate_name.as_bytes());
-        h.update(s.version_id.0.as_bytes());
+    let mut text = |t: &str| {
+        h.update((t.len() as u64).to_be_bytes());
+        h.update(t.as_bytes());
+    };
+    text(&agent.id.0.to_string());
+    text(agent.agent.pfx_mode.as_str());
+    for s in &parts.sources {
+        text(&s.certificate_id.0.to_string());
+        text(&s.certificate_name);
+        text(&s.version_id.0.to_string());
+    }
+    for t in &parts.targets {
+        text(&t.id.to_string());
+        text(&t.name);
+        text(&crate::db::to_json(&t.settings));
+        text(&crate::db::to_json(&t.probe));
+    }
+    for (c, t) in &parts.pairs {
+        text(&c.0.to_string());
+        text(&t.to_string());
     }
     format!("\"{}\"", hex::encode(&h.finalize()[..16]))
 }
@@ -290,8 +349,8 @@ async fn manifest(
     agent: AgentIdentity,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let sources = state.db.manifest_sources(agent.id).await?;
-    let etag = manifest_etag(&agent, &sources);
+    let parts = ManifestParts::load(&state, agent.id).await?;
+    let etag = manifest_etag(&agent, &parts);
     let etag_value = HeaderValue::from_str(&etag).map_err(|e| ApiError::Internal(e.into()))?;
     let unchanged = headers
         .get(header::IF_NONE_MATCH)
@@ -300,7 +359,7 @@ async fn manifest(
     if unchanged {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value)]).into_response());
     }
-    let manifest = build_manifest(&agent, sources)?;
+    let manifest = build_manifest(&agent, parts)?;
     let body = serde_json::to_vec(&manifest).map_err(|e| ApiError::Internal(e.into()))?;
     Ok((
         [
@@ -365,6 +424,35 @@ async fn download_pfx(
         .into_response())
 }
 
+/// `GET /agent/v1/pfx-password`: the agent's PFX (CCS) password, which opens its downloads.
+/// Audited like a PFX pull; the agent asks only when it has something to download.
+async fn pfx_password(
+    State(state): State<AppState>,
+    ConnectInfo(source): ConnectInfo<SocketAddr>,
+    agent: AgentIdentity,
+) -> Result<Response, ApiError> {
+    let password = state
+        .db
+        .agent_ccs_password(&state.secrets, agent.id)
+        .await?;
+    audit_agent_success(
+        &state,
+        agent.id,
+        "agent.pfx_password",
+        format!("agent:{}", agent.id),
+        source,
+        String::new(),
+    )
+    .await?;
+    Ok((
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        Json(PfxPassword {
+            password: password.to_string(),
+        }),
+    )
+        .into_response())
+}
+
 /// `POST /agent/v1/report`: what the agent installed.
 async fn report(
     State(state): State<AppState>,
@@ -392,6 +480,7 @@ async fn report(
         .filter(|f| assigned.contains(&CertificateId(f.certificate_id)))
         .map(|f| NewDeployment {
             certificate_id: CertificateId(f.certificate_id),
+            target: f.target.as_deref().unwrap_or_default(),
             file_name: &f.file_name,
             thumbprint: f.thumbprint.as_deref(),
             status: f.status,

@@ -7,8 +7,10 @@ use certkeep_api_types::api::{
     DeploymentResponse, EabBinding, OrderEventResponse, OrderResponse, TokenResponse,
     VersionResponse,
 };
+use certkeep_api_types::target::TargetResponse;
 
 use crate::db::agents::Assignment;
+use crate::db::targets::AgentTarget;
 use crate::domain::deployments::deployment_state;
 use crate::domain::names::to_unicode;
 use crate::model::{
@@ -125,6 +127,7 @@ pub(super) fn deployment_responses(
                 files: mine
                     .into_iter()
                     .map(|d| DeployedFile {
+                        target: d.target.clone(),
                         file_name: d.file_name.clone(),
                         thumbprint: d.thumbprint.clone(),
                         status: d.status,
@@ -185,4 +188,24 @@ impl From<AuditEvent> for AuditEventResponse {
             detail: e.detail,
         }
     }
+}
+
+/// The wire form of a deployment target.
+pub(super) fn target_response(t: AgentTarget) -> TargetResponse {
+    TargetResponse {
+        id: t.id,
+        agent_id: t.agent_id.0,
+        name: t.name,
+        settings: t.settings,
+        probe: t.probe,
+        created_at: t.created_at,
+    }
+}
+
+/// The host's enroll command for the agent listener at `agent_url`. The token is read from a
+/// file, never from the command line.
+pub(super) fn enroll_command(agent_url: &str) -> String {
+    format!(
+        "certkeep-agent enroll --server {agent_url} --ca-file ca.pem --token-file join-token.txt"
+    )
 }

@@ -23,6 +23,7 @@ pub mod orders;
 pub mod rekey;
 pub mod server_keys;
 pub mod solvers;
+pub mod targets;
 pub mod tokens;
 pub mod tsig_keys;
 pub mod versions;

@@ -6,3 +6,4 @@ pub mod issuance;
 pub mod names;
 pub mod renewal;
 pub mod span;
+pub mod targets;

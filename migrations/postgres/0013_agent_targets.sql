@@ -1,0 +1,29 @@
+-- Deployment targets defined on the server, per agent (the agent keeps only its identity and
+-- the server address). `settings` is the JSON of the kind's settings, `probe` a JSON array of
+-- `host:port` addresses.
+CREATE TABLE agent_targets (
+    id          UUID PRIMARY KEY,
+    agent_id    UUID NOT NULL REFERENCES agents(id),
+    name        TEXT NOT NULL,
+    kind        TEXT NOT NULL,                   -- ccs | directory | windows-store
+    settings    TEXT NOT NULL,
+    probe       TEXT NOT NULL,
+    created_at  TIMESTAMPTZ NOT NULL,
+    UNIQUE (agent_id, name)
+);
+
+-- The targets an assignment goes to. An assignment without rows here goes to every target of
+-- its agent.
+CREATE TABLE assignment_targets (
+    agent_id        UUID NOT NULL,
+    certificate_id  UUID NOT NULL,
+    target_id       UUID NOT NULL REFERENCES agent_targets(id) ON DELETE CASCADE,
+    PRIMARY KEY (agent_id, certificate_id, target_id),
+    FOREIGN KEY (agent_id, certificate_id)
+        REFERENCES agent_assignments(agent_id, certificate_id) ON DELETE CASCADE
+);
+
+-- A reported file belongs to one target; '' for reports of agents without targets.
+ALTER TABLE deployments ADD COLUMN target TEXT NOT NULL DEFAULT '';
+ALTER TABLE deployments DROP CONSTRAINT deployments_pkey;
+ALTER TABLE deployments ADD PRIMARY KEY (agent_id, certificate_id, target, file_name);
