@@ -612,3 +612,137 @@ async fn a_lost_renewal_reply_does_not_lock_the_agent_out() {
     .await;
     f.server.stop().await;
 }
+
+/// Enroll in one command with no config edit; every target comes from the server. A target
+/// added through the API changes the manifest and the next sync applies it. With a CCS folder
+/// and a PEM directory, both are written; when the CCS folder is gone the directory is still
+/// written and the report names the failing target.
+#[tokio::test(flavor = "multi_thread")]
+async fn targets_come_from_the_server_and_fail_independently() {
+    let f = Fixture::new().await;
+    let www = f.certificate("www", &["www.example.com"]).await.unwrap();
+    let (agent, token) = f
+        .pending_agent("web1", PASSWORD, time::Duration::hours(24))
+        .await
+        .unwrap();
+    let enrolled = enroll(f.enroll_options("web1", token)).await.unwrap();
+    assert!(enrolled.config_written);
+    let config = AgentConfig::load(&f.dir.path().join("web1").join("agent.toml")).unwrap();
+    let admin = f.server.admin_token();
+    let (status, text) = f
+        .api(
+            reqwest::Method::PUT,
+            "/api/v1/agents/web1/certificates/www",
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, 204, "{text}");
+
+    // No target yet: nothing is written and the agent says why.
+    let outcome = sync_once(&config).await.unwrap();
+    assert!(!outcome.is_success());
+    assert!(
+        outcome.errors.iter().any(|e| e.contains("no target")),
+        "{outcome:?}"
+    );
+
+    // A CCS target added on the server reaches the agent on its next poll.
+    let root = f.dir.path().join("web1");
+    let (folder, pem) = (root.join("ccs"), root.join("pem"));
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::create_dir_all(&pem).unwrap();
+    let add = |name: &str, settings: serde_json::Value| serde_json::json!({"name": name, "settings": settings, "probe": []});
+    let ccs = add("ccs", serde_json::json!({"kind": "ccs", "path": folder}));
+    let (status, text) = f
+        .api(
+            reqwest::Method::POST,
+            "/api/v1/agents/web1/targets",
+            &admin,
+            Some(ccs),
+        )
+        .await;
+    assert_eq!(status, 201, "{text}");
+    let outcome = sync_once(&config).await.unwrap();
+    assert!(outcome.is_success(), "{outcome:?}");
+    let thumbprint = current_thumbprint(&f, &www).await;
+    assert_eq!(
+        openssl_thumbprint(&folder.join("www.example.com.pfx"), PASSWORD),
+        thumbprint
+    );
+    assert!(
+        sync_once(&config).await.unwrap().unchanged,
+        "same manifest: 304"
+    );
+
+    // A second target, a PEM directory whose reload command leaves a mark: both are served.
+    let mark = root.join("reloaded");
+    let dir = add(
+        "nginx",
+        serde_json::json!({"kind": "directory", "path": pem,
+            "reload_command": ["touch", mark]}),
+    );
+    let (status, text) = f
+        .api(
+            reqwest::Method::POST,
+            "/api/v1/agents/web1/targets",
+            &admin,
+            Some(dir),
+        )
+        .await;
+    assert_eq!(status, 201, "{text}");
+    let outcome = sync_once(&config).await.unwrap();
+    assert!(!outcome.unchanged && outcome.is_success(), "{outcome:?}");
+    assert!(pem.join("www").join("fullchain.pem").exists());
+    assert!(mark.exists(), "the reload command ran");
+    let pulls = f
+        .server
+        .state
+        .db
+        .list_audit(&certkeep_server::db::audit::AuditFilter {
+            action: Some("certificate.pfx_pull".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(pulls.len(), 2, "one pull per sync that needed the PFX");
+
+    // The CCS folder disappears and the certificate is renewed: the directory still gets it.
+    std::fs::remove_dir_all(&folder).unwrap();
+    std::fs::remove_file(&mark).unwrap();
+    let renewed = f
+        .issue(&www, &["www.example.com"])
+        .await
+        .unwrap()
+        .thumbprint;
+    let outcome = sync_once(&config).await.unwrap();
+    assert!(!outcome.is_success());
+    assert!(
+        outcome.errors.iter().any(|e| e.starts_with("target ccs:")),
+        "{outcome:?}"
+    );
+    assert!(mark.exists(), "the directory target was reloaded");
+    let deployments = f
+        .server
+        .state
+        .db
+        .deployments(Some(agent), None)
+        .await
+        .unwrap();
+    let by_target: BTreeMap<&str, (&Option<String>, DeploymentStatus)> = deployments
+        .iter()
+        .map(|d| (d.target.as_str(), (&d.thumbprint, d.status)))
+        .collect();
+    assert_eq!(
+        by_target["ccs"].1,
+        DeploymentStatus::Failed,
+        "{deployments:?}"
+    );
+    assert_eq!(
+        by_target["nginx"],
+        (&Some(renewed), DeploymentStatus::Installed),
+        "{deployments:?}"
+    );
+    f.server.stop().await;
+}

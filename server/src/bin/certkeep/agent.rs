@@ -46,7 +46,7 @@ pub(crate) enum AgentCommand {
     },
     /// Assign a certificate to an agent, for some or all of its targets.
     #[command(
-        after_help = "Examples:\n  certkeep agent assign web1 www\n  certkeep agent assign web1 www --target ccs --target nginx"
+        after_help = "Example:\n  certkeep agent assign web1 www\n  certkeep agent assign web1 www --target ccs --target nginx"
     )]
     Assign {
         agent: String,

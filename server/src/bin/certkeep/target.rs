@@ -13,7 +13,7 @@ use crate::table::{Table, list, time};
 #[derive(Subcommand, Debug)]
 pub(crate) enum TargetCommand {
     /// Add a target; the agent applies it on its next sync.
-    #[command(after_help = "Examples:
+    #[command(after_help = "Example:
   certkeep agent target add iis-farm-1 ccs --kind ccs --path '\\\\fs\\ccs$'
   certkeep agent target add web1 nginx --kind directory --path /etc/ssl/certkeep \\
       --reload-command 'systemctl reload nginx'
