@@ -73,7 +73,7 @@ async fn targets_are_created_listed_assigned_and_removed(app: TestApp) {
         ),
         (
             json!({"name": "x", "settings": {"kind": "nfs", "path": "/x"}}),
-            Some("settings"),
+            Some("settings.kind"),
         ),
         (
             json!({"name": "x", "probe": ["nohost"], "settings": {"kind": "ccs", "path": "/x"}}),
