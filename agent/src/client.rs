@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use certkeep_api_types::agent::{
     ENROLL_PATH, EnrollRequest, EnrollResponse, MANIFEST_PATH, Manifest, PFX_PASSWORD_PATH,
-    PfxPassword, RENEW_PATH, REPORT_PATH, RenewRequest, Report,
+    PROBE_REPORT_PATH, PfxPassword, ProbeReport, RENEW_PATH, REPORT_PATH, RenewRequest, Report,
 };
 use reqwest::{
     Certificate, Client, Identity, RequestBuilder, Response, StatusCode, Url,
@@ -153,6 +153,12 @@ impl AgentClient {
         let response = checked(send(self.http.get(self.url(PFX_PASSWORD_PATH)?)).await?).await?;
         let body: PfxPassword = json(response).await?;
         Ok(Zeroizing::new(body.password))
+    }
+
+    /// `POST /agent/v1/probe-report`.
+    pub async fn probe_report(&self, report: &ProbeReport) -> Result<(), ClientError> {
+        let request = self.http.post(self.url(PROBE_REPORT_PATH)?).json(report);
+        checked(send(request).await?).await.map(drop)
     }
 
     /// `POST /agent/v1/report`.

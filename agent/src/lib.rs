@@ -12,6 +12,7 @@ mod host;
 pub mod identity;
 pub mod install;
 pub mod poll;
+mod probe;
 mod reload;
 #[cfg(windows)]
 pub mod service;
@@ -31,7 +32,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-pub use crate::sync::{SyncOutcome, run, sync_once};
+pub use crate::sync::{ProbeOutcome, SyncOutcome, probe_once, run, sync_once};
 use crate::{
     client::AgentClient,
     config::{Config, config_toml, default_state_dir},

@@ -59,6 +59,10 @@ enum Command {
     /// is current, 1 when anything failed, 2 for usage or config errors.
     #[command(after_help = "Example:\n  certkeep-agent --config /etc/certkeep/agent.toml sync")]
     Sync,
+    /// Probe what the targets serve (TLS with SNI per name) and report it; installs nothing.
+    /// Prints one line per name; the server judges each (serving, stale, wrong, unreachable).
+    #[command(after_help = "Example:\n  certkeep-agent --config /etc/certkeep/agent.toml probe")]
+    Probe,
     /// Sync every `interval_secs` (±10 % jitter, backoff after errors) until Ctrl-C or SIGTERM.
     #[command(after_help = "Example:\n  certkeep-agent --config /etc/certkeep/agent.toml run")]
     Run,
@@ -144,6 +148,18 @@ fn main() -> ExitCode {
                     Ok(ExitCode::from(EXIT_FAILED))
                 }
             }
+        }),
+        Command::Probe => with_config(&config_path, |config| {
+            let outcome = runtime()?.block_on(certkeep_agent::probe_once(&config))?;
+            for p in &outcome.probes {
+                let seen = p
+                    .thumbprint
+                    .as_deref()
+                    .or(p.error.as_deref())
+                    .unwrap_or("-");
+                println!("{} {} {}: {seen}", p.target, p.address, p.name);
+            }
+            Ok(ExitCode::SUCCESS)
         }),
         Command::Run => with_config(&config_path, |config| {
             runtime()?.block_on(certkeep_agent::run(&config, shutdown_signal()));

@@ -8,11 +8,15 @@ use std::{
     fs,
     future::Future,
     path::PathBuf,
+    time::Duration,
 };
 
 use anyhow::{Context, ensure};
 use certkeep_api_types::{
-    agent::{DeploymentStatus, FileReport, Manifest, ManifestEntry, Report, TargetSettings},
+    agent::{
+        DeploymentStatus, FileReport, Manifest, ManifestEntry, ProbeReport, ProbeResult, Report,
+        TargetSettings,
+    },
     pfx::{PfxError, open_pfx},
 };
 use uuid::Uuid;
@@ -24,7 +28,7 @@ use crate::{
     format_time, host,
     identity::{self, Identity},
     install::{self, Bundle, Installer, MANIFEST_FILE, file_report},
-    now, poll,
+    now, poll, probe,
     reload::{self, RELOAD_TIMEOUT},
     state::{self, Etag, LastSync, SyncState},
 };
@@ -42,8 +46,21 @@ pub struct SyncOutcome {
     pub notes: Vec<String>,
     /// The manifest's targets, described (empty after a 304).
     pub targets: Vec<String>,
+    /// What the probes saw after installing (empty after a 304).
+    pub probes: Vec<ProbeResult>,
+    /// The manifest's probe interval (none after a 304).
+    pub probe_interval: Option<Duration>,
     /// The report reached the server.
     pub reported: bool,
+}
+
+/// What [`probe_once`] saw.
+#[derive(Debug)]
+pub struct ProbeOutcome {
+    /// One result per target, address and name.
+    pub probes: Vec<ProbeResult>,
+    /// The manifest's probe interval.
+    pub interval: Duration,
 }
 
 impl SyncOutcome {
@@ -103,18 +120,13 @@ pub async fn sync_once(config: &Config) -> anyhow::Result<SyncOutcome> {
     let _lock = state::lock(&config.state_dir)?;
     let mut identity = Identity::load(&config.state_dir)?;
     identity.ensure_valid(now())?;
-    let ca_pem = fs::read(&config.ca_file)
-        .with_context(|| format!("cannot read CA file {}", config.ca_file.display()))?;
-    let connect = |identity: &Identity| {
-        AgentClient::new(&config.server, &ca_pem, Some(&identity.client_pem()))
-    };
-    let mut client = connect(&identity)?;
+    let mut client = connect(config, &identity)?;
     let mut errors = Vec::new();
     if poll::renewal_due(identity.not_before, identity.not_after, now()) {
         match identity::renew(&client, &identity, &config.state_dir).await {
             Ok(renewed) => {
                 identity = renewed;
-                client = connect(&identity)?;
+                client = connect(config, &identity)?;
             }
             Err(e) => errors.push(format!(
                 "agent certificate renewal failed (it expires at {}): {e:#}",
@@ -150,15 +162,68 @@ pub async fn sync_once(config: &Config) -> anyhow::Result<SyncOutcome> {
     Ok(outcome)
 }
 
-/// Repeats [`sync_once`] every interval (±10 %), backing off after failures, until `shutdown`.
+/// A client of the configured server presenting `identity`.
+fn connect(config: &Config, identity: &Identity) -> anyhow::Result<AgentClient> {
+    let ca_pem = fs::read(&config.ca_file)
+        .with_context(|| format!("cannot read CA file {}", config.ca_file.display()))?;
+    Ok(AgentClient::new(
+        &config.server,
+        &ca_pem,
+        Some(&identity.client_pem()),
+    )?)
+}
+
+/// Probes what the targets serve and reports it, without installing anything: fetches the
+/// whole manifest (no ETag) for the targets and names.
+pub async fn probe_once(config: &Config) -> anyhow::Result<ProbeOutcome> {
+    let identity = {
+        let _lock = state::lock(&config.state_dir)?;
+        Identity::load(&config.state_dir)?
+    };
+    identity.ensure_valid(now())?;
+    let client = connect(config, &identity)?;
+    let ManifestFetch::Changed { manifest, .. } = client.manifest(None).await? else {
+        anyhow::bail!("the server answered 304 to a manifest request without an ETag");
+    };
+    let probes = probe::probe(&manifest).await;
+    client
+        .probe_report(&ProbeReport {
+            probes: probes.clone(),
+        })
+        .await
+        .context("probe report not delivered")?;
+    Ok(ProbeOutcome {
+        probes,
+        interval: Duration::from_secs(manifest.probe_interval_secs),
+    })
+}
+
+/// Repeats [`sync_once`] every interval (±10 %), backing off after failures, until `shutdown`;
+/// between syncs that change nothing, probes the targets every probe interval.
 pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     let mut failures = 0;
+    let mut next_probe: Option<tokio::time::Instant> = None;
     loop {
         let result = tokio::select! {
             result = sync_once(config) => result,
             () = &mut shutdown => break,
         };
+        if let Ok(outcome) = &result
+            && let Some(interval) = outcome.probe_interval
+        {
+            next_probe = Some(tokio::time::Instant::now() + interval);
+        }
+        if next_probe.is_some_and(|at| at <= tokio::time::Instant::now()) {
+            let probed = tokio::select! {
+                probed = probe_once(config) => probed,
+                () = &mut shutdown => break,
+            };
+            match probed {
+                Ok(p) => next_probe = Some(tokio::time::Instant::now() + p.interval),
+                Err(e) => tracing::warn!(error = format!("{e:#}"), "probe failed"),
+            }
+        }
         let succeeded = match result {
             Ok(outcome) => {
                 tracing::info!(
@@ -260,11 +325,19 @@ async fn deliver(
         errors,
     };
     let reported = client.report(&report).await;
+    let probes = probe::probe(&manifest).await;
+    let probe_reported = client
+        .probe_report(&ProbeReport {
+            probes: probes.clone(),
+        })
+        .await;
     let mut outcome = SyncOutcome {
         unchanged: false,
         files: report.files,
         errors: report.errors,
         notes: delivered.notes,
+        probes,
+        probe_interval: Some(Duration::from_secs(manifest.probe_interval_secs)),
         targets: manifest
             .targets
             .iter()
@@ -274,6 +347,11 @@ async fn deliver(
     };
     if let Err(e) = reported {
         outcome.errors.push(format!("report not delivered: {e}"));
+    }
+    if let Err(e) = probe_reported {
+        outcome
+            .errors
+            .push(format!("probe report not delivered: {e}"));
     }
     state.etag = new_etag.map(|value| Etag {
         value,

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 pub use crate::enums::{DeploymentStatus, PfxEncryption};
-pub use crate::target::{TargetSettings, TargetSpec};
+pub use crate::target::{ProbeReport, ProbeResult, ServedStatus, TargetSettings, TargetSpec};
 
 /// `POST`: exchange a one-time join token and a CSR for a client certificate (no client cert).
 pub const ENROLL_PATH: &str = "/agent/v1/enroll";
@@ -20,6 +20,8 @@ pub const RENEW_PATH: &str = "/agent/v1/renew";
 pub const MANIFEST_PATH: &str = "/agent/v1/manifest";
 /// `POST`: per-file deployment results.
 pub const REPORT_PATH: &str = "/agent/v1/report";
+/// `POST`: what the agent's probes saw served.
+pub const PROBE_REPORT_PATH: &str = "/agent/v1/probe-report";
 /// `GET`: the agent's PFX password, to open its downloads (client cert required, audited).
 pub const PFX_PASSWORD_PATH: &str = "/agent/v1/pfx-password";
 /// Media type of a PFX download.
@@ -85,6 +87,13 @@ pub struct Manifest {
     /// Where the agent installs them, by name; each entry names its targets.
     #[serde(default)]
     pub targets: Vec<TargetSpec>,
+    /// Seconds between two probes of the targets' probe addresses.
+    #[serde(default = "default_probe_interval")]
+    pub probe_interval_secs: u64,
+}
+
+fn default_probe_interval() -> u64 {
+    3600
 }
 
 /// The agent's PFX password (the CCS password IIS is configured with).
@@ -123,6 +132,9 @@ pub struct ManifestEntry {
     /// Names of the manifest's targets this certificate goes to.
     #[serde(default)]
     pub targets: Vec<String>,
+    /// The leaf's DNS names, probed with SNI.
+    #[serde(default)]
+    pub dns_names: Vec<String>,
 }
 
 /// Result of one sync, sent after every run that fetched a manifest.

@@ -413,6 +413,9 @@ pub struct DeploymentResponse {
     pub current_thumbprint: Option<String>,
     /// Files as last reported.
     pub files: Vec<DeployedFile>,
+    /// What the agent's probes saw served, per target, address and name.
+    #[serde(default)]
+    pub served: Vec<crate::target::ServedName>,
 }
 
 /// One file as an agent reported it.

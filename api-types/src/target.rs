@@ -30,6 +30,65 @@ text_enum!(/// Kind of a deployment target.
     WindowsStore => "windows-store",
 });
 
+text_enum!(/// What a target's probe address served for one DNS name of a certificate.
+    ServedStatus {
+    /// The leaf is the certificate's current version.
+    Serving => "serving",
+    /// The leaf is an earlier version of the certificate.
+    Stale => "stale",
+    /// The leaf is some other certificate.
+    Wrong => "wrong",
+    /// No TLS handshake (refused, timed out, or the server failed it).
+    Unreachable => "unreachable",
+});
+
+/// One probe of one DNS name at one address, as the agent saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct ProbeResult {
+    pub certificate_id: Uuid,
+    /// Target whose probe address this is.
+    pub target: String,
+    /// `host:port` probed.
+    pub address: String,
+    /// DNS name sent as SNI.
+    pub name: String,
+    /// Lowercase hex SHA-256 of the leaf served; none when the handshake failed.
+    pub thumbprint: Option<String>,
+    /// Why there is no leaf.
+    pub error: Option<String>,
+}
+
+/// Every probe of one round; replaces the agent's earlier results.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct ProbeReport {
+    pub probes: Vec<ProbeResult>,
+}
+
+/// What one host serves for one name: the last probe, judged against the current version.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct ServedName {
+    pub target: String,
+    pub address: String,
+    pub name: String,
+    pub status: ServedStatus,
+    /// Leaf served, if any.
+    pub thumbprint: Option<String>,
+    pub error: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub probed_at: OffsetDateTime,
+    /// First probe that did not see the current version, while that lasts.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub pending_since: Option<OffsetDateTime>,
+    /// When it was found lagging (`deployment.lagging_minutes` after `pending_since`).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub lagging_at: Option<OffsetDateTime>,
+}
+
 /// Windows certificate store of a `windows-store` target, under `LocalMachine`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]

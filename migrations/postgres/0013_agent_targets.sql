@@ -27,3 +27,22 @@ CREATE TABLE assignment_targets (
 ALTER TABLE deployments ADD COLUMN target TEXT NOT NULL DEFAULT '';
 ALTER TABLE deployments DROP CONSTRAINT deployments_pkey;
 ALTER TABLE deployments ADD PRIMARY KEY (agent_id, certificate_id, target, file_name);
+
+-- What each agent's probes saw served, per target, probe address and DNS name. `expected` is
+-- the current thumbprint when probed; `pending_since` the first probe that did not see it
+-- (NULL while serving); `lagging_at` when that lasted past deployment.lagging_minutes.
+CREATE TABLE served_names (
+    agent_id        UUID NOT NULL REFERENCES agents(id),
+    certificate_id  UUID NOT NULL REFERENCES certificates(id),
+    target          TEXT NOT NULL,
+    address         TEXT NOT NULL,
+    name            TEXT NOT NULL,
+    status          TEXT NOT NULL,                   -- serving | stale | wrong | unreachable
+    thumbprint      TEXT,
+    error           TEXT,
+    expected        TEXT NOT NULL,
+    pending_since   TIMESTAMPTZ,
+    lagging_at      TIMESTAMPTZ,
+    probed_at       TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (agent_id, certificate_id, target, address, name)
+);

@@ -40,3 +40,22 @@ INSERT INTO deployments_new (agent_id, certificate_id, target, file_name, thumbp
     SELECT agent_id, certificate_id, '', file_name, thumbprint, status, error, reported_at FROM deployments;
 DROP TABLE deployments;
 ALTER TABLE deployments_new RENAME TO deployments;
+
+-- What each agent's probes saw served, per target, probe address and DNS name. `expected` is
+-- the current thumbprint when probed; `pending_since` the first probe that did not see it
+-- (NULL while serving); `lagging_at` when that lasted past deployment.lagging_minutes.
+CREATE TABLE served_names (
+    agent_id        BLOB NOT NULL REFERENCES agents(id),
+    certificate_id  BLOB NOT NULL REFERENCES certificates(id),
+    target          TEXT NOT NULL,
+    address         TEXT NOT NULL,
+    name            TEXT NOT NULL,
+    status          TEXT NOT NULL,                   -- serving | stale | wrong | unreachable
+    thumbprint      TEXT,
+    error           TEXT,
+    expected        TEXT NOT NULL,
+    pending_since   TEXT,
+    lagging_at      TEXT,
+    probed_at       TEXT NOT NULL,
+    PRIMARY KEY (agent_id, certificate_id, target, address, name)
+);

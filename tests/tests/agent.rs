@@ -746,3 +746,167 @@ async fn targets_come_from_the_server_and_fail_independently() {
     );
     f.server.stop().await;
 }
+
+/// What the server shows for `www`'s probed names on the one agent, via the real API.
+async fn served_www(f: &Fixture, admin: &str) -> Vec<serde_json::Value> {
+    let (status, text) = f
+        .api(
+            reqwest::Method::GET,
+            "/api/v1/certificates/www",
+            admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{text}");
+    let detail: serde_json::Value = serde_json::from_str(&text).unwrap();
+    detail["deployments"][0]["served"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Probes until the server shows `www.example.com` as `status` with `thumbprint`, for at most
+/// 20 s (nginx starts new workers a moment after `-s reload` returns).
+async fn probe_until(
+    f: &Fixture,
+    config: &AgentConfig,
+    admin: &str,
+    status: &str,
+    thumbprint: &str,
+) {
+    let started = std::time::Instant::now();
+    loop {
+        let served = served_www(f, admin).await;
+        if served.len() == 1
+            && served[0]["status"] == status
+            && served[0]["thumbprint"] == thumbprint
+        {
+            return;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "not {status} {thumbprint} within 20 s: {served:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        certkeep_agent::probe_once(config).await.unwrap();
+    }
+}
+
+/// The closed loop with a real nginx: a directory target whose reload command reloads it,
+/// probed at nginx's port. After a renewal the probe sees the new thumbprint served; with the
+/// reload command broken, nginx keeps the old one and the server shows the name `stale`.
+#[tokio::test(flavor = "multi_thread")]
+async fn nginx_serves_the_renewal_and_a_broken_reload_shows_stale() {
+    let f = Fixture::new().await;
+    let www = f.certificate("www", &["www.example.com"]).await.unwrap();
+    let (agent, token) = f
+        .pending_agent("web1", PASSWORD, time::Duration::hours(24))
+        .await
+        .unwrap();
+    enroll(f.enroll_options("web1", token)).await.unwrap();
+    let root = f.dir.path().join("web1");
+    let config = AgentConfig::load(&root.join("agent.toml")).unwrap();
+    let pem = root.join("pem");
+    std::fs::create_dir_all(&pem).unwrap();
+    let db = &f.server.state.db;
+    db.assign_certificate(agent, www.id, certkeep_server::now())
+        .await
+        .unwrap();
+    let admin = f.server.admin_token();
+    let add_target = async |reload: Vec<String>, probe: String| {
+        let body = serde_json::json!({"name": "nginx", "probe": [probe],
+            "settings": {"kind": "directory", "path": pem, "reload_command": reload}});
+        let (status, text) = f
+            .api(
+                reqwest::Method::POST,
+                "/api/v1/agents/web1/targets",
+                &admin,
+                Some(body),
+            )
+            .await;
+        assert_eq!(status, 201, "{text}");
+    };
+
+    // nginx needs the files before it starts: a first target without nginx to reload.
+    add_target(vec!["true".into()], "127.0.0.1:1".into()).await;
+    let outcome = sync_once(&config).await.unwrap();
+    assert!(outcome.is_success(), "{outcome:?}");
+    assert!(
+        outcome.probes[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("127.0.0.1:1"),
+        "{outcome:?}"
+    );
+    assert_eq!(served_www(&f, &admin).await[0]["status"], "unreachable");
+    let Some(nginx) = certkeep_testsupport::nginx::Nginx::start(&pem, "www").await else {
+        return;
+    };
+    let (status, text) = f
+        .api(
+            reqwest::Method::DELETE,
+            "/api/v1/agents/web1/targets/nginx",
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, 204, "{text}");
+    add_target(nginx.reload_command(), nginx.address()).await;
+    let v1 = current_thumbprint(&f, &www).await;
+    probe_until(&f, &config, &admin, "serving", &v1).await;
+
+    // Renewal: installed, nginx reloaded, the new version served.
+    let v2 = f
+        .issue(&www, &["www.example.com"])
+        .await
+        .unwrap()
+        .thumbprint;
+    let outcome = sync_once(&config).await.unwrap();
+    assert!(outcome.is_success(), "{outcome:?} {}", nginx.log());
+    probe_until(&f, &config, &admin, "serving", &v2).await;
+
+    // The reload command breaks: the files switch, nginx keeps serving v2, and v3 is stale.
+    let (status, text) = f
+        .api(
+            reqwest::Method::DELETE,
+            "/api/v1/agents/web1/targets/nginx",
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, 204, "{text}");
+    add_target(
+        vec![
+            "sh".into(),
+            "-c".into(),
+            "echo nginx: broken >&2; exit 7".into(),
+        ],
+        nginx.address(),
+    )
+    .await;
+    let v3 = f
+        .issue(&www, &["www.example.com"])
+        .await
+        .unwrap()
+        .thumbprint;
+    let outcome = sync_once(&config).await.unwrap();
+    assert!(
+        outcome
+            .errors
+            .iter()
+            .any(|e| e.starts_with("target nginx: reload command") && e.contains("broken")),
+        "{outcome:?}"
+    );
+    let files = db.deployments(Some(agent), None).await.unwrap();
+    assert_eq!(
+        files[0].thumbprint.as_deref(),
+        Some(v3.as_str()),
+        "{files:?}"
+    );
+    let served = served_www(&f, &admin).await;
+    assert_eq!(served[0]["status"], "stale", "{served:?}");
+    assert_eq!(served[0]["thumbprint"], v2.as_str());
+    assert!(served[0]["pending_since"].is_string(), "{served:?}");
+    f.server.stop().await;
+}

@@ -14,8 +14,8 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use certkeep_api_types::agent::{
     ENROLL_PATH, EnrollRequest, EnrollResponse, MANIFEST_PATH, Manifest, ManifestEntry,
-    PFX_PASSWORD_PATH, PKCS12_MEDIA_TYPE, PfxPassword, RENEW_PATH, REPORT_PATH, RenewRequest,
-    Report, TargetSpec,
+    PFX_PASSWORD_PATH, PKCS12_MEDIA_TYPE, PROBE_REPORT_PATH, PfxPassword, ProbeReport, RENEW_PATH,
+    REPORT_PATH, RenewRequest, Report, TargetSpec,
 };
 use certkeep_api_types::pfx;
 use sha2::{Digest, Sha256};
@@ -26,6 +26,7 @@ use crate::app::AppState;
 use crate::bootstrap::token_hash;
 use crate::db::agents::ManifestSource;
 use crate::db::deployments::NewDeployment;
+use crate::db::served::{NewServed, Served};
 use crate::db::targets::AgentTarget;
 use crate::model::{AgentId, CertificateId, NewAuditEvent};
 
@@ -53,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .route(MANIFEST_PATH, get(manifest))
         .route("/agent/v1/certificates/{id}/pfx", get(download_pfx))
         .route(PFX_PASSWORD_PATH, get(pfx_password))
+        .route(PROBE_REPORT_PATH, post(probe_report))
         .route(REPORT_PATH, post(report))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(state)
@@ -276,7 +278,11 @@ impl ManifestParts {
 
 /// The manifest body from its parts (no X.509 parsing: the file names come from the SANs
 /// stored with each version).
-fn build_manifest(agent: &AgentIdentity, parts: ManifestParts) -> Result<Manifest, ApiError> {
+fn build_manifest(
+    agent: &AgentIdentity,
+    parts: ManifestParts,
+    probe_interval_secs: u64,
+) -> Result<Manifest, ApiError> {
     let certificates = parts
         .sources
         .iter()
@@ -294,6 +300,7 @@ fn build_manifest(agent: &AgentIdentity, parts: ManifestParts) -> Result<Manifes
                 not_after: s.not_after,
                 file_names,
                 targets: parts.targets_of(s.certificate_id),
+                dns_names: s.dns_names,
             })
         })
         .collect::<Result<_, ApiError>>()?;
@@ -310,14 +317,16 @@ fn build_manifest(agent: &AgentIdentity, parts: ManifestParts) -> Result<Manifes
                 probe: t.probe,
             })
             .collect(),
+        probe_interval_secs,
     })
 }
 
-/// The manifest's ETag: a version never changes once stored, so the agent, its PFX mode, each
+/// The manifest's ETag: a version never changes once stored, so the agent, its PFX mode, the
+/// probe interval, each
 /// listed certificate's id, name and current version, the targets (id, name, settings, probe)
 /// and which targets each assignment names determine the whole manifest. A 304 therefore
 /// serializes no certificate.
-fn manifest_etag(agent: &AgentIdentity, parts: &ManifestParts) -> String {
+fn manifest_etag(agent: &AgentIdentity, parts: &ManifestParts, probe_interval_secs: u64) -> String {
     let mut h = Sha256::new();
     let mut text = |t: &str| {
         h.update((t.len() as u64).to_be_bytes());
@@ -325,6 +334,7 @@ fn manifest_etag(agent: &AgentIdentity, parts: &ManifestParts) -> String {
     };
     text(&agent.id.0.to_string());
     text(agent.agent.pfx_mode.as_str());
+    text(&probe_interval_secs.to_string());
     for s in &parts.sources {
         text(&s.certificate_id.0.to_string());
         text(&s.certificate_name);
@@ -350,7 +360,8 @@ async fn manifest(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let parts = ManifestParts::load(&state, agent.id).await?;
-    let etag = manifest_etag(&agent, &parts);
+    let probe_interval_secs = state.config.deployment.probe_interval_secs;
+    let etag = manifest_etag(&agent, &parts, probe_interval_secs);
     let etag_value = HeaderValue::from_str(&etag).map_err(|e| ApiError::Internal(e.into()))?;
     let unchanged = headers
         .get(header::IF_NONE_MATCH)
@@ -359,7 +370,7 @@ async fn manifest(
     if unchanged {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value)]).into_response());
     }
-    let manifest = build_manifest(&agent, parts)?;
+    let manifest = build_manifest(&agent, parts, probe_interval_secs)?;
     let body = serde_json::to_vec(&manifest).map_err(|e| ApiError::Internal(e.into()))?;
     Ok((
         [
@@ -451,6 +462,123 @@ async fn pfx_password(
         }),
     )
         .into_response())
+}
+
+/// Most probe results one report may list.
+const MAX_PROBES_PER_REPORT: usize = 10_000;
+
+/// `POST /agent/v1/probe-report`: what the agent's probes saw served. Each result is judged
+/// against the certificate's versions (serving, stale, wrong, unreachable) and replaces the
+/// agent's earlier results; names not serving the current version
+/// `deployment.lagging_minutes` after they were first seen so are marked lagging.
+async fn probe_report(
+    State(state): State<AppState>,
+    agent: AgentIdentity,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let report: ProbeReport = parse_json(&body)?;
+    if report.probes.len() > MAX_PROBES_PER_REPORT {
+        return Err(ApiError::field(
+            "probes",
+            format!("at most {MAX_PROBES_PER_REPORT} probes per report"),
+        ));
+    }
+    let now = crate::now();
+    let mut versions = std::collections::HashMap::new();
+    for cert in state.db.assigned_certificates(agent.id).await? {
+        let mut thumbprints: Vec<(bool, String)> = Vec::new();
+        for v in state.db.versions(cert.id).await? {
+            thumbprints.push((Some(v.id) == cert.current_version_id, v.thumbprint));
+        }
+        versions.insert(cert.id, thumbprints);
+    }
+    let mut judged = Vec::new();
+    for p in &report.probes {
+        let Some(thumbprints) = versions.get(&CertificateId(p.certificate_id)) else {
+            continue;
+        };
+        let Some((_, current)) = thumbprints.iter().find(|(is_current, _)| *is_current) else {
+            continue;
+        };
+        let earlier: Vec<String> = thumbprints
+            .iter()
+            .filter(|(is_current, _)| !is_current)
+            .map(|(_, t)| t.clone())
+            .collect();
+        judged.push(NewServed {
+            certificate_id: CertificateId(p.certificate_id),
+            target: &p.target,
+            address: &p.address,
+            name: &p.name,
+            status: crate::domain::targets::served_status(
+                p.thumbprint.as_deref(),
+                current,
+                &earlier,
+            ),
+            thumbprint: p.thumbprint.as_deref(),
+            error: p.error.as_deref(),
+            expected: current,
+        });
+    }
+    state.db.record_probes(agent.id, &judged, now).await?;
+    let threshold = time::Duration::minutes(
+        i64::try_from(state.config.deployment.lagging_minutes).unwrap_or(i64::MAX / 60),
+    );
+    let lagging = state
+        .db
+        .mark_lagging(agent.id, now - threshold, now)
+        .await?;
+    deployment_lagging(&state, &agent, &lagging).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Names found lagging: not serving the current version `deployment.lagging_minutes` after
+/// they were first seen not serving it (recorded in `served_names.lagging_at`, once per
+/// version). Audited as `deployment.lagging` and logged; the one place to raise the
+/// `deployment.lagging` notification from.
+async fn deployment_lagging(
+    state: &AppState,
+    agent: &AgentIdentity,
+    lagging: &[Served],
+) -> Result<(), ApiError> {
+    for s in lagging {
+        tracing::warn!(
+            agent.id = %agent.id,
+            certificate.id = %s.certificate_id,
+            target = %s.target,
+            address = %s.address,
+            name = %s.name,
+            status = %s.status,
+            "deployment lagging: the current version is not served"
+        );
+        state
+            .db
+            .append_audit(
+                &NewAuditEvent {
+                    actor: format!("agent:{}", agent.id),
+                    action: "deployment.lagging".into(),
+                    subject: format!("certificate:{}", s.certificate_id),
+                    source: None,
+                    outcome: "failure".into(),
+                    detail: format!(
+                        "{} at {} (target {}) is {} since {}, expected {}",
+                        s.name,
+                        s.address,
+                        s.target,
+                        s.status,
+                        s.pending_since
+                            .and_then(|t| t
+                                .format(&time::format_description::well_known::Rfc3339)
+                                .ok())
+                            .unwrap_or_default(),
+                        s.expected
+                    ),
+                },
+                crate::now(),
+            )
+            .await?;
+    }
+    Ok(())
 }
 
 /// `POST /agent/v1/report`: what the agent installed.

@@ -35,9 +35,10 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 async fn agent_detail(state: &AppState, agent: Agent) -> Result<AgentResponse, ApiError> {
     let assignments = state.db.assignments(Some(agent.id), None).await?;
     let files = state.db.deployments(Some(agent.id), None).await?;
+    let served = state.db.served(Some(agent.id), None).await?;
     Ok(agent_response(
         agent,
-        deployment_responses(&assignments, &files),
+        deployment_responses(&assignments, &files, &served),
     ))
 }
 
@@ -120,7 +121,8 @@ async fn list_agents(
     let agents = state.db.list_agents().await?;
     let assignments = state.db.assignments(None, None).await?;
     let files = state.db.deployments(None, None).await?;
-    let all = deployment_responses(&assignments, &files);
+    let served = state.db.served(None, None).await?;
+    let all = deployment_responses(&assignments, &files, &served);
     Ok(Json(
         agents
             .into_iter()

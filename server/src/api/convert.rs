@@ -7,9 +7,10 @@ use certkeep_api_types::api::{
     DeploymentResponse, EabBinding, OrderEventResponse, OrderResponse, TokenResponse,
     VersionResponse,
 };
-use certkeep_api_types::target::TargetResponse;
+use certkeep_api_types::target::{ServedName, TargetResponse};
 
 use crate::db::agents::Assignment;
+use crate::db::served::Served;
 use crate::db::targets::AgentTarget;
 use crate::domain::deployments::deployment_state;
 use crate::domain::names::to_unicode;
@@ -105,10 +106,11 @@ pub(super) fn order_response(o: Order, events: Vec<OrderEvent>) -> OrderResponse
     }
 }
 
-/// One entry per assignment, with its files and deployment state.
+/// One entry per assignment, with its files, deployment state and what its probes saw served.
 pub(super) fn deployment_responses(
     assignments: &[Assignment],
     files: &[Deployment],
+    served: &[Served],
 ) -> Vec<DeploymentResponse> {
     assignments
         .iter()
@@ -133,6 +135,21 @@ pub(super) fn deployment_responses(
                         status: d.status,
                         error: d.error.clone(),
                         reported_at: d.reported_at,
+                    })
+                    .collect(),
+                served: served
+                    .iter()
+                    .filter(|s| s.agent_id == a.agent_id && s.certificate_id == a.certificate_id)
+                    .map(|s| ServedName {
+                        target: s.target.clone(),
+                        address: s.address.clone(),
+                        name: s.name.clone(),
+                        status: s.status,
+                        thumbprint: s.thumbprint.clone(),
+                        error: s.error.clone(),
+                        probed_at: s.probed_at,
+                        pending_since: s.pending_since,
+                        lagging_at: s.lagging_at,
                     })
                     .collect(),
             }

@@ -1,9 +1,12 @@
-//! Rules for deployment targets: what a target's settings and probe addresses may hold.
+//! Rules for deployment targets: what a target's settings and probe addresses may hold, and
+//! what a probe's result means.
 //!
 //! Paths are the agent host's (a Linux server stores `\\fs\ccs$` as text); the agent checks
 //! that they exist. A reload command runs on the host, so it is an argv, never a shell line.
 
-use certkeep_api_types::target::{DEFAULT_PROBE, MAX_PATH_BYTES, MAX_PROBES, TargetSettings};
+use certkeep_api_types::target::{
+    DEFAULT_PROBE, MAX_PATH_BYTES, MAX_PROBES, ServedStatus, TargetSettings,
+};
 
 /// A refused field: its JSON path and why.
 #[derive(Debug, PartialEq, Eq)]
@@ -122,6 +125,17 @@ pub fn probe_addresses(requested: Option<&[String]>) -> Result<Vec<String>, Inva
     Ok(out)
 }
 
+/// What a probe that saw `seen` (no leaf: `None`) means for a certificate whose current
+/// thumbprint is `current` and whose earlier versions had `earlier`.
+pub fn served_status(seen: Option<&str>, current: &str, earlier: &[String]) -> ServedStatus {
+    match seen {
+        None => ServedStatus::Unreachable,
+        Some(t) if t == current => ServedStatus::Serving,
+        Some(t) if earlier.iter().any(|e| e == t) => ServedStatus::Stale,
+        Some(_) => ServedStatus::Wrong,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use certkeep_api_types::target::WindowsStore;
@@ -188,6 +202,27 @@ mod tests {
         for (s, field) in &bad {
             assert_eq!(check_settings(s).unwrap_err().field, *field, "{s:?}");
         }
+    }
+
+    #[test]
+    fn served() {
+        let earlier = ["old".to_owned()];
+        assert_eq!(
+            served_status(Some("new"), "new", &earlier),
+            ServedStatus::Serving
+        );
+        assert_eq!(
+            served_status(Some("old"), "new", &earlier),
+            ServedStatus::Stale
+        );
+        assert_eq!(
+            served_status(Some("other"), "new", &earlier),
+            ServedStatus::Wrong
+        );
+        assert_eq!(
+            served_status(None, "new", &earlier),
+            ServedStatus::Unreachable
+        );
     }
 
     #[test]
