@@ -101,6 +101,10 @@ impl Db {
             lagging_at = CASE WHEN excluded.status = 'serving' OR served_names.expected <> excluded.expected THEN NULL ELSE served_names.lagging_at END, \
             status = excluded.status, thumbprint = excluded.thumbprint, error = excluded.error, expected = excluded.expected, probed_at = excluded.probed_at";
         const STALE_ROWS: &str = "DELETE FROM served_names WHERE agent_id = $1 AND probed_at <> $2";
+        // PostgreSQL keeps microseconds: the round's rows must compare equal to `now` below.
+        let now = now
+            .replace_nanosecond(now.nanosecond() / 1000 * 1000)
+            .unwrap_or(now);
         on_pool!(self, p => {
             let mut tx = p.begin_write().await?;
             for s in probes {
@@ -159,5 +163,99 @@ impl Db {
             .fetch_all(p)
             .await)?;
         rows.into_iter().map(ServedRow::into_model).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::TestDb;
+
+    #[tokio::test]
+    async fn pending_and_lagging_follow_the_current_version() {
+        for t in TestDb::all().await {
+            let db = &t.db;
+            let t0 = crate::now().replace_nanosecond(0).unwrap();
+            let (_, cert) = t.account_and_certificate("www", "www.example.com").await;
+            let agent = db
+                .insert_agent(
+                    &crate::secrets::Secrets::generate(),
+                    &crate::db::agents::NewAgent {
+                        name: "web-1",
+                        join_token_hash: b"hash",
+                        join_token_expires_at: t0,
+                        ccs_password: "pw",
+                        pfx_mode: crate::model::PfxEncryption::Legacy,
+                    },
+                    t0,
+                )
+                .await
+                .unwrap()
+                .id;
+            let probe = |status, seen, expected| NewServed {
+                certificate_id: cert.id,
+                target: "nginx",
+                address: "127.0.0.1:443",
+                name: "www.example.com",
+                status,
+                thumbprint: Some(seen),
+                error: None,
+                expected,
+            };
+            let minutes = time::Duration::minutes;
+            let one = |rows: Vec<Served>| {
+                assert_eq!(rows.len(), 1, "{}: {rows:?}", t.backend);
+                rows.into_iter().next().unwrap()
+            };
+            db.record_probes(agent, &[probe(ServedStatus::Stale, "v1", "v2")], t0)
+                .await
+                .unwrap();
+            assert_eq!(
+                one(db.served(Some(agent), None).await.unwrap()).pending_since,
+                Some(t0)
+            );
+            // Still stale ten minutes later: the clock keeps running from the first probe.
+            let t1 = t0 + minutes(10);
+            db.record_probes(agent, &[probe(ServedStatus::Stale, "v1", "v2")], t1)
+                .await
+                .unwrap();
+            let row = one(db.served(Some(agent), None).await.unwrap());
+            assert_eq!((row.pending_since, row.probed_at), (Some(t0), t1));
+            assert!(
+                db.mark_lagging(agent, t1 - minutes(30), t1)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+            let t2 = t0 + minutes(31);
+            let lagging = one(db.mark_lagging(agent, t2 - minutes(30), t2).await.unwrap());
+            assert_eq!(
+                (lagging.lagging_at, lagging.status),
+                (Some(t2), ServedStatus::Stale)
+            );
+            assert!(
+                db.mark_lagging(agent, t2, t2).await.unwrap().is_empty(),
+                "found lagging once per version"
+            );
+            // A newer current version restarts the clock; serving clears it.
+            let t3 = t2 + minutes(1);
+            db.record_probes(agent, &[probe(ServedStatus::Stale, "v1", "v3")], t3)
+                .await
+                .unwrap();
+            let row = one(db.served(Some(agent), None).await.unwrap());
+            assert_eq!((row.pending_since, row.lagging_at), (Some(t3), None));
+            db.record_probes(
+                agent,
+                &[probe(ServedStatus::Serving, "v3", "v3")],
+                t3 + minutes(1),
+            )
+            .await
+            .unwrap();
+            let row = one(db.served(Some(agent), None).await.unwrap());
+            assert_eq!((row.pending_since, row.lagging_at), (None, None));
+            // A round without the name drops it.
+            db.record_probes(agent, &[], t3 + minutes(2)).await.unwrap();
+            assert!(db.served(Some(agent), None).await.unwrap().is_empty());
+        }
     }
 }

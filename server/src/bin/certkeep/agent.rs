@@ -12,7 +12,7 @@ use reqwest::Method;
 use crate::client::{CliError, encode, read_secret};
 use crate::session::{Output, Session};
 use crate::table::{Table, list, time};
-use crate::target::{TargetCommand, target_table};
+use crate::target::{TargetCommand, served_table, target_table};
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum AgentCommand {
@@ -141,7 +141,11 @@ pub(crate) async fn run(s: &Session, command: AgentCommand) -> Result<(), CliErr
         AgentCommand::List => s.print(s.client.get("/agents").await?, agent_table),
         AgentCommand::Show { agent } => {
             let shown = s.client.get(&format!("/agents/{}", encode(&agent))).await?;
-            s.print(shown, |a| agent_table(vec![a]));
+            s.print(shown, |a: AgentResponse| {
+                let certificates = a.certificates.clone();
+                agent_table(vec![a]);
+                served_table(&certificates);
+            });
             // JSON output stays the agent alone; `agent target list` gives the targets.
             if s.output == Output::Table {
                 let (targets, _) = s

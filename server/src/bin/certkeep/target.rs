@@ -1,5 +1,6 @@
 //! `certkeep agent target ...`: an agent's deployment targets, through the API.
 
+use certkeep_api_types::api::DeploymentResponse;
 use certkeep_api_types::target::{
     CreateTargetRequest, TargetKind, TargetResponse, TargetSettings, WindowsStore,
 };
@@ -78,6 +79,48 @@ pub(crate) fn target_table(targets: Vec<TargetResponse>) {
         ]);
     }
     t.print();
+}
+
+/// Prints what the agents' probes saw served, one row per agent, certificate, target, address
+/// and name; nothing when nothing was probed.
+pub(crate) fn served_table(deployments: &[DeploymentResponse]) {
+    let mut t = Table::new([
+        "AGENT",
+        "CERTIFICATE",
+        "TARGET",
+        "ADDRESS",
+        "NAME",
+        "SERVED",
+        "THUMBPRINT",
+        "PROBED",
+        "LAGGING SINCE",
+    ]);
+    let mut rows = 0;
+    for d in deployments {
+        for s in &d.served {
+            rows += 1;
+            let seen = match (&s.thumbprint, &s.error) {
+                (Some(t), _) => t.chars().take(16).collect(),
+                (None, Some(e)) => e.clone(),
+                (None, None) => "-".into(),
+            };
+            t.row([
+                d.agent_name.clone(),
+                d.certificate_name.clone(),
+                s.target.clone(),
+                s.address.clone(),
+                s.name.clone(),
+                s.status.to_string(),
+                seen,
+                time(Some(s.probed_at)),
+                time(s.lagging_at.and(s.pending_since)),
+            ]);
+        }
+    }
+    if rows > 0 {
+        println!();
+        t.print();
+    }
 }
 
 /// The settings the flags describe; flags of another kind are refused.
