@@ -91,6 +91,7 @@ mod tests {
             file_names: names.iter().map(|n| (*n).to_owned()).collect(),
             download_path: format!("/agent/v1/certificates/{id}/pfx"),
             targets: Vec::new(),
+            dns_names: Vec::new(),
         }
     }
 

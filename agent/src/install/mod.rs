@@ -303,6 +303,7 @@ pub(crate) mod test_support {
                 file_names: ccs_file_names(leaf_der).unwrap(),
                 download_path: format!("/agent/v1/certificates/{certificate_id}/pfx"),
                 targets: vec!["t".into()],
+                dns_names: sans.iter().map(|s| (*s).to_owned()).collect(),
             },
             pfx,
         }
