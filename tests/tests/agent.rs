@@ -910,3 +910,95 @@ async fn nginx_serves_the_renewal_and_a_broken_reload_shows_stale() {
     assert!(served[0]["pending_since"].is_string(), "{served:?}");
     f.server.stop().await;
 }
+
+/// The mingw-built Windows agent under Wine against this Linux server: enrolls with the
+/// one-command enroll, syncs into a CCS folder from a server-defined target and reports. The
+/// PFX opens with `openssl pkcs12` and the server shows it deployed. (The `windows-store` target
+/// needs the Windows certificate store and IIS, which Wine does not provide; the Wine test stays
+/// on CCS.)
+#[tokio::test(flavor = "multi_thread")]
+async fn the_windows_agent_under_wine_enrolls_syncs_and_reports() {
+    use certkeep_testsupport::wine::Wine;
+
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        PathBuf::from,
+    );
+    let exe = target_dir.join("x86_64-pc-windows-gnu/debug/certkeep-agent.exe");
+    let Some(wine) = Wine::with_program(&exe) else {
+        return;
+    };
+    let f = Fixture::new().await;
+    let www = f.certificate("www", &["www.example.com"]).await.unwrap();
+    let (agent, token) = f
+        .pending_agent("iis-wine", PASSWORD, time::Duration::hours(24))
+        .await
+        .unwrap();
+    let root = f.dir.path().join("iis-wine");
+    let ccs = root.join("ccs");
+    std::fs::create_dir_all(&ccs).unwrap();
+    std::fs::write(root.join("join-token.txt"), token.as_str()).unwrap();
+    std::fs::copy(f.server.ca_file(), root.join("ca.pem")).unwrap();
+    f.target(
+        agent,
+        "ccs",
+        TargetSettings::Ccs {
+            path: Wine::windows_path(&ccs),
+        },
+    )
+    .await
+    .unwrap();
+    f.server
+        .state
+        .db
+        .assign_certificate(agent, www.id, certkeep_server::now())
+        .await
+        .unwrap();
+    let win = |p: &str| Wine::windows_path(&root.join(p));
+    let config = ["--config".to_owned(), win("agent.toml")];
+    let limit = std::time::Duration::from_secs(300);
+    let enroll = [
+        "enroll",
+        "--server",
+        &f.server.agent_url,
+        "--ca-file",
+        &win("ca.pem"),
+        "--token-file",
+        &win("join-token.txt"),
+        "--state-dir",
+        &win("state"),
+    ]
+    .map(str::to_owned);
+    let out = wine.run(&[&config[..], &enroll[..]].concat(), limit).await;
+    let log = |out: &std::process::Output| {
+        format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    assert!(out.status.success(), "enroll under Wine: {}", log(&out));
+    let out = wine
+        .run(&[&config[..], &["sync".to_owned()][..]].concat(), limit)
+        .await;
+    assert!(out.status.success(), "sync under Wine: {}", log(&out));
+
+    let pfx = ccs.join("www.example.com.pfx");
+    assert_eq!(
+        openssl_thumbprint(&pfx, PASSWORD),
+        current_thumbprint(&f, &www).await
+    );
+    let deployments = f
+        .server
+        .state
+        .db
+        .deployments(Some(agent), None)
+        .await
+        .unwrap();
+    assert_eq!(deployments.len(), 1, "{deployments:?}");
+    assert_eq!(deployments[0].status, DeploymentStatus::Installed);
+    assert_eq!(deployments[0].target, "ccs");
+    let shown = f.server.state.db.agent(agent).await.unwrap();
+    assert_eq!(shown.os_name.as_deref(), Some("windows"), "{shown:?}");
+    f.server.stop().await;
+}

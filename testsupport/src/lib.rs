@@ -1,5 +1,5 @@
 //! certkeep-testsupport: throwaway services for tests, started on loopback and stopped when
-//! dropped: a PostgreSQL cluster ([`postgres`]), Pebble ([`pebble`]), nginx ([`nginx`]), a fault-injecting ACME
+//! dropped: a PostgreSQL cluster ([`postgres`]), Pebble ([`pebble`]), nginx ([`nginx`]), Wine ([`wine`]), a fault-injecting ACME
 //! proxy in front of it ([`proxy`]) and child processes that log when they are ready
 //! ([`process`], e.g. a real `certkeep serve`). Knows nothing of certkeep's crates, so the server's own
 //! tests, the end-to-end tests and the benchmarks can all use it without a dependency cycle.
@@ -19,6 +19,7 @@ pub mod pebble;
 pub mod postgres;
 pub mod process;
 pub mod proxy;
+pub mod wine;
 
 /// Picks a free loopback TCP port.
 pub fn free_port() -> u16 {

@@ -5,6 +5,7 @@
 
 mod ccs;
 mod directory;
+pub mod store;
 
 use std::{
     collections::{BTreeMap, HashSet},
