@@ -482,7 +482,23 @@ impl Pass {
             };
             return (pass, Vec::new());
         }
-        let plan = poll::plan(&entries, |e| installer.is_current(e));
+        // A held version (change window, canaries) is not installed: its files stay as they are.
+        let (held, open): (Vec<ManifestEntry>, Vec<ManifestEntry>) =
+            entries.iter().cloned().partition(|e| e.hold.is_some());
+        for entry in &held {
+            incomplete.insert(entry.certificate_id);
+            let why = entry.hold.as_deref().unwrap_or_default();
+            files.extend(installer.report_names(entry).iter().map(|name| {
+                file_report(
+                    entry,
+                    name,
+                    None,
+                    DeploymentStatus::Kept,
+                    Some(why.to_owned()),
+                )
+            }));
+        }
+        let plan = poll::plan(&open, |e| installer.is_current(e));
         for entry in &plan.current {
             files.extend(installer.report_names(entry).iter().map(|name| {
                 file_report(

@@ -135,6 +135,10 @@ pub struct ManifestEntry {
     /// The leaf's DNS names, probed with SNI.
     #[serde(default)]
     pub dns_names: Vec<String>,
+    /// Why this version must not be installed yet (change window, canaries); the agent keeps
+    /// what it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<String>,
 }
 
 /// Result of one sync, sent after every run that fetched a manifest.

@@ -89,6 +89,26 @@ pub struct ServedName {
     pub lagging_at: Option<OffsetDateTime>,
 }
 
+/// An agent's rollout guard.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct RolloutSettings {
+    /// `[Mon|…|Sun] HH:MM-HH:MM [+HH:MM|-HH:MM|UTC]` in the agent's local time, e.g.
+    /// `Sat 02:00-04:00 +01:00`; outside it a renewal waits unless the replaced version expires
+    /// within `deployment.window_margin_days`. None: any time.
+    #[serde(default)]
+    #[cfg_attr(
+        feature = "schema",
+        schema(max_length = 64, pattern = "^[A-Za-z0-9:+ -]*$")
+    )]
+    pub change_window: Option<String>,
+    /// Canaries install renewals first; the other agents of a certificate wait until every
+    /// canary's probe sees the new version served.
+    #[serde(default)]
+    pub canary: bool,
+}
+
 /// Windows certificate store of a `windows-store` target, under `LocalMachine`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]

@@ -59,3 +59,12 @@ CREATE TABLE served_names (
     probed_at       TEXT NOT NULL,
     PRIMARY KEY (agent_id, certificate_id, target, address, name)
 );
+
+-- Rollout guard per agent: a change window (`Sat 02:00-04:00 +01:00`) outside which a renewed
+-- certificate waits (unless the replaced version expires within deployment.window_margin_days),
+-- and canaries, which install first; the others wait until the canaries serve the new version.
+CREATE TABLE agent_rollout (
+    agent_id       BLOB PRIMARY KEY REFERENCES agents(id),
+    change_window  TEXT,
+    canary         BOOLEAN NOT NULL DEFAULT 0
+);

@@ -65,6 +65,9 @@ pub struct DeploymentConfig {
     pub lagging_minutes: u64,
     /// Seconds between two probes of an agent's targets, sent to agents in the manifest.
     pub probe_interval_secs: u64,
+    /// A renewal is installed outside the agent's change window when the version it replaces
+    /// expires within this many days.
+    pub window_margin_days: u64,
 }
 
 impl Default for DeploymentConfig {
@@ -73,6 +76,7 @@ impl Default for DeploymentConfig {
             agent_url: None,
             lagging_minutes: 30,
             probe_interval_secs: 3600,
+            window_margin_days: 7,
         }
     }
 }

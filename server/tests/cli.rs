@@ -432,6 +432,7 @@ fn every_command_has_help_with_an_example() {
         &["agent", "target", "add"],
         &["agent", "target", "list"],
         &["agent", "target", "remove"],
+        &["agent", "rollout"],
         &["token", "create"],
         &["token", "list"],
         &["token", "revoke"],

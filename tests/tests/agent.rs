@@ -1002,3 +1002,106 @@ async fn the_windows_agent_under_wine_enrolls_syncs_and_reports() {
     assert_eq!(shown.os_name.as_deref(), Some("windows"), "{shown:?}");
     f.server.stop().await;
 }
+
+/// Canary rollout with a real nginx: after a renewal the non-canary agent keeps the old version
+/// (reported as held) until the canary's probe sees the new one served; its next sync then
+/// installs it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canary_serving_the_renewal_releases_the_other_agents() {
+    let f = Fixture::new().await;
+    let www = f.certificate("www", &["www.example.com"]).await.unwrap();
+    let admin = f.server.admin_token();
+    let db = &f.server.state.db;
+    // The canary: a PEM directory served by nginx (sorted first by name).
+    let (canary, token) = f
+        .pending_agent("a-canary", PASSWORD, time::Duration::hours(24))
+        .await
+        .unwrap();
+    enroll(f.enroll_options("a-canary", token)).await.unwrap();
+    let root = f.dir.path().join("a-canary");
+    let canary_config = AgentConfig::load(&root.join("agent.toml")).unwrap();
+    let pem = root.join("pem");
+    std::fs::create_dir_all(&pem).unwrap();
+    f.target(
+        canary,
+        "nginx",
+        TargetSettings::Directory {
+            path: pem.to_string_lossy().into_owned(),
+            reload_command: None,
+        },
+    )
+    .await
+    .unwrap();
+    db.assign_certificate(canary, www.id, certkeep_server::now())
+        .await
+        .unwrap();
+    assert!(sync_once(&canary_config).await.unwrap().is_success());
+    let Some(nginx) = certkeep_testsupport::nginx::Nginx::start(&pem, "www").await else {
+        return;
+    };
+    db.delete_target(&db.targets(canary).await.unwrap()[0])
+        .await
+        .unwrap();
+    let body = serde_json::json!({"name": "nginx", "probe": [nginx.address()],
+        "settings": {"kind": "directory", "path": pem, "reload_command": nginx.reload_command()}});
+    let (status, text) = f
+        .api(
+            reqwest::Method::POST,
+            "/api/v1/agents/a-canary/targets",
+            &admin,
+            Some(body),
+        )
+        .await;
+    assert_eq!(status, 201, "{text}");
+    let (status, text) = f
+        .api(
+            reqwest::Method::PUT,
+            "/api/v1/agents/a-canary/rollout",
+            &admin,
+            Some(serde_json::json!({"canary": true})),
+        )
+        .await;
+    assert_eq!(status, 200, "{text}");
+    // Another agent, CCS, no probe.
+    let (other, token) = f
+        .pending_agent("web2", PASSWORD, time::Duration::hours(24))
+        .await
+        .unwrap();
+    let other_config = f.host("web2", other, token).await;
+    db.assign_certificate(other, www.id, certkeep_server::now())
+        .await
+        .unwrap();
+    let v1 = current_thumbprint(&f, &www).await;
+    assert!(sync_once(&other_config).await.unwrap().is_success());
+    let file = ccs(&other_config).join("www.example.com.pfx");
+    assert_eq!(
+        openssl_thumbprint(&file, PASSWORD),
+        v1,
+        "a first install never waits"
+    );
+
+    let v2 = f
+        .issue(&www, &["www.example.com"])
+        .await
+        .unwrap()
+        .thumbprint;
+    let held = sync_once(&other_config).await.unwrap();
+    assert!(held.is_success(), "{held:?}");
+    assert!(
+        held.files.iter().all(|r| r.status == DeploymentStatus::Kept
+            && r.error.as_deref().unwrap().contains("canary")),
+        "{held:?}"
+    );
+    assert_eq!(openssl_thumbprint(&file, PASSWORD), v1, "held back");
+
+    assert!(sync_once(&canary_config).await.unwrap().is_success());
+    probe_until(&f, &canary_config, &admin, "serving", &v2).await;
+    let released = sync_once(&other_config).await.unwrap();
+    assert!(released.is_success() && !released.unchanged, "{released:?}");
+    assert_eq!(
+        openssl_thumbprint(&file, PASSWORD),
+        v2,
+        "released by the canary"
+    );
+    f.server.stop().await;
+}

@@ -243,21 +243,34 @@ fn chain_der(chain_pem: &str) -> Result<Vec<Vec<u8>>, ApiError> {
         .map_err(|e| ApiError::Internal(e.into()))
 }
 
-/// Everything a manifest is made of, read in three queries.
+/// Everything a manifest is made of: three queries, and per certificate two more only while a
+/// rollout guard applies (a change window for this agent, or canaries anywhere).
 struct ManifestParts {
     sources: Vec<ManifestSource>,
     targets: Vec<AgentTarget>,
     /// `(certificate, target id)` of the assignments that name their targets.
     pairs: Vec<(CertificateId, Uuid)>,
+    /// Why a certificate's current version waits, by certificate.
+    holds: Vec<(CertificateId, String)>,
 }
 
 impl ManifestParts {
     async fn load(state: &AppState, agent: AgentId) -> Result<Self, ApiError> {
+        let sources = state.db.manifest_sources(agent).await?;
+        let holds = holds(state, agent, &sources).await?;
         Ok(Self {
-            sources: state.db.manifest_sources(agent).await?,
+            sources,
             targets: state.db.targets(agent).await?,
             pairs: state.db.assignment_targets(agent).await?,
+            holds,
         })
+    }
+
+    fn hold_of(&self, certificate: CertificateId) -> Option<String> {
+        self.holds
+            .iter()
+            .find(|(c, _)| *c == certificate)
+            .map(|(_, why)| why.clone())
     }
 
     /// Names of the targets `certificate` goes to: those its assignment names, else all.
@@ -274,6 +287,56 @@ impl ManifestParts {
             .map(|t| t.name.clone())
             .collect()
     }
+}
+
+/// The certificates whose current version waits for this agent (`domain::rollout`).
+async fn holds(
+    state: &AppState,
+    agent: AgentId,
+    sources: &[ManifestSource],
+) -> Result<Vec<(CertificateId, String)>, ApiError> {
+    use crate::domain::rollout::{ChangeWindow, Rollout, hold};
+
+    let settings = state.db.rollout(agent).await?;
+    let window: Option<ChangeWindow> = settings
+        .change_window
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(|e: String| ApiError::Internal(anyhow::anyhow!(e)))?;
+    let canaries = !settings.canary && state.db.any_canary().await?;
+    if window.is_none() && !canaries {
+        return Ok(Vec::new());
+    }
+    let margin = time::Duration::days(
+        i64::try_from(state.config.deployment.window_margin_days).unwrap_or(i64::MAX / 86_400),
+    );
+    let now = crate::now();
+    let mut holds = Vec::new();
+    for s in sources {
+        let versions = state.db.versions(s.certificate_id).await?;
+        let replaced_not_after = versions
+            .iter()
+            .skip_while(|v| v.id != s.version_id)
+            .nth(1)
+            .map(|v| v.not_after);
+        let canaries_serving = !canaries
+            || state
+                .db
+                .canaries_serving(s.certificate_id, &s.thumbprint)
+                .await?;
+        let rollout = Rollout {
+            window: window.as_ref(),
+            canary: settings.canary,
+            replaced_not_after,
+            margin,
+            canaries_serving,
+        };
+        if let Some(why) = hold(&rollout, now) {
+            holds.push((s.certificate_id, why.to_string()));
+        }
+    }
+    Ok(holds)
 }
 
 /// The manifest body from its parts (no X.509 parsing: the file names come from the SANs
@@ -301,6 +364,7 @@ fn build_manifest(
                 file_names,
                 targets: parts.targets_of(s.certificate_id),
                 dns_names: s.dns_names,
+                hold: parts.hold_of(s.certificate_id),
             })
         })
         .collect::<Result<_, ApiError>>()?;
@@ -349,6 +413,10 @@ fn manifest_etag(agent: &AgentIdentity, parts: &ManifestParts, probe_interval_se
     for (c, t) in &parts.pairs {
         text(&c.0.to_string());
         text(&t.to_string());
+    }
+    for (c, why) in &parts.holds {
+        text(&c.0.to_string());
+        text(why);
     }
     format!("\"{}\"", hex::encode(&h.finalize()[..16]))
 }

@@ -5,7 +5,9 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use certkeep_api_types::target::{CreateTargetRequest, MAX_TARGETS, TargetResponse};
+use certkeep_api_types::target::{
+    CreateTargetRequest, MAX_TARGETS, RolloutSettings, TargetResponse,
+};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -16,7 +18,9 @@ use super::extract::{AppJson, AppPath};
 use super::lookup::find_agent;
 use super::validate;
 use crate::app::AppState;
+use crate::db::rollout::AgentRollout;
 use crate::db::targets::NewTarget;
+use crate::domain::rollout::ChangeWindow;
 use crate::domain::targets::{Invalid, check_settings, probe_addresses};
 use crate::model::AgentState;
 
@@ -25,6 +29,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_targets, create_target))
         .routes(routes!(remove_target))
+        .routes(routes!(show_rollout, set_rollout))
 }
 
 impl From<Invalid> for ApiError {
@@ -153,4 +158,72 @@ async fn remove_target(
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Show an agent's rollout guard (change window, canary).
+///
+/// Scope: `admin`, `operator` or `reader`.
+#[utoipa::path(get, path = "/agents/{agent}/rollout", tag = "agents",
+    params(("agent" = String, Path, description = "Agent id or name")),
+    responses((status = 200, description = "The rollout guard", body = RolloutSettings)))]
+async fn show_rollout(
+    State(state): State<AppState>,
+    auth: Auth,
+    AppPath(key): AppPath<String>,
+) -> Result<Json<RolloutSettings>, ApiError> {
+    auth.require(READ)?;
+    let agent = find_agent(&state, &key).await?;
+    let r = state.db.rollout(agent.id).await?;
+    Ok(Json(RolloutSettings {
+        change_window: r.change_window,
+        canary: r.canary,
+    }))
+}
+
+/// Set an agent's rollout guard: outside its change window a renewal waits (unless the
+/// replaced version expires within `deployment.window_margin_days`); a canary installs first,
+/// the others once every canary serves the new version. A first install never waits.
+///
+/// Scope: `admin` or `operator`.
+#[utoipa::path(put, path = "/agents/{agent}/rollout", tag = "agents",
+    params(("agent" = String, Path, description = "Agent id or name")),
+    request_body = RolloutSettings,
+    responses((status = 200, description = "Set", body = RolloutSettings)))]
+async fn set_rollout(
+    State(state): State<AppState>,
+    auth: Auth,
+    AppPath(key): AppPath<String>,
+    AppJson(req): AppJson<RolloutSettings>,
+) -> Result<Json<RolloutSettings>, ApiError> {
+    auth.require(OPERATE)?;
+    let window = req
+        .change_window
+        .as_deref()
+        .filter(|w| !w.trim().is_empty())
+        .map(|w| {
+            w.parse::<ChangeWindow>()
+                .map_err(|e| ApiError::field("change_window", e))
+        })
+        .transpose()?;
+    let agent = find_agent(&state, &key).await?;
+    let settings = AgentRollout {
+        change_window: window.map(|w| w.to_string()),
+        canary: req.canary,
+    };
+    state.db.set_rollout(agent.id, &settings).await?;
+    auth.audit_ok(
+        &state,
+        "agent.rollout",
+        &format!("agent:{}", agent.id),
+        &format!(
+            "change_window={} canary={}",
+            settings.change_window.as_deref().unwrap_or("none"),
+            settings.canary
+        ),
+    )
+    .await?;
+    Ok(Json(RolloutSettings {
+        change_window: settings.change_window,
+        canary: settings.canary,
+    }))
 }

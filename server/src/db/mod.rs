@@ -21,6 +21,7 @@ pub mod instances;
 pub mod metrics;
 pub mod orders;
 pub mod rekey;
+pub mod rollout;
 pub mod served;
 pub mod server_keys;
 pub mod solvers;

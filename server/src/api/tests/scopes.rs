@@ -188,6 +188,18 @@ fn rows(v0: &str) -> Vec<(&'static str, &'static str, Option<Value>, [u16; 7])> 
             [204, 204, 204, 204, 403, 403, 403],
         ),
         (
+            "GET",
+            "/api/v1/agents/{agent}/rollout",
+            None,
+            [200, 200, 200, 200, 403, 200, 403],
+        ),
+        (
+            "PUT",
+            "/api/v1/agents/{agent}/rollout",
+            Some(json!({"change_window": "Sat 02:00-04:00 +01:00", "canary": true})),
+            [200, 200, 200, 200, 403, 403, 403],
+        ),
+        (
             "POST",
             "/api/v1/agents/{agent}/revoke",
             None,

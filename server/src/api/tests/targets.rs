@@ -233,3 +233,33 @@ async fn a_target_needs_key_delivery_scope_and_is_audited(app: TestApp) {
         events[1]
     );
 }
+
+backends!(the_rollout_guard_is_checked_and_normalised);
+async fn the_rollout_guard_is_checked_and_normalised(app: TestApp) {
+    let admin = with_agent(&app).await;
+    let put = |body| {
+        app.call(
+            "PUT",
+            "/api/v1/agents/web1/rollout",
+            Some(&admin),
+            Some(body),
+        )
+    };
+    let p = put(json!({"change_window": "Sat 2:00-4:00"}))
+        .await
+        .problem(422);
+    assert_eq!(p["field"], "change_window");
+    let r = put(json!({"change_window": "sat 02:00-04:00 +01:00", "canary": true})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}: {}", app.backend, r.json());
+    assert_eq!(
+        r.json(),
+        json!({"change_window": "Sat 02:00-04:00 +01:00", "canary": true})
+    );
+    let shown = app
+        .call("GET", "/api/v1/agents/web1/rollout", Some(&admin), None)
+        .await
+        .json();
+    assert_eq!(shown["change_window"], "Sat 02:00-04:00 +01:00");
+    let cleared = put(json!({"change_window": ""})).await.json();
+    assert_eq!(cleared, json!({"change_window": null, "canary": false}));
+}

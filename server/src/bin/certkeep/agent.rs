@@ -64,6 +64,22 @@ pub(crate) enum AgentCommand {
     /// Revoke an agent at once.
     #[command(after_help = "Example:\n  certkeep agent revoke web1")]
     Revoke { agent: String },
+    /// Set the agent's rollout guard: a change window for renewals and/or canary status.
+    #[command(
+        after_help = "Example:\n  certkeep agent rollout web1 --window 'Sat 02:00-04:00 +01:00'\n  certkeep agent rollout web1 --canary"
+    )]
+    Rollout {
+        /// Agent id or name.
+        agent: String,
+        /// `[Mon|…|Sun] HH:MM-HH:MM [+HH:MM|-HH:MM|UTC]`, the agent's local time; renewals
+        /// outside it wait unless the replaced version expires soon. Omit for any time.
+        #[arg(long, value_name = "WINDOW")]
+        window: Option<String>,
+        /// Make the agent a canary: it installs renewals first, the others wait until every
+        /// canary serves them.
+        #[arg(long)]
+        canary: bool,
+    },
     /// Where the agent installs certificates (CCS folder, PEM directory, Windows store).
     #[command(
         subcommand,
@@ -219,6 +235,11 @@ pub(crate) async fn run(s: &Session, command: AgentCommand) -> Result<(), CliErr
             let path = format!("/agents/{}/revoke", encode(&agent));
             s.print(s.client.post(&path).await?, |a| agent_table(vec![a]));
         }
+        AgentCommand::Rollout {
+            agent,
+            window,
+            canary,
+        } => crate::target::set_rollout(s, agent, window, canary).await?,
         AgentCommand::Target(command) => crate::target::run(s, command).await?,
     }
     Ok(())

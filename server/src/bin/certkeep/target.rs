@@ -2,7 +2,7 @@
 
 use certkeep_api_types::api::DeploymentResponse;
 use certkeep_api_types::target::{
-    CreateTargetRequest, TargetKind, TargetResponse, TargetSettings, WindowsStore,
+    CreateTargetRequest, RolloutSettings, TargetKind, TargetResponse, TargetSettings, WindowsStore,
 };
 use clap::Subcommand;
 use reqwest::Method;
@@ -207,5 +207,30 @@ pub(crate) async fn run(s: &Session, command: TargetCommand) -> Result<(), CliEr
             eprintln!("certkeep: removed target {name} of {agent}");
         }
     }
+    Ok(())
+}
+
+/// Runs `certkeep agent rollout`: sets the agent's change window and canary flag.
+pub(crate) async fn set_rollout(
+    s: &Session,
+    agent: String,
+    window: Option<String>,
+    canary: bool,
+) -> Result<(), CliError> {
+    let req = RolloutSettings {
+        change_window: window,
+        canary,
+    };
+    let path = format!("/agents/{}/rollout", encode(&agent));
+    s.print(
+        s.client.json(Method::PUT, &path, Some(&req)).await?,
+        |r: RolloutSettings| {
+            println!(
+                "{agent}: change window {}, {}",
+                r.change_window.as_deref().unwrap_or("none (any time)"),
+                if r.canary { "canary" } else { "not a canary" }
+            );
+        },
+    );
     Ok(())
 }
