@@ -92,6 +92,7 @@ mod tests {
             download_path: format!("/agent/v1/certificates/{id}/pfx"),
             targets: Vec::new(),
             dns_names: Vec::new(),
+            hold: None,
         }
     }
 

@@ -305,6 +305,7 @@ pub(crate) mod test_support {
                 download_path: format!("/agent/v1/certificates/{certificate_id}/pfx"),
                 targets: vec!["t".into()],
                 dns_names: sans.iter().map(|s| (*s).to_owned()).collect(),
+                hold: None,
             },
             pfx,
         }
