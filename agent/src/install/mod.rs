@@ -406,7 +406,40 @@ pub(crate) mod test_support {
 
 #[cfg(test)]
 mod tests {
+    use certkeep_api_types::pfx::testing::TestCa;
+
+    use super::test_support::{PASSWORD, sync, thumbprint_of, version};
     use super::*;
+
+    #[test]
+    fn a_held_version_is_not_installed_and_the_files_stay() {
+        let ca = TestCa::new();
+        let dir = tempfile::tempdir().unwrap();
+        let installer = || -> Box<dyn Installer> {
+            Box::new(CcsInstaller::new(
+                dir.path().to_owned(),
+                Zeroizing::new(PASSWORD.into()),
+            ))
+        };
+        let v1 = version(&ca, 1, &["www.contoso.com"]);
+        assert!(sync(installer(), &[&v1]).errors.is_empty());
+        let mut v2 = version(&ca, 1, &["www.contoso.com"]);
+        v2.entry.hold = Some("held until the change window Sat 02:00-04:00 +00:00".into());
+        let held = sync(installer(), &[&v2]);
+        assert_eq!(held.downloaded, 0);
+        assert!(held.errors.is_empty(), "{:?}", held.errors);
+        assert_eq!(held.files.len(), 1);
+        assert_eq!(held.files[0].status, DeploymentStatus::Kept);
+        assert!(
+            held.files[0]
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("change window")
+        );
+        let file = dir.path().join("www.contoso.com.pfx");
+        assert_eq!(thumbprint_of(&file), v1.entry.thumbprint, "the file stays");
+    }
 
     #[test]
     fn plain_names() {
