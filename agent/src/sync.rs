@@ -203,7 +203,8 @@ pub async fn probe_once(config: &Config) -> anyhow::Result<ProbeOutcome> {
 pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     let mut failures = 0;
-    let mut next_probe: Option<tokio::time::Instant> = None;
+    // Probe once at start (a 304 does not probe), then every probe interval.
+    let mut next_probe = Some(tokio::time::Instant::now());
     loop {
         let result = tokio::select! {
             result = sync_once(config) => result,
