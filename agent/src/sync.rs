@@ -204,7 +204,7 @@ pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     let mut failures = 0;
     // Probe once at start (a 304 does not probe), then every probe interval.
-    let mut next_probe = Some(tokio::time::Instant::now());
+    let mut next_probe = tokio::time::Instant::now();
     loop {
         let result = tokio::select! {
             result = sync_once(config) => result,
@@ -213,15 +213,15 @@ pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) {
         if let Ok(outcome) = &result
             && let Some(interval) = outcome.probe_interval
         {
-            next_probe = Some(tokio::time::Instant::now() + interval);
+            next_probe = tokio::time::Instant::now() + interval;
         }
-        if next_probe.is_some_and(|at| at <= tokio::time::Instant::now()) {
+        if next_probe <= tokio::time::Instant::now() {
             let probed = tokio::select! {
                 probed = probe_once(config) => probed,
                 () = &mut shutdown => break,
             };
             match probed {
-                Ok(p) => next_probe = Some(tokio::time::Instant::now() + p.interval),
+                Ok(p) => next_probe = tokio::time::Instant::now() + p.interval,
                 Err(e) => tracing::warn!(error = format!("{e:#}"), "probe failed"),
             }
         }
