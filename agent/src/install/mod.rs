@@ -6,6 +6,8 @@
 mod ccs;
 mod directory;
 pub mod store;
+#[cfg(windows)]
+mod winstore;
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -101,8 +103,17 @@ pub fn for_target(
             path.into(),
             reload_command.clone().unwrap_or_default(),
         ))),
+        #[cfg(windows)]
+        TargetSettings::WindowsStore {
+            store, bindings, ..
+        } => Ok(Box::new(store::StoreInstaller::new(
+            winstore::SystemStore::new(*store),
+            bindings.clone(),
+            password,
+        ))),
+        #[cfg(not(windows))]
         TargetSettings::WindowsStore { .. } => Err(format!(
-            "target {}: windows-store targets are not supported by this agent build",
+            "target {}: windows-store targets need the Windows agent",
             target.name
         )),
     }

@@ -4,11 +4,19 @@
 //! earlier are removed from the store only once no binding uses them.
 //!
 //! The decisions are pure ([`plan`]) and applied through the narrow [`CertStore`] trait
-//! ([`apply`]), so both are tested on Linux with a fake store. The Windows implementation of the
-//! trait (crypto API import with a non-exportable key, http.sys bindings) is not written yet;
-//! until then the agent reports `windows-store` targets as unsupported.
+//! ([`apply`], [`StoreInstaller`]), so they are tested on Linux with a fake store. On Windows
+//! `winstore.rs` implements the trait: the crypto API (`PFXImportCertStore` with a
+//! non-exportable key, `LocalMachine` system stores) and the http.sys SNI bindings IIS uses, set
+//! with `netsh http update sslcert`. Thumbprints here are certkeep's (SHA-256 of the leaf); the
+//! Windows side maps them to the SHA-1 hashes Windows uses.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
+
+use certkeep_api_types::agent::{DeploymentStatus, FileReport, ManifestEntry};
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use super::{Bundle, Finish, InstallError, Installer, failed_reports, file_report};
 
 /// One https binding of a site (SNI host name and port) and the certificate it uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,11 +29,13 @@ pub struct Binding {
 }
 
 /// The platform calls a `windows-store` target needs.
-pub trait CertStore {
+pub trait CertStore: Send {
     /// True when the store holds the certificate with `thumbprint`.
     fn contains(&self, thumbprint: &str) -> bool;
-    /// Imports a PFX, its private key non-exportable.
-    fn import(&mut self, pfx: &[u8], password: &str) -> Result<(), String>;
+    /// Imports a PFX, its private key non-exportable, marked with `label`.
+    fn import(&mut self, pfx: &[u8], password: &str, label: &str) -> Result<(), String>;
+    /// Thumbprints of the certificates in the store marked with `label`.
+    fn labelled(&self, label: &str) -> Result<Vec<String>, String>;
     /// Removes the certificate with `thumbprint` (and its key).
     fn remove(&mut self, thumbprint: &str) -> Result<(), String>;
     /// The site's https bindings.
@@ -105,9 +115,10 @@ pub fn apply(
     new: &str,
     pfx: &[u8],
     password: &str,
+    label: &str,
 ) -> Vec<String> {
     if plan.import {
-        if let Err(e) = store.import(pfx, password) {
+        if let Err(e) = store.import(pfx, password, label) {
             return vec![format!("import into the certificate store failed: {e}")];
         }
         if !store.contains(new) {
@@ -135,6 +146,145 @@ pub fn apply(
     errors
 }
 
+/// The mark of the certificates this agent imported for one certificate.
+fn label(entry: &ManifestEntry) -> String {
+    format!("certkeep {}", entry.certificate_id)
+}
+
+/// One `windows-store` target: installs through a [`CertStore`].
+pub struct StoreInstaller<S> {
+    store: S,
+    /// Configured binding host names; empty: every one the certificate covers.
+    managed: Vec<String>,
+    password: Zeroizing<String>,
+}
+
+impl<S: CertStore> StoreInstaller<S> {
+    /// An installer over `store` for the bindings `managed` (empty: all covered ones), opening
+    /// PFX files with `password`.
+    pub fn new(store: S, managed: Vec<String>, password: Zeroizing<String>) -> Self {
+        Self {
+            store,
+            managed,
+            password,
+        }
+    }
+
+    fn plan_for(&self, entry: &ManifestEntry) -> Result<StorePlan, String> {
+        Ok(plan(
+            &entry.thumbprint,
+            &entry.dns_names,
+            &self.managed,
+            &self.store.bindings()?,
+            &self.store.labelled(&label(entry))?,
+            self.store.contains(&entry.thumbprint),
+        ))
+    }
+}
+
+impl<S: CertStore> Installer for StoreInstaller<S> {
+    fn recover(&mut self) -> Result<(), InstallError> {
+        self.store
+            .bindings()
+            .map(drop)
+            .map_err(|message| InstallError {
+                path: "certificate store".into(),
+                message,
+            })
+    }
+
+    fn is_current(&self, entry: &ManifestEntry) -> bool {
+        self.plan_for(entry)
+            .is_ok_and(|p| !p.import && p.rebind.is_empty() && p.remove.is_empty())
+    }
+
+    fn report_names(&self, entry: &ManifestEntry) -> Vec<String> {
+        vec![entry.certificate_name.clone()]
+    }
+
+    fn install(&mut self, entry: &ManifestEntry, bundle: &Bundle) -> Vec<FileReport> {
+        let names = self.report_names(entry);
+        let errors = match self.plan_for(entry) {
+            Ok(p) => apply(
+                &mut self.store,
+                &p,
+                &entry.thumbprint,
+                &bundle.pfx,
+                &self.password,
+                &label(entry),
+            ),
+            Err(e) => vec![e],
+        };
+        if errors.is_empty() {
+            names
+                .iter()
+                .map(|n| {
+                    file_report(
+                        entry,
+                        n,
+                        Some(&entry.thumbprint),
+                        DeploymentStatus::Installed,
+                        None,
+                    )
+                })
+                .collect()
+        } else {
+            failed_reports(entry, &names, &errors.join("; "))
+        }
+    }
+
+    /// Certificates no longer assigned stay in the store and in their bindings.
+    fn finish(&mut self, _entries: &[ManifestEntry], _incomplete: &HashSet<Uuid>) -> Finish {
+        Finish::default()
+    }
+}
+
+/// One SNI binding of `netsh http show sslcert`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SslCert {
+    pub host: String,
+    pub port: u16,
+    /// SHA-1 certificate hash, lowercase hex.
+    pub hash: String,
+    /// Application ID, with braces.
+    pub app_id: String,
+}
+
+/// Parses the `Hostname:port` entries of `netsh http show sslcert` (English output).
+pub fn parse_sslcert(text: &str) -> Vec<SslCert> {
+    let mut out = Vec::new();
+    let mut current: Option<(String, u16)> = None;
+    let mut hash = None;
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(" : ") else {
+            continue;
+        };
+        let (key, value) = (key.trim(), value.trim());
+        match key {
+            "Hostname:port" => {
+                current = value
+                    .rsplit_once(':')
+                    .and_then(|(h, p)| Some((h.to_owned(), p.parse().ok()?)));
+                hash = None;
+            }
+            "IP:port" | "Central Certificate Store" => current = None,
+            "Certificate Hash" => hash = Some(value.to_ascii_lowercase()),
+            "Application ID" => {
+                if let (Some((host, port)), Some(h)) = (current.take(), hash.take()) {
+                    out.push(SslCert {
+                        host,
+                        port,
+                        hash: h,
+                        app_id: value.to_owned(),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -146,8 +296,10 @@ mod tests {
     struct FakeStore {
         certs: BTreeSet<String>,
         bindings: Vec<Binding>,
-        /// Thumbprint each imported PFX turns out to hold.
+        /// Thumbprint each imported PFX turns out to hold (else it is opened).
         pfx_holds: BTreeMap<Vec<u8>, String>,
+        /// Label of each certificate imported with one.
+        labels: BTreeMap<String, String>,
         fail_bind: bool,
     }
 
@@ -155,10 +307,26 @@ mod tests {
         fn contains(&self, thumbprint: &str) -> bool {
             self.certs.contains(thumbprint)
         }
-        fn import(&mut self, pfx: &[u8], _password: &str) -> Result<(), String> {
-            let t = self.pfx_holds.get(pfx).ok_or("not a PFX")?;
-            self.certs.insert(t.clone());
+        fn import(&mut self, pfx: &[u8], password: &str, label: &str) -> Result<(), String> {
+            let t = match self.pfx_holds.get(pfx) {
+                Some(t) => t.clone(),
+                None => {
+                    certkeep_api_types::pfx::open_pfx(pfx, password)
+                        .map_err(|e| e.to_string())?
+                        .thumbprint
+                }
+            };
+            self.labels.insert(t.clone(), label.to_owned());
+            self.certs.insert(t);
             Ok(())
+        }
+        fn labelled(&self, label: &str) -> Result<Vec<String>, String> {
+            Ok(self
+                .labels
+                .iter()
+                .filter(|(t, l)| *l == label && self.certs.contains(*t))
+                .map(|(t, _)| t.clone())
+                .collect())
         }
         fn remove(&mut self, thumbprint: &str) -> Result<(), String> {
             assert!(
@@ -204,6 +372,7 @@ mod tests {
                 binding("intranet.fabrikam.com", "other"),
             ],
             pfx_holds: [(b"pfx-new".to_vec(), "new".to_owned())].into(),
+            labels: BTreeMap::new(),
             fail_bind: false,
         }
     }
@@ -223,7 +392,7 @@ mod tests {
         assert!(p.import);
         assert_eq!(p.rebind, bindings[..2]);
         assert_eq!(p.remove, ["old"]);
-        assert!(apply(&mut store, &p, "new", b"pfx-new", "pw").is_empty());
+        assert!(apply(&mut store, &p, "new", b"pfx-new", "pw", "l").is_empty());
         assert_eq!(store.certs, names(&["new", "other"]).into_iter().collect());
         assert_eq!(store.bindings[2], binding("intranet.fabrikam.com", "other"));
         // Nothing left to do: a re-run changes nothing.
@@ -287,10 +456,87 @@ mod tests {
             &names(&["old"]),
             false,
         );
-        let errors = apply(&mut store, &p, "new", b"pfx-new", "pw");
+        let errors = apply(&mut store, &p, "new", b"pfx-new", "pw", "l");
         assert_eq!(errors.len(), 2, "{errors:?}");
         assert!(store.certs.contains("old") && store.certs.contains("new"));
-        let bad_import = apply(&mut site(), &p, "new", b"garbage", "pw");
+        let bad_import = apply(&mut site(), &p, "new", b"garbage", "pw", "l");
         assert!(bad_import[0].contains("import"), "{bad_import:?}");
+    }
+
+    #[test]
+    fn the_installer_imports_rebinds_and_later_removes_its_own_previous_version() {
+        use crate::install::test_support::{PASSWORD, sync, version};
+        use certkeep_api_types::pfx::testing::TestCa;
+
+        let ca = TestCa::new();
+        let v1 = version(&ca, 1, &["www.contoso.com"]);
+        let v2 = version(&ca, 1, &["www.contoso.com"]);
+        let store = |certs: &[&str], bound: &str| FakeStore {
+            certs: certs.iter().map(|c| (*c).to_owned()).collect(),
+            bindings: vec![
+                binding("www.contoso.com", bound),
+                binding("api.fabrikam.com", "x"),
+            ],
+            ..FakeStore::default()
+        };
+        let installer = |s| -> Box<dyn Installer> {
+            Box::new(StoreInstaller::new(
+                s,
+                Vec::new(),
+                Zeroizing::new(PASSWORD.into()),
+            ))
+        };
+        let run = sync(installer(store(&["x"], "x")), &[&v1]);
+        assert!(run.errors.is_empty(), "{:?}", run.errors);
+        assert_eq!(run.downloaded, 1);
+        assert_eq!(run.files[0].status, DeploymentStatus::Installed);
+
+        // The same store after that run: v1 imported (labelled) and bound.
+        let mut after = store(&["x", &v1.entry.thumbprint], &v1.entry.thumbprint);
+        after
+            .labels
+            .insert(v1.entry.thumbprint.clone(), label(&v1.entry));
+        let unchanged = StoreInstaller::new(after, Vec::new(), Zeroizing::new(PASSWORD.into()));
+        assert!(unchanged.is_current(&v1.entry), "nothing to do");
+        assert!(!unchanged.is_current(&v2.entry));
+        let mut renewing = unchanged;
+        let reports = renewing.install(
+            &v2.entry,
+            &Bundle {
+                opened: certkeep_api_types::pfx::open_pfx(&v2.pfx, PASSWORD).unwrap(),
+                pfx: v2.pfx.clone(),
+            },
+        );
+        assert_eq!(
+            reports[0].status,
+            DeploymentStatus::Installed,
+            "{reports:?}"
+        );
+        let s = &renewing.store;
+        assert!(s.certs.contains(&v2.entry.thumbprint));
+        assert!(
+            !s.certs.contains(&v1.entry.thumbprint),
+            "our old version is gone"
+        );
+        assert!(s.certs.contains("x"), "a certificate not ours stays");
+        assert_eq!(
+            s.bindings[0].thumbprint.as_deref(),
+            Some(v2.entry.thumbprint.as_str())
+        );
+        assert_eq!(s.bindings[1], binding("api.fabrikam.com", "x"));
+    }
+
+    #[test]
+    fn netsh_sslcert_output_is_parsed() {
+        let text = "\nSSL Certificate bindings:\n-------------------------\n\n    IP:port                      : 0.0.0.0:443\n    Certificate Hash             : 1111\n    Application ID               : {4dc3e181-e14b-4a21-b022-59fc669b0914}\n\n    Hostname:port                : www.contoso.com:443\n    Certificate Hash             : ABCD0123\n    Application ID               : {4dc3e181-e14b-4a21-b022-59fc669b0914}\n    Certificate Store Name       : WebHosting\n";
+        assert_eq!(
+            parse_sslcert(text),
+            [SslCert {
+                host: "www.contoso.com".into(),
+                port: 443,
+                hash: "abcd0123".into(),
+                app_id: "{4dc3e181-e14b-4a21-b022-59fc669b0914}".into(),
+            }]
+        );
     }
 }
