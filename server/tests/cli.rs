@@ -233,7 +233,23 @@ async fn first_certificate_walkthrough_and_exit_codes() {
     );
     ok(&server.cli(&["agent", "assign", "web1", "www", "--target", "nginx"], ""));
     assert!(ok(&server.cli(&["agent", "list"], "")).contains("www=pending"));
-    assert!(ok(&server.cli(&["agent", "show", "web1"], "")).contains("nginx"));
+    ok(&server.cli(
+        &[
+            "agent",
+            "rollout",
+            "web1",
+            "--window",
+            "Sat 02:00-04:00 +01:00",
+            "--canary",
+        ],
+        "",
+    ));
+    let shown = ok(&server.cli(&["agent", "show", "web1"], ""));
+    assert!(
+        shown.contains("nginx")
+            && shown.contains("rollout: change window Sat 02:00-04:00 +01:00, canary"),
+        "{shown}"
+    );
 
     // An issuer token for another domain is refused: exit 3.
     let out = ok(&server.cli(

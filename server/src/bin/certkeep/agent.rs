@@ -6,6 +6,7 @@ use certkeep_api_types::api::{
     AgentResponse, CreateAgentRequest, JoinTokenResponse, UpdateAgentRequest,
 };
 use certkeep_api_types::enums::PfxEncryption;
+use certkeep_api_types::target::RolloutSettings;
 use clap::Subcommand;
 use reqwest::Method;
 
@@ -170,6 +171,22 @@ pub(crate) async fn run(s: &Session, command: AgentCommand) -> Result<(), CliErr
                     .await?;
                 println!();
                 target_table(targets);
+                let (rollout, _): (RolloutSettings, _) = s
+                    .client
+                    .get(&format!("/agents/{}/rollout", encode(&agent)))
+                    .await?;
+                println!(
+                    "\nrollout: change window {}, {}",
+                    rollout
+                        .change_window
+                        .as_deref()
+                        .unwrap_or("none (any time)"),
+                    if rollout.canary {
+                        "canary"
+                    } else {
+                        "not a canary"
+                    }
+                );
             }
         }
         AgentCommand::Update {
