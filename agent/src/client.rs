@@ -6,14 +6,15 @@
 use std::time::Duration;
 
 use certkeep_api_types::agent::{
-    ENROLL_PATH, EnrollRequest, EnrollResponse, MANIFEST_PATH, Manifest, RENEW_PATH, REPORT_PATH,
-    RenewRequest, Report,
+    ENROLL_PATH, EnrollRequest, EnrollResponse, MANIFEST_PATH, Manifest, PFX_PASSWORD_PATH,
+    PROBE_REPORT_PATH, PfxPassword, ProbeReport, RENEW_PATH, REPORT_PATH, RenewRequest, Report,
 };
 use reqwest::{
     Certificate, Client, Identity, RequestBuilder, Response, StatusCode, Url,
     header::{ETAG, IF_NONE_MATCH},
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use zeroize::Zeroizing;
 
 /// Largest PFX download accepted.
 const MAX_PFX_BYTES: usize = 1 << 20;
@@ -144,6 +145,20 @@ impl AgentClient {
             )));
         }
         Ok(bytes.to_vec())
+    }
+
+    /// `GET /agent/v1/pfx-password`: the password the server encrypts this agent's PFX
+    /// downloads with (the CCS password IIS is configured with).
+    pub async fn pfx_password(&self) -> Result<Zeroizing<String>, ClientError> {
+        let response = checked(send(self.http.get(self.url(PFX_PASSWORD_PATH)?)).await?).await?;
+        let body: PfxPassword = json(response).await?;
+        Ok(Zeroizing::new(body.password))
+    }
+
+    /// `POST /agent/v1/probe-report`.
+    pub async fn probe_report(&self, report: &ProbeReport) -> Result<(), ClientError> {
+        let request = self.http.post(self.url(PROBE_REPORT_PATH)?).json(report);
+        checked(send(request).await?).await.map(drop)
     }
 
     /// `POST /agent/v1/report`.

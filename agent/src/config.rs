@@ -1,7 +1,8 @@
-//! Agent configuration: one TOML file naming one server and one target, parsed into typed values.
+//! Agent configuration: the server to talk to and where the identity lives. Targets come from
+//! the server's manifest, the PFX password from the server; nothing here needs a hand edit.
 //!
-//! Unknown keys are refused by name. Relative paths are resolved against the file's directory.
-//! Secrets never live in this file: the CCS password sits in its own file (`password_file`).
+//! Unknown keys are refused by name (an old `[target]` section too, with a pointer to
+//! `certkeep agent target add`). Relative paths are resolved against the file's directory.
 
 use std::{
     fs,
@@ -12,7 +13,6 @@ use std::{
 use anyhow::{Context, bail, ensure};
 use reqwest::Url;
 use serde::Deserialize;
-use zeroize::Zeroizing;
 
 /// Default time between two syncs.
 const DEFAULT_INTERVAL_SECS: u64 = 300;
@@ -28,66 +28,6 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Time between two syncs in `run` (±10 % jitter).
     pub interval: Duration,
-    /// Where certificates go.
-    pub target: Target,
-}
-
-/// Where certificates are installed. One agent has exactly one target.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-pub enum Target {
-    /// IIS Centralized Certificate Store folder: one `<host>.pfx` per DNS name (docs/CCS.md).
-    Ccs {
-        /// The CCS folder (local path or UNC share); must exist.
-        path: PathBuf,
-        /// File holding the CCS private-key password, the one configured in IIS.
-        password_file: PathBuf,
-    },
-    /// PEM directory for nginx/Apache: `<path>/<certificate_name>/{fullchain,privkey}.pem`,
-    /// `<certificate_name>` being a symlink into `<path>/.versions/` switched atomically.
-    Directory {
-        /// Parent directory; must exist.
-        path: PathBuf,
-        /// File holding the password the server encrypts this agent's PFX downloads with.
-        password_file: PathBuf,
-        /// Run once after any change, e.g. `["systemctl", "reload", "nginx"]`.
-        reload_command: Option<Vec<String>>,
-    },
-}
-
-impl Target {
-    /// The folder certificates are written to.
-    pub fn path(&self) -> &Path {
-        match self {
-            Target::Ccs { path, .. } | Target::Directory { path, .. } => path,
-        }
-    }
-
-    /// The file holding the PFX password.
-    pub fn password_file(&self) -> &Path {
-        match self {
-            Target::Ccs { password_file, .. } | Target::Directory { password_file, .. } => {
-                password_file
-            }
-        }
-    }
-
-    fn resolve(&mut self, base: &Path) {
-        match self {
-            Target::Ccs {
-                path,
-                password_file,
-            }
-            | Target::Directory {
-                path,
-                password_file,
-                ..
-            } => {
-                *path = base.join(&*path);
-                *password_file = base.join(&*password_file);
-            }
-        }
-    }
 }
 
 #[derive(Deserialize)]
@@ -98,7 +38,6 @@ struct ConfigFile {
     state_dir: PathBuf,
     #[serde(default = "default_interval_secs")]
     interval_secs: u64,
-    target: Target,
 }
 
 fn default_interval_secs() -> u64 {
@@ -106,7 +45,7 @@ fn default_interval_secs() -> u64 {
 }
 
 impl Config {
-    /// Reads, parses and checks the file at `path`, including that the password file is usable.
+    /// Reads, parses and checks the file at `path`.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
@@ -116,33 +55,24 @@ impl Config {
 
     /// Parses TOML text; relative paths are taken relative to `base`.
     pub fn parse(text: &str, base: &Path) -> anyhow::Result<Self> {
-        let file: ConfigFile = toml::from_str(text)?;
+        let table: toml::Table = toml::from_str(text)?;
+        ensure!(
+            !table.contains_key("target"),
+            "targets are defined on the server now: remove the [target] section and add it \
+             with `certkeep agent target add <agent> <name> --kind ...`"
+        );
+        let file: ConfigFile = table.try_into()?;
         let server = parse_server(&file.server)?;
         ensure!(
             (10..=86_400).contains(&file.interval_secs),
             "interval_secs must be between 10 and 86400"
         );
-        if let Target::Directory {
-            reload_command: Some(cmd),
-            ..
-        } = &file.target
-        {
-            ensure!(
-                !cmd.is_empty(),
-                "reload_command must name a program; leave it out for none"
-            );
-        }
-        let mut target = file.target;
-        target.resolve(base);
-        let config = Self {
+        Ok(Self {
             server,
             ca_file: base.join(file.ca_file),
             state_dir: base.join(file.state_dir),
             interval: Duration::from_secs(file.interval_secs),
-            target,
-        };
-        read_password(config.target.password_file())?;
-        Ok(config)
+        })
     }
 }
 
@@ -189,26 +119,6 @@ pub fn parse_server(server: &str) -> anyhow::Result<Url> {
     Ok(url)
 }
 
-/// Reads the PFX password: the file's UTF-8 content without a byte-order mark or trailing line
-/// breaks (as Notepad and PowerShell leave them); never empty.
-pub fn read_password(path: &Path) -> anyhow::Result<Zeroizing<String>> {
-    let raw = Zeroizing::new(
-        fs::read_to_string(path)
-            .with_context(|| format!("cannot read password file {}", path.display()))?,
-    );
-    let password = Zeroizing::new(
-        raw.trim_start_matches('\u{feff}')
-            .trim_end_matches(['\r', '\n'])
-            .to_owned(),
-    );
-    ensure!(
-        !password.is_empty(),
-        "password file {} is empty",
-        path.display()
-    );
-    Ok(password)
-}
-
 /// `%ProgramData%\certkeep\agent.toml` on Windows, `/etc/certkeep/agent.toml` elsewhere.
 pub fn default_config_path() -> PathBuf {
     if cfg!(windows) {
@@ -234,30 +144,17 @@ pub fn program_data() -> PathBuf {
         .join("certkeep")
 }
 
-/// A first config written by `enroll` when none exists; `[target]` is left for the admin.
-pub fn starter_toml(server: &Url, ca_file: &Path, state_dir: &Path) -> String {
+/// The config `enroll` writes when none exists: complete, nothing to add by hand.
+pub fn config_toml(server: &Url, ca_file: &Path, state_dir: &Path) -> String {
     let quote = |s: &str| toml::Value::String(s.to_owned()).to_string();
     format!(
         "# certkeep-agent configuration, written by `certkeep-agent enroll`.\n\
+         # Targets (CCS folder, PEM directory, Windows store) are defined on the server:\n\
+         #   certkeep agent target add <agent> <name> --kind ccs --path '\\\\fs\\ccs$'\n\
          server = {server}\n\
          ca_file = {ca}\n\
          state_dir = {state}\n\
-         interval_secs = {DEFAULT_INTERVAL_SECS}\n\
-         \n\
-         # Uncomment ONE target.\n\
-         # IIS Centralized Certificate Store (the password is the one set with\n\
-         # Enable-WebCentralCertProvider -PrivateKeyPassword):\n\
-         # [target]\n\
-         # kind = \"ccs\"\n\
-         # path = '\\\\fileserver\\ccs$'\n\
-         # password_file = 'C:\\ProgramData\\certkeep\\ccs-password.txt'\n\
-         #\n\
-         # PEM files for nginx or Apache:\n\
-         # [target]\n\
-         # kind = \"directory\"\n\
-         # path = \"/etc/certkeep/certs\"\n\
-         # password_file = \"/etc/certkeep/pfx-password\"\n\
-         # reload_command = [\"systemctl\", \"reload\", \"nginx\"]\n",
+         interval_secs = {DEFAULT_INTERVAL_SECS}\n",
         server = quote(server.as_str()),
         ca = quote(&ca_file.to_string_lossy()),
         state = quote(&state_dir.to_string_lossy()),
@@ -268,113 +165,69 @@ pub fn starter_toml(server: &Url, ca_file: &Path, state_dir: &Path) -> String {
 mod tests {
     use super::*;
 
-    fn with_password() -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("pw"), "\u{feff}s3cret\r\n").unwrap();
-        dir
-    }
-
     #[test]
-    fn parses_ccs_and_resolves_relative_paths() {
-        let dir = with_password();
+    fn parses_and_resolves_relative_paths() {
+        let base = Path::new("/etc/certkeep");
         let config = Config::parse(
             r#"
             server = "https://certkeep.example.net:8444"
             ca_file = "ca.pem"
-            state_dir = "state"
-            [target]
-            kind = "ccs"
-            path = "ccs"
-            password_file = "pw"
+            state_dir = "/var/lib/certkeep-agent"
             "#,
-            dir.path(),
+            base,
         )
         .unwrap();
         assert_eq!(config.interval, Duration::from_secs(300));
-        assert_eq!(config.ca_file, dir.path().join("ca.pem"));
-        assert_eq!(config.target.path(), dir.path().join("ccs"));
-        assert_eq!(
-            *read_password(config.target.password_file()).unwrap(),
-            "s3cret"
+        assert_eq!(config.ca_file, base.join("ca.pem"));
+        assert_eq!(config.state_dir, Path::new("/var/lib/certkeep-agent"));
+    }
+
+    #[test]
+    fn unknown_keys_http_and_old_targets_are_refused() {
+        let base = Path::new("/x");
+        let err = format!(
+            "{:#}",
+            Config::parse(
+                "server='https://a'\nca_file='c'\nstate_dir='s'\ncolour=1",
+                base
+            )
+            .unwrap_err()
         );
-    }
-
-    #[test]
-    fn parses_directory_with_reload() {
-        let dir = with_password();
-        let config = Config::parse(
-            r#"
-            server = "https://127.0.0.1:8444"
-            ca_file = "/etc/certkeep/ca.pem"
-            state_dir = "/var/lib/certkeep-agent"
-            interval_secs = 60
-            [target]
-            kind = "directory"
-            path = "/etc/certkeep/certs"
-            password_file = "pw"
-            reload_command = ["systemctl", "reload", "nginx"]
-            "#,
-            dir.path(),
-        )
-        .unwrap();
-        let Target::Directory { reload_command, .. } = config.target else {
-            panic!("directory target expected");
-        };
-        assert_eq!(reload_command.unwrap(), ["systemctl", "reload", "nginx"]);
-    }
-
-    #[test]
-    fn unknown_keys_are_refused_by_name() {
-        let dir = with_password();
-        for (text, key) in [
-            (
-                "server='https://a'\nca_file='c'\nstate_dir='s'\ncolour=1\n[target]\nkind='ccs'\npath='p'\npassword_file='pw'",
-                "colour",
-            ),
-            (
-                "server='https://a'\nca_file='c'\nstate_dir='s'\n[target]\nkind='ccs'\npath='p'\npassword_file='pw'\nreload_command=['x']",
-                "reload_command",
-            ),
-        ] {
-            let err = format!("{:#}", Config::parse(text, dir.path()).unwrap_err());
-            assert!(err.contains(key), "{err}");
-        }
-    }
-
-    #[test]
-    fn refuses_http_empty_password_and_empty_reload() {
-        let dir = with_password();
-        fs::write(dir.path().join("empty"), "\n").unwrap();
+        assert!(err.contains("colour"), "{err}");
+        let err = format!(
+            "{:#}",
+            Config::parse(
+                "server='https://a'\nca_file='c'\nstate_dir='s'\n[target]\nkind='ccs'\npath='p'",
+                base
+            )
+            .unwrap_err()
+        );
+        assert!(err.contains("certkeep agent target add"), "{err}");
         for text in [
-            "server='http://a'\nca_file='c'\nstate_dir='s'\n[target]\nkind='ccs'\npath='p'\npassword_file='pw'",
-            "server='https://a'\nca_file='c'\nstate_dir='s'\n[target]\nkind='ccs'\npath='p'\npassword_file='empty'",
-            "server='https://a'\nca_file='c'\nstate_dir='s'\n[target]\nkind='directory'\npath='p'\npassword_file='pw'\nreload_command=[]",
+            "server='http://a'\nca_file='c'\nstate_dir='s'",
+            "server='https://a'\nca_file='c'\nstate_dir='s'\ninterval_secs=1",
         ] {
-            assert!(Config::parse(text, dir.path()).is_err(), "{text}");
+            assert!(Config::parse(text, base).is_err(), "{text}");
         }
     }
 
     #[test]
     fn windows_example_config_parses() {
         let text = include_str!("../../deploy/windows/agent.example.toml");
-        let file: ConfigFile = toml::from_str(text).unwrap();
-        assert_eq!(file.target.path(), Path::new(r"\\files01\ccs$"));
-        let head = &text[..text.find("[target]").unwrap()];
-        let tail = &text[text.find("# [target]").unwrap()..];
-        let linux_target: Vec<&str> = tail.lines().map(|l| l.trim_start_matches("# ")).collect();
-        let linux: ConfigFile =
-            toml::from_str(&format!("{head}{}", linux_target.join("\n"))).unwrap();
-        assert!(matches!(linux.target, Target::Directory { .. }));
+        let config = Config::parse(text, Path::new(r"C:\ProgramData\certkeep")).unwrap();
+        assert_eq!(config.server.as_str(), "https://certkeep.example.net:8444/");
     }
 
     #[test]
-    fn starter_config_parses_once_a_target_is_added() {
-        let dir = with_password();
+    fn the_config_enroll_writes_is_complete() {
         let server = parse_server("https://certkeep.example.net:8444").unwrap();
-        let mut text = starter_toml(&server, Path::new(r"C:\ca.pem"), Path::new("/var/lib/x"));
-        assert!(Config::parse(&text, dir.path()).is_err());
-        text.push_str("[target]\nkind = \"ccs\"\npath = \"ccs\"\npassword_file = \"pw\"\n");
-        let config = Config::parse(&text, dir.path()).unwrap();
+        let text = config_toml(
+            &server,
+            Path::new("/etc/ck/ca.pem"),
+            Path::new("/var/lib/x"),
+        );
+        let config = Config::parse(&text, Path::new("/")).unwrap();
         assert_eq!(config.state_dir, Path::new("/var/lib/x"));
+        assert_eq!(config.ca_file, Path::new("/etc/ck/ca.pem"));
     }
 }

@@ -1,5 +1,6 @@
 //! certkeep-agent: enrolls with a certkeep server, pulls certificates over mTLS and installs them
-//! into an IIS Centralized Certificate Store folder or a PEM directory.
+//! into the targets the server defines for it (IIS Centralized Certificate Store folders, PEM
+//! directories).
 //!
 //! `main.rs` only parses the command line; everything it runs is here, so tests can drive the
 //! agent against any server URL and CA: [`enroll`], [`sync_once`], [`run`], [`status`].
@@ -11,6 +12,8 @@ mod host;
 pub mod identity;
 pub mod install;
 pub mod poll;
+mod probe;
+mod reload;
 #[cfg(windows)]
 pub mod service;
 pub mod state;
@@ -29,10 +32,10 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-pub use crate::sync::{SyncOutcome, run, sync_once};
+pub use crate::sync::{ProbeOutcome, SyncOutcome, probe_once, run, sync_once};
 use crate::{
     client::AgentClient,
-    config::{Config, default_state_dir, starter_toml},
+    config::{Config, config_toml, default_state_dir},
     identity::Identity,
     state::SyncState,
 };
@@ -66,7 +69,7 @@ pub struct EnrollOptions {
     pub ca_file: PathBuf,
     /// One-time join token.
     pub token: Zeroizing<String>,
-    /// Config file: its `state_dir` is used if it exists, a starter config is written if not.
+    /// Config file: its `state_dir` is used if it exists, a complete one is written if not.
     pub config_path: PathBuf,
     /// State directory when there is no config yet (default: platform default).
     pub state_dir: Option<PathBuf>,
@@ -81,7 +84,7 @@ pub struct Enrolled {
     pub not_after: OffsetDateTime,
     /// Where key and certificate were written.
     pub state_dir: PathBuf,
-    /// A starter config was written (its `[target]` still needs filling in).
+    /// The config file was written (it needs no edit: targets come from the server).
     pub config_written: bool,
 }
 
@@ -132,7 +135,7 @@ pub async fn enroll(options: EnrollOptions) -> anyhow::Result<Enrolled> {
         }
         fs::write(
             &options.config_path,
-            starter_toml(&options.server, &ca_file, &state_dir),
+            config_toml(&options.server, &ca_file, &state_dir),
         )
         .with_context(|| format!("cannot write {}", options.config_path.display()))?;
     }
@@ -144,11 +147,10 @@ pub async fn enroll(options: EnrollOptions) -> anyhow::Result<Enrolled> {
     })
 }
 
-/// A human-readable status: identity, certificate expiry, target and last sync. No network.
+/// A human-readable status: identity, certificate expiry, last sync and its targets. No network.
 pub fn status(config: &Config) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "server:      {}", config.server);
-    let _ = writeln!(out, "target:      {}", describe_target(&config.target));
     match Identity::load(&config.state_dir) {
         Ok(identity) => {
             let renew_at = identity.not_before + (identity.not_after - identity.not_before) * 2 / 3;
@@ -185,6 +187,9 @@ pub fn status(config: &Config) -> String {
                 last.failed,
                 last.kept
             );
+            for target in &last.targets {
+                let _ = writeln!(out, "  target: {target}");
+            }
             for error in &last.errors {
                 let _ = writeln!(out, "  error: {error}");
             }
@@ -194,13 +199,6 @@ pub fn status(config: &Config) -> String {
         }
     }
     out
-}
-
-fn describe_target(target: &config::Target) -> String {
-    match target {
-        config::Target::Ccs { path, .. } => format!("ccs {}", path.display()),
-        config::Target::Directory { path, .. } => format!("directory {}", path.display()),
-    }
 }
 
 /// Creates the state directory, owner-only on Unix.

@@ -18,16 +18,16 @@ use zeroize::Zeroizing;
 const EXIT_FAILED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 
-/// Pulls certificates from a certkeep server over mTLS and installs them into an IIS Centralized
-/// Certificate Store folder or a PEM directory.
+/// Pulls certificates from a certkeep server over mTLS and installs them into the targets the
+/// server defines for this host (IIS Centralized Certificate Store folders, PEM directories).
 #[derive(Parser)]
 #[command(
     name = "certkeep-agent",
     version,
     after_help = "Example, from enrollment to files:
   certkeep-agent enroll --server https://certkeep.example.net:8444 --ca-file ca.pem --token-file token.txt
-  (add a [target] section to the config file enroll wrote)
   certkeep-agent sync
+  (targets and assignments are managed on the server: certkeep agent target add ...)
   certkeep-agent status"
 )]
 struct Cli {
@@ -47,7 +47,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Enroll this host: generate a key here and exchange a one-time join token for a client
-    /// certificate. Writes a starter config if there is none. Also used to re-enroll after the
+    /// certificate. Writes the config if there is none; it needs no edit. Also used to re-enroll after the
     /// agent certificate expired.
     #[command(after_help = "Example:
   certkeep-agent enroll --server https://certkeep.example.net:8444 \\
@@ -59,6 +59,10 @@ enum Command {
     /// is current, 1 when anything failed, 2 for usage or config errors.
     #[command(after_help = "Example:\n  certkeep-agent --config /etc/certkeep/agent.toml sync")]
     Sync,
+    /// Probe what the targets serve (TLS with SNI per name) and report it; installs nothing.
+    /// Prints one line per name; the server judges each (serving, stale, wrong, unreachable).
+    #[command(after_help = "Example:\n  certkeep-agent --config /etc/certkeep/agent.toml probe")]
+    Probe,
     /// Sync every `interval_secs` (±10 % jitter, backoff after errors) until Ctrl-C or SIGTERM.
     #[command(after_help = "Example:\n  certkeep-agent --config /etc/certkeep/agent.toml run")]
     Run,
@@ -145,6 +149,18 @@ fn main() -> ExitCode {
                 }
             }
         }),
+        Command::Probe => with_config(&config_path, |config| {
+            let outcome = runtime()?.block_on(certkeep_agent::probe_once(&config))?;
+            for p in &outcome.probes {
+                let seen = p
+                    .thumbprint
+                    .as_deref()
+                    .or(p.error.as_deref())
+                    .unwrap_or("-");
+                println!("{} {} {}: {seen}", p.target, p.address, p.name);
+            }
+            Ok(ExitCode::SUCCESS)
+        }),
         Command::Run => with_config(&config_path, |config| {
             runtime()?.block_on(certkeep_agent::run(&config, shutdown_signal()));
             Ok(ExitCode::SUCCESS)
@@ -191,7 +207,7 @@ fn enroll(args: EnrollArgs, config_path: PathBuf) -> anyhow::Result<()> {
     );
     if enrolled.config_written {
         println!(
-            "wrote {}: add a [target] section (see the comments in it), then run `certkeep-agent sync`",
+            "wrote {}; targets come from the server: run `certkeep-agent sync`",
             config_path.display()
         );
     }

@@ -90,6 +90,9 @@ mod tests {
             not_after: datetime!(2030-01-01 0:00 UTC),
             file_names: names.iter().map(|n| (*n).to_owned()).collect(),
             download_path: format!("/agent/v1/certificates/{id}/pfx"),
+            targets: Vec::new(),
+            dns_names: Vec::new(),
+            hold: None,
         }
     }
 

@@ -28,7 +28,7 @@ pub struct SyncState {
     pub last_sync: Option<LastSync>,
 }
 
-/// A manifest ETag, valid only for the agent and target folder it was installed for.
+/// A manifest ETag, valid only for the agent and target folders it was installed for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Etag {
@@ -36,8 +36,8 @@ pub struct Etag {
     pub value: String,
     /// Agent the manifest was for; re-enrolling starts afresh.
     pub agent_id: Uuid,
-    /// Folder it was installed into; a new folder starts afresh.
-    pub target: PathBuf,
+    /// Folders of its targets; a folder that lost our manifest file starts afresh.
+    pub targets: Vec<PathBuf>,
 }
 
 /// Summary of one sync, shown by `status`.
@@ -59,8 +59,11 @@ pub struct LastSync {
     pub kept: usize,
     /// Errors, per file and general.
     pub errors: Vec<String>,
-    /// Files in the target we left alone.
+    /// Files in the targets we left alone.
     pub notes: Vec<String>,
+    /// The targets of the last manifest, described.
+    #[serde(default)]
+    pub targets: Vec<String>,
 }
 
 impl SyncState {
@@ -129,7 +132,7 @@ mod tests {
         let etag = Etag {
             value: "\"abc\"".into(),
             agent_id: Uuid::new_v4(),
-            target: dir.path().to_owned(),
+            targets: vec![dir.path().to_owned()],
         };
         let state = SyncState {
             etag: Some(etag.clone()),

@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 pub use crate::enums::{DeploymentStatus, PfxEncryption};
+pub use crate::target::{ProbeReport, ProbeResult, ServedStatus, TargetSettings, TargetSpec};
 
 /// `POST`: exchange a one-time join token and a CSR for a client certificate (no client cert).
 pub const ENROLL_PATH: &str = "/agent/v1/enroll";
@@ -19,6 +20,10 @@ pub const RENEW_PATH: &str = "/agent/v1/renew";
 pub const MANIFEST_PATH: &str = "/agent/v1/manifest";
 /// `POST`: per-file deployment results.
 pub const REPORT_PATH: &str = "/agent/v1/report";
+/// `POST`: what the agent's probes saw served.
+pub const PROBE_REPORT_PATH: &str = "/agent/v1/probe-report";
+/// `GET`: the agent's PFX password, to open its downloads (client cert required, audited).
+pub const PFX_PASSWORD_PATH: &str = "/agent/v1/pfx-password";
 /// Media type of a PFX download.
 pub const PKCS12_MEDIA_TYPE: &str = "application/x-pkcs12";
 /// Prefix of the URI SAN that binds a client certificate to an agent: `urn:certkeep:agent:<uuid>`.
@@ -79,6 +84,28 @@ pub struct Manifest {
     pub pfx_encryption: PfxEncryption,
     /// Current version of every certificate assigned to the agent.
     pub certificates: Vec<ManifestEntry>,
+    /// Where the agent installs them, by name; each entry names its targets.
+    #[serde(default)]
+    pub targets: Vec<TargetSpec>,
+    /// Seconds between two probes of the targets' probe addresses.
+    #[serde(default = "default_probe_interval")]
+    pub probe_interval_secs: u64,
+}
+
+fn default_probe_interval() -> u64 {
+    3600
+}
+
+/// The agent's PFX password (the CCS password IIS is configured with).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct PfxPassword {
+    pub password: String,
+}
+
+impl fmt::Debug for PfxPassword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PfxPassword(<redacted>)")
+    }
 }
 
 /// One certificate version to install.
@@ -102,6 +129,16 @@ pub struct ManifestEntry {
     pub file_names: Vec<String>,
     /// Path of the PFX download on the agent listener, e.g. `/agent/v1/certificates/{id}/pfx`.
     pub download_path: String,
+    /// Names of the manifest's targets this certificate goes to.
+    #[serde(default)]
+    pub targets: Vec<String>,
+    /// The leaf's DNS names, probed with SNI.
+    #[serde(default)]
+    pub dns_names: Vec<String>,
+    /// Why this version must not be installed yet (change window, canaries); the agent keeps
+    /// what it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<String>,
 }
 
 /// Result of one sync, sent after every run that fetched a manifest.
@@ -128,6 +165,9 @@ pub struct Report {
 pub struct FileReport {
     /// Certificate the file belongs (or belonged) to.
     pub certificate_id: Uuid,
+    /// Target the file is in; none from agents older than server-managed targets.
+    #[serde(default)]
+    pub target: Option<String>,
     /// File name, e.g. `www.contoso.com.pfx`, or directory name for `directory` targets.
     pub file_name: String,
     /// Lowercase hex SHA-256 of the leaf the file holds now, if known.

@@ -413,12 +413,18 @@ pub struct DeploymentResponse {
     pub current_thumbprint: Option<String>,
     /// Files as last reported.
     pub files: Vec<DeployedFile>,
+    /// What the agent's probes saw served, per target, address and name.
+    #[serde(default)]
+    pub served: Vec<crate::target::ServedName>,
 }
 
 /// One file as an agent reported it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct DeployedFile {
+    /// Target the file is in (empty for agents without server-managed targets).
+    #[serde(default)]
+    pub target: String,
     pub file_name: String,
     pub thumbprint: Option<String>,
     pub status: DeploymentStatus,
@@ -456,10 +462,14 @@ pub struct AgentResponse {
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct JoinTokenResponse {
     pub agent: AgentResponse,
-    /// `certkeep-agent enroll --token` takes this. Single use.
+    /// `certkeep-agent enroll --token-file` takes this. Single use.
     pub join_token: String,
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
+    /// The command that enrolls the host, once the token is saved in `join-token.txt` and the
+    /// server's `ca.pem` copied next to it; the host then needs no configuration.
+    #[serde(default)]
+    pub enroll_command: String,
 }
 
 // ---------------------------------------------------------------- tokens

@@ -12,5 +12,6 @@ pub mod order_event;
 pub mod pem;
 #[cfg(feature = "pfx")]
 pub mod pfx;
+pub mod target;
 
 pub use order_event::OrderEventKind;

@@ -5,16 +5,15 @@
 
 .DESCRIPTION
     1. Copies certkeep-agent.exe to %ProgramFiles%\certkeep.
-    2. Creates %ProgramData%\certkeep (config, CA, password, state, logs) readable only by SYSTEM
-       and Administrators: the agent's private key and the CCS password live there.
-    3. Stores the CCS password (the same one certkeep holds for this agent, and the one given to
-       Enable-WebCentralCertProvider -PrivateKeyPassword) in a file.
-    4. Creates the CCS folder if needed and grants the agent Modify on it (SYSTEM for a local
+    2. Creates %ProgramData%\certkeep (config, CA, state, logs) readable only by SYSTEM and
+       Administrators: the agent's private key lives there.
+    3. Creates the CCS folder if needed and grants the agent Modify on it (SYSTEM for a local
        folder, this computer's account DOMAIN\HOST$ for a UNC share), and Read to the CCS reader
-       account if one is given.
-    5. Writes agent.toml, enrolls with the one-time join token, syncs once, installs and starts the
-       service.
-    6. Prints the IIS commands to enable CCS and to add SNI + CCS bindings (sslFlags 3).
+       account if one is given. The CCS target itself is defined on the server
+       (certkeep agent target add <agent> ccs --kind ccs --path <CcsPath>).
+    4. Enrolls with the one-time join token (enroll writes agent.toml; no edit needed), syncs
+       once, installs and starts the service.
+    5. Prints the IIS commands to enable CCS and to add SNI + CCS bindings (sslFlags 3).
 
 .EXAMPLE
     .\install-agent.ps1 -Server https://certkeep.example.net:8444 -CaFile .\ca.pem `
@@ -49,9 +48,7 @@ $dataDir = Join-Path $env:ProgramData 'certkeep'
 $exe = Join-Path $programFiles 'certkeep-agent.exe'
 $config = Join-Path $dataDir 'agent.toml'
 $caCopy = Join-Path $dataDir 'ca.pem'
-$passwordFile = Join-Path $dataDir 'ccs-password.txt'
 $stateDir = Join-Path $dataDir 'state'
-$utf8 = New-Object System.Text.UTF8Encoding($false)
 
 function Invoke-Checked([string] $File, [string[]] $Arguments) {
     & $File @Arguments
@@ -68,16 +65,7 @@ New-Item -ItemType Directory -Force -Path $dataDir, $stateDir, (Join-Path $dataD
 Invoke-Checked icacls.exe @($dataDir, '/inheritance:r', '/grant:r', '*S-1-5-18:(OI)(CI)F', '*S-1-5-32-544:(OI)(CI)F')
 Copy-Item -Force -Path $CaFile -Destination $caCopy
 
-# 3. CCS password, UTF-8 without BOM or newline.
-if (-not (Test-Path $passwordFile)) {
-    $secure = Read-Host -AsSecureString 'CCS private-key password (as configured for this agent on the certkeep server)'
-    $plain = (New-Object System.Management.Automation.PSCredential('ccs', $secure)).GetNetworkCredential().Password
-    if ([string]::IsNullOrEmpty($plain)) { throw 'The CCS password must not be empty.' }
-    [IO.File]::WriteAllText($passwordFile, $plain, $utf8)
-    Remove-Variable plain
-}
-
-# 4. CCS folder. The agent writes as SYSTEM locally, as the computer account over SMB.
+# 3. CCS folder. The agent writes as SYSTEM locally, as the computer account over SMB.
 New-Item -ItemType Directory -Force -Path $CcsPath | Out-Null
 $writer = if ($CcsPath.StartsWith('\\')) { "$env:USERDOMAIN\$env:COMPUTERNAME`$" } else { '*S-1-5-18' }
 Invoke-Checked icacls.exe @($CcsPath, '/grant', "${writer}:(OI)(CI)M")
@@ -88,23 +76,7 @@ if ($CcsPath.StartsWith('\\')) {
     Write-Warning "Also give $writer Change (and $CcsReaderAccount Read) on the share itself."
 }
 
-# 5. Config, enrollment, first sync, service.
-if (-not (Test-Path $config)) {
-    $q = { param($s) "'" + $s + "'" }   # TOML literal strings: backslashes stay as they are
-    $toml = @(
-        '# certkeep-agent configuration, written by install-agent.ps1'
-        "server = $(& $q $Server)"
-        "ca_file = $(& $q $caCopy)"
-        "state_dir = $(& $q $stateDir)"
-        'interval_secs = 300'
-        ''
-        '[target]'
-        'kind = "ccs"'
-        "path = $(& $q $CcsPath)"
-        "password_file = $(& $q $passwordFile)"
-    ) -join "`n"
-    [IO.File]::WriteAllText($config, "$toml`n", $utf8)
-}
+# 4. Enrollment (writes the config), first sync, service.
 Invoke-Checked $exe @('--config', $config, 'enroll', '--server', $Server, '--ca-file', $caCopy, '--token-file', $TokenFile)
 Write-Host 'Enrolled. Delete the join token file now; it cannot be used again.'
 & $exe --config $config sync
@@ -117,7 +89,7 @@ if (-not (Get-Service -Name 'certkeep-agent' -ErrorAction SilentlyContinue)) {
 Invoke-Checked $exe @('service', 'start')
 Write-Host "Service certkeep-agent started; logs in $dataDir\logs."
 
-# 6. What to run on every IIS node that reads this CCS folder.
+# 5. What to run on every IIS node that reads this CCS folder.
 $reader = if ($CcsReaderAccount) { $CcsReaderAccount } else { 'DOMAIN\ccs-reader' }
 Write-Host @"
 

@@ -49,6 +49,8 @@ pub struct Config {
     pub liveness: LivenessConfig,
     /// Limits of the listeners against slow or abusive clients, and listener certificates.
     pub listeners: ListenersConfig,
+    /// Deployment to agents: the enroll command line, probes, lagging hosts.
+    pub deployment: DeploymentConfig,
     /// The web dashboard under `/ui/`.
     pub ui: UiConfig,
 }
@@ -59,6 +61,52 @@ pub struct Config {
 pub struct UiConfig {
     /// Login with campus SSO (OpenID Connect). Unset: no SSO login.
     pub oidc: Option<crate::oidc::OidcConfig>,
+}
+
+/// Deployment to agents.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeploymentConfig {
+    /// URL agents reach the agent listener at, put into the enroll command `certkeep agent add`
+    /// prints. Unset: `https://<agent_addr>`.
+    pub agent_url: Option<String>,
+    /// Minutes after an install within which every probed name must serve the current version;
+    /// later it counts as lagging.
+    pub lagging_minutes: u64,
+    /// Seconds between two probes of an agent's targets, sent to agents in the manifest.
+    pub probe_interval_secs: u64,
+    /// A renewal is installed outside the agent's change window when the version it replaces
+    /// expires within this many days.
+    pub window_margin_days: u64,
+}
+
+impl Default for DeploymentConfig {
+    fn default() -> Self {
+        Self {
+            agent_url: None,
+            lagging_minutes: 30,
+            probe_interval_secs: 3600,
+            window_margin_days: 7,
+        }
+    }
+}
+
+impl DeploymentConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.agent_url
+            && !url.starts_with("https://")
+        {
+            return Err(ConfigError::Invalid(
+                "deployment.agent_url must be an https:// URL".into(),
+            ));
+        }
+        if self.lagging_minutes == 0 || !(60..=86_400).contains(&self.probe_interval_secs) {
+            return Err(ConfigError::Invalid(
+                "deployment.lagging_minutes must be at least 1 and deployment.probe_interval_secs 60 to 86400".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Issuance engine settings.
@@ -367,6 +415,7 @@ impl Default for Config {
             liveness: LivenessConfig::default(),
             listeners: ListenersConfig::default(),
             ui: UiConfig::default(),
+            deployment: DeploymentConfig::default(),
         }
     }
 }
@@ -503,6 +552,7 @@ impl Config {
         self.ca_limits.validate()?;
         self.liveness.validate()?;
         self.listeners.validate()?;
+        self.deployment.validate()?;
         if self.listeners.request_timeout_secs <= self.engine.request_timeout_secs.saturating_mul(2)
         {
             return Err(ConfigError::Invalid(
@@ -513,6 +563,14 @@ impl Config {
             oidc.validate()?;
         }
         self.solvers.validate()
+    }
+
+    /// The agent listener's URL as agents reach it (`deployment.agent_url`).
+    pub fn agent_url(&self) -> String {
+        self.deployment
+            .agent_url
+            .clone()
+            .unwrap_or_else(|| format!("https://{}", self.agent_addr))
     }
 
     /// The age identity file in use.

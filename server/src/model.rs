@@ -176,6 +176,8 @@ pub struct Agent {
 pub struct Deployment {
     pub agent_id: AgentId,
     pub certificate_id: CertificateId,
+    /// Target name; empty for reports of agents without server-managed targets.
+    pub target: String,
     pub file_name: String,
     pub thumbprint: Option<String>,
     pub status: DeploymentStatus,

@@ -204,8 +204,52 @@ async fn first_certificate_walkthrough_and_exit_codes() {
         "ccs-pass\n",
     ));
     assert!(out.contains("join token") && out.contains("ck_"), "{out}");
-    ok(&server.cli(&["agent", "assign", "web1", "www"], ""));
+    assert!(
+        out.contains("certkeep-agent enroll --server https://127.0.0.1:")
+            && out.contains("--token-file join-token.txt"),
+        "the enroll command line: {out}"
+    );
+    ok(&server.cli(
+        &[
+            "agent",
+            "target",
+            "add",
+            "web1",
+            "nginx",
+            "--kind",
+            "directory",
+            "--path",
+            "/etc/ssl/certkeep",
+            "--reload-command",
+            "systemctl reload nginx",
+        ],
+        "",
+    ));
+    let out = ok(&server.cli(&["agent", "target", "list", "web1"], ""));
+    assert!(
+        out.contains("directory /etc/ssl/certkeep (reload: systemctl reload nginx)")
+            && out.contains("127.0.0.1:443"),
+        "{out}"
+    );
+    ok(&server.cli(&["agent", "assign", "web1", "www", "--target", "nginx"], ""));
     assert!(ok(&server.cli(&["agent", "list"], "")).contains("www=pending"));
+    ok(&server.cli(
+        &[
+            "agent",
+            "rollout",
+            "web1",
+            "--window",
+            "Sat 02:00-04:00 +01:00",
+            "--canary",
+        ],
+        "",
+    ));
+    let shown = ok(&server.cli(&["agent", "show", "web1"], ""));
+    assert!(
+        shown.contains("nginx")
+            && shown.contains("rollout: change window Sat 02:00-04:00 +01:00, canary"),
+        "{shown}"
+    );
 
     // An issuer token for another domain is refused: exit 3.
     let out = ok(&server.cli(
@@ -400,6 +444,11 @@ fn every_command_has_help_with_an_example() {
         &["agent", "unassign"],
         &["agent", "join-token"],
         &["agent", "revoke"],
+        &["agent", "target"],
+        &["agent", "target", "add"],
+        &["agent", "target", "list"],
+        &["agent", "target", "remove"],
+        &["agent", "rollout"],
         &["token", "create"],
         &["token", "list"],
         &["token", "revoke"],

@@ -1,14 +1,16 @@
 //! A server's database seeded directly, as the agent tests and the benchmarks need it: one ACME
-//! account, certificates with an issued version from an rcgen test CA, and pending agents
-//! holding a join token (for enrollment over the real agent listener).
+//! account, certificates with an issued version from an rcgen test CA, pending agents holding a
+//! join token (for enrollment over the real agent listener) and their targets.
 
 use certkeep_api_types::pfx::testing::{KeyKind, TestCa};
+use certkeep_api_types::target::TargetSettings;
 use certkeep_server::app::AppState;
 use certkeep_server::bootstrap::{new_token_secret, token_hash};
 use certkeep_server::db;
 use certkeep_server::db::accounts::NewAccount;
 use certkeep_server::db::agents::NewAgent;
 use certkeep_server::db::certificates::NewCertificate;
+use certkeep_server::db::targets::{AgentTarget, NewTarget};
 use certkeep_server::model::{
     AccountId, AgentId, Certificate, CertificateVersion, KeyType, PfxEncryption, RenewalPolicy,
 };
@@ -114,5 +116,27 @@ impl Seeded {
             )
             .await?;
         Ok((agent.id, token))
+    }
+
+    /// Gives `agent` a target of `settings` named `name`, without a probe; assignments that
+    /// name no target go to it.
+    pub async fn target(
+        &self,
+        agent: AgentId,
+        name: &str,
+        settings: TargetSettings,
+    ) -> Result<AgentTarget, db::Error> {
+        self.state
+            .db
+            .insert_target(
+                &NewTarget {
+                    agent_id: agent,
+                    name,
+                    settings: &settings,
+                    probe: &[],
+                },
+                certkeep_server::now(),
+            )
+            .await
     }
 }

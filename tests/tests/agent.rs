@@ -15,9 +15,10 @@ use certkeep_agent::{EnrollOptions, enroll, sync_once};
 use certkeep_api_types::agent::DeploymentStatus;
 use certkeep_api_types::pem::encode as pem;
 use certkeep_api_types::pfx::testing::{KeyKind, TestCa};
+use certkeep_api_types::target::TargetSettings;
 use certkeep_server::bootstrap::{new_token_secret, token_hash};
 use certkeep_server::db::tokens::NewToken;
-use certkeep_server::model::{Certificate, Scope};
+use certkeep_server::model::{AgentId, Certificate, Scope};
 use certkeep_server::testkit::TestServer;
 use certkeep_tests::seeded::Seeded;
 use zeroize::Zeroizing;
@@ -60,29 +61,23 @@ impl Fixture {
         }
     }
 
-    /// Enrolls an agent host and writes its config with a CCS target.
-    async fn host(
-        &self,
-        name: &str,
-        token: Zeroizing<String>,
-        local_password: &str,
-    ) -> AgentConfig {
+    /// Enrolls an agent host with the config `enroll` writes, and gives the agent a CCS target
+    /// on the server (the folder `ccs` beside the state directory).
+    async fn host(&self, name: &str, agent: AgentId, token: Zeroizing<String>) -> AgentConfig {
         let root = self.dir.path().join(name);
-        let enrolled = enroll(self.enroll_options(name, token)).await.unwrap();
+        enroll(self.enroll_options(name, token)).await.unwrap();
         let ccs = root.join("ccs");
         std::fs::create_dir_all(&ccs).unwrap();
-        std::fs::write(root.join("password.txt"), local_password).unwrap();
-        let config_path = root.join("agent.toml");
-        let text = format!(
-            "server = \"{}\"\nca_file = \"{}\"\nstate_dir = \"{}\"\n[target]\nkind = \"ccs\"\npath = \"{}\"\npassword_file = \"{}\"\n",
-            self.server.agent_url,
-            self.server.ca_file().display(),
-            enrolled.state_dir.display(),
-            ccs.display(),
-            root.join("password.txt").display(),
-        );
-        std::fs::write(&config_path, text).unwrap();
-        AgentConfig::load(&config_path).unwrap()
+        self.target(
+            agent,
+            "ccs",
+            TargetSettings::Ccs {
+                path: ccs.to_string_lossy().into_owned(),
+            },
+        )
+        .await
+        .unwrap();
+        AgentConfig::load(&root.join("agent.toml")).unwrap()
     }
 }
 
@@ -211,8 +206,9 @@ async fn current_thumbprint(f: &Fixture, c: &Certificate) -> String {
     db.version(id).await.unwrap().thumbprint
 }
 
+/// The CCS folder of a [`Fixture::host`].
 fn ccs(config: &AgentConfig) -> PathBuf {
-    config.target.path().to_path_buf()
+    config.state_dir.parent().unwrap().join("ccs")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -227,7 +223,7 @@ async fn enroll_sync_renew_and_isolate() {
         .pending_agent("iis-1", PASSWORD, time::Duration::hours(24))
         .await
         .unwrap();
-    let config = f.host("iis-1", token.clone(), PASSWORD).await;
+    let config = f.host("iis-1", agent, token.clone()).await;
     let db = &f.server.state.db;
     let now = certkeep_server::now();
     db.assign_certificate(agent, multi.id, now).await.unwrap();
@@ -341,11 +337,11 @@ async fn enroll_sync_renew_and_isolate() {
         .certificate("other", &["other.example.com"])
         .await
         .unwrap();
-    let (_, other_token) = f
+    let (other_agent, other_token) = f
         .pending_agent("iis-2", PASSWORD, time::Duration::hours(24))
         .await
         .unwrap();
-    let other = f.host("iis-2", other_token, PASSWORD).await;
+    let other = f.host("iis-2", other_agent, other_token).await;
     let identity = certkeep_agent::identity::Identity::load(&other.state_dir).unwrap();
     let client = AgentClient::new(
         &other.server,
@@ -384,55 +380,6 @@ async fn enroll_sync_renew_and_isolate() {
     };
     assert!(text.contains("401"), "{text}");
     f.server.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn wrong_password_is_never_written() {
-    let f = Fixture::new().await;
-    let cert = f.certificate("web", &["www.example.com"]).await.unwrap();
-    let (agent, token) = f
-        .pending_agent("iis", "server-side password", time::Duration::hours(24))
-        .await
-        .unwrap();
-    let config = f.host("iis", token, "the password IIS has").await;
-    f.server
-        .state
-        .db
-        .assign_certificate(agent, cert.id, certkeep_server::now())
-        .await
-        .unwrap();
-    let outcome = sync_once(&config).await.unwrap();
-    assert!(!outcome.is_success());
-    assert!(
-        outcome
-            .files
-            .iter()
-            .all(|r| r.status == DeploymentStatus::Failed),
-        "{outcome:?}"
-    );
-    assert!(
-        pfx_files(&ccs(&config)).is_empty(),
-        "a PFX that does not open was written"
-    );
-    let leftovers: Vec<_> = std::fs::read_dir(ccs(&config))
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert!(
-        leftovers
-            .iter()
-            .all(|n| !n.to_string_lossy().contains(".tmp-")),
-        "{leftovers:?}"
-    );
-    let reported = f
-        .server
-        .state
-        .db
-        .deployments(Some(agent), None)
-        .await
-        .unwrap();
-    assert_eq!(reported.len(), 1);
-    assert_eq!(reported[0].status, DeploymentStatus::Failed);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -481,11 +428,11 @@ async fn expired_token_and_foreign_client_ca_are_refused() {
 async fn an_operator_without_export_cannot_route_keys_to_an_agent() {
     let f = Fixture::new().await;
     let www = f.certificate("www", &["www.example.com"]).await.unwrap();
-    let (_, token) = f
+    let (web1, token) = f
         .pending_agent("web1", PASSWORD, time::Duration::hours(24))
         .await
         .unwrap();
-    let config = f.host("web1", token, PASSWORD).await;
+    let config = f.host("web1", web1, token).await;
     let (operator_id, operator) = f.api_token("ops", &[Scope::Operator]).await;
     let (_, exporter) = f
         .api_token("ops-export", &[Scope::Operator, Scope::Export])
@@ -598,7 +545,7 @@ async fn a_lost_renewal_reply_does_not_lock_the_agent_out() {
         .pending_agent("iis", PASSWORD, time::Duration::hours(24))
         .await
         .unwrap();
-    let config = f.host("iis", token, PASSWORD).await;
+    let config = f.host("iis", agent, token).await;
     let db = &f.server.state.db;
     db.assign_certificate(agent, cert.id, certkeep_server::now())
         .await
@@ -663,5 +610,498 @@ async fn a_lost_renewal_reply_does_not_lock_the_agent_out() {
         "current certificate of a revoked agent",
     )
     .await;
+    f.server.stop().await;
+}
+
+/// Enroll in one command with no config edit; every target comes from the server. A target
+/// added through the API changes the manifest and the next sync applies it. With a CCS folder
+/// and a PEM directory, both are written; when the CCS folder is gone the directory is still
+/// written and the report names the failing target.
+#[tokio::test(flavor = "multi_thread")]
+async fn targets_come_from_the_server_and_fail_independently() {
+    let f = Fixture::new().await;
+    let www = f.certificate("www", &["www.example.com"]).await.unwrap();
+    let (agent, token) = f
+        .pending_agent("web1", PASSWORD, time::Duration::hours(24))
+        .await
+        .unwrap();
+    let enrolled = enroll(f.enroll_options("web1", token)).await.unwrap();
+    assert!(enrolled.config_written);
+    let config = AgentConfig::load(&f.dir.path().join("web1").join("agent.toml")).unwrap();
+    let admin = f.server.admin_token();
+    let (status, text) = f
+        .api(
+            reqwest::Method::PUT,
+            "/api/v1/agents/web1/certificates/www",
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, 204, "{text}");
+
+    // No target yet: nothing is written and the agent says why.
+    let outcome = sync_once(&config).await.unwrap();
+    assert!(!outcome.is_success());
+    assert!(
+        outcome.errors.iter().any(|e| e.contains("no target")),
+        "{outcome:?}"
+    );
+
+    // A CCS target added on the server reaches the agent on its next poll.
+    let root = f.dir.path().join("web1");
+    let (folder, pem) = (root.join("ccs"), root.join("pem"));
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::create_dir_all(&pem).unwrap();
+    let add = |name: &str, settings: serde_json::Value| serde_json::json!({"name": name, "settings": settings, "probe": []});
+    let ccs = add("ccs", serde_json::json!({"kind": "ccs", "path": folder}));
+    let (status, text) = f
+        .api(
+            reqwest::Method::POST,
+            "/api/v1/agents/web1/targets",
+            &admin,
+            Some(ccs),
+        )
+        .await;
+    assert_eq!(status, 201, "{text}");
+    let outcome = sync_once(&config).await.unwrap();
+    assert!(outcome.is_success(), "{outcome:?}");
+    let thumbprint = current_thumbprint(&f, &www).await;
+    assert_eq!(
+        openssl_thumbprint(&folder.join("www.example.com.pfx"), PASSWORD),
+        thumbprint
+    );
+    assert!(
+        sync_once(&config).await.unwrap().unchanged,
+        "same manifest: 304"
+    );
+
+    // A second target, a PEM directory whose reload command leaves a mark: both are served.
+    let mark = root.join("reloaded");
+    let dir = add(
+        "nginx",
+        serde_json::json!({"kind": "directory", "path": pem,
+            "reload_command": ["touch", mark]}),
+    );
+    let (status, text) = f
+        .api(
+            reqwest::Method::POST,
+            "/api/v1/agents/web1/targets",
+            &admin,
+            Some(dir),
+        )
+        .await;
+    assert_eq!(status, 201, "{text}");
+    let outcome = sync_once(&config).await.unwrap();
+    assert!(!outcome.unchanged && outcome.is_success(), "{outcome:?}");
+    assert!(pem.join("www").join("fullchain.pem").exists());
+    assert!(mark.exists(), "the reload command ran");
+    let pulls = f
+        .server
+        .state
+        .db
+        .list_audit(&certkeep_server::db::audit::AuditFilter {
+            action: Some("certificate.pfx_pull".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(pulls.len(), 2, "one pull per sync that needed the PFX");
+
+    // The CCS folder disappears and the certificate is renewed: the directory still gets it.
+    std::fs::remove_dir_all(&folder).unwrap();
+    std::fs::remove_file(&mark).unwrap();
+    let renewed = f
+        .issue(&www, &["www.example.com"])
+        .await
+        .unwrap()
+        .thumbprint;
+    let outcome = sync_once(&config).await.unwrap();
+    assert!(!outcome.is_success());
+    assert!(
+        outcome.errors.iter().any(|e| e.starts_with("target ccs:")),
+        "{outcome:?}"
+    );
+    assert!(mark.exists(), "the directory target was reloaded");
+    let deployments = f
+        .server
+        .state
+        .db
+        .deployments(Some(agent), None)
+        .await
+        .unwrap();
+    let by_target: BTreeMap<&str, (&Option<String>, DeploymentStatus)> = deployments
+        .iter()
+        .map(|d| (d.target.as_str(), (&d.thumbprint, d.status)))
+        .collect();
+    assert_eq!(
+        by_target["ccs"].1,
+        DeploymentStatus::Failed,
+        "{deployments:?}"
+    );
+    assert_eq!(
+        by_target["nginx"],
+        (&Some(renewed), DeploymentStatus::Installed),
+        "{deployments:?}"
+    );
+    f.server.stop().await;
+}
+
+/// What the server shows for `www`'s probed names on the one agent, via the real API.
+async fn served_www(f: &Fixture, admin: &str) -> Vec<serde_json::Value> {
+    let (status, text) = f
+        .api(
+            reqwest::Method::GET,
+            "/api/v1/certificates/www",
+            admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{text}");
+    let detail: serde_json::Value = serde_json::from_str(&text).unwrap();
+    detail["deployments"][0]["served"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Probes until the server shows `www.example.com` as `status` with `thumbprint`, for at most
+/// 20 s (nginx starts new workers a moment after `-s reload` returns).
+async fn probe_until(
+    f: &Fixture,
+    config: &AgentConfig,
+    admin: &str,
+    status: &str,
+    thumbprint: &str,
+) {
+    let started = std::time::Instant::now();
+    loop {
+        let served = served_www(f, admin).await;
+        if served.len() == 1
+            && served[0]["status"] == status
+            && served[0]["thumbprint"] == thumbprint
+        {
+            return;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "not {status} {thumbprint} within 20 s: {served:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        certkeep_agent::probe_once(config).await.unwrap();
+    }
+}
+
+/// The closed loop with a real nginx: a directory target whose reload command reloads it,
+/// probed at nginx's port. After a renewal the probe sees the new thumbprint served; with the
+/// reload command broken, nginx keeps the old one and the server shows the name `stale`.
+#[tokio::test(flavor = "multi_thread")]
+async fn nginx_serves_the_renewal_and_a_broken_reload_shows_stale() {
+    let f = Fixture::new().await;
+    let www = f.certificate("www", &["www.example.com"]).await.unwrap();
+    let (agent, token) = f
+        .pending_agent("web1", PASSWORD, time::Duration::hours(24))
+        .await
+        .unwrap();
+    enroll(f.enroll_options("web1", token)).await.unwrap();
+    let root = f.dir.path().join("web1");
+    let config = AgentConfig::load(&root.join("agent.toml")).unwrap();
+    let pem = root.join("pem");
+    std::fs::create_dir_all(&pem).unwrap();
+    let db = &f.server.state.db;
+    db.assign_certificate(agent, www.id, certkeep_server::now())
+        .await
+        .unwrap();
+    let admin = f.server.admin_token();
+    let add_target = async |reload: Vec<String>, probe: String| {
+        let body = serde_json::json!({"name": "nginx", "probe": [probe],
+            "settings": {"kind": "directory", "path": pem, "reload_command": reload}});
+        let (status, text) = f
+            .api(
+                reqwest::Method::POST,
+                "/api/v1/agents/web1/targets",
+                &admin,
+                Some(body),
+            )
+            .await;
+        assert_eq!(status, 201, "{text}");
+    };
+
+    // nginx needs the files before it starts: a first target without nginx to reload.
+    add_target(vec!["true".into()], "127.0.0.1:1".into()).await;
+    let outcome = sync_once(&config).await.unwrap();
+    assert!(outcome.is_success(), "{outcome:?}");
+    assert!(
+        outcome.probes[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("127.0.0.1:1"),
+        "{outcome:?}"
+    );
+    assert_eq!(served_www(&f, &admin).await[0]["status"], "unreachable");
+    let Some(nginx) = certkeep_testsupport::nginx::Nginx::start(&pem, "www").await else {
+        return;
+    };
+    let (status, text) = f
+        .api(
+            reqwest::Method::DELETE,
+            "/api/v1/agents/web1/targets/nginx",
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, 204, "{text}");
+    add_target(nginx.reload_command(), nginx.address()).await;
+    let v1 = current_thumbprint(&f, &www).await;
+    probe_until(&f, &config, &admin, "serving", &v1).await;
+
+    // Renewal: installed, nginx reloaded, the new version served.
+    let v2 = f
+        .issue(&www, &["www.example.com"])
+        .await
+        .unwrap()
+        .thumbprint;
+    let outcome = sync_once(&config).await.unwrap();
+    assert!(outcome.is_success(), "{outcome:?} {}", nginx.log());
+    probe_until(&f, &config, &admin, "serving", &v2).await;
+
+    // The reload command breaks: the files switch, nginx keeps serving v2, and v3 is stale.
+    let (status, text) = f
+        .api(
+            reqwest::Method::DELETE,
+            "/api/v1/agents/web1/targets/nginx",
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, 204, "{text}");
+    add_target(
+        vec![
+            "sh".into(),
+            "-c".into(),
+            "echo nginx: broken >&2; exit 7".into(),
+        ],
+        nginx.address(),
+    )
+    .await;
+    let v3 = f
+        .issue(&www, &["www.example.com"])
+        .await
+        .unwrap()
+        .thumbprint;
+    let outcome = sync_once(&config).await.unwrap();
+    assert!(
+        outcome
+            .errors
+            .iter()
+            .any(|e| e.starts_with("target nginx: reload command") && e.contains("broken")),
+        "{outcome:?}"
+    );
+    let files = db.deployments(Some(agent), None).await.unwrap();
+    assert_eq!(
+        files[0].thumbprint.as_deref(),
+        Some(v3.as_str()),
+        "{files:?}"
+    );
+    let served = served_www(&f, &admin).await;
+    assert_eq!(served[0]["status"], "stale", "{served:?}");
+    assert_eq!(served[0]["thumbprint"], v2.as_str());
+    assert!(served[0]["pending_since"].is_string(), "{served:?}");
+    f.server.stop().await;
+}
+
+/// The mingw-built Windows agent under Wine against this Linux server: enrolls with the
+/// one-command enroll, syncs into a CCS folder from a server-defined target and reports. The
+/// PFX opens with `openssl pkcs12` and the server shows it deployed. (The `windows-store` target
+/// needs the Windows certificate store and IIS, which Wine does not provide; the Wine test stays
+/// on CCS.)
+#[tokio::test(flavor = "multi_thread")]
+async fn the_windows_agent_under_wine_enrolls_syncs_and_reports() {
+    use certkeep_testsupport::wine::Wine;
+
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        PathBuf::from,
+    );
+    let exe = target_dir.join("x86_64-pc-windows-gnu/debug/certkeep-agent.exe");
+    let Some(wine) = Wine::with_program(&exe) else {
+        return;
+    };
+    let f = Fixture::new().await;
+    let www = f.certificate("www", &["www.example.com"]).await.unwrap();
+    let (agent, token) = f
+        .pending_agent("iis-wine", PASSWORD, time::Duration::hours(24))
+        .await
+        .unwrap();
+    let root = f.dir.path().join("iis-wine");
+    let ccs = root.join("ccs");
+    std::fs::create_dir_all(&ccs).unwrap();
+    std::fs::write(root.join("join-token.txt"), token.as_str()).unwrap();
+    std::fs::copy(f.server.ca_file(), root.join("ca.pem")).unwrap();
+    f.target(
+        agent,
+        "ccs",
+        TargetSettings::Ccs {
+            path: Wine::windows_path(&ccs),
+        },
+    )
+    .await
+    .unwrap();
+    f.server
+        .state
+        .db
+        .assign_certificate(agent, www.id, certkeep_server::now())
+        .await
+        .unwrap();
+    let win = |p: &str| Wine::windows_path(&root.join(p));
+    let config = ["--config".to_owned(), win("agent.toml")];
+    let limit = std::time::Duration::from_secs(300);
+    let enroll = [
+        "enroll",
+        "--server",
+        &f.server.agent_url,
+        "--ca-file",
+        &win("ca.pem"),
+        "--token-file",
+        &win("join-token.txt"),
+        "--state-dir",
+        &win("state"),
+    ]
+    .map(str::to_owned);
+    let out = wine.run(&[&config[..], &enroll[..]].concat(), limit).await;
+    let log = |out: &std::process::Output| {
+        format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    assert!(out.status.success(), "enroll under Wine: {}", log(&out));
+    let out = wine
+        .run(&[&config[..], &["sync".to_owned()][..]].concat(), limit)
+        .await;
+    assert!(out.status.success(), "sync under Wine: {}", log(&out));
+
+    let pfx = ccs.join("www.example.com.pfx");
+    assert_eq!(
+        openssl_thumbprint(&pfx, PASSWORD),
+        current_thumbprint(&f, &www).await
+    );
+    let deployments = f
+        .server
+        .state
+        .db
+        .deployments(Some(agent), None)
+        .await
+        .unwrap();
+    assert_eq!(deployments.len(), 1, "{deployments:?}");
+    assert_eq!(deployments[0].status, DeploymentStatus::Installed);
+    assert_eq!(deployments[0].target, "ccs");
+    let shown = f.server.state.db.agent(agent).await.unwrap();
+    assert_eq!(shown.os_name.as_deref(), Some("windows"), "{shown:?}");
+    f.server.stop().await;
+}
+
+/// Canary rollout with a real nginx: after a renewal the non-canary agent keeps the old version
+/// (reported as held) until the canary's probe sees the new one served; its next sync then
+/// installs it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canary_serving_the_renewal_releases_the_other_agents() {
+    let f = Fixture::new().await;
+    let www = f.certificate("www", &["www.example.com"]).await.unwrap();
+    let admin = f.server.admin_token();
+    let db = &f.server.state.db;
+    // The canary: a PEM directory served by nginx (sorted first by name).
+    let (canary, token) = f
+        .pending_agent("a-canary", PASSWORD, time::Duration::hours(24))
+        .await
+        .unwrap();
+    enroll(f.enroll_options("a-canary", token)).await.unwrap();
+    let root = f.dir.path().join("a-canary");
+    let canary_config = AgentConfig::load(&root.join("agent.toml")).unwrap();
+    let pem = root.join("pem");
+    std::fs::create_dir_all(&pem).unwrap();
+    f.target(
+        canary,
+        "nginx",
+        TargetSettings::Directory {
+            path: pem.to_string_lossy().into_owned(),
+            reload_command: None,
+        },
+    )
+    .await
+    .unwrap();
+    db.assign_certificate(canary, www.id, certkeep_server::now())
+        .await
+        .unwrap();
+    assert!(sync_once(&canary_config).await.unwrap().is_success());
+    let Some(nginx) = certkeep_testsupport::nginx::Nginx::start(&pem, "www").await else {
+        return;
+    };
+    db.delete_target(&db.targets(canary).await.unwrap()[0])
+        .await
+        .unwrap();
+    let body = serde_json::json!({"name": "nginx", "probe": [nginx.address()],
+        "settings": {"kind": "directory", "path": pem, "reload_command": nginx.reload_command()}});
+    let (status, text) = f
+        .api(
+            reqwest::Method::POST,
+            "/api/v1/agents/a-canary/targets",
+            &admin,
+            Some(body),
+        )
+        .await;
+    assert_eq!(status, 201, "{text}");
+    let (status, text) = f
+        .api(
+            reqwest::Method::PUT,
+            "/api/v1/agents/a-canary/rollout",
+            &admin,
+            Some(serde_json::json!({"canary": true})),
+        )
+        .await;
+    assert_eq!(status, 200, "{text}");
+    // Another agent, CCS, no probe.
+    let (other, token) = f
+        .pending_agent("web2", PASSWORD, time::Duration::hours(24))
+        .await
+        .unwrap();
+    let other_config = f.host("web2", other, token).await;
+    db.assign_certificate(other, www.id, certkeep_server::now())
+        .await
+        .unwrap();
+    let v1 = current_thumbprint(&f, &www).await;
+    assert!(sync_once(&other_config).await.unwrap().is_success());
+    let file = ccs(&other_config).join("www.example.com.pfx");
+    assert_eq!(
+        openssl_thumbprint(&file, PASSWORD),
+        v1,
+        "a first install never waits"
+    );
+
+    let v2 = f
+        .issue(&www, &["www.example.com"])
+        .await
+        .unwrap()
+        .thumbprint;
+    let held = sync_once(&other_config).await.unwrap();
+    assert!(held.is_success(), "{held:?}");
+    assert!(
+        held.files.iter().all(|r| r.status == DeploymentStatus::Kept
+            && r.error.as_deref().unwrap().contains("canary")),
+        "{held:?}"
+    );
+    assert_eq!(openssl_thumbprint(&file, PASSWORD), v1, "held back");
+
+    assert!(sync_once(&canary_config).await.unwrap().is_success());
+    probe_until(&f, &canary_config, &admin, "serving", &v2).await;
+    let released = sync_once(&other_config).await.unwrap();
+    assert!(released.is_success() && !released.unchanged, "{released:?}");
+    assert_eq!(
+        openssl_thumbprint(&file, PASSWORD),
+        v2,
+        "released by the canary"
+    );
     f.server.stop().await;
 }

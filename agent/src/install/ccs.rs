@@ -123,6 +123,7 @@ impl CcsInstaller {
         let path = self.dir.join(name);
         let kept = |thumbprint: Option<&str>, error: String| FileReport {
             certificate_id: record.certificate_id,
+            target: None,
             file_name: name.to_owned(),
             thumbprint: thumbprint.map(str::to_owned),
             status: DeploymentStatus::Kept,

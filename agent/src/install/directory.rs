@@ -11,7 +11,7 @@
 //! unprivileged symlinks, `<certificate_name>` is a real directory, renamed aside and replaced by
 //! the new version directory in two renames.
 //!
-//! The reload command runs once after any change. Directories of dropped certificates are kept,
+//! After any change `finish` asks for the reload command to be run (once, by the sync). Directories of dropped certificates are kept,
 //! since a web server configuration may still point at them.
 
 use std::{
@@ -19,7 +19,6 @@ use std::{
     ffi::OsString,
     fs, io,
     path::{Path, PathBuf},
-    process::Command,
 };
 
 use certkeep_api_types::{
@@ -42,8 +41,6 @@ use crate::fsio::{self, Access};
 const FULLCHAIN: &str = "fullchain.pem";
 /// PKCS#8 private key, owner-only.
 const PRIVKEY: &str = "privkey.pem";
-/// Longest reload-command output kept in an error.
-const MAX_OUTPUT: usize = 500;
 /// Hidden directory of `<certificate_name>/<version id>/` directories; never a certificate name.
 const VERSIONS: &str = ".versions";
 /// Name prefix, inside `.versions/<certificate_name>/`, of symlinks and old directories on
@@ -138,28 +135,6 @@ impl DirectoryInstaller {
         }
         Ok(())
     }
-
-    fn reload(&self) -> Option<String> {
-        let (program, args) = self.reload_command.split_first()?;
-        tracing::info!(command = ?self.reload_command, "running reload command");
-        match Command::new(program).args(args).output() {
-            Ok(out) if out.status.success() => None,
-            Ok(out) => {
-                let mut stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-                stderr.truncate(stderr.floor_char_boundary(MAX_OUTPUT));
-                Some(format!(
-                    "reload command {:?} failed ({}): {}",
-                    self.reload_command,
-                    out.status,
-                    stderr.trim()
-                ))
-            }
-            Err(e) => Some(format!(
-                "reload command {:?} could not start: {e}",
-                self.reload_command
-            )),
-        }
-    }
 }
 
 impl Installer for DirectoryInstaller {
@@ -250,6 +225,7 @@ impl Installer for DirectoryInstaller {
             let path = self.dir.join(&name);
             finish.files.push(FileReport {
                 certificate_id: record.certificate_id,
+                target: None,
                 file_name: name.clone(),
                 thumbprint: Some(record.thumbprint),
                 status: DeploymentStatus::Kept,
@@ -261,8 +237,8 @@ impl Installer for DirectoryInstaller {
             self.manifest.files.remove(&name);
         }
         finish.errors.extend(self.manifest.save(&self.dir).err());
-        if std::mem::take(&mut self.changed) {
-            finish.errors.extend(self.reload());
+        if std::mem::take(&mut self.changed) && !self.reload_command.is_empty() {
+            finish.reload = Some(self.reload_command.clone());
         }
         finish.notes = foreign_notes(&self.dir, |name| {
             name == VERSIONS || self.manifest.files.contains_key(name)

@@ -5,6 +5,9 @@
 
 mod ccs;
 mod directory;
+pub mod store;
+#[cfg(windows)]
+mod winstore;
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -13,7 +16,7 @@ use std::{
 };
 
 use certkeep_api_types::{
-    agent::{DeploymentStatus, FileReport, ManifestEntry},
+    agent::{DeploymentStatus, FileReport, ManifestEntry, TargetSettings, TargetSpec},
     pfx::OpenedPfx,
 };
 use serde::{Deserialize, Serialize};
@@ -22,10 +25,7 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 pub use self::{ccs::CcsInstaller, directory::DirectoryInstaller};
-use crate::{
-    config::Target,
-    fsio::{self, Access},
-};
+use crate::fsio::{self, Access};
 
 /// Name of the installer's own record of the files it wrote; never ends in `.pfx`.
 pub const MANIFEST_FILE: &str = ".certkeep-manifest.json";
@@ -47,6 +47,8 @@ pub struct Finish {
     pub errors: Vec<String>,
     /// Files in the target the installer did not write and left alone.
     pub notes: Vec<String>,
+    /// Files changed and the target has a reload command: run it now, once.
+    pub reload: Option<Vec<String>>,
 }
 
 /// The folder is unusable: missing, unreadable, or our manifest in it is corrupt.
@@ -87,17 +89,32 @@ pub trait Installer: Send {
     fn finish(&mut self, entries: &[ManifestEntry], incomplete: &HashSet<Uuid>) -> Finish;
 }
 
-/// The installer for a configured target.
-pub fn for_target(target: &Target, password: Zeroizing<String>) -> Box<dyn Installer> {
-    match target {
-        Target::Ccs { path, .. } => Box::new(CcsInstaller::new(path.clone(), password)),
-        Target::Directory {
+/// The installer for a target of the manifest; `Err` says why this agent cannot serve it.
+pub fn for_target(
+    target: &TargetSpec,
+    password: Zeroizing<String>,
+) -> Result<Box<dyn Installer>, String> {
+    match &target.settings {
+        TargetSettings::Ccs { path } => Ok(Box::new(CcsInstaller::new(path.into(), password))),
+        TargetSettings::Directory {
             path,
             reload_command,
-            ..
-        } => Box::new(DirectoryInstaller::new(
-            path.clone(),
+        } => Ok(Box::new(DirectoryInstaller::new(
+            path.into(),
             reload_command.clone().unwrap_or_default(),
+        ))),
+        #[cfg(windows)]
+        TargetSettings::WindowsStore {
+            store, bindings, ..
+        } => Ok(Box::new(store::StoreInstaller::new(
+            winstore::SystemStore::new(*store),
+            bindings.clone(),
+            password,
+        ))),
+        #[cfg(not(windows))]
+        TargetSettings::WindowsStore { .. } => Err(format!(
+            "target {}: windows-store targets need the Windows agent",
+            target.name
         )),
     }
 }
@@ -219,6 +236,7 @@ pub(crate) fn file_report(
 ) -> FileReport {
     FileReport {
         certificate_id: entry.certificate_id,
+        target: None,
         file_name: file_name.to_owned(),
         thumbprint: thumbprint.map(str::to_owned),
         status,
@@ -296,6 +314,9 @@ pub(crate) mod test_support {
                 not_after: datetime!(2030-01-01 0:00 UTC),
                 file_names: ccs_file_names(leaf_der).unwrap(),
                 download_path: format!("/agent/v1/certificates/{certificate_id}/pfx"),
+                targets: vec!["t".into()],
+                dns_names: sans.iter().map(|s| (*s).to_owned()).collect(),
+                hold: None,
             },
             pfx,
         }
@@ -315,7 +336,7 @@ pub(crate) mod test_support {
     }
 
     /// One sync of `versions` (the manifest) through the same code as the real one, with
-    /// downloads served from memory.
+    /// downloads served from memory, then the reload command if the installer asks for it.
     pub(crate) fn sync(installer: Box<dyn Installer>, versions: &[&Version]) -> Run {
         let entries = versions.iter().map(|v| v.entry.clone()).collect();
         let (pass, wanted) = Pass::prepare(installer, entries);
@@ -331,12 +352,24 @@ pub(crate) mod test_support {
             })
             .collect();
         let downloaded = downloads.len();
-        let (files, errors, notes) = pass.complete(downloads, PASSWORD);
+        let done = pass.complete(downloads, PASSWORD);
+        let mut errors = done.errors;
+        if let Some(argv) = done.reload {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            errors.extend(
+                runtime
+                    .block_on(crate::reload::run(&argv, crate::reload::RELOAD_TIMEOUT))
+                    .err(),
+            );
+        }
         Run {
             downloaded,
-            files,
+            files: done.files,
             errors,
-            notes,
+            notes: done.notes,
         }
     }
 
@@ -384,7 +417,40 @@ pub(crate) mod test_support {
 
 #[cfg(test)]
 mod tests {
+    use certkeep_api_types::pfx::testing::TestCa;
+
+    use super::test_support::{PASSWORD, sync, thumbprint_of, version};
     use super::*;
+
+    #[test]
+    fn a_held_version_is_not_installed_and_the_files_stay() {
+        let ca = TestCa::new();
+        let dir = tempfile::tempdir().unwrap();
+        let installer = || -> Box<dyn Installer> {
+            Box::new(CcsInstaller::new(
+                dir.path().to_owned(),
+                Zeroizing::new(PASSWORD.into()),
+            ))
+        };
+        let v1 = version(&ca, 1, &["www.contoso.com"]);
+        assert!(sync(installer(), &[&v1]).errors.is_empty());
+        let mut v2 = version(&ca, 1, &["www.contoso.com"]);
+        v2.entry.hold = Some("held until the change window Sat 02:00-04:00 +00:00".into());
+        let held = sync(installer(), &[&v2]);
+        assert_eq!(held.downloaded, 0);
+        assert!(held.errors.is_empty(), "{:?}", held.errors);
+        assert_eq!(held.files.len(), 1);
+        assert_eq!(held.files[0].status, DeploymentStatus::Kept);
+        assert!(
+            held.files[0]
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("change window")
+        );
+        let file = dir.path().join("www.contoso.com.pfx");
+        assert_eq!(thumbprint_of(&file), v1.entry.thumbprint, "the file stays");
+    }
 
     #[test]
     fn plain_names() {

@@ -13,8 +13,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
+use certkeep_api_types::target::TargetSettings;
 use certkeep_bench::build::{cargo_build, target_dir};
-use certkeep_bench::fleet::{Fleet, PASSWORD};
+use certkeep_bench::fleet::Fleet;
 use certkeep_bench::{now, procfs, stats};
 use clap::Parser;
 
@@ -121,16 +122,12 @@ fn write_config(
     server: &str,
     ca: &Path,
     state: &Path,
-    ccs: &Path,
-    password: &Path,
     interval: u64,
 ) -> anyhow::Result<()> {
     let text = format!(
-        "server = \"{server}\"\nca_file = \"{}\"\nstate_dir = \"{}\"\ninterval_secs = {interval}\n[target]\nkind = \"ccs\"\npath = \"{}\"\npassword_file = \"{}\"\n",
+        "server = \"{server}\"\nca_file = \"{}\"\nstate_dir = \"{}\"\ninterval_secs = {interval}\n",
         ca.display(),
         state.display(),
-        ccs.display(),
-        password.display(),
     );
     std::fs::write(path, text)?;
     Ok(())
@@ -173,8 +170,16 @@ async fn measure(args: &Args, agent: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(&ccs)?;
     let token_file = root.join("token");
     std::fs::write(&token_file, token.as_str())?;
-    let password = root.join("password.txt");
-    std::fs::write(&password, PASSWORD)?;
+    fleet
+        .seeded
+        .target(
+            agent_id,
+            "ccs",
+            TargetSettings::Ccs {
+                path: ccs.to_string_lossy().into_owned(),
+            },
+        )
+        .await?;
     let config = root.join("agent.toml");
     let ca = fleet.server.ca_file();
     let enroll = Command::new(agent)
@@ -190,15 +195,7 @@ async fn measure(args: &Args, agent: &Path) -> anyhow::Result<()> {
         .stdout(Stdio::null())
         .status()?;
     ensure!(enroll.success(), "certkeep-agent enroll failed");
-    write_config(
-        &config,
-        &fleet.server.agent_url,
-        &ca,
-        &state,
-        &ccs,
-        &password,
-        300,
-    )?;
+    write_config(&config, &fleet.server.agent_url, &ca, &state, 300)?;
     let expected_files = certificates.len() * 2;
 
     println!(
@@ -272,15 +269,7 @@ async fn measure(args: &Args, agent: &Path) -> anyhow::Result<()> {
 
     println!("\n## idle in `run` mode (interval 600 s, after its first sync)");
     let run_config = root.join("agent-run.toml");
-    write_config(
-        &run_config,
-        &fleet.server.agent_url,
-        &ca,
-        &state,
-        &ccs,
-        &password,
-        600,
-    )?;
+    write_config(&run_config, &fleet.server.agent_url, &ca, &state, 600)?;
     let before = std::fs::metadata(state.join("state.json"))?.modified()?;
     let mut child = Command::new(agent)
         .arg("--config")

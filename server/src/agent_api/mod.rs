@@ -14,7 +14,8 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use certkeep_api_types::agent::{
     ENROLL_PATH, EnrollRequest, EnrollResponse, MANIFEST_PATH, Manifest, ManifestEntry,
-    PKCS12_MEDIA_TYPE, RENEW_PATH, REPORT_PATH, RenewRequest, Report,
+    PFX_PASSWORD_PATH, PKCS12_MEDIA_TYPE, PROBE_REPORT_PATH, PfxPassword, ProbeReport, RENEW_PATH,
+    REPORT_PATH, RenewRequest, Report, TargetSpec,
 };
 use certkeep_api_types::pfx;
 use sha2::{Digest, Sha256};
@@ -25,6 +26,8 @@ use crate::app::AppState;
 use crate::bootstrap::token_hash;
 use crate::db::agents::ManifestSource;
 use crate::db::deployments::NewDeployment;
+use crate::db::served::{NewServed, Served};
+use crate::db::targets::AgentTarget;
 use crate::model::{AgentId, CertificateId, NewAuditEvent};
 
 mod enroll_limit;
@@ -50,6 +53,8 @@ pub fn router(state: AppState) -> Router {
         .route(RENEW_PATH, post(renew))
         .route(MANIFEST_PATH, get(manifest))
         .route("/agent/v1/certificates/{id}/pfx", get(download_pfx))
+        .route(PFX_PASSWORD_PATH, get(pfx_password))
+        .route(PROBE_REPORT_PATH, post(probe_report))
         .route(REPORT_PATH, post(report))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(state)
@@ -238,14 +243,113 @@ fn chain_der(chain_pem: &str) -> Result<Vec<Vec<u8>>, ApiError> {
         .map_err(|e| ApiError::Internal(e.into()))
 }
 
-/// The manifest body from its sources (no X.509 parsing: the file names come from the SANs
+/// Everything a manifest is made of: three queries, and per certificate two more only while a
+/// rollout guard applies (a change window for this agent, or canaries anywhere).
+struct ManifestParts {
+    sources: Vec<ManifestSource>,
+    targets: Vec<AgentTarget>,
+    /// `(certificate, target id)` of the assignments that name their targets.
+    pairs: Vec<(CertificateId, Uuid)>,
+    /// Why a certificate's current version waits, by certificate.
+    holds: Vec<(CertificateId, String)>,
+}
+
+impl ManifestParts {
+    async fn load(state: &AppState, agent: AgentId) -> Result<Self, ApiError> {
+        let sources = state.db.manifest_sources(agent).await?;
+        let holds = holds(state, agent, &sources).await?;
+        Ok(Self {
+            sources,
+            targets: state.db.targets(agent).await?,
+            pairs: state.db.assignment_targets(agent).await?,
+            holds,
+        })
+    }
+
+    fn hold_of(&self, certificate: CertificateId) -> Option<String> {
+        self.holds
+            .iter()
+            .find(|(c, _)| *c == certificate)
+            .map(|(_, why)| why.clone())
+    }
+
+    /// Names of the targets `certificate` goes to: those its assignment names, else all.
+    fn targets_of(&self, certificate: CertificateId) -> Vec<String> {
+        let named: Vec<Uuid> = self
+            .pairs
+            .iter()
+            .filter(|(c, _)| *c == certificate)
+            .map(|(_, t)| *t)
+            .collect();
+        self.targets
+            .iter()
+            .filter(|t| named.is_empty() || named.contains(&t.id))
+            .map(|t| t.name.clone())
+            .collect()
+    }
+}
+
+/// The certificates whose current version waits for this agent (`domain::rollout`).
+async fn holds(
+    state: &AppState,
+    agent: AgentId,
+    sources: &[ManifestSource],
+) -> Result<Vec<(CertificateId, String)>, ApiError> {
+    use crate::domain::rollout::{ChangeWindow, Rollout, hold};
+
+    let settings = state.db.rollout(agent).await?;
+    let window: Option<ChangeWindow> = settings
+        .change_window
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(|e: String| ApiError::Internal(anyhow::anyhow!(e)))?;
+    let canaries = !settings.canary && state.db.any_canary().await?;
+    if window.is_none() && !canaries {
+        return Ok(Vec::new());
+    }
+    let margin = time::Duration::days(
+        i64::try_from(state.config.deployment.window_margin_days).unwrap_or(i64::MAX / 86_400),
+    );
+    let now = crate::now();
+    let mut holds = Vec::new();
+    for s in sources {
+        let versions = state.db.versions(s.certificate_id).await?;
+        let replaced_not_after = versions
+            .iter()
+            .skip_while(|v| v.id != s.version_id)
+            .nth(1)
+            .map(|v| v.not_after);
+        let canaries_serving = !canaries
+            || state
+                .db
+                .canaries_serving(s.certificate_id, &s.thumbprint)
+                .await?;
+        let rollout = Rollout {
+            window: window.as_ref(),
+            canary: settings.canary,
+            replaced_not_after,
+            margin,
+            canaries_serving,
+        };
+        if let Some(why) = hold(&rollout, now) {
+            holds.push((s.certificate_id, why.to_string()));
+        }
+    }
+    Ok(holds)
+}
+
+/// The manifest body from its parts (no X.509 parsing: the file names come from the SANs
 /// stored with each version).
 fn build_manifest(
     agent: &AgentIdentity,
-    sources: Vec<ManifestSource>,
+    parts: ManifestParts,
+    probe_interval_secs: u64,
 ) -> Result<Manifest, ApiError> {
-    let certificates = sources
-        .into_iter()
+    let certificates = parts
+        .sources
+        .iter()
+        .cloned()
         .map(|s| {
             let file_names = pfx::ccs_file_names_for(s.dns_names.iter().map(String::as_str))
                 .map_err(|e| ApiError::Internal(e.into()))?;
@@ -258,6 +362,9 @@ fn build_manifest(
                 serial: s.serial,
                 not_after: s.not_after,
                 file_names,
+                targets: parts.targets_of(s.certificate_id),
+                dns_names: s.dns_names,
+                hold: parts.hold_of(s.certificate_id),
             })
         })
         .collect::<Result<_, ApiError>>()?;
@@ -265,21 +372,51 @@ fn build_manifest(
         agent_id: agent.id.0,
         pfx_encryption: agent.agent.pfx_mode,
         certificates,
+        targets: parts
+            .targets
+            .into_iter()
+            .map(|t| TargetSpec {
+                name: t.name,
+                settings: t.settings,
+                probe: t.probe,
+            })
+            .collect(),
+        probe_interval_secs,
     })
 }
 
-/// The manifest's ETag: a version never changes once stored, so the agent, its PFX mode and
-/// each listed certificate's id, name and current version determine the whole manifest. A 304
-/// therefore serializes nothing.
-fn manifest_etag(agent: &AgentIdentity, sources: &[ManifestSource]) -> String {
+/// The manifest's ETag: a version never changes once stored, so the agent, its PFX mode, the
+/// probe interval, each
+/// listed certificate's id, name and current version, the targets (id, name, settings, probe)
+/// and which targets each assignment names determine the whole manifest. A 304 therefore
+/// serializes no certificate.
+fn manifest_etag(agent: &AgentIdentity, parts: &ManifestParts, probe_interval_secs: u64) -> String {
     let mut h = Sha256::new();
-    h.update(agent.id.0.as_bytes());
-    h.update(agent.agent.pfx_mode.as_str().as_bytes());
-    for s in sources {
-        h.update(s.certificate_id.0.as_bytes());
-        h.update((s.certificate_name.len() as u64).to_be_bytes());
-        h.update(s.certificate_name.as_bytes());
-        h.update(s.version_id.0.as_bytes());
+    let mut text = |t: &str| {
+        h.update((t.len() as u64).to_be_bytes());
+        h.update(t.as_bytes());
+    };
+    text(&agent.id.0.to_string());
+    text(agent.agent.pfx_mode.as_str());
+    text(&probe_interval_secs.to_string());
+    for s in &parts.sources {
+        text(&s.certificate_id.0.to_string());
+        text(&s.certificate_name);
+        text(&s.version_id.0.to_string());
+    }
+    for t in &parts.targets {
+        text(&t.id.to_string());
+        text(&t.name);
+        text(&crate::db::to_json(&t.settings));
+        text(&crate::db::to_json(&t.probe));
+    }
+    for (c, t) in &parts.pairs {
+        text(&c.0.to_string());
+        text(&t.to_string());
+    }
+    for (c, why) in &parts.holds {
+        text(&c.0.to_string());
+        text(why);
     }
     format!("\"{}\"", hex::encode(&h.finalize()[..16]))
 }
@@ -290,8 +427,9 @@ async fn manifest(
     agent: AgentIdentity,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let sources = state.db.manifest_sources(agent.id).await?;
-    let etag = manifest_etag(&agent, &sources);
+    let parts = ManifestParts::load(&state, agent.id).await?;
+    let probe_interval_secs = state.config.deployment.probe_interval_secs;
+    let etag = manifest_etag(&agent, &parts, probe_interval_secs);
     let etag_value = HeaderValue::from_str(&etag).map_err(|e| ApiError::Internal(e.into()))?;
     let unchanged = headers
         .get(header::IF_NONE_MATCH)
@@ -300,7 +438,7 @@ async fn manifest(
     if unchanged {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value)]).into_response());
     }
-    let manifest = build_manifest(&agent, sources)?;
+    let manifest = build_manifest(&agent, parts, probe_interval_secs)?;
     let body = serde_json::to_vec(&manifest).map_err(|e| ApiError::Internal(e.into()))?;
     Ok((
         [
@@ -365,6 +503,152 @@ async fn download_pfx(
         .into_response())
 }
 
+/// `GET /agent/v1/pfx-password`: the agent's PFX (CCS) password, which opens its downloads.
+/// Audited like a PFX pull; the agent asks only when it has something to download.
+async fn pfx_password(
+    State(state): State<AppState>,
+    ConnectInfo(source): ConnectInfo<SocketAddr>,
+    agent: AgentIdentity,
+) -> Result<Response, ApiError> {
+    let password = state
+        .db
+        .agent_ccs_password(&state.secrets, agent.id)
+        .await?;
+    audit_agent_success(
+        &state,
+        agent.id,
+        "agent.pfx_password",
+        format!("agent:{}", agent.id),
+        source,
+        String::new(),
+    )
+    .await?;
+    Ok((
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        Json(PfxPassword {
+            password: password.to_string(),
+        }),
+    )
+        .into_response())
+}
+
+/// Most probe results one report may list.
+const MAX_PROBES_PER_REPORT: usize = 10_000;
+
+/// `POST /agent/v1/probe-report`: what the agent's probes saw served. Each result is judged
+/// against the certificate's versions (serving, stale, wrong, unreachable) and replaces the
+/// agent's earlier results; names not serving the current version
+/// `deployment.lagging_minutes` after they were first seen so are marked lagging.
+async fn probe_report(
+    State(state): State<AppState>,
+    agent: AgentIdentity,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let report: ProbeReport = parse_json(&body)?;
+    if report.probes.len() > MAX_PROBES_PER_REPORT {
+        return Err(ApiError::field(
+            "probes",
+            format!("at most {MAX_PROBES_PER_REPORT} probes per report"),
+        ));
+    }
+    let now = crate::now();
+    let mut versions = std::collections::HashMap::new();
+    for cert in state.db.assigned_certificates(agent.id).await? {
+        let mut thumbprints: Vec<(bool, String)> = Vec::new();
+        for v in state.db.versions(cert.id).await? {
+            thumbprints.push((Some(v.id) == cert.current_version_id, v.thumbprint));
+        }
+        versions.insert(cert.id, thumbprints);
+    }
+    let mut judged = Vec::new();
+    for p in &report.probes {
+        let Some(thumbprints) = versions.get(&CertificateId(p.certificate_id)) else {
+            continue;
+        };
+        let Some((_, current)) = thumbprints.iter().find(|(is_current, _)| *is_current) else {
+            continue;
+        };
+        let earlier: Vec<String> = thumbprints
+            .iter()
+            .filter(|(is_current, _)| !is_current)
+            .map(|(_, t)| t.clone())
+            .collect();
+        judged.push(NewServed {
+            certificate_id: CertificateId(p.certificate_id),
+            target: &p.target,
+            address: &p.address,
+            name: &p.name,
+            status: crate::domain::targets::served_status(
+                p.thumbprint.as_deref(),
+                current,
+                &earlier,
+            ),
+            thumbprint: p.thumbprint.as_deref(),
+            error: p.error.as_deref(),
+            expected: current,
+        });
+    }
+    state.db.record_probes(agent.id, &judged, now).await?;
+    let threshold = time::Duration::minutes(
+        i64::try_from(state.config.deployment.lagging_minutes).unwrap_or(i64::MAX / 60),
+    );
+    let lagging = state
+        .db
+        .mark_lagging(agent.id, now - threshold, now)
+        .await?;
+    deployment_lagging(&state, &agent, &lagging).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Names found lagging: not serving the current version `deployment.lagging_minutes` after
+/// they were first seen not serving it (recorded in `served_names.lagging_at`, once per
+/// version). Audited as `deployment.lagging` and logged; the one place to raise the
+/// `deployment.lagging` notification from.
+async fn deployment_lagging(
+    state: &AppState,
+    agent: &AgentIdentity,
+    lagging: &[Served],
+) -> Result<(), ApiError> {
+    for s in lagging {
+        tracing::warn!(
+            agent.id = %agent.id,
+            certificate.id = %s.certificate_id,
+            target = %s.target,
+            address = %s.address,
+            name = %s.name,
+            status = %s.status,
+            "deployment lagging: the current version is not served"
+        );
+        state
+            .db
+            .append_audit(
+                &NewAuditEvent {
+                    actor: format!("agent:{}", agent.id),
+                    action: "deployment.lagging".into(),
+                    subject: format!("certificate:{}", s.certificate_id),
+                    source: None,
+                    outcome: "failure".into(),
+                    detail: format!(
+                        "{} at {} (target {}) is {} since {}, expected {}",
+                        s.name,
+                        s.address,
+                        s.target,
+                        s.status,
+                        s.pending_since
+                            .and_then(|t| t
+                                .format(&time::format_description::well_known::Rfc3339)
+                                .ok())
+                            .unwrap_or_default(),
+                        s.expected
+                    ),
+                },
+                crate::now(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
 /// `POST /agent/v1/report`: what the agent installed.
 async fn report(
     State(state): State<AppState>,
@@ -392,6 +676,7 @@ async fn report(
         .filter(|f| assigned.contains(&CertificateId(f.certificate_id)))
         .map(|f| NewDeployment {
             certificate_id: CertificateId(f.certificate_id),
+            target: f.target.as_deref().unwrap_or_default(),
             file_name: &f.file_name,
             thumbprint: f.thumbprint.as_deref(),
             status: f.status,

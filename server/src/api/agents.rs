@@ -11,9 +11,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::{Auth, OPERATE, READ};
-use super::convert::{agent_response, deployment_responses};
+use super::convert::{agent_response, deployment_responses, enroll_command};
 use super::error::{ApiError, Problem};
-use super::extract::{AppJson, AppPath};
+use super::extract::{AppJson, AppPath, AppQuery};
 use super::lookup::{find_agent, find_certificate};
 use super::validate;
 use crate::app::AppState;
@@ -35,9 +35,10 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 async fn agent_detail(state: &AppState, agent: Agent) -> Result<AgentResponse, ApiError> {
     let assignments = state.db.assignments(Some(agent.id), None).await?;
     let files = state.db.deployments(Some(agent.id), None).await?;
+    let served = state.db.served(Some(agent.id), None).await?;
     Ok(agent_response(
         agent,
-        deployment_responses(&assignments, &files),
+        deployment_responses(&assignments, &files, &served),
     ))
 }
 
@@ -101,6 +102,7 @@ async fn create_agent(
             agent: agent_response(agent, Vec::new()),
             join_token: secret.to_string(),
             expires_at,
+            enroll_command: enroll_command(&state.config.agent_url()),
         }),
     ))
 }
@@ -119,7 +121,8 @@ async fn list_agents(
     let agents = state.db.list_agents().await?;
     let assignments = state.db.assignments(None, None).await?;
     let files = state.db.deployments(None, None).await?;
-    let all = deployment_responses(&assignments, &files);
+    let served = state.db.served(None, None).await?;
+    let all = deployment_responses(&assignments, &files, &served);
     Ok(Json(
         agents
             .into_iter()
@@ -227,13 +230,26 @@ async fn assignment_parts(
     Ok((agent, cert.id))
 }
 
-/// Assign a certificate to an agent. Assigning twice is a no-op.
+/// The targets of an assignment.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct AssignQuery {
+    /// Comma-separated target names of the agent, e.g. `ccs,nginx`; absent means every
+    /// target the agent has, now and later.
+    #[param(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(,[A-Za-z0-9][A-Za-z0-9._-]{0,63})*$")]
+    targets: Option<String>,
+}
+
+/// Assign a certificate to an agent, for some or all of its targets. Assigning again replaces
+/// the targets.
 ///
 /// Scope: `admin`, or `operator` with `export` (the agent will receive the private key).
 #[utoipa::path(put, path = "/agents/{agent}/certificates/{certificate}", tag = "agents",
     params(
         ("agent" = String, Path, description = "Agent id or name"),
         ("certificate" = String, Path, description = "Certificate id or name"),
+        AssignQuery,
     ),
     responses(
         (status = 204, description = "Assigned"),
@@ -243,6 +259,7 @@ async fn assign_certificate(
     State(state): State<AppState>,
     auth: Auth,
     AppPath((agent, certificate)): AppPath<(String, String)>,
+    AppQuery(q): AppQuery<AssignQuery>,
 ) -> Result<StatusCode, ApiError> {
     auth.require(OPERATE)?;
     auth.require_key_delivery(
@@ -256,15 +273,29 @@ async fn assign_certificate(
     if agent.state == AgentState::Revoked {
         return Err(ApiError::Conflict("the agent is revoked".into()));
     }
+    let targets = state.db.targets(agent.id).await?;
+    let mut named = Vec::new();
+    for name in q.targets.iter().flat_map(|t| t.split(',')) {
+        let target = targets.iter().find(|t| t.name == name).ok_or_else(|| {
+            ApiError::field("targets", format!("the agent has no target `{name}`"))
+        })?;
+        if !named.contains(&target.id) {
+            named.push(target.id);
+        }
+    }
     state
         .db
-        .assign_certificate(agent.id, cert, crate::now())
+        .assign_to_targets(agent.id, cert, &named, crate::now())
         .await?;
+    let to = match &q.targets {
+        Some(list) => format!(" targets {list}"),
+        None => " all targets".to_owned(),
+    };
     auth.audit_ok(
         &state,
         "agent.assign",
         &format!("agent:{}", agent.id),
-        &format!("certificate:{cert}"),
+        &format!("certificate:{cert}{to}"),
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -362,5 +393,6 @@ async fn new_join_token(
         agent: agent_detail(&state, agent).await?,
         join_token: secret.to_string(),
         expires_at,
+        enroll_command: enroll_command(&state.config.agent_url()),
     }))
 }

@@ -297,11 +297,12 @@ async fn show_certificate(
     }
     let assignments = state.db.assignments(None, Some(cert.id)).await?;
     let deployments = state.db.deployments(None, Some(cert.id)).await?;
+    let served = state.db.served(None, Some(cert.id)).await?;
     Ok(Json(CertificateDetail {
         certificate: certificate_response(&state, cert).await?,
         versions: versions.into_iter().map(Into::into).collect(),
         orders,
-        deployments: deployment_responses(&assignments, &deployments),
+        deployments: deployment_responses(&assignments, &deployments, &served),
     }))
 }
 

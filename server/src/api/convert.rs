@@ -7,8 +7,11 @@ use certkeep_api_types::api::{
     DeploymentResponse, EabBinding, OrderEventResponse, OrderResponse, TokenResponse,
     VersionResponse,
 };
+use certkeep_api_types::target::{ServedName, TargetResponse};
 
 use crate::db::agents::Assignment;
+use crate::db::served::Served;
+use crate::db::targets::AgentTarget;
 use crate::domain::deployments::deployment_state;
 use crate::domain::names::to_unicode;
 use crate::model::{
@@ -103,10 +106,11 @@ pub(super) fn order_response(o: Order, events: Vec<OrderEvent>) -> OrderResponse
     }
 }
 
-/// One entry per assignment, with its files and deployment state.
+/// One entry per assignment, with its files, deployment state and what its probes saw served.
 pub(super) fn deployment_responses(
     assignments: &[Assignment],
     files: &[Deployment],
+    served: &[Served],
 ) -> Vec<DeploymentResponse> {
     assignments
         .iter()
@@ -125,11 +129,27 @@ pub(super) fn deployment_responses(
                 files: mine
                     .into_iter()
                     .map(|d| DeployedFile {
+                        target: d.target.clone(),
                         file_name: d.file_name.clone(),
                         thumbprint: d.thumbprint.clone(),
                         status: d.status,
                         error: d.error.clone(),
                         reported_at: d.reported_at,
+                    })
+                    .collect(),
+                served: served
+                    .iter()
+                    .filter(|s| s.agent_id == a.agent_id && s.certificate_id == a.certificate_id)
+                    .map(|s| ServedName {
+                        target: s.target.clone(),
+                        address: s.address.clone(),
+                        name: s.name.clone(),
+                        status: s.status,
+                        thumbprint: s.thumbprint.clone(),
+                        error: s.error.clone(),
+                        probed_at: s.probed_at,
+                        pending_since: s.pending_since,
+                        lagging_at: s.lagging_at,
                     })
                     .collect(),
             }
@@ -185,4 +205,24 @@ impl From<AuditEvent> for AuditEventResponse {
             detail: e.detail,
         }
     }
+}
+
+/// The wire form of a deployment target.
+pub(super) fn target_response(t: AgentTarget) -> TargetResponse {
+    TargetResponse {
+        id: t.id,
+        agent_id: t.agent_id.0,
+        name: t.name,
+        settings: t.settings,
+        probe: t.probe,
+        created_at: t.created_at,
+    }
+}
+
+/// The host's enroll command for the agent listener at `agent_url`. The token is read from a
+/// file, never from the command line.
+pub(super) fn enroll_command(agent_url: &str) -> String {
+    format!(
+        "certkeep-agent enroll --server {agent_url} --ca-file ca.pem --token-file join-token.txt"
+    )
 }

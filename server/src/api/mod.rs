@@ -31,6 +31,7 @@ mod convert;
 pub mod error;
 pub mod extract;
 mod lookup;
+pub mod targets;
 pub mod tokens;
 pub mod validate;
 
@@ -77,6 +78,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(accounts::routes())
         .merge(certificates::routes())
         .merge(agents::routes())
+        .merge(targets::routes())
         .merge(tokens::routes())
         .merge(audit::routes());
     let (router, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())

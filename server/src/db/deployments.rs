@@ -12,6 +12,7 @@ use crate::model::{AgentId, CertificateId, Deployment, DeploymentStatus};
 /// One file of a report.
 pub struct NewDeployment<'a> {
     pub certificate_id: CertificateId,
+    pub target: &'a str,
     pub file_name: &'a str,
     pub thumbprint: Option<&'a str>,
     pub status: DeploymentStatus,
@@ -22,6 +23,7 @@ pub struct NewDeployment<'a> {
 struct DeploymentRow {
     agent_id: Uuid,
     certificate_id: Uuid,
+    target: String,
     file_name: String,
     thumbprint: Option<String>,
     status: String,
@@ -36,6 +38,7 @@ impl TryFrom<DeploymentRow> for Deployment {
         Ok(Deployment {
             agent_id: AgentId(r.agent_id),
             certificate_id: CertificateId(r.certificate_id),
+            target: r.target,
             file_name: r.file_name,
             thumbprint: r.thumbprint,
             status: r.status.parse().map_err(super::Error::Corrupt)?,
@@ -49,7 +52,7 @@ impl TryFrom<DeploymentRow> for Deployment {
 macro_rules! select_deployments {
     ($tail:literal) => {
         concat!(
-            "SELECT agent_id, certificate_id, file_name, thumbprint, status, error, reported_at FROM deployments ",
+            "SELECT agent_id, certificate_id, target, file_name, thumbprint, status, error, reported_at FROM deployments ",
             $tail
         )
     };
@@ -66,7 +69,7 @@ impl Db {
         now: OffsetDateTime,
     ) -> Result<()> {
         const CLEAR: &str = "DELETE FROM deployments WHERE agent_id = $1";
-        const INSERT: &str = "INSERT INTO deployments (agent_id, certificate_id, file_name, thumbprint, status, error, reported_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (agent_id, certificate_id, file_name) DO UPDATE SET thumbprint = excluded.thumbprint, status = excluded.status, error = excluded.error, reported_at = excluded.reported_at";
+        const INSERT: &str = "INSERT INTO deployments (agent_id, certificate_id, target, file_name, thumbprint, status, error, reported_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (agent_id, certificate_id, target, file_name) DO UPDATE SET thumbprint = excluded.thumbprint, status = excluded.status, error = excluded.error, reported_at = excluded.reported_at";
         const ERRORS: &str =
             "UPDATE agents SET last_report_errors = $2, last_seen_at = $3 WHERE id = $1";
         let updated = on_pool!(self, p => {
@@ -76,6 +79,7 @@ impl Db {
                 sqlx::query(INSERT)
                     .bind(agent.0)
                     .bind(f.certificate_id.0)
+                    .bind(f.target)
                     .bind(f.file_name)
                     .bind(f.thumbprint)
                     .bind(f.status.as_str())
@@ -98,7 +102,7 @@ impl Db {
         certificate: Option<CertificateId>,
     ) -> Result<Vec<Deployment>> {
         const Q: &str = select_deployments!(
-            "WHERE ($1 IS NULL OR agent_id = $1) AND ($2 IS NULL OR certificate_id = $2) ORDER BY file_name"
+            "WHERE ($1 IS NULL OR agent_id = $1) AND ($2 IS NULL OR certificate_id = $2) ORDER BY target, file_name"
         );
         let rows: Vec<DeploymentRow> = on_pool!(self, p => sqlx::query_as(Q)
             .bind(agent.map(|a| a.0))

@@ -40,6 +40,7 @@ mod tests {
         Deployment {
             agent_id: AgentId::new(),
             certificate_id: CertificateId::new(),
+            target: String::new(),
             file_name: "www.example.com.pfx".into(),
             thumbprint: Some(thumbprint.into()),
             status: status.parse().unwrap(),

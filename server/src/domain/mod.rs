@@ -5,4 +5,6 @@ pub mod deployments;
 pub mod issuance;
 pub mod names;
 pub mod renewal;
+pub mod rollout;
 pub mod span;
+pub mod targets;

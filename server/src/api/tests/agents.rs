@@ -93,6 +93,7 @@ async fn agents_assignments_and_deployment_state(app: TestApp) {
                 agent,
                 &[NewDeployment {
                     certificate_id: cert,
+                    target: "iis",
                     file_name: "www.example.com.pfx",
                     thumbprint: Some(&thumb),
                     status: status.parse().unwrap(),

@@ -1,5 +1,5 @@
-//! In-process API tests, one file per resource (`accounts`, `certificates`, `agents`, `tokens`,
-//! `audit`) plus authentication (`auth`), the bad-input list (`bad_input`), every scope against
+//! In-process API tests, one file per resource (`accounts`, `certificates`, `agents`, `targets`,
+//! `tokens`, `audit`) plus authentication (`auth`), the bad-input list (`bad_input`), every scope against
 //! every endpoint (`scopes`) and the OpenAPI document (`spec`). `testapp` drives the router.
 //!
 //! A test that runs on both backends is written once as `async fn name(app: TestApp)` and
@@ -39,6 +39,7 @@ mod bad_input;
 mod certificates;
 mod scopes;
 mod spec;
+mod targets;
 mod testapp;
 mod tokens;
 

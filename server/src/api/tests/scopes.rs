@@ -168,6 +168,38 @@ fn rows(v0: &str) -> Vec<(&'static str, &'static str, Option<Value>, [u16; 7])> 
             [204, 204, 204, 204, 403, 403, 403],
         ),
         (
+            "GET",
+            "/api/v1/agents/{agent}/targets",
+            None,
+            [200, 200, 200, 200, 403, 200, 403],
+        ),
+        (
+            "POST",
+            "/api/v1/agents/{agent}/targets",
+            Some(
+                json!({"name": "nginx", "settings": {"kind": "directory", "path": "/etc/ssl/ck"}}),
+            ),
+            [201, 201, 403, 201, 403, 403, 403],
+        ),
+        (
+            "DELETE",
+            "/api/v1/agents/{agent}/targets/{target}",
+            None,
+            [204, 204, 204, 204, 403, 403, 403],
+        ),
+        (
+            "GET",
+            "/api/v1/agents/{agent}/rollout",
+            None,
+            [200, 200, 200, 200, 403, 200, 403],
+        ),
+        (
+            "PUT",
+            "/api/v1/agents/{agent}/rollout",
+            Some(json!({"change_window": "Sat 02:00-04:00 +01:00", "canary": true})),
+            [200, 200, 200, 200, 403, 403, 403],
+        ),
+        (
             "POST",
             "/api/v1/agents/{agent}/revoke",
             None,
@@ -214,7 +246,7 @@ fn rows(v0: &str) -> Vec<(&'static str, &'static str, Option<Value>, [u16; 7])> 
 
 /// One request by one caller (`None`: no token; `Some(None)`: an unknown token) on a fresh
 /// fixture: account `acme`, certificate `www` (a revoked and a current version), agent `web1`
-/// with `www` assigned, and a reader token to revoke.
+/// with target `ccs` and `www` assigned, and a reader token to revoke.
 async fn run(
     method: &'static str,
     template: &'static str,
@@ -249,6 +281,21 @@ async fn run(
         .assign_certificate(agent.id, cert.id, crate::now())
         .await
         .unwrap();
+    app.state
+        .db
+        .insert_target(
+            &crate::db::targets::NewTarget {
+                agent_id: agent.id,
+                name: "ccs",
+                settings: &certkeep_api_types::target::TargetSettings::Ccs {
+                    path: "/srv/ccs".into(),
+                },
+                probe: &[],
+            },
+            crate::now(),
+        )
+        .await
+        .unwrap();
     app.token(&[Scope::Reader], &[]).await;
     let victim = app.state.db.list_tokens().await.unwrap()[0].id;
     let token = match caller {
@@ -270,6 +317,7 @@ async fn run(
         .replace("{account}", "acme")
         .replace("{certificate}", "www")
         .replace("{agent}", "web1")
+        .replace("{target}", "ccs")
         .replace("{id}", &victim.to_string());
     let body = body.map(|b| {
         let text = b.to_string().replace("V0", &v0.id.to_string());

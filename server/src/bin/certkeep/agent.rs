@@ -6,12 +6,14 @@ use certkeep_api_types::api::{
     AgentResponse, CreateAgentRequest, JoinTokenResponse, UpdateAgentRequest,
 };
 use certkeep_api_types::enums::PfxEncryption;
+use certkeep_api_types::target::RolloutSettings;
 use clap::Subcommand;
 use reqwest::Method;
 
 use crate::client::{CliError, encode, read_secret};
-use crate::session::Session;
+use crate::session::{Output, Session};
 use crate::table::{Table, list, time};
+use crate::target::{TargetCommand, served_table, target_table};
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum AgentCommand {
@@ -31,7 +33,7 @@ pub(crate) enum AgentCommand {
     /// List agents with their deployment state.
     #[command(after_help = "Example:\n  certkeep agent list")]
     List,
-    /// Show an agent.
+    /// Show an agent and its targets.
     #[command(after_help = "Example:\n  certkeep agent show web1")]
     Show { agent: String },
     /// Rotate the CCS password and/or change the PFX encryption.
@@ -43,9 +45,17 @@ pub(crate) enum AgentCommand {
         #[arg(long, value_enum)]
         pfx_encryption: Option<PfxEncryption>,
     },
-    /// Assign a certificate to an agent.
-    #[command(after_help = "Example:\n  certkeep agent assign web1 www")]
-    Assign { agent: String, certificate: String },
+    /// Assign a certificate to an agent, for some or all of its targets.
+    #[command(
+        after_help = "Example:\n  certkeep agent assign web1 www\n  certkeep agent assign web1 www --target ccs --target nginx"
+    )]
+    Assign {
+        agent: String,
+        certificate: String,
+        /// Target of the agent to install into; repeat. Default: every target, now and later.
+        #[arg(long = "target", value_name = "NAME")]
+        targets: Vec<String>,
+    },
     /// Unassign a certificate from an agent.
     #[command(after_help = "Example:\n  certkeep agent unassign web1 www")]
     Unassign { agent: String, certificate: String },
@@ -55,6 +65,28 @@ pub(crate) enum AgentCommand {
     /// Revoke an agent at once.
     #[command(after_help = "Example:\n  certkeep agent revoke web1")]
     Revoke { agent: String },
+    /// Set the agent's rollout guard: a change window for renewals and/or canary status.
+    #[command(
+        after_help = "Example:\n  certkeep agent rollout web1 --window 'Sat 02:00-04:00 +01:00'\n  certkeep agent rollout web1 --canary"
+    )]
+    Rollout {
+        /// Agent id or name.
+        agent: String,
+        /// `[Mon|…|Sun] HH:MM-HH:MM [+HH:MM|-HH:MM|UTC]`, the agent's local time; renewals
+        /// outside it wait unless the replaced version expires soon. Omit for any time.
+        #[arg(long, value_name = "WINDOW")]
+        window: Option<String>,
+        /// Make the agent a canary: it installs renewals first, the others wait until every
+        /// canary serves them.
+        #[arg(long)]
+        canary: bool,
+    },
+    /// Where the agent installs certificates (CCS folder, PEM directory, Windows store).
+    #[command(
+        subcommand,
+        after_help = "Example:\n  certkeep agent target add web1 nginx --kind directory --path /etc/ssl/certkeep"
+    )]
+    Target(TargetCommand),
 }
 
 fn agent_table(agents: Vec<AgentResponse>) {
@@ -98,6 +130,10 @@ fn join_token(j: JoinTokenResponse) {
         time(Some(j.expires_at)),
         j.join_token
     );
+    println!(
+        "\nOn the host, save the token as join-token.txt next to the server's ca.pem and run:\n  {}",
+        j.enroll_command
+    );
 }
 
 /// Runs `certkeep agent ...`.
@@ -120,10 +156,39 @@ pub(crate) async fn run(s: &Session, command: AgentCommand) -> Result<(), CliErr
             );
         }
         AgentCommand::List => s.print(s.client.get("/agents").await?, agent_table),
-        AgentCommand::Show { agent } => s.print(
-            s.client.get(&format!("/agents/{}", encode(&agent))).await?,
-            |a| agent_table(vec![a]),
-        ),
+        AgentCommand::Show { agent } => {
+            let shown = s.client.get(&format!("/agents/{}", encode(&agent))).await?;
+            s.print(shown, |a: AgentResponse| {
+                let certificates = a.certificates.clone();
+                agent_table(vec![a]);
+                served_table(&certificates);
+            });
+            // JSON output stays the agent alone; `agent target list` gives the targets.
+            if s.output == Output::Table {
+                let (targets, _) = s
+                    .client
+                    .get(&format!("/agents/{}/targets", encode(&agent)))
+                    .await?;
+                println!();
+                target_table(targets);
+                let (rollout, _): (RolloutSettings, _) = s
+                    .client
+                    .get(&format!("/agents/{}/rollout", encode(&agent)))
+                    .await?;
+                println!(
+                    "\nrollout: change window {}, {}",
+                    rollout
+                        .change_window
+                        .as_deref()
+                        .unwrap_or("none (any time)"),
+                    if rollout.canary {
+                        "canary"
+                    } else {
+                        "not a canary"
+                    }
+                );
+            }
+        }
         AgentCommand::Update {
             agent,
             ccs_password_file,
@@ -145,18 +210,26 @@ pub(crate) async fn run(s: &Session, command: AgentCommand) -> Result<(), CliErr
                 |a| agent_table(vec![a]),
             );
         }
-        AgentCommand::Assign { agent, certificate } => {
-            s.client
-                .no_content(
-                    Method::PUT,
-                    &format!(
-                        "/agents/{}/certificates/{}",
-                        encode(&agent),
-                        encode(&certificate)
-                    ),
-                )
-                .await?;
-            eprintln!("certkeep: assigned {certificate} to {agent}");
+        AgentCommand::Assign {
+            agent,
+            certificate,
+            targets,
+        } => {
+            let mut path = format!(
+                "/agents/{}/certificates/{}",
+                encode(&agent),
+                encode(&certificate)
+            );
+            if !targets.is_empty() {
+                path.push_str(&format!("?targets={}", encode(&targets.join(","))));
+            }
+            s.client.no_content(Method::PUT, &path).await?;
+            let to = if targets.is_empty() {
+                "every target".to_owned()
+            } else {
+                format!("target {}", targets.join(", "))
+            };
+            eprintln!("certkeep: assigned {certificate} to {agent} ({to})");
         }
         AgentCommand::Unassign { agent, certificate } => {
             s.client
@@ -179,6 +252,12 @@ pub(crate) async fn run(s: &Session, command: AgentCommand) -> Result<(), CliErr
             let path = format!("/agents/{}/revoke", encode(&agent));
             s.print(s.client.post(&path).await?, |a| agent_table(vec![a]));
         }
+        AgentCommand::Rollout {
+            agent,
+            window,
+            canary,
+        } => crate::target::set_rollout(s, agent, window, canary).await?,
+        AgentCommand::Target(command) => crate::target::run(s, command).await?,
     }
     Ok(())
 }

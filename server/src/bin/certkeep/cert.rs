@@ -174,14 +174,15 @@ fn cert_detail(d: CertificateDetail) {
     order_table(&d.orders);
     println!();
     let mut t = Table::new(["AGENT", "STATE", "CURRENT THUMBPRINT"]);
-    for dep in d.deployments {
+    for dep in &d.deployments {
         t.row([
-            dep.agent_name,
+            dep.agent_name.clone(),
             dep.state.to_string(),
             opt(dep.current_thumbprint.as_deref()),
         ]);
     }
     t.print();
+    crate::target::served_table(&d.deployments);
 }
 
 /// Polls a certificate until it is issued or fails, printing each change on stderr.

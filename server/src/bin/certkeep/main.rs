@@ -24,6 +24,7 @@ mod rekey;
 mod serve;
 mod session;
 mod table;
+mod target;
 mod token;
 
 /// certkeep: the one guarded place that holds EAB secrets, orders, renews and delivers certificates.
