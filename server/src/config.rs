@@ -49,6 +49,44 @@ pub struct Config {
     pub liveness: LivenessConfig,
     /// Limits of the listeners against slow or abusive clients, and listener certificates.
     pub listeners: ListenersConfig,
+    /// The web dashboard under `/ui/` on the API listener.
+    pub ui: UiConfig,
+}
+
+/// The web dashboard (`server/src/ui/`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UiConfig {
+    /// Serve the dashboard under `/ui/` on the API listener (`/` redirects there).
+    pub enabled: bool,
+    /// Seconds a dashboard session may stay unused before it ends.
+    pub session_idle_secs: u64,
+    /// Seconds a dashboard session lasts at most, however busy.
+    pub session_max_secs: u64,
+    /// Seconds without a report after which the overview lists an active agent as stale.
+    pub agent_stale_secs: u64,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            session_idle_secs: 30 * 60,
+            session_max_secs: 12 * 3600,
+            agent_stale_secs: 2 * 3600,
+        }
+    }
+}
+
+impl UiConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.session_idle_secs == 0 || self.session_idle_secs > self.session_max_secs {
+            return Err(ConfigError::Invalid(
+                "ui.session_idle_secs must be at least 1 and at most ui.session_max_secs".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Issuance engine settings.
@@ -356,6 +394,7 @@ impl Default for Config {
             ca_limits: CaLimitsConfig::default(),
             liveness: LivenessConfig::default(),
             listeners: ListenersConfig::default(),
+            ui: UiConfig::default(),
         }
     }
 }
@@ -492,6 +531,7 @@ impl Config {
         self.ca_limits.validate()?;
         self.liveness.validate()?;
         self.listeners.validate()?;
+        self.ui.validate()?;
         if self.listeners.request_timeout_secs <= self.engine.request_timeout_secs.saturating_mul(2)
         {
             return Err(ConfigError::Invalid(

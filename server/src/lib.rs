@@ -20,6 +20,7 @@ pub mod model;
 pub mod secrets;
 pub mod solvers;
 pub mod tls;
+pub mod ui;
 
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

@@ -115,24 +115,28 @@ async fn list_agents(
     State(state): State<AppState>,
     auth: Auth,
 ) -> Result<Json<Vec<AgentResponse>>, ApiError> {
+    Ok(Json(list(&state, &auth).await?))
+}
+
+/// Every agent with its deployment state per assigned certificate (`GET /agents`, and the
+/// dashboard): three queries, whatever the number of agents.
+pub(crate) async fn list(state: &AppState, auth: &Auth) -> Result<Vec<AgentResponse>, ApiError> {
     auth.require(READ)?;
     let agents = state.db.list_agents().await?;
     let assignments = state.db.assignments(None, None).await?;
     let files = state.db.deployments(None, None).await?;
     let all = deployment_responses(&assignments, &files);
-    Ok(Json(
-        agents
-            .into_iter()
-            .map(|a| {
-                let mine = all
-                    .iter()
-                    .filter(|d| d.agent_id == a.id.0)
-                    .cloned()
-                    .collect();
-                agent_response(a, mine)
-            })
-            .collect(),
-    ))
+    Ok(agents
+        .into_iter()
+        .map(|a| {
+            let mine = all
+                .iter()
+                .filter(|d| d.agent_id == a.id.0)
+                .cloned()
+                .collect();
+            agent_response(a, mine)
+        })
+        .collect())
 }
 
 /// Show one agent.
@@ -244,15 +248,26 @@ async fn assign_certificate(
     auth: Auth,
     AppPath((agent, certificate)): AppPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
+    assign(&state, &auth, &agent, &certificate).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Assigns a certificate to an agent (a key-delivery act, see [`Auth::require_key_delivery`]).
+pub(crate) async fn assign(
+    state: &AppState,
+    auth: &Auth,
+    agent: &str,
+    certificate: &str,
+) -> Result<(), ApiError> {
     auth.require(OPERATE)?;
     auth.require_key_delivery(
-        &state,
+        state,
         "agent.assign",
         &format!("agent:{agent}"),
         "assigning a certificate to an agent",
     )
     .await?;
-    let (agent, cert) = assignment_parts(&state, &agent, &certificate).await?;
+    let (agent, cert) = assignment_parts(state, agent, certificate).await?;
     if agent.state == AgentState::Revoked {
         return Err(ApiError::Conflict("the agent is revoked".into()));
     }
@@ -261,13 +276,12 @@ async fn assign_certificate(
         .assign_certificate(agent.id, cert, crate::now())
         .await?;
     auth.audit_ok(
-        &state,
+        state,
         "agent.assign",
         &format!("agent:{}", agent.id),
         &format!("certificate:{cert}"),
     )
-    .await?;
-    Ok(StatusCode::NO_CONTENT)
+    .await
 }
 
 /// Unassign a certificate from an agent; the agent stops receiving it. Idempotent.
@@ -284,18 +298,28 @@ async fn unassign_certificate(
     auth: Auth,
     AppPath((agent, certificate)): AppPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
+    unassign(&state, &auth, &agent, &certificate).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Unassigns a certificate from an agent; idempotent.
+pub(crate) async fn unassign(
+    state: &AppState,
+    auth: &Auth,
+    agent: &str,
+    certificate: &str,
+) -> Result<(), ApiError> {
     auth.require(OPERATE)?;
-    let agent = find_agent(&state, &agent).await?;
-    let cert = find_certificate(&state, &certificate).await?;
+    let agent = find_agent(state, agent).await?;
+    let cert = find_certificate(state, certificate).await?;
     state.db.unassign_certificate(agent.id, cert.id).await?;
     auth.audit_ok(
-        &state,
+        state,
         "agent.unassign",
         &format!("agent:{}", agent.id),
         &format!("certificate:{}", cert.id),
     )
-    .await?;
-    Ok(StatusCode::NO_CONTENT)
+    .await
 }
 
 /// Revoke an agent: its client certificate and join token stop working at once.

@@ -20,11 +20,13 @@ pub mod enrollment;
 pub mod instances;
 pub mod metrics;
 pub mod orders;
+pub mod overview;
 pub mod rekey;
 pub mod server_keys;
 pub mod solvers;
 pub mod tokens;
 pub mod tsig_keys;
+pub mod ui_sessions;
 pub mod versions;
 
 /// Storage errors. Constraint violations are mapped to domain meaning here.
