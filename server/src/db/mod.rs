@@ -77,6 +77,9 @@ pub struct Db {
     audit_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// The SQLite lock file, held while any clone of this `Db` lives.
     lock: Option<std::sync::Arc<instances::DataDirLock>>,
+    /// Statements run through [`on_pool!`], for tests that bound the queries of a request.
+    #[cfg(any(test, feature = "testkit"))]
+    statements: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 #[derive(Clone, Debug)]
@@ -87,12 +90,13 @@ enum Pool {
 
 /// Runs `$body` once per backend with `$p` bound to the concrete pool (or transaction).
 macro_rules! on_pool {
-    ($db:expr, $p:ident => $body:expr) => {
+    ($db:expr, $p:ident => $body:expr) => {{
+        $db.count_statement();
         match &$db.pool {
             $crate::db::Pool::Pg($p) => $body,
             $crate::db::Pool::Sqlite($p) => $body,
         }
-    };
+    }};
 }
 pub(crate) use on_pool;
 
@@ -173,7 +177,23 @@ impl Db {
             pool,
             audit_lock: std::sync::Arc::default(),
             lock: None,
+            #[cfg(any(test, feature = "testkit"))]
+            statements: std::sync::Arc::default(),
         }
+    }
+
+    /// Counts one statement (tests only; nothing otherwise).
+    #[inline]
+    fn count_statement(&self) {
+        #[cfg(any(test, feature = "testkit"))]
+        self.statements
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many statements this `Db` (and its clones) ran through `on_pool!` so far.
+    #[cfg(any(test, feature = "testkit"))]
+    pub fn statements_run(&self) -> u64 {
+        self.statements.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether several processes may share this database (PostgreSQL).

@@ -30,9 +30,6 @@ pub(crate) mod session;
 mod timeline;
 mod view;
 
-#[cfg(test)]
-mod tests;
-
 /// The stylesheet, embedded.
 const CSS: &str = include_str!("assets/app.css");
 

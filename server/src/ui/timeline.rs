@@ -20,10 +20,11 @@ pub(super) struct Week {
 pub(super) fn weeks(start: OffsetDateTime, points: &[ExpiryPoint]) -> [Week; WEEKS] {
     let mut weeks = [Week::default(); WEEKS];
     for p in points {
-        let days = (p.not_after - start).whole_days();
-        let Ok(index) = usize::try_from(days / 7) else {
+        // Before `start` is not on the chart (and would round into week 0).
+        let Ok(days) = usize::try_from((p.not_after - start).whole_days()) else {
             continue;
         };
+        let index = days / 7;
         if let Some(w) = weeks.get_mut(index) {
             w.total += 1;
             if p.consecutive_failures > 0 {
