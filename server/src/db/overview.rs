@@ -31,11 +31,12 @@ struct TroubledRow {
     created_at: OffsetDateTime,
 }
 
-/// One certificate's expiry on the timeline, and whether its renewal has been failing.
-#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+/// One certificate's expiry on the timeline, and whether its renewal is failing.
+#[derive(Debug, Clone, Copy)]
 pub struct ExpiryPoint {
     pub not_after: OffsetDateTime,
-    pub consecutive_failures: i32,
+    /// Failed renewal attempts, or the certificate is `failing` or `failed`.
+    pub failing: bool,
 }
 
 impl Db {
@@ -85,7 +86,18 @@ impl Db {
         from: OffsetDateTime,
         until: OffsetDateTime,
     ) -> Result<Vec<ExpiryPoint>> {
-        const Q: &str = "SELECT current_not_after AS not_after, consecutive_failures FROM certificates WHERE state <> 'retired' AND current_not_after >= $1 AND current_not_after < $2 ORDER BY current_not_after";
-        Ok(on_pool!(self, p => sqlx::query_as(Q).bind(from).bind(until).fetch_all(p).await)?)
+        const Q: &str = "SELECT current_not_after, consecutive_failures, state FROM certificates WHERE state <> 'retired' AND current_not_after >= $1 AND current_not_after < $2 ORDER BY current_not_after";
+        let rows: Vec<(OffsetDateTime, i32, String)> =
+            on_pool!(self, p => sqlx::query_as(Q).bind(from).bind(until).fetch_all(p).await)?;
+        rows.into_iter()
+            .map(|(not_after, failures, state)| {
+                let state: CertificateState = state.parse().map_err(super::Error::Corrupt)?;
+                Ok(ExpiryPoint {
+                    not_after,
+                    failing: failures > 0
+                        || matches!(state, CertificateState::Failing | CertificateState::Failed),
+                })
+            })
+            .collect()
     }
 }

@@ -208,7 +208,7 @@ async fn login(
     parts: Parts,
     axum::Form(form): axum::Form<LoginForm>,
 ) -> Result<Response, UiError> {
-    session::check_origin(&parts.headers)?;
+    session::check_origin(&parts)?;
     let source = source_addr(&parts);
     let limiter = parts.extensions.get::<Arc<AuthLimiter>>().map(Arc::as_ref);
     let token = match authenticate_token(&state, form.token.trim(), source, limiter).await {

@@ -3,7 +3,7 @@
 
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
-use certkeep_api_types::api::{EabBinding, RevocationReason};
+use certkeep_api_types::api::{CertificateResponse, EabBinding, RevocationReason};
 use maud::html;
 use serde::Deserialize;
 
@@ -70,7 +70,7 @@ pub(super) async fn overview(
             .filter(|a| a.state == AgentState::Active)
             .filter(|a| a.last_seen_at.is_none_or(|t| now - t > stale_after))
             .collect();
-        Some(html! {
+        let cards = html! {
             section.cards {
                 @for s in CertificateState::ALL {
                     @let n = counts.iter().find(|(c, _)| c == s).map_or(0, |(_, n)| *n);
@@ -80,66 +80,73 @@ pub(super) async fn overview(
                     }
                 }
             }
-            section {
-                h2 { "Expiry timeline (next 90 days)" }
-                (timeline::svg(now, &weeks))
-                p.hint { "Certificates whose current version ends in each week; red: its renewal has been failing." }
-            }
-            section {
-                h2 { "Failed or stuck orders" }
-                @if troubled.is_empty() {
-                    p.empty { "None." }
-                } @else {
+        };
+        Some((
+            cards,
+            html! {
+                section {
+                    h2 { "Expiry timeline (next 90 days)" }
+                    (timeline::svg(now, &weeks))
+                    p.hint { "Certificates whose current version ends in each week; red: its renewal has been failing." }
+                }
+                section {
+                    h2 { "Failed or stuck orders" }
+                    @if troubled.is_empty() {
+                        p.empty { "None." }
+                    } @else {
+                        div.scroll { table {
+                            thead { tr { th { "Certificate" } th { "State" } th { "Attempts" } th { "Started" } th { "Error from the CA" } } }
+                            tbody {
+                                @for o in &troubled {
+                                    tr {
+                                        td { a href=(format!("/ui/certificates/{}", o.certificate_name)) { (o.certificate_name) } }
+                                        td { (badge(o.state.as_str())) }
+                                        td { (o.attempts) }
+                                        td.nowrap { (relative(o.created_at, now)) }
+                                        td.error-text { (o.last_error.as_deref().unwrap_or("(no error recorded yet)")) }
+                                    }
+                                }
+                            }
+                        } }
+                    }
+                }
+                section {
+                    h2 { "ACME accounts" }
                     div.scroll { table {
-                        thead { tr { th { "Certificate" } th { "State" } th { "Attempts" } th { "Started" } th { "Error from the CA" } } }
+                        thead { tr { th { "Account" } th { "Directory" } th { "State" } th { "Last change" } th { "Last error" } } }
                         tbody {
-                            @for o in &troubled {
+                            @for a in &accounts {
                                 tr {
-                                    td { a href=(format!("/ui/certificates/{}", o.certificate_name)) { (o.certificate_name) } }
-                                    td { (badge(o.state.as_str())) }
-                                    td { (o.attempts) }
-                                    td { (relative(o.created_at, now)) }
-                                    td.error-text { (o.last_error.as_deref().unwrap_or("(no error recorded yet)")) }
+                                    td { (a.name) }
+                                    td { code { (a.directory_url) } }
+                                    td { (badge(a.state.as_str())) }
+                                    td { (when(a.updated_at)) }
+                                    td { @if let Some(e) = &a.last_error { span.error-text { (e) } } @else { "—" } }
                                 }
                             }
                         }
                     } }
                 }
-            }
-            section {
-                h2 { "ACME accounts" }
-                div.scroll { table {
-                    thead { tr { th { "Account" } th { "Directory" } th { "State" } th { "Last change" } th { "Last error" } } }
-                    tbody {
-                        @for a in &accounts {
-                            tr {
-                                td { (a.name) }
-                                td { code { (a.directory_url) } }
-                                td { (badge(a.state.as_str())) }
-                                td { (when(a.updated_at)) }
-                                td.error-text { (a.last_error.as_deref().unwrap_or("—")) }
+                section {
+                    h2 { "Agents not seen recently" }
+                    @if stale.is_empty() {
+                        p.empty { "Every active agent reported within " (state.config.ui.agent_stale_secs / 60) " minutes." }
+                    } @else {
+                        ul {
+                            @for a in &stale {
+                                li { a href="/ui/agents" { (a.name) } ": last seen " (a.last_seen_at.map_or_else(|| "never".to_owned(), |t| relative(t, now))) }
                             }
                         }
                     }
-                } }
-            }
-            section {
-                h2 { "Agents not seen recently" }
-                @if stale.is_empty() {
-                    p.empty { "Every active agent reported within " (state.config.ui.agent_stale_secs / 60) " minutes." }
-                } @else {
-                    ul {
-                        @for a in &stale {
-                            li { a href="/ui/agents" { (a.name) } ": last seen " (a.last_seen_at.map_or_else(|| "never".to_owned(), |t| relative(t, now))) }
-                        }
-                    }
                 }
-            }
-        })
+            },
+        ))
     } else {
         None
     };
+    let (cards, rest) = wide.unzip();
     let body = html! {
+        @if let Some(cards) = cards { (cards) }
         section {
             h2 { "Expiring within 30 days" }
             @if expiring.items.is_empty() {
@@ -151,19 +158,29 @@ pub(super) async fn overview(
                         @for c in &expiring.items {
                             tr {
                                 td { a href=(format!("/ui/certificates/{}", c.name)) { (c.name) } }
-                                td { @if let Some(v) = &c.current_version { (relative(v.not_after, now)) } }
+                                td.nowrap { @if let Some(v) = &c.current_version { (relative(v.not_after, now)) } }
                                 td { (badge(c.state.as_str())) }
                                 td { (c.consecutive_failures) }
-                                td.error-text { (c.last_error.as_deref().unwrap_or(match c.renew_after { Some(t) if t > now => "renewal not due yet", _ => "renewal due; no error recorded" })) }
+                                td { (why_not_renewed(c, now)) }
                             }
                         }
                     }
                 } }
             }
         }
-        @if let Some(wide) = wide { (wide) }
+        @if let Some(rest) = rest { (rest) }
     };
     Ok(view::page(&user, Nav::Overview, "Overview", body))
+}
+
+/// Why an expiring certificate has no newer version: the engine's last error, or its schedule.
+fn why_not_renewed(c: &CertificateResponse, now: time::OffsetDateTime) -> maud::Markup {
+    match (&c.last_error, c.renew_after) {
+        (Some(e), _) => html! { span.error-text { (e) } },
+        (None, Some(t)) if t > now => html! { "renewal scheduled " (relative(t, now)) },
+        (None, Some(_)) => html! { "renewal due, not started yet" },
+        (None, None) => html! { span.error-text { "no renewal scheduled" } },
+    }
 }
 
 /// The certificate list's query: every field optional, an empty field is no filter.
@@ -390,7 +407,8 @@ pub(super) async fn certificate(
                             }
                         }
                     }
-                    label { "Type " code { (c.name) } " to confirm"
+                    label {
+                        span { "Type " code { (c.name) } " to confirm" }
                         input type="text" name="confirm" required autocomplete="off";
                     }
                     button.danger type="submit" { "Revoke the current version" }
@@ -525,7 +543,7 @@ pub(super) async fn accounts(
                         td { (badge(a.state.as_str())) }
                         td { (match a.eab { EabBinding::None => "none", EabBinding::Pending => "unbound", EabBinding::Bound => "bound" }) }
                         td { (a.allowed_domains.join(", ")) }
-                        td.error-text { (a.last_error.as_deref().unwrap_or("—")) }
+                        td { @if let Some(e) = &a.last_error { span.error-text { (e) } } @else { "—" } }
                     }
                 }
             }

@@ -201,25 +201,32 @@ impl FromRequestParts<AppState> for UiUser {
     }
 }
 
-/// Refuses a state-changing request whose `Origin` (or, without one, `Referer`) is not this
-/// server: `https://` and the request's own host. Neither header → refused too.
-pub(super) fn check_origin(headers: &HeaderMap) -> Result<(), UiError> {
+/// Refuses a state-changing request that does not come from this server's own pages: its
+/// `Origin` must be `https://` and the request's host (`Host`, or the HTTP/2 authority). A
+/// browser sends `Origin: null` for a form posted from a page with `Referrer-Policy:
+/// no-referrer` (ours), so then the browser's `Sec-Fetch-Site: same-origin` must say so; without
+/// `Origin`, `Sec-Fetch-Site` or a same-site `Referer` decides. Nothing of these → refused.
+pub(super) fn check_origin(parts: &Parts) -> Result<(), UiError> {
+    let headers = &parts.headers;
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
         .ok_or(UiError::Csrf("the request names no host"))?;
     let own = format!("https://{host}");
-    let header_text = |name| {
-        headers
-            .get(name)
-            .and_then(|v: &HeaderValue| v.to_str().ok())
-    };
-    let same = match (header_text(header::ORIGIN), header_text(header::REFERER)) {
-        (Some(origin), _) => origin == own,
-        (None, Some(referer)) => referer
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let fetch_site = text("sec-fetch-site");
+    let same = match (text("origin"), fetch_site, text("referer")) {
+        (Some(origin), _, _) if origin != "null" => origin == own,
+        (_, Some(site), _) => site == "same-origin",
+        (None, None, Some(referer)) => referer
             .strip_prefix(own.as_str())
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
-        (None, None) => return Err(UiError::Csrf("the request carries no Origin or Referer")),
+        _ => {
+            return Err(UiError::Csrf(
+                "the request does not show where it comes from",
+            ));
+        }
     };
     if same {
         Ok(())
@@ -249,7 +256,7 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for CsrfForm<T> {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, UiError> {
         let (mut parts, body) = req.into_parts();
-        check_origin(&parts.headers)?;
+        check_origin(&parts)?;
         let user = UiUser::from_request_parts(&mut parts, state).await?;
         let req = Request::from_parts(parts, body);
         let axum::Form(form) = axum::Form::<WithCsrf<T>>::from_request(req, state)

@@ -27,7 +27,7 @@ pub(super) fn weeks(start: OffsetDateTime, points: &[ExpiryPoint]) -> [Week; WEE
         let index = days / 7;
         if let Some(w) = weeks.get_mut(index) {
             w.total += 1;
-            if p.consecutive_failures > 0 {
+            if p.failing {
                 w.failing += 1;
             }
         }
@@ -91,19 +91,19 @@ mod tests {
     #[test]
     fn expiries_fall_into_their_week_and_failures_are_marked() {
         let start = time::macros::datetime!(2026-12-01 00:00 UTC);
-        let at = |days: i64, failures: i32| ExpiryPoint {
+        let at = |days: i64, failing: bool| ExpiryPoint {
             not_after: start + time::Duration::days(days),
-            consecutive_failures: failures,
+            failing,
         };
         let weeks = weeks(
             start,
             &[
-                at(0, 0),
-                at(6, 2),
-                at(7, 0),
-                at(90, 1),
-                at(91, 0),
-                at(-1, 0),
+                at(0, false),
+                at(6, true),
+                at(7, false),
+                at(90, true),
+                at(91, false),
+                at(-1, false),
             ],
         );
         assert_eq!(

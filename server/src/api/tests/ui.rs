@@ -218,6 +218,28 @@ async fn every_form_needs_the_csrf_token_and_this_origin(app: TestApp) {
             assert!(text(&r).contains("Refused"), "{path} with {what}");
         }
     }
+    // What a browser sends from our own pages (`Origin: null` under `no-referrer`) passes only
+    // with its `Sec-Fetch-Site: same-origin`.
+    for (site, status) in [
+        (None, StatusCode::FORBIDDEN),
+        (Some("cross-site"), StatusCode::FORBIDDEN),
+        (Some("same-site"), StatusCode::FORBIDDEN),
+    ] {
+        let mut req = Request::builder()
+            .method("POST")
+            .uri("/ui/certificates/web/retire")
+            .header(header::HOST, HOST)
+            .header(header::ORIGIN, "null")
+            .header(header::COOKIE, &b.cookie)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        if let Some(site) = site {
+            req = req.header("sec-fetch-site", site);
+        }
+        let r = app
+            .send(req.body(Body::from(format!("csrf={}", b.csrf))).unwrap())
+            .await;
+        assert_eq!(r.status, status, "Origin: null, Sec-Fetch-Site: {site:?}");
+    }
     // The login form is checked for its origin too.
     let r = post(
         &app,
@@ -241,6 +263,17 @@ async fn every_form_needs_the_csrf_token_and_this_origin(app: TestApp) {
         get(&app, "/ui/", Some(&b.cookie)).await.status,
         StatusCode::OK
     );
+    let req = Request::builder()
+        .method("POST")
+        .uri("/ui/certificates/web/renew")
+        .header(header::HOST, HOST)
+        .header(header::ORIGIN, "null")
+        .header("sec-fetch-site", "same-origin")
+        .header(header::COOKIE, &b.cookie)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(format!("csrf={}", b.csrf)))
+        .unwrap();
+    assert_eq!(app.send(req).await.status, StatusCode::SEE_OTHER);
     // A Referer from this site is accepted in place of Origin.
     let req = Request::builder()
         .method("POST")
