@@ -11,7 +11,7 @@ use super::UiError;
 use super::session::UiUser;
 use super::timeline;
 use super::view::{self, Nav, badge, csrf, relative, short_hex, when, when_opt};
-use crate::api::auth::{ADMIN, READ};
+use crate::api::auth::READ;
 use crate::api::{accounts, agents, audit, certificates, tokens};
 use crate::app::AppState;
 use crate::model::{AgentState, CertificateState, KeyType};
@@ -590,7 +590,6 @@ pub(super) async fn audit(
     user: UiUser,
     Query(p): Query<AuditPage>,
 ) -> Result<Response, UiError> {
-    user.auth.require(ADMIN)?;
     let verified = audit::verify(&state, &user.auth).await?;
     let page = audit::list(
         &state,

@@ -99,6 +99,7 @@ async fn login(app: &TestApp, secret: &str) -> Browser {
 
 backends!(
     login_sets_a_strict_session_cookie_and_logout_ends_it,
+    search_matches_names_and_sans_literally,
     every_form_needs_the_csrf_token_and_this_origin,
     a_revoked_tokens_session_is_refused_at_once,
     every_page_carries_the_security_headers,
@@ -587,4 +588,80 @@ async fn the_first_page_of_10000_certificates_takes_one_query_per_list(app: Test
         // versions (1), the account filter's list (1): never one per row.
         assert_eq!(statements, 5, "{path}: statements for one page");
     }
+}
+
+async fn search_matches_names_and_sans_literally(app: TestApp) {
+    let admin = app.token(ADMIN, &[]).await;
+    let account = app.account("acme").await;
+    app.certificate(&account, "shop_eu", &["www.example.com"])
+        .await;
+    app.certificate(&account, "shopXeu", &["shop.example.com"])
+        .await;
+    app.certificate(&account, "Mail", &["smtp.example.com"])
+        .await;
+    let names = |q: &'static str| {
+        let app = &app;
+        let admin = admin.clone();
+        async move {
+            let r = app
+                .call(
+                    "GET",
+                    &format!("/api/v1/certificates?search={q}"),
+                    Some(&admin),
+                    None,
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{q}: {}", text(&r));
+            let mut names: Vec<String> = r.json()["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["name"].as_str().unwrap().to_owned())
+                .collect();
+            names.sort();
+            names
+        }
+    };
+    // `_` and `%` are no wildcards; names match case-insensitively, SANs too.
+    assert_eq!(names("p_e").await, ["shop_eu"]);
+    assert_eq!(names("%25").await, Vec::<String>::new());
+    assert_eq!(names("SHOP").await, ["shopXeu", "shop_eu"]);
+    assert_eq!(names("smtp").await, ["Mail"]);
+    assert_eq!(names("mail").await, ["Mail"]);
+    let too_long = "x".repeat(101);
+    let r = app
+        .call(
+            "GET",
+            &format!("/api/v1/certificates?search={too_long}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    r.problem(422);
+    // The dashboard's list uses the same search.
+    let b = login(&app, &admin).await;
+    let page = text(&get(&app, "/ui/certificates?q=p_e", Some(&b.cookie)).await);
+    assert!(
+        page.contains(">shop_eu</a>") && !page.contains(">shopXeu</a>"),
+        "{page}"
+    );
+}
+
+#[tokio::test]
+async fn failed_logins_count_in_the_api_limiter() {
+    let app = TestApp::on(crate::testkit::TestDb::sqlite().await, |c| {
+        c.auth_failures_per_minute = 2;
+    })
+    .await;
+    for _ in 0..2 {
+        let r = post(&app, "/ui/login", None, Some(ORIGIN), "token=ck_wrong").await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+    let r = post(&app, "/ui/login", None, Some(ORIGIN), "token=ck_wrong").await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(text(&r).contains("Too many failed logins"));
+    // The same count limits the API's bearer tokens.
+    app.call("GET", "/api/v1/certificates", Some("ck_wrong"), None)
+        .await
+        .problem(429);
 }
