@@ -4,7 +4,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{Db, Result, on_pool};
-use crate::model::{CertificateId, CertificateState, OrderId, OrderState};
+use crate::model::{AccountId, CertificateId, CertificateState, OrderId, OrderState};
 
 /// An order that needs a look: failed (and not followed by a successful one), or in flight
 /// with an error or for too long.
@@ -99,5 +99,13 @@ impl Db {
                 })
             })
             .collect()
+    }
+
+    /// When each account last had a certificate issued (accounts without any are absent).
+    pub async fn accounts_last_issued(&self) -> Result<Vec<(AccountId, OffsetDateTime)>> {
+        const Q: &str = "SELECT c.account_id, MAX(v.created_at) FROM certificate_versions v JOIN certificates c ON c.id = v.certificate_id GROUP BY c.account_id";
+        let rows: Vec<(Uuid, OffsetDateTime)> =
+            on_pool!(self, p => sqlx::query_as(Q).fetch_all(p).await)?;
+        Ok(rows.into_iter().map(|(a, t)| (AccountId(a), t)).collect())
     }
 }

@@ -61,6 +61,11 @@ pub(super) async fn overview(
             .map_err(crate::api::error::ApiError::from)?;
         let weeks = timeline::weeks(now, &points);
         let accounts = accounts::list(&state, auth).await?;
+        let last_issued = state
+            .db
+            .accounts_last_issued()
+            .await
+            .map_err(crate::api::error::ApiError::from)?;
         let stale_after = time::Duration::seconds(
             i64::try_from(state.config.ui.agent_stale_secs).unwrap_or(i64::MAX),
         );
@@ -113,14 +118,14 @@ pub(super) async fn overview(
                 section {
                     h2 { "ACME accounts" }
                     div.scroll { table {
-                        thead { tr { th { "Account" } th { "Directory" } th { "State" } th { "Last change" } th { "Last error" } } }
+                        thead { tr { th { "Account" } th { "Directory" } th { "State" } th { "Last issued" } th { "Last error" } } }
                         tbody {
                             @for a in &accounts {
                                 tr {
                                     td { (a.name) }
                                     td { code { (a.directory_url) } }
                                     td { (badge(a.state.as_str())) }
-                                    td { (when(a.updated_at)) }
+                                    td.nowrap { (last_issued.iter().find(|(id, _)| id.0 == a.id).map_or_else(|| "never".to_owned(), |(_, t)| relative(*t, now))) }
                                     td { @if let Some(e) = &a.last_error { span.error-text { (e) } } @else { "—" } }
                                 }
                             }
