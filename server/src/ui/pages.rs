@@ -12,9 +12,19 @@ use super::session::UiUser;
 use super::timeline;
 use super::view::{self, Nav, badge, csrf, relative, short_hex, when, when_opt};
 use crate::api::auth::READ;
+use crate::api::error::ApiError;
 use crate::api::{accounts, agents, audit, certificates, tokens};
 use crate::app::AppState;
 use crate::model::{AgentState, CertificateState, KeyType};
+
+/// A list the page shows only when the caller may read it: empty when its scopes forbid it,
+/// any other failure stays one.
+fn if_allowed<T>(listed: Result<Vec<T>, ApiError>) -> Result<Vec<T>, ApiError> {
+    match listed {
+        Err(ApiError::OutOfScope(_)) => Ok(Vec::new()),
+        other => other,
+    }
+}
 
 /// Rows of the overview's lists.
 const OVERVIEW_ROWS: i64 = 50;
@@ -44,7 +54,7 @@ pub(super) async fn overview(
             .db
             .certificate_state_counts()
             .await
-            .map_err(crate::api::error::ApiError::from)?;
+            .map_err(ApiError::from)?;
         let troubled = state
             .db
             .troubled_orders(
@@ -53,19 +63,19 @@ pub(super) async fn overview(
                 OVERVIEW_ROWS,
             )
             .await
-            .map_err(crate::api::error::ApiError::from)?;
+            .map_err(ApiError::from)?;
         let points = state
             .db
             .expiries_between(now, now + time::Duration::days(7 * timeline::WEEKS as i64))
             .await
-            .map_err(crate::api::error::ApiError::from)?;
+            .map_err(ApiError::from)?;
         let weeks = timeline::weeks(now, &points);
         let accounts = accounts::list(&state, auth).await?;
         let last_issued = state
             .db
             .accounts_last_issued()
             .await
-            .map_err(crate::api::error::ApiError::from)?;
+            .map_err(ApiError::from)?;
         let stale_after = time::Duration::seconds(
             i64::try_from(state.config.ui.agent_stale_secs).unwrap_or(i64::MAX),
         );
@@ -255,7 +265,7 @@ pub(super) async fn certificates(
     let cursor = some(&q.cursor)
         .map(|c| {
             c.parse()
-                .map_err(|_| crate::api::error::ApiError::field("cursor", "not a page cursor"))
+                .map_err(|_| ApiError::field("cursor", "not a page cursor"))
         })
         .transpose()?;
     let page = certificates::list(
@@ -273,7 +283,7 @@ pub(super) async fn certificates(
     )
     .await?;
     // The account filter's choices, when this caller may read accounts.
-    let accounts = accounts::list(&state, &user.auth).await.unwrap_or_default();
+    let accounts = if_allowed(accounts::list(&state, &user.auth).await)?;
     let body = html! {
         form.filters method="get" action="/ui/certificates" {
             input type="search" name="q" value=(q.q) placeholder="name or DNS name" aria-label="Search";
@@ -331,7 +341,7 @@ pub(super) async fn new_certificate(
     State(state): State<AppState>,
     user: UiUser,
 ) -> Result<Response, UiError> {
-    let accounts = accounts::list(&state, &user.auth).await.unwrap_or_default();
+    let accounts = if_allowed(accounts::list(&state, &user.auth).await)?;
     let body = html! {
         form.stack method="post" action="/ui/certificates" {
             (csrf(&user))
@@ -372,7 +382,7 @@ pub(super) async fn certificate(
     let c = &detail.certificate;
     let base = format!("/ui/certificates/{}", c.name);
     // Agents to assign to, when this caller may read them.
-    let agents = agents::list(&state, &user.auth).await.unwrap_or_default();
+    let agents = if_allowed(agents::list(&state, &user.auth).await)?;
     let assignable: Vec<_> = agents
         .iter()
         .filter(|a| a.state != AgentState::Revoked)

@@ -665,3 +665,16 @@ async fn failed_logins_count_in_the_api_limiter() {
         .await
         .problem(429);
 }
+
+#[tokio::test]
+async fn a_disabled_dashboard_is_not_served() {
+    let app = TestApp::on(crate::testkit::TestDb::sqlite().await, |c| {
+        c.ui.enabled = false;
+    })
+    .await;
+    for path in ["/", "/ui/", "/ui/login"] {
+        get(&app, path, None).await.problem(404);
+    }
+    let r = post(&app, "/ui/login", None, Some(ORIGIN), "token=x").await;
+    r.problem(404);
+}
