@@ -206,9 +206,15 @@ struct LoginForm {
 async fn login(
     State(state): State<AppState>,
     parts: Parts,
-    axum::Form(form): axum::Form<LoginForm>,
+    form: Result<axum::Form<LoginForm>, axum::extract::rejection::FormRejection>,
 ) -> Result<Response, UiError> {
     session::check_origin(&parts)?;
+    let axum::Form(form) = form.map_err(|e| {
+        UiError::Api(ApiError::BadRequest(format!(
+            "invalid login form: {}",
+            e.body_text()
+        )))
+    })?;
     let source = source_addr(&parts);
     let limiter = parts.extensions.get::<Arc<AuthLimiter>>().map(Arc::as_ref);
     let token = match authenticate_token(&state, form.token.trim(), source, limiter).await {

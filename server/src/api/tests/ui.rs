@@ -100,6 +100,7 @@ async fn login(app: &TestApp, secret: &str) -> Browser {
 backends!(
     login_sets_a_strict_session_cookie_and_logout_ends_it,
     search_matches_names_and_sans_literally,
+    assigning_from_the_dashboard_is_a_key_delivery_act,
     every_form_needs_the_csrf_token_and_this_origin,
     a_revoked_tokens_session_is_refused_at_once,
     every_page_carries_the_security_headers,
@@ -135,6 +136,10 @@ async fn login_sets_a_strict_session_cookie_and_logout_ends_it(app: TestApp) {
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
     assert!(!wrong.headers.contains_key(header::SET_COOKIE));
     assert!(text(&wrong).contains("Unknown, revoked or expired token"));
+
+    let empty = post(&app, "/ui/login", None, Some(ORIGIN), "").await;
+    assert_eq!(empty.status, StatusCode::BAD_REQUEST);
+    assert!(text(&empty).contains("invalid login form"));
 
     let out = post(
         &app,
@@ -677,4 +682,84 @@ async fn a_disabled_dashboard_is_not_served() {
     }
     let r = post(&app, "/ui/login", None, Some(ORIGIN), "token=x").await;
     r.problem(404);
+}
+
+async fn assigning_from_the_dashboard_is_a_key_delivery_act(app: TestApp) {
+    let admin = app.token(ADMIN, &[]).await;
+    let operator = app.token(&[Scope::Operator], &[]).await;
+    let account = app.account("acme").await;
+    let cert = app.certificate(&account, "web", &["www.example.com"]).await;
+    app.issue(&cert, 60).await;
+    let r = app
+        .call(
+            "POST",
+            "/api/v1/agents",
+            Some(&admin),
+            Some(serde_json::json!({"name": "iis-01", "ccs_password": "ccs-secret-1"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+
+    // An operator without `export` may not let keys reach a host: refused, audited, explained.
+    let o = login(&app, &operator).await;
+    let page = text(&get(&app, "/ui/certificates/web", Some(&o.cookie)).await);
+    assert!(
+        page.contains("<option value=\"iis-01\">"),
+        "the agent is offered"
+    );
+    let refused = post(
+        &app,
+        "/ui/certificates/web/assign",
+        Some(&o.cookie),
+        Some(ORIGIN),
+        &format!("agent=iis-01&csrf={}", o.csrf),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(
+        text(&refused).contains("needs the `export` scope"),
+        "{}",
+        text(&refused)
+    );
+    let denied = app
+        .call(
+            "GET",
+            "/api/v1/audit-events?action=agent.assign",
+            Some(&admin),
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(denied["items"][0]["outcome"], "denied");
+
+    let a = login(&app, &admin).await;
+    let r = post(
+        &app,
+        "/ui/certificates/web/assign",
+        Some(&a.cookie),
+        Some(ORIGIN),
+        &format!("agent=iis-01&csrf={}", a.csrf),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", text(&r));
+    let page = text(&get(&app, "/ui/certificates/web", Some(&a.cookie)).await);
+    assert!(
+        page.contains("<td>iis-01</td>") && page.contains("state-pending"),
+        "assigned, not installed yet: {page}"
+    );
+    let agents = text(&get(&app, "/ui/agents", Some(&a.cookie)).await);
+    assert!(agents.contains("href=\"/ui/certificates/web\""), "{agents}");
+
+    // Unassigning needs no key-delivery right.
+    let r = post(
+        &app,
+        "/ui/certificates/web/unassign",
+        Some(&o.cookie),
+        Some(ORIGIN),
+        &format!("agent=iis-01&csrf={}", o.csrf),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let page = text(&get(&app, "/ui/certificates/web", Some(&a.cookie)).await);
+    assert!(page.contains("Not assigned to any agent."));
 }
