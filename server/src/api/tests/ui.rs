@@ -103,6 +103,7 @@ backends!(
     assigning_from_the_dashboard_is_a_key_delivery_act,
     every_form_needs_the_csrf_token_and_this_origin,
     a_revoked_tokens_session_is_refused_at_once,
+    idle_and_old_sessions_end,
     every_page_carries_the_security_headers,
     actions_use_the_api_scope_checks_and_audit,
     an_oidc_session_acts_as_its_subject,
@@ -762,4 +763,36 @@ async fn assigning_from_the_dashboard_is_a_key_delivery_act(app: TestApp) {
     assert_eq!(r.status, StatusCode::SEE_OTHER);
     let page = text(&get(&app, "/ui/certificates/web", Some(&a.cookie)).await);
     assert!(page.contains("Not assigned to any agent."));
+}
+
+async fn idle_and_old_sessions_end(app: TestApp) {
+    let reader = app.token(&[Scope::Reader], &[]).await;
+    let session_hash = |b: &Browser| {
+        crate::bootstrap::token_hash(b.cookie.strip_prefix("certkeep_session=").unwrap())
+    };
+    // Unused for longer than `session_idle_secs`, then past `session_max_secs`.
+    for stale in [
+        "UPDATE ui_sessions SET last_seen_at = '2000-01-01T00:00:00Z'",
+        "UPDATE ui_sessions SET expires_at = '2000-01-01T00:00:00Z'",
+    ] {
+        let b = login(&app, &reader).await;
+        assert_eq!(
+            get(&app, "/ui/agents", Some(&b.cookie)).await.status,
+            StatusCode::OK
+        );
+        app.state.db.execute_raw(stale).await.unwrap();
+        let r = get(&app, "/ui/agents", Some(&b.cookie)).await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{stale}");
+        assert_eq!(r.headers[header::LOCATION], "/ui/login");
+        assert!(
+            matches!(
+                app.state.db.ui_session(&session_hash(&b)).await,
+                Err(crate::db::Error::NotFound)
+            ),
+            "{stale}: deleted"
+        );
+    }
+    // A forged cookie is no session either.
+    let r = get(&app, "/ui/", Some("certkeep_session=forged")).await;
+    assert_eq!(r.headers[header::LOCATION], "/ui/login");
 }
