@@ -65,6 +65,8 @@ pub struct UiConfig {
     pub session_max_secs: u64,
     /// Seconds without a report after which the overview lists an active agent as stale.
     pub agent_stale_secs: u64,
+    /// Login with campus SSO (OpenID Connect). Unset: no SSO login.
+    pub oidc: Option<crate::oidc::OidcConfig>,
 }
 
 impl Default for UiConfig {
@@ -74,6 +76,7 @@ impl Default for UiConfig {
             session_idle_secs: 30 * 60,
             session_max_secs: 12 * 3600,
             agent_stale_secs: 2 * 3600,
+            oidc: None,
         }
     }
 }
@@ -537,6 +540,9 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "listeners.request_timeout_secs must exceed twice engine.request_timeout_secs (a revocation waits on the CA within its request)".into(),
             ));
+        }
+        if let Some(oidc) = &self.ui.oidc {
+            oidc.validate()?;
         }
         self.solvers.validate()
     }

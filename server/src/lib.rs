@@ -17,6 +17,7 @@ pub mod listener;
 pub mod liveness;
 pub mod metrics;
 pub mod model;
+pub mod oidc;
 pub mod secrets;
 pub mod solvers;
 pub mod tls;
@@ -88,7 +89,14 @@ pub async fn serve(
         engine::Solvers::default()
     };
     let limits = &state.config.listeners;
-    let (api_router, _) = api::router(state.clone());
+    let (mut api_router, _) = api::router(state.clone());
+    if let Some(oidc) = &state.config.ui.oidc {
+        let client = oidc::OidcClient::new(oidc, &state.secrets).context("ui.oidc")?;
+        api_router = api_router.merge(oidc::routes::router(
+            state.clone(),
+            std::sync::Arc::new(client),
+        ));
+    }
     let handle: Handle<SocketAddr> = Handle::new();
     let api_addr = listeners.api.local_addr()?;
     let agent_addr = listeners.agent.local_addr()?;

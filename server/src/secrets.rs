@@ -53,6 +53,10 @@ pub enum SecretsError {
     },
     #[error("cannot encrypt secret: {0}")]
     Seal(String),
+    #[error(
+        "cannot decrypt {what}: not an age ciphertext to this server's recipient, or corrupted"
+    )]
+    OpenSealedValue { what: &'static str },
     #[error("age identity {path}: {reason}")]
     Identity { path: String, reason: String },
 }
@@ -174,6 +178,19 @@ impl Secrets {
             return Err(fail("the ciphertext belongs to another row or column"));
         }
         Ok(Zeroizing::new(plain[header.len()..].to_vec()))
+    }
+
+    /// Decrypts a configuration value `what` that the operator sealed to [`Self::recipient`]
+    /// with the age CLI (ASCII armor or binary). Unlike a column secret it carries no binding
+    /// header: a configuration key is its only place.
+    pub fn open_sealed_value(
+        &self,
+        what: &'static str,
+        ciphertext: &[u8],
+    ) -> Result<SecretBytes, SecretsError> {
+        age::decrypt(&self.inner.identity, ciphertext)
+            .map(Zeroizing::new)
+            .map_err(|_| SecretsError::OpenSealedValue { what })
     }
 
     /// Opens a secret that is UTF-8 text.

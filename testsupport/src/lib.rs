@@ -1,6 +1,7 @@
 //! certkeep-testsupport: throwaway services for tests, started on loopback and stopped when
 //! dropped: a PostgreSQL cluster ([`postgres`]), Pebble ([`pebble`]), a fault-injecting ACME
-//! proxy in front of it ([`proxy`]), chromedriver with a headless chromium ([`chromedriver`]) and child processes that log when they are ready
+//! proxy in front of it ([`proxy`]), chromedriver with a headless chromium ([`chromedriver`]), an
+//! OpenID Provider on Node ([`oidc_idp`]) and child processes that log when they are ready
 //! ([`process`], e.g. a real `certkeep serve`). Knows nothing of certkeep's crates, so the server's own
 //! tests, the end-to-end tests and the benchmarks can all use it without a dependency cycle.
 //!
@@ -15,6 +16,7 @@
 use std::path::PathBuf;
 
 pub mod chromedriver;
+pub mod oidc_idp;
 pub mod pebble;
 pub mod postgres;
 pub mod process;

@@ -25,6 +25,7 @@ const SECRET_COLUMNS: &[(&str, &str, &str)] = &[
     ("agents", "id", "ccs_password_enc"),
     ("server_keys", "id", "key_enc"),
     ("tsig_keys", "id", "secret_enc"),
+    ("oidc_logins", "id", "pkce_verifier_enc"),
 ];
 
 /// PostgreSQL: blocks every writer of the instances and secret tables (readers go on) until

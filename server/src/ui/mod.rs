@@ -180,8 +180,9 @@ async fn not_found() -> Response {
     UiError::Api(ApiError::NotFound).into_response()
 }
 
-/// The login form.
-async fn login_page() -> Response {
+/// The login form, and the SSO link when `[ui.oidc]` is configured.
+async fn login_page(State(state): State<AppState>) -> Response {
+    let sso = state.config.ui.oidc.is_some();
     view::bare(
         "Log in",
         html! {
@@ -191,6 +192,9 @@ async fn login_page() -> Response {
                 button type="submit" { "Log in" }
             }
             p.hint { "Create a token with " code { "certkeep token create" } "; the dashboard acts with its scopes." }
+            @if sso {
+                p { a.button href="/ui/login/oidc" { "Sign in with campus SSO" } }
+            }
         },
     )
     .into_response()
