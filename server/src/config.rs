@@ -51,16 +51,47 @@ pub struct Config {
     pub listeners: ListenersConfig,
     /// Deployment to agents: the enroll command line, probes, lagging hosts.
     pub deployment: DeploymentConfig,
-    /// The web dashboard under `/ui/`.
+    /// The web dashboard under `/ui/` on the API listener.
     pub ui: UiConfig,
 }
 
-/// The web dashboard under `/ui/`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// The web dashboard (`server/src/ui/`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UiConfig {
+    /// Serve the dashboard under `/ui/` on the API listener (`/` redirects there).
+    pub enabled: bool,
+    /// Seconds a dashboard session may stay unused before it ends.
+    pub session_idle_secs: u64,
+    /// Seconds a dashboard session lasts at most, however busy.
+    pub session_max_secs: u64,
+    /// Seconds without a report after which the overview lists an active agent as stale.
+    pub agent_stale_secs: u64,
     /// Login with campus SSO (OpenID Connect). Unset: no SSO login.
     pub oidc: Option<crate::oidc::OidcConfig>,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            session_idle_secs: 30 * 60,
+            session_max_secs: 12 * 3600,
+            agent_stale_secs: 2 * 3600,
+            oidc: None,
+        }
+    }
+}
+
+impl UiConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.session_idle_secs == 0 || self.session_idle_secs > self.session_max_secs {
+            return Err(ConfigError::Invalid(
+                "ui.session_idle_secs must be at least 1 and at most ui.session_max_secs".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Deployment to agents.
@@ -553,6 +584,7 @@ impl Config {
         self.liveness.validate()?;
         self.listeners.validate()?;
         self.deployment.validate()?;
+        self.ui.validate()?;
         if self.listeners.request_timeout_secs <= self.engine.request_timeout_secs.saturating_mul(2)
         {
             return Err(ConfigError::Invalid(

@@ -21,6 +21,7 @@ pub mod oidc;
 pub mod secrets;
 pub mod solvers;
 pub mod tls;
+pub mod ui;
 
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

@@ -440,14 +440,56 @@ async fn the_login_routes_redirect_sign_in_and_refuse_a_callback_from_another_br
         .send()
         .await
         .unwrap();
-    let cleared = signed_in.headers()[header::SET_COOKIE].to_str().unwrap();
-    assert!(cleared.starts_with("certkeep_oidc_state=;") && cleared.contains("Max-Age=0"));
+    let set_cookies: Vec<String> = signed_in
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        set_cookies
+            .iter()
+            .any(|c| c.starts_with("certkeep_oidc_state=;") && c.contains("Max-Age=0")),
+        "{set_cookies:?}"
+    );
+    let session = set_cookies
+        .iter()
+        .find(|c| c.starts_with("certkeep_session="))
+        .expect("a dashboard session cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
     let (status, body) = page(signed_in).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(
         body.contains("Alice Admin") && body.contains("<code>admin</code>"),
         "{body}"
     );
+    assert!(
+        body.contains("url=/ui/"),
+        "moves on to the dashboard: {body}"
+    );
+    // The session is the dashboard's: Alice is logged in (actor `oidc:<subject>`) as admin.
+    let overview = http
+        .get(format!("{}/ui/", server.api_url))
+        .header(header::COOKIE, &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(overview.status(), StatusCode::OK);
+    let overview = overview.text().await.unwrap();
+    assert!(
+        overview.contains("Alice Admin") && overview.contains("<h1>Overview</h1>"),
+        "{overview}"
+    );
+    let tokens = http
+        .get(format!("{}/ui/tokens", server.api_url))
+        .header(header::COOKIE, &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tokens.status(), StatusCode::OK, "admin may list tokens");
 
     let (status, body) = page(
         http.get(back)

@@ -1,7 +1,8 @@
 //! certkeep-testsupport: throwaway services for tests, started on loopback and stopped when
 //! dropped: a PostgreSQL cluster ([`postgres`]), Pebble ([`pebble`]), a fault-injecting ACME
-//! proxy in front of it ([`proxy`]), nginx ([`nginx`]), Wine ([`wine`]), an OpenID Provider on
-//! Node ([`oidc_idp`]) and child processes that log when they are ready
+//! proxy in front of it ([`proxy`]), nginx ([`nginx`]), Wine ([`wine`]), chromedriver with a
+//! headless chromium ([`chromedriver`]), an OpenID Provider on Node ([`oidc_idp`]) and child
+//! processes that log when they are ready
 //! ([`process`], e.g. a real `certkeep serve`). Knows nothing of certkeep's crates, so the server's own
 //! tests, the end-to-end tests and the benchmarks can all use it without a dependency cycle.
 //!
@@ -15,8 +16,9 @@
 
 use std::path::PathBuf;
 
-pub mod oidc_idp;
+pub mod chromedriver;
 pub mod nginx;
+pub mod oidc_idp;
 pub mod pebble;
 pub mod postgres;
 pub mod process;

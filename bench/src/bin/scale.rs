@@ -289,6 +289,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 account: None,
                 expiring_before: Some(now() + time::Duration::days(args.expiring_days)),
                 dns_name: None,
+                search: None,
                 after: None,
                 limit: 100,
             })

@@ -162,9 +162,14 @@ async fn list_accounts(
     State(state): State<AppState>,
     auth: Auth,
 ) -> Result<Json<Vec<AccountResponse>>, ApiError> {
+    Ok(Json(list(&state, &auth).await?))
+}
+
+/// Every ACME account, by name (`GET /acme-accounts`, and the dashboard).
+pub(crate) async fn list(state: &AppState, auth: &Auth) -> Result<Vec<AccountResponse>, ApiError> {
     auth.require(READ)?;
     let accounts = state.db.list_accounts().await?;
-    Ok(Json(accounts.into_iter().map(Into::into).collect()))
+    Ok(accounts.into_iter().map(Into::into).collect())
 }
 
 /// Show one ACME account.

@@ -117,25 +117,29 @@ async fn list_agents(
     State(state): State<AppState>,
     auth: Auth,
 ) -> Result<Json<Vec<AgentResponse>>, ApiError> {
+    Ok(Json(list(&state, &auth).await?))
+}
+
+/// Every agent with its deployment state per assigned certificate (`GET /agents`, and the
+/// dashboard): three queries, whatever the number of agents.
+pub(crate) async fn list(state: &AppState, auth: &Auth) -> Result<Vec<AgentResponse>, ApiError> {
     auth.require(READ)?;
     let agents = state.db.list_agents().await?;
     let assignments = state.db.assignments(None, None).await?;
     let files = state.db.deployments(None, None).await?;
     let served = state.db.served(None, None).await?;
     let all = deployment_responses(&assignments, &files, &served);
-    Ok(Json(
-        agents
-            .into_iter()
-            .map(|a| {
-                let mine = all
-                    .iter()
-                    .filter(|d| d.agent_id == a.id.0)
-                    .cloned()
-                    .collect();
-                agent_response(a, mine)
-            })
-            .collect(),
-    ))
+    Ok(agents
+        .into_iter()
+        .map(|a| {
+            let mine = all
+                .iter()
+                .filter(|d| d.agent_id == a.id.0)
+                .cloned()
+                .collect();
+            agent_response(a, mine)
+        })
+        .collect())
 }
 
 /// Show one agent.
@@ -261,22 +265,34 @@ async fn assign_certificate(
     AppPath((agent, certificate)): AppPath<(String, String)>,
     AppQuery(q): AppQuery<AssignQuery>,
 ) -> Result<StatusCode, ApiError> {
+    assign(&state, &auth, &agent, &certificate, q.targets.as_deref()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Assigns a certificate to an agent (a key-delivery act, see [`Auth::require_key_delivery`]).
+pub(crate) async fn assign(
+    state: &AppState,
+    auth: &Auth,
+    agent: &str,
+    certificate: &str,
+    targets: Option<&str>,
+) -> Result<(), ApiError> {
     auth.require(OPERATE)?;
     auth.require_key_delivery(
-        &state,
+        state,
         "agent.assign",
         &format!("agent:{agent}"),
         "assigning a certificate to an agent",
     )
     .await?;
-    let (agent, cert) = assignment_parts(&state, &agent, &certificate).await?;
+    let (agent, cert) = assignment_parts(state, agent, certificate).await?;
     if agent.state == AgentState::Revoked {
         return Err(ApiError::Conflict("the agent is revoked".into()));
     }
-    let targets = state.db.targets(agent.id).await?;
+    let defined = state.db.targets(agent.id).await?;
     let mut named = Vec::new();
-    for name in q.targets.iter().flat_map(|t| t.split(',')) {
-        let target = targets.iter().find(|t| t.name == name).ok_or_else(|| {
+    for name in targets.iter().flat_map(|t| t.split(',')) {
+        let target = defined.iter().find(|t| t.name == name).ok_or_else(|| {
             ApiError::field("targets", format!("the agent has no target `{name}`"))
         })?;
         if !named.contains(&target.id) {
@@ -287,18 +303,17 @@ async fn assign_certificate(
         .db
         .assign_to_targets(agent.id, cert, &named, crate::now())
         .await?;
-    let to = match &q.targets {
+    let to = match targets {
         Some(list) => format!(" targets {list}"),
         None => " all targets".to_owned(),
     };
     auth.audit_ok(
-        &state,
+        state,
         "agent.assign",
         &format!("agent:{}", agent.id),
         &format!("certificate:{cert}{to}"),
     )
-    .await?;
-    Ok(StatusCode::NO_CONTENT)
+    .await
 }
 
 /// Unassign a certificate from an agent; the agent stops receiving it. Idempotent.
@@ -315,18 +330,28 @@ async fn unassign_certificate(
     auth: Auth,
     AppPath((agent, certificate)): AppPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
+    unassign(&state, &auth, &agent, &certificate).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Unassigns a certificate from an agent; idempotent.
+pub(crate) async fn unassign(
+    state: &AppState,
+    auth: &Auth,
+    agent: &str,
+    certificate: &str,
+) -> Result<(), ApiError> {
     auth.require(OPERATE)?;
-    let agent = find_agent(&state, &agent).await?;
-    let cert = find_certificate(&state, &certificate).await?;
+    let agent = find_agent(state, agent).await?;
+    let cert = find_certificate(state, certificate).await?;
     state.db.unassign_certificate(agent.id, cert.id).await?;
     auth.audit_ok(
-        &state,
+        state,
         "agent.unassign",
         &format!("agent:{}", agent.id),
         &format!("certificate:{}", cert.id),
     )
-    .await?;
-    Ok(StatusCode::NO_CONTENT)
+    .await
 }
 
 /// Revoke an agent: its client certificate and join token stop working at once.

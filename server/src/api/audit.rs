@@ -23,21 +23,21 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// Filters and page of the audit list.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-struct AuditQuery {
+pub(crate) struct AuditQuery {
     /// Only this actor, e.g. `token:<id>`.
-    actor: Option<String>,
+    pub(crate) actor: Option<String>,
     /// Only this action, e.g. `certificate.key_release`.
-    action: Option<String>,
+    pub(crate) action: Option<String>,
     /// Only this subject, e.g. `certificate:<id>`.
-    subject: Option<String>,
+    pub(crate) subject: Option<String>,
     /// Events after this sequence number (`next_after_seq` of the previous page).
-    after_seq: Option<i64>,
+    pub(crate) after_seq: Option<i64>,
     /// Page size, 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
-    limit: Option<i64>,
+    pub(crate) limit: Option<i64>,
 }
 
 /// List audit events, oldest first.
@@ -51,6 +51,15 @@ async fn list_audit_events(
     auth: Auth,
     AppQuery(q): AppQuery<AuditQuery>,
 ) -> Result<Json<AuditEventList>, ApiError> {
+    Ok(Json(list(&state, &auth, q).await?))
+}
+
+/// One page of audit events, oldest first (`GET /audit-events`, and the dashboard).
+pub(crate) async fn list(
+    state: &AppState,
+    auth: &Auth,
+    q: AuditQuery,
+) -> Result<AuditEventList, ApiError> {
     auth.require(ADMIN)?;
     let limit = validate::page_limit("limit", q.limit)?;
     let events = state
@@ -66,10 +75,10 @@ async fn list_audit_events(
     let next_after_seq = (events.len() as i64 == limit)
         .then(|| events.last().map(|e| e.seq))
         .flatten();
-    Ok(Json(AuditEventList {
+    Ok(AuditEventList {
         items: events.into_iter().map(Into::into).collect(),
         next_after_seq,
-    }))
+    })
 }
 
 /// Walk the hash chain and report the first break (an edited, reordered or deleted event).
@@ -82,8 +91,13 @@ async fn verify_audit_chain(
     State(state): State<AppState>,
     auth: Auth,
 ) -> Result<Json<AuditVerifyResponse>, ApiError> {
+    Ok(Json(verify(&state, &auth).await?))
+}
+
+/// Walks the whole chain (`GET /audit-events/verify`, and the dashboard's audit page).
+pub(crate) async fn verify(state: &AppState, auth: &Auth) -> Result<AuditVerifyResponse, ApiError> {
     auth.require(ADMIN)?;
-    Ok(Json(match state.db.verify_audit_chain().await? {
+    Ok(match state.db.verify_audit_chain().await? {
         Ok(events) => AuditVerifyResponse {
             intact: true,
             events,
@@ -96,5 +110,5 @@ async fn verify_audit_chain(
             broken_at: Some(b.seq),
             reason: Some(b.reason),
         },
-    }))
+    })
 }

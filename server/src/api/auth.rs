@@ -102,9 +102,18 @@ pub fn source_addr(parts: &Parts) -> Option<IpAddr> {
         .map(|ConnectInfo(addr)| addr.ip())
 }
 
-/// An authenticated caller: a valid, unexpired, unrevoked token.
+/// An authenticated caller, from a bearer token or from a dashboard session (`ui/session.rs`):
+/// who it is for the audit log, what it may do, and where it connects from. Every scope check
+/// and audit event of the API and the dashboard goes through this one type.
 pub struct Auth {
-    pub token: ApiToken,
+    /// The audit actor: `token:<id>` for a token (also in a dashboard session it opened),
+    /// `oidc:<subject>` for a single-sign-on session.
+    pub actor: String,
+    /// What the caller may do.
+    pub scopes: Vec<Scope>,
+    /// The names an `issuer` may order.
+    pub domain_patterns: Vec<String>,
+    /// The caller's address, when the listener recorded it.
     pub source: Option<IpAddr>,
 }
 
@@ -125,38 +134,64 @@ impl FromRequestParts<AppState> for Auth {
         let Some(secret) = presented else {
             return Err(ApiError::Unauthorized);
         };
-        let now = crate::now();
-        // The token is checked before the limit, so failures of others never lock it out.
-        let token = match state.db.token_by_hash(&token_hash(secret)).await {
-            Ok(t) if t.revoked_at.is_none() && t.expires_at.is_none_or(|e| e > now) => t,
-            Ok(_) | Err(crate::db::Error::NotFound) => {
-                let over = parts
-                    .extensions
-                    .get::<Arc<AuthLimiter>>()
-                    .is_some_and(|l| l.record_failure(source));
-                if over {
-                    return Err(ApiError::TooManyRequests);
-                }
-                tracing::info!(source = ?source, "refused an unknown, revoked or expired API token");
-                return Err(ApiError::Unauthorized);
-            }
-            Err(e) => return Err(e.into()),
-        };
-        if token.last_used_at.is_none_or(|t| now - t >= TOUCH_EVERY) {
-            state.db.touch_token(token.id, now).await?;
-        }
-        Ok(Auth { token, source })
+        let limiter = parts.extensions.get::<Arc<AuthLimiter>>();
+        let token = authenticate_token(state, secret, source, limiter.map(Arc::as_ref)).await?;
+        Ok(Auth::for_token(&token, source))
     }
 }
 
+/// Whether `token` may authenticate at `now`: not revoked, not expired.
+pub fn token_is_live(token: &ApiToken, now: time::OffsetDateTime) -> bool {
+    token.revoked_at.is_none() && token.expires_at.is_none_or(|e| e > now)
+}
+
+/// The live token whose secret is `secret`, its use recorded. Unknown, revoked and expired
+/// tokens count as one failure of `source` in `limiter` (429 once over the allowance, 401
+/// before). Used by the bearer header and by the dashboard's token login alike.
+pub async fn authenticate_token(
+    state: &AppState,
+    secret: &str,
+    source: Option<IpAddr>,
+    limiter: Option<&AuthLimiter>,
+) -> Result<ApiToken, ApiError> {
+    let now = crate::now();
+    // The token is checked before the limit, so failures of others never lock it out.
+    let token = match state.db.token_by_hash(&token_hash(secret)).await {
+        Ok(t) if token_is_live(&t, now) => t,
+        Ok(_) | Err(crate::db::Error::NotFound) => {
+            if limiter.is_some_and(|l| l.record_failure(source)) {
+                return Err(ApiError::TooManyRequests);
+            }
+            tracing::info!(source = ?source, "refused an unknown, revoked or expired API token");
+            return Err(ApiError::Unauthorized);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if token.last_used_at.is_none_or(|t| now - t >= TOUCH_EVERY) {
+        state.db.touch_token(token.id, now).await?;
+    }
+    Ok(token)
+}
+
 impl Auth {
-    /// The audit actor: `token:<id>`.
-    pub fn actor(&self) -> String {
-        format!("token:{}", self.token.id)
+    /// The caller a token makes: actor `token:<id>`, the token's scopes and patterns.
+    pub fn for_token(token: &ApiToken, source: Option<IpAddr>) -> Self {
+        Auth {
+            actor: format!("token:{}", token.id),
+            scopes: token.scopes.clone(),
+            domain_patterns: token.domain_patterns.clone(),
+            source,
+        }
     }
 
-    fn has(&self, scope: Scope) -> bool {
-        self.token.scopes.contains(&scope)
+    /// The audit actor.
+    pub fn actor(&self) -> String {
+        self.actor.clone()
+    }
+
+    /// Whether the caller holds `scope`.
+    pub fn has(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope)
     }
 
     /// Requires one of `allowed` (403 otherwise).
@@ -164,7 +199,11 @@ impl Auth {
         if allowed.iter().any(|s| self.has(*s)) {
             Ok(())
         } else {
-            Err(ApiError::Forbidden)
+            let names: Vec<&str> = allowed.iter().map(|s| s.as_str()).collect();
+            Err(ApiError::OutOfScope(format!(
+                "this needs one of the scopes: {}",
+                names.join(", ")
+            )))
         }
     }
 
@@ -197,7 +236,7 @@ impl Auth {
         if !self.has(Scope::Issuer) {
             return Err(names.first().cloned().unwrap_or_default());
         }
-        all_covered(&self.token.domain_patterns, names)
+        all_covered(&self.domain_patterns, names)
     }
 
     /// Requires the `export` scope for releasing private keys; a refusal is audited.

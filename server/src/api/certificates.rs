@@ -112,13 +112,25 @@ async fn create_certificate(
     auth: Auth,
     AppJson(req): AppJson<CreateCertificateRequest>,
 ) -> Result<(StatusCode, Json<CertificateResponse>), ApiError> {
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(create(&state, &auth, &req).await?),
+    ))
+}
+
+/// Defines a certificate and queues its first order (`POST /certificates`, and the dashboard).
+pub(crate) async fn create(
+    state: &AppState,
+    auth: &Auth,
+    req: &CreateCertificateRequest,
+) -> Result<CertificateResponse, ApiError> {
     auth.require(CERT_ISSUE)?;
     validate::name("name", &req.name)?;
     let names = normalize_all(&req.dns_names)?;
     auth.may_issue(&names)?;
     let key_type = req.key_type.unwrap_or(KeyType::EcdsaP256);
-    let policy = parse_policy(&req)?;
-    let account = find_account(&state, &req.account)
+    let policy = parse_policy(req)?;
+    let account = find_account(state, &req.account)
         .await
         .map_err(|e| match e {
             ApiError::NotFound => {
@@ -159,9 +171,9 @@ async fn create_certificate(
             crate::now(),
         )
         .await?;
-    let order = enqueue(&state, &cert, OrderReason::New).await?;
+    let order = enqueue(state, &cert, OrderReason::New).await?;
     auth.audit_ok(
-        &state,
+        state,
         "certificate.create",
         &format!("certificate:{}", cert.id),
         &format!(
@@ -172,33 +184,33 @@ async fn create_certificate(
         ),
     )
     .await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(certificate_response(&state, cert).await?),
-    ))
+    certificate_response(state, cert).await
 }
 
 /// Filters and page of the certificate list.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-struct ListQuery {
+pub(crate) struct ListQuery {
     /// Only this state.
     #[param(value_type = Option<CertificateState>)]
-    state: Option<String>,
+    pub(crate) state: Option<String>,
     /// Only this account (id or name).
-    account: Option<String>,
+    pub(crate) account: Option<String>,
     /// Only certificates whose current version expires within this span: `30d`, `12h`, `90m`.
     /// The page is then ordered by expiry, soonest first.
     #[param(pattern = "^[0-9]+[dhms]$")]
-    expiring_within: Option<String>,
+    pub(crate) expiring_within: Option<String>,
     /// Only certificates carrying this DNS name.
-    dns_name: Option<String>,
+    pub(crate) dns_name: Option<String>,
+    /// Only certificates whose name or one of whose DNS names contains this text.
+    #[param(max_length = 100)]
+    pub(crate) search: Option<String>,
     /// `next_cursor` of the previous page.
-    cursor: Option<Uuid>,
+    pub(crate) cursor: Option<Uuid>,
     /// Page size, 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
-    limit: Option<i64>,
+    pub(crate) limit: Option<i64>,
 }
 
 /// List certificates, with filters and cursor pagination.
@@ -215,6 +227,16 @@ async fn list_certificates(
     auth: Auth,
     AppQuery(q): AppQuery<ListQuery>,
 ) -> Result<Json<CertificateList>, ApiError> {
+    Ok(Json(list(&state, &auth, &q).await?))
+}
+
+/// One page of the certificates this caller sees, with their current versions: two queries
+/// (the page, then its versions). `GET /certificates` and the dashboard's list.
+pub(crate) async fn list(
+    state: &AppState,
+    auth: &Auth,
+    q: &ListQuery,
+) -> Result<CertificateList, ApiError> {
     auth.require(CERT_READ)?;
     let limit = validate::page_limit("limit", q.limit)?;
     let state_filter = q
@@ -225,7 +247,7 @@ async fn list_certificates(
         .map_err(|e| ApiError::field("state", e))?;
     let account = match &q.account {
         Some(key) => Some(
-            find_account(&state, key)
+            find_account(state, key)
                 .await
                 .map_err(|_| ApiError::field("account", format!("no account `{key}`")))?
                 .id,
@@ -246,6 +268,16 @@ async fn list_certificates(
         .as_deref()
         .map(|n| normalize(n).map_err(|e| ApiError::field("dns_name", e.to_string())))
         .transpose()?;
+    let search = q
+        .search
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            validate::label("search", s)?;
+            Ok::<_, ApiError>(s.to_lowercase())
+        })
+        .transpose()?;
     let page = state
         .db
         .list_certificates(&CertificateFilter {
@@ -253,6 +285,7 @@ async fn list_certificates(
             account,
             expiring_before,
             dns_name,
+            search,
             after: q.cursor.map(CertificateId),
             limit,
         })
@@ -274,7 +307,7 @@ async fn list_certificates(
             convert::certificate_response(c, version)
         })
         .collect();
-    Ok(Json(CertificateList { items, next_cursor }))
+    Ok(CertificateList { items, next_cursor })
 }
 
 /// Show a certificate: current and previous versions, order history, deployments per agent.
@@ -288,22 +321,31 @@ async fn show_certificate(
     auth: Auth,
     AppPath(key): AppPath<String>,
 ) -> Result<Json<CertificateDetail>, ApiError> {
+    Ok(Json(show(&state, &auth, &key).await?))
+}
+
+/// A certificate with its versions, orders (with events) and deployments per agent.
+pub(crate) async fn show(
+    state: &AppState,
+    auth: &Auth,
+    key: &str,
+) -> Result<CertificateDetail, ApiError> {
     auth.require(CERT_READ)?;
-    let cert = find_visible(&state, &auth, &key).await?;
+    let cert = find_visible(state, auth, key).await?;
     let versions = state.db.versions(cert.id).await?;
     let mut orders = Vec::new();
     for order in state.db.orders_for(cert.id).await? {
-        orders.push(order_response(&state, order).await?);
+        orders.push(order_response(state, order).await?);
     }
     let assignments = state.db.assignments(None, Some(cert.id)).await?;
     let deployments = state.db.deployments(None, Some(cert.id)).await?;
     let served = state.db.served(None, Some(cert.id)).await?;
-    Ok(Json(CertificateDetail {
-        certificate: certificate_response(&state, cert).await?,
+    Ok(CertificateDetail {
+        certificate: certificate_response(state, cert).await?,
         versions: versions.into_iter().map(Into::into).collect(),
         orders,
         deployments: deployment_responses(&assignments, &deployments, &served),
-    }))
+    })
 }
 
 /// List every issued version of a certificate, newest first.
@@ -337,26 +379,35 @@ async fn renew_certificate(
     auth: Auth,
     AppPath(key): AppPath<String>,
 ) -> Result<(StatusCode, Json<OrderResponse>), ApiError> {
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(renew(&state, &auth, &key).await?),
+    ))
+}
+
+/// Queues a manual renewal (or returns the order in flight).
+pub(crate) async fn renew(
+    state: &AppState,
+    auth: &Auth,
+    key: &str,
+) -> Result<OrderResponse, ApiError> {
     auth.require(CERT_ISSUE)?;
-    let cert = find_visible(&state, &auth, &key).await?;
+    let cert = find_visible(state, auth, key).await?;
     auth.may_issue(&cert.dns_names)?;
     if cert.state == CertificateState::Retired {
         return Err(ApiError::Conflict("the certificate is retired".into()));
     }
     let account = state.db.account(cert.account_id).await?;
     crate::acme::check_usable(&account).map_err(|e| ApiError::Conflict(e.to_string()))?;
-    let order = enqueue(&state, &cert, OrderReason::Manual).await?;
+    let order = enqueue(state, &cert, OrderReason::Manual).await?;
     auth.audit_ok(
-        &state,
+        state,
         "certificate.renew",
         &format!("certificate:{}", cert.id),
         &format!("order={}", order.id),
     )
     .await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(order_response(&state, order).await?),
-    ))
+    order_response(state, order).await
 }
 
 /// Revoke the current (or a given) version at the CA.
@@ -376,18 +427,28 @@ async fn revoke_certificate(
     AppPath(key): AppPath<String>,
     AppJson(req): AppJson<RevokeCertificateRequest>,
 ) -> Result<Json<VersionResponse>, ApiError> {
+    Ok(Json(revoke(&state, &auth, &key, &req).await?))
+}
+
+/// Revokes a version (the current one unless `req` names another) at the CA; audited either way.
+pub(crate) async fn revoke(
+    state: &AppState,
+    auth: &Auth,
+    key: &str,
+    req: &RevokeCertificateRequest,
+) -> Result<VersionResponse, ApiError> {
     auth.require(OPERATE)?;
-    let cert = find_visible(&state, &auth, &key).await?;
-    let version = pick_version(&state, &cert, req.version_id).await?;
+    let cert = find_visible(state, auth, key).await?;
+    let version = pick_version(state, &cert, req.version_id).await?;
     if version.revoked_at.is_some() {
         return Err(ApiError::Conflict("this version is already revoked".into()));
     }
     let subject = format!("certificate:{}", cert.id);
     let detail = format!("version={} reason={}", version.id, req.reason.code());
-    if let Err(e) = crate::engine::revoke_version(&state, version.id, req.reason.code()).await {
+    if let Err(e) = crate::engine::revoke_version(state, version.id, req.reason.code()).await {
         let reason = e.to_string();
         auth.audit(
-            &state,
+            state,
             "certificate.revoke",
             &subject,
             "failure",
@@ -396,9 +457,9 @@ async fn revoke_certificate(
         .await?;
         return Err(ApiError::Upstream(reason));
     }
-    auth.audit_ok(&state, "certificate.revoke", &subject, &detail)
+    auth.audit_ok(state, "certificate.revoke", &subject, &detail)
         .await?;
-    Ok(Json(state.db.version(version.id).await?.into()))
+    Ok(state.db.version(version.id).await?.into())
 }
 
 /// Retire a certificate: it is no longer renewed.
@@ -412,21 +473,30 @@ async fn retire_certificate(
     auth: Auth,
     AppPath(key): AppPath<String>,
 ) -> Result<Json<CertificateResponse>, ApiError> {
+    Ok(Json(retire(&state, &auth, &key).await?))
+}
+
+/// Retires a certificate: it is no longer renewed.
+pub(crate) async fn retire(
+    state: &AppState,
+    auth: &Auth,
+    key: &str,
+) -> Result<CertificateResponse, ApiError> {
     auth.require(OPERATE)?;
-    let cert = find_visible(&state, &auth, &key).await?;
+    let cert = find_visible(state, auth, key).await?;
     state
         .db
         .set_certificate_state(cert.id, CertificateState::Retired, None, crate::now())
         .await?;
     auth.audit_ok(
-        &state,
+        state,
         "certificate.retire",
         &format!("certificate:{}", cert.id),
         "",
     )
     .await?;
     let cert = state.db.certificate(cert.id).await?;
-    Ok(Json(certificate_response(&state, cert).await?))
+    certificate_response(state, cert).await
 }
 
 /// PEM encoding of DER bytes.

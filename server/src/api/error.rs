@@ -22,8 +22,6 @@ pub enum ApiError {
     BadRequest(String),
     #[error("authentication required")]
     Unauthorized,
-    #[error("forbidden")]
-    Forbidden,
     #[error("{0}")]
     OutOfScope(String),
     #[error("not found")]
@@ -55,6 +53,11 @@ impl ApiError {
         }
     }
 
+    /// The HTTP status of this error (the dashboard's error pages use it too).
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
             ApiError::Validation { .. } => (
@@ -68,7 +71,7 @@ impl ApiError {
                 "unauthorized",
                 "Authentication required",
             ),
-            ApiError::Forbidden | ApiError::OutOfScope(_) => (
+            ApiError::OutOfScope(_) => (
                 StatusCode::FORBIDDEN,
                 "forbidden",
                 "Not allowed for this token",
@@ -187,7 +190,12 @@ pub async fn problem_for_bare_errors(response: Response) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|ct| ct.as_bytes() == PROBLEM_MEDIA_TYPE.as_bytes());
-    if is_problem {
+    // The dashboard's own error pages are HTML and stay so.
+    let is_page = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"text/html"));
+    if is_problem || is_page {
         return response;
     }
     match response.status() {

@@ -160,8 +160,11 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     let (router, api) = routes();
     let max_body = state.config.max_body_bytes;
     let limiter = Arc::new(AuthLimiter::new(state.config.auth_failures_per_minute));
+    let mut router = router.merge(SwaggerUi::new("/docs").url("/openapi.json", api.clone()));
+    if state.config.ui.enabled {
+        router = router.merge(crate::ui::routes());
+    }
     let router = router
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", api.clone()))
         .fallback(|| async { ApiError::NotFound })
         .layer(Extension(limiter))
         .layer(DefaultBodyLimit::max(max_body))

@@ -110,9 +110,14 @@ async fn list_tokens(
     State(state): State<AppState>,
     auth: Auth,
 ) -> Result<Json<Vec<TokenResponse>>, ApiError> {
+    Ok(Json(list(&state, &auth).await?))
+}
+
+/// Every token, newest first, never a secret (`GET /tokens`, and the dashboard).
+pub(crate) async fn list(state: &AppState, auth: &Auth) -> Result<Vec<TokenResponse>, ApiError> {
     auth.require(ADMIN)?;
     let tokens = state.db.list_tokens().await?;
-    Ok(Json(tokens.into_iter().map(Into::into).collect()))
+    Ok(tokens.into_iter().map(Into::into).collect())
 }
 
 /// Revoke an API token; it stops working at once. Revoking twice keeps the first time.

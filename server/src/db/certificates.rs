@@ -16,6 +16,8 @@ pub struct CertificateFilter {
     /// Only certificates whose current version ends at or before this time.
     pub expiring_before: Option<OffsetDateTime>,
     pub dns_name: Option<String>,
+    /// Only certificates whose name or a DNS name contains this (lowercase) text.
+    pub search: Option<String>,
     /// Start after this id (ids are time-ordered, so pages are stable).
     pub after: Option<CertificateId>,
     pub limit: i64,
@@ -131,13 +133,21 @@ impl Db {
     pub async fn list_certificates(&self, f: &CertificateFilter) -> Result<Vec<Certificate>> {
         // Both take the same parameters, numbered in order of first use (SQLite's rule).
         const BY_ID: &str = select_certificates!(
-            "WHERE ($1 IS NULL OR c.state = $1) AND ($2 IS NULL OR c.account_id = $2) AND ($3 IS NULL OR c.dns_names LIKE $3) AND ($4 IS NULL OR c.id > $4) AND ($5 IS NULL OR c.current_not_after <= $5) ORDER BY c.id LIMIT $6"
+            "WHERE ($1 IS NULL OR c.state = $1) AND ($2 IS NULL OR c.account_id = $2) AND ($3 IS NULL OR c.dns_names LIKE $3) AND ($4 IS NULL OR c.id > $4) AND ($5 IS NULL OR c.current_not_after <= $5) AND ($6 IS NULL OR LOWER(c.name) LIKE $6 ESCAPE '\\' OR c.dns_names LIKE $6 ESCAPE '\\') ORDER BY c.id LIMIT $7"
         );
         const BY_EXPIRY: &str = select_certificates!(
-            "WHERE ($1 IS NULL OR c.state = $1) AND ($2 IS NULL OR c.account_id = $2) AND ($3 IS NULL OR c.dns_names LIKE $3) AND ($4 IS NULL OR (c.current_not_after, c.id) > (SELECT x.current_not_after, x.id FROM certificates x WHERE x.id = $4)) AND c.current_not_after <= $5 ORDER BY c.current_not_after, c.id LIMIT $6"
+            "WHERE ($1 IS NULL OR c.state = $1) AND ($2 IS NULL OR c.account_id = $2) AND ($3 IS NULL OR c.dns_names LIKE $3) AND ($4 IS NULL OR (c.current_not_after, c.id) > (SELECT x.current_not_after, x.id FROM certificates x WHERE x.id = $4)) AND c.current_not_after <= $5 AND ($6 IS NULL OR LOWER(c.name) LIKE $6 ESCAPE '\\' OR c.dns_names LIKE $6 ESCAPE '\\') ORDER BY c.current_not_after, c.id LIMIT $7"
         );
         // Names are stored as a JSON array of normalised names, which never contain `%`, `_` or `"`.
         let name_pattern = f.dns_name.as_ref().map(|n| format!("%\"{n}\"%"));
+        // Free text: its own `%`, `_` and `\` match literally.
+        let search_pattern = f.search.as_ref().map(|t| {
+            let escaped = t
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            format!("%{escaped}%")
+        });
         let sql = if f.expiring_before.is_some() {
             BY_EXPIRY
         } else {
@@ -149,6 +159,7 @@ impl Db {
             .bind(&name_pattern)
             .bind(f.after.map(|a| a.0))
             .bind(f.expiring_before)
+            .bind(&search_pattern)
             .bind(f.limit)
             .fetch_all(p)
             .await)?;

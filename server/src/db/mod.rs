@@ -21,6 +21,7 @@ pub mod instances;
 pub mod metrics;
 pub mod oidc_logins;
 pub mod orders;
+pub mod overview;
 pub mod rekey;
 pub mod rollout;
 pub mod served;
@@ -29,6 +30,7 @@ pub mod solvers;
 pub mod targets;
 pub mod tokens;
 pub mod tsig_keys;
+pub mod ui_sessions;
 pub mod versions;
 
 /// Storage errors. Constraint violations are mapped to domain meaning here.
@@ -79,6 +81,9 @@ pub struct Db {
     audit_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// The SQLite lock file, held while any clone of this `Db` lives.
     lock: Option<std::sync::Arc<instances::DataDirLock>>,
+    /// Statements run through [`on_pool!`], for tests that bound the queries of a request.
+    #[cfg(any(test, feature = "testkit"))]
+    statements: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 #[derive(Clone, Debug)]
@@ -89,12 +94,13 @@ enum Pool {
 
 /// Runs `$body` once per backend with `$p` bound to the concrete pool (or transaction).
 macro_rules! on_pool {
-    ($db:expr, $p:ident => $body:expr) => {
+    ($db:expr, $p:ident => $body:expr) => {{
+        $db.count_statement();
         match &$db.pool {
             $crate::db::Pool::Pg($p) => $body,
             $crate::db::Pool::Sqlite($p) => $body,
         }
-    };
+    }};
 }
 pub(crate) use on_pool;
 
@@ -175,7 +181,23 @@ impl Db {
             pool,
             audit_lock: std::sync::Arc::default(),
             lock: None,
+            #[cfg(any(test, feature = "testkit"))]
+            statements: std::sync::Arc::default(),
         }
+    }
+
+    /// Counts one statement (tests only; nothing otherwise).
+    #[inline]
+    fn count_statement(&self) {
+        #[cfg(any(test, feature = "testkit"))]
+        self.statements
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many statements this `Db` (and its clones) ran through `on_pool!` so far.
+    #[cfg(any(test, feature = "testkit"))]
+    pub fn statements_run(&self) -> u64 {
+        self.statements.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether several processes may share this database (PostgreSQL).

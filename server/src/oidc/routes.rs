@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use super::{OidcClient, OidcError, OidcIdentity};
 use crate::app::AppState;
+use crate::ui::session::SessionOwner;
 
 /// Cookie carrying the state between the redirect and the callback.
 const STATE_COOKIE: &str = "certkeep_oidc_state";
@@ -200,20 +201,38 @@ fn escape(text: &str) -> String {
     out
 }
 
-/// What happens once the IdP vouched for a user with at least one scope. The dashboard's
-/// session code replaces this body with
-/// `crate::ui::session::open(state, SessionOwner::Oidc { subject, display, scopes })`.
-async fn on_verified(_state: &AppState, identity: OidcIdentity) -> Response {
+/// Once the IdP vouched for a user with at least one scope: a dashboard session for them
+/// ([`crate::ui::session::open`]). The answer is a page that moves on to `/ui/` by itself, not
+/// the redirect `open` gives: the browser came here from the IdP, a cross-site navigation, and
+/// would not send the `SameSite=Strict` session cookie along a redirect of it; the refresh from
+/// this page is a same-site navigation.
+async fn on_verified(state: &AppState, identity: OidcIdentity) -> Response {
     let scopes: Vec<&str> = identity.scopes.iter().map(|s| s.as_str()).collect();
-    page(
-        StatusCode::OK,
-        "Signed in",
-        &format!(
-            "<p>Signed in as <strong>{}</strong> with scopes <code>{}</code>.</p>",
-            escape(&identity.display),
-            escape(&scopes.join(" "))
-        ),
+    let body = format!(
+        "<meta http-equiv=\"refresh\" content=\"0; url=/ui/\"><p>Signed in as <strong>{}</strong> with scopes <code>{}</code>.</p><p><a href=\"/ui/\">Continue to the dashboard</a></p>",
+        escape(&identity.display),
+        escape(&scopes.join(" "))
+    );
+    let opened = crate::ui::session::open(
+        state,
+        SessionOwner::Oidc {
+            subject: identity.subject,
+            display: identity.display,
+            scopes: identity.scopes,
+        },
     )
+    .await;
+    let opened = match opened {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let mut response = page(StatusCode::OK, "Signed in", &body);
+    for cookie in opened.headers().get_all(header::SET_COOKIE) {
+        response
+            .headers_mut()
+            .append(header::SET_COOKIE, cookie.clone());
+    }
+    response
 }
 
 #[cfg(test)]

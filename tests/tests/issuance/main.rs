@@ -11,6 +11,7 @@ mod accounts;
 mod basics;
 mod challenges;
 mod crash;
+mod dashboard;
 mod faults;
 mod scale;
 mod support;

@@ -1,6 +1,7 @@
 //! In-process API tests, one file per resource (`accounts`, `certificates`, `agents`, `targets`,
-//! `tokens`, `audit`) plus authentication (`auth`), the bad-input list (`bad_input`), every scope against
-//! every endpoint (`scopes`) and the OpenAPI document (`spec`). `testapp` drives the router.
+//! `tokens`, `audit`) plus authentication (`auth`), the bad-input list (`bad_input`), every scope
+//! against every endpoint (`scopes`), the OpenAPI document (`spec`) and the dashboard (`ui`).
+//! `testapp` drives the router.
 //!
 //! A test that runs on both backends is written once as `async fn name(app: TestApp)` and
 //! expanded by [`backends!`] into `name_sqlite` and `name_postgres`, so a failure names its
@@ -42,6 +43,7 @@ mod spec;
 mod targets;
 mod testapp;
 mod tokens;
+mod ui;
 
 /// The scopes of the admin token most tests act with.
 const ADMIN: &[Scope] = &[Scope::Admin, Scope::Export];
