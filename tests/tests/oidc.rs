@@ -490,6 +490,20 @@ async fn the_login_routes_redirect_sign_in_and_refuse_a_callback_from_another_br
         .await
         .unwrap();
     assert_eq!(tokens.status(), StatusCode::OK, "admin may list tokens");
+    // The SSO login itself is in the audit chain, with the subject as actor.
+    let audit = http
+        .get(format!("{}/ui/audit", server.api_url))
+        .header(header::COOKIE, &session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        audit.contains("ui.login") && audit.contains("oidc:alice"),
+        "{audit}"
+    );
 
     let (status, body) = page(
         http.get(back)

@@ -213,6 +213,19 @@ async fn on_verified(state: &AppState, identity: OidcIdentity) -> Response {
         escape(&identity.display),
         escape(&scopes.join(" "))
     );
+    let auth = crate::api::auth::Auth {
+        actor: format!("oidc:{}", identity.subject),
+        scopes: identity.scopes.clone(),
+        domain_patterns: Vec::new(),
+        source: None,
+    };
+    let groups = identity.groups.join(" ");
+    if let Err(e) = auth
+        .audit_ok(state, "ui.login", &auth.actor, &format!("groups={groups}"))
+        .await
+    {
+        return e.into_response();
+    }
     let opened = crate::ui::session::open(
         state,
         SessionOwner::Oidc {

@@ -445,7 +445,7 @@ pub(super) async fn certificate(
                 p.empty { "Not assigned to any agent." }
             } @else {
                 div.scroll { table {
-                    thead { tr { th { "Agent" } th { "State" } th { "Issued (current)" } th { "Installed files" } th {} } }
+                    thead { tr { th { "Agent" } th { "State" } th { "Issued (current)" } th { "Installed files" } th { "Served" } th {} } }
                     tbody {
                         @for d in &detail.deployments {
                             tr {
@@ -455,6 +455,12 @@ pub(super) async fn certificate(
                                 td {
                                     @for f in &d.files {
                                         div { (f.file_name) ": " (f.status.as_str()) " " @if let Some(t) = &f.thumbprint { (short_hex(t)) } @if let Some(e) = &f.error { " " span.error-text { (e) } } }
+                                    }
+                                }
+                                td {
+                                    @if d.served.is_empty() { "not probed" }
+                                    @for n in &d.served {
+                                        div { (n.name) " @ " (n.address) ": " (badge(n.status.as_str())) @if n.lagging_at.is_some() { " " span.error-text { "lagging" } } @if let Some(e) = &n.error { " " span.error-text { (e) } } }
                                     }
                                 }
                                 td {

@@ -9,6 +9,7 @@ use super::ADMIN;
 use super::testapp::{Resp, TestApp};
 use crate::model::Scope;
 use crate::ui::session::{self, SessionOwner};
+use certkeep_api_types::target::ServedStatus;
 
 /// The host the requests name; `Origin` must be `https://` this.
 const HOST: &str = "certkeep.test";
@@ -747,6 +748,31 @@ async fn assigning_from_the_dashboard_is_a_key_delivery_act(app: TestApp) {
     assert!(
         page.contains("<td>iis-01</td>") && page.contains("state-pending"),
         "assigned, not installed yet: {page}"
+    );
+    assert!(page.contains("not probed"), "{page}");
+    // What the agent's probe saw served shows next to what it installed.
+    let agent = app.state.db.agent_by_name("iis-01").await.unwrap();
+    let probe = crate::db::served::NewServed {
+        certificate_id: cert.id,
+        target: "ccs",
+        address: "127.0.0.1:443",
+        name: "www.example.com",
+        status: ServedStatus::Stale,
+        thumbprint: Some("00"),
+        error: None,
+        expected: "11",
+    };
+    app.state
+        .db
+        .record_probes(agent.id, &[probe], crate::now())
+        .await
+        .unwrap();
+    let page = text(&get(&app, "/ui/certificates/web", Some(&a.cookie)).await);
+    assert!(
+        page.contains(
+            "www.example.com @ 127.0.0.1:443: <span class=\"badge state-stale\">stale</span>"
+        ),
+        "{page}"
     );
     let agents = text(&get(&app, "/ui/agents", Some(&a.cookie)).await);
     assert!(agents.contains("href=\"/ui/certificates/web\""), "{agents}");
