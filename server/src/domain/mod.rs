@@ -4,5 +4,6 @@
 pub mod deployments;
 pub mod issuance;
 pub mod names;
+pub mod notify;
 pub mod renewal;
 pub mod span;
