@@ -94,8 +94,10 @@ pub struct NotificationsConfig {
     /// Seconds a claimed delivery stays leased; a process killed mid-send leaves it to another
     /// (or to itself after a restart) once the lease ends.
     pub lease_secs: u64,
-    /// Longest wait between two attempts of one delivery, in seconds (the back-off doubles from
-    /// 5 seconds up to this).
+    /// Wait after a delivery's first failed attempt, in seconds; it doubles with each further
+    /// failure up to `backoff_cap_secs`.
+    pub backoff_first_secs: u64,
+    /// Longest wait between two attempts of one delivery, in seconds.
     pub backoff_cap_secs: u64,
     /// Seconds after the event after which a delivery that still fails is given up (`failed`).
     pub dead_letter_after_secs: u64,
@@ -125,6 +127,7 @@ impl Default for NotificationsConfig {
             enabled: true,
             worker_interval_secs: 5,
             lease_secs: 60,
+            backoff_first_secs: 5,
             backoff_cap_secs: 3600,
             dead_letter_after_secs: 2 * 24 * 3600,
             expiring_days: vec![14, 7, 3, 1],
@@ -165,6 +168,7 @@ impl NotificationsConfig {
         let positive = [
             ("worker_interval_secs", self.worker_interval_secs),
             ("lease_secs", self.lease_secs),
+            ("backoff_first_secs", self.backoff_first_secs),
             ("backoff_cap_secs", self.backoff_cap_secs),
             ("dead_letter_after_secs", self.dead_letter_after_secs),
             ("agent_interval_secs", self.agent_interval_secs),

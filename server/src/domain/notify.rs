@@ -111,14 +111,13 @@ pub fn channels_for(
     channels
 }
 
-/// First retry delay; each further failure doubles it up to the cap.
-const FIRST_RETRY: Duration = Duration::from_secs(5);
-
-/// When to try a delivery again after `attempts` failed attempts (capped exponential back-off),
-/// or `None` when the event is older than `dead_letter_after` and the delivery is given up.
+/// When to try a delivery again after `attempts` failed attempts (`first` after the first,
+/// doubling up to `cap`), or `None` when the event is older than `dead_letter_after` and the
+/// delivery is given up.
 pub fn next_attempt(
     event_created: OffsetDateTime,
     attempts: i32,
+    first: Duration,
     cap: Duration,
     dead_letter_after: Duration,
     now: OffsetDateTime,
@@ -127,7 +126,7 @@ pub fn next_attempt(
         return None;
     }
     let exponent = u32::try_from(attempts.saturating_sub(1).clamp(0, 20)).unwrap_or(20);
-    let delay = FIRST_RETRY.saturating_mul(1 << exponent).min(cap);
+    let delay = first.saturating_mul(1 << exponent).min(cap);
     Some(now + delay)
 }
 
@@ -333,7 +332,8 @@ mod tests {
         let cap = Duration::from_secs(60);
         let dead = Duration::from_secs(3600);
         let delay = |attempts, now: OffsetDateTime| {
-            next_attempt(created, attempts, cap, dead, now).map(|at| (at - now).whole_seconds())
+            next_attempt(created, attempts, Duration::from_secs(5), cap, dead, now)
+                .map(|at| (at - now).whole_seconds())
         };
         assert_eq!(delay(1, created), Some(5));
         assert_eq!(delay(2, created), Some(10));

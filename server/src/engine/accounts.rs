@@ -69,6 +69,9 @@ pub async fn register_account(state: &AppState, id: AccountId) -> Result<Account
                 .db
                 .set_account_state(id, AccountState::Failed, Some(&e.to_string()), now())
                 .await?;
+            let event =
+                crate::notify::events::account_problem(id.0, &account.name, &e.to_string(), now());
+            state.db.enqueue_event(&event).await?;
             Err(e)
         }
     }

@@ -195,6 +195,7 @@ async fn deliver(shared: &Shared, d: ClaimedDelivery) {
         rules::next_attempt(
             d.event_created_at,
             d.attempts + 1,
+            Duration::from_secs(config.backoff_first_secs),
             Duration::from_secs(config.backoff_cap_secs),
             Duration::from_secs(config.dead_letter_after_secs),
             t,
