@@ -1,0 +1,78 @@
+//! Notifications through the whole chain with Pebble: a certificate whose CA order fails for
+//! good raises `certificate.renewal_failed` in the order's failing transaction, routed to the
+//! subscription covering its names and not to another domain's.
+
+use certkeep_api_types::notification::{
+    NotificationEvent, SubscriptionScope, WebhookFormat, WebhookSettings,
+};
+use certkeep_server::db::notify::{ChannelSettings, NewSubscription};
+use certkeep_server::model::KeyType;
+use certkeep_testsupport::proxy::{Kind, LeafKey, substitute_leaf};
+
+use crate::support::{Env, certificate};
+
+#[tokio::test]
+async fn an_order_failing_for_good_notifies_the_subscription_of_its_names_only() {
+    let Some((env, account)) = Env::with_account().await else {
+        return;
+    };
+    let (db, secrets, now) = (&env.state.db, &env.state.secrets, certkeep_server::now());
+    let mut channels = Vec::new();
+    for (name, pattern) in [("team", "*.example.test"), ("other", "*.example.edu")] {
+        let settings = ChannelSettings::Webhook(WebhookSettings {
+            url: format!("https://{name}.hooks.test/certkeep"),
+            format: WebhookFormat::Standard,
+            timeout_secs: 5,
+            ca_file: None,
+        });
+        let channel = db
+            .insert_channel(secrets, name, &settings, None, now)
+            .await
+            .unwrap();
+        db.insert_subscription(
+            &NewSubscription {
+                name,
+                channel_id: channel.id,
+                events: &[NotificationEvent::CertificateRenewalFailed],
+                scope: SubscriptionScope::Domains,
+                account_id: None,
+                domain_patterns: &[pattern.to_owned()],
+                agent_id: None,
+                digest: false,
+                digest_when_empty: false,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+        channels.push(channel);
+    }
+    // The CA serves a certificate for another key: the order fails for good.
+    env.proxy.add(
+        Kind::Certificate,
+        None,
+        substitute_leaf(&["fails.example.test"], LeafKey::Fresh),
+    );
+    let cert = certificate(
+        &env.state,
+        &account,
+        "fails",
+        &["fails.example.test"],
+        KeyType::EcdsaP256,
+    )
+    .await;
+    let error = env.run_until_failed(cert.id).await;
+    db.fan_out(100, certkeep_server::now()).await.unwrap();
+    let deliveries = db.deliveries(None, 100).await.unwrap();
+    let failed: Vec<_> = deliveries
+        .iter()
+        .filter(|d| d.payload.kind == NotificationEvent::CertificateRenewalFailed)
+        .collect();
+    assert_eq!(failed.len(), 1, "{deliveries:?}");
+    let d = failed[0];
+    assert_eq!(d.channel_id, channels[0].id, "the team covering the name hears it");
+    assert_eq!(d.payload.certificate_name.as_deref(), Some("fails"));
+    assert_eq!(d.payload.dns_names, vec!["fails.example.test".to_owned()]);
+    assert_eq!(d.payload.detail.as_deref(), Some(error.as_str()));
+    assert!(d.payload.fix.contains("certkeep cert renew fails"), "{:?}", d.payload);
+}
