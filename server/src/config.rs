@@ -92,7 +92,8 @@ pub struct NotificationsConfig {
     /// Seconds between looks at the outbox when idle.
     pub worker_interval_secs: u64,
     /// Seconds a claimed delivery stays leased; a process killed mid-send leaves it to another
-    /// (or to itself after a restart) once the lease ends.
+    /// (or to itself after a restart) once the lease ends. Keep it above the longest send (a
+    /// webhook's `timeout_secs`, at most 60; SMTP 30), or a slow send may be repeated.
     pub lease_secs: u64,
     /// Wait after a delivery's first failed attempt, in seconds; it doubles with each further
     /// failure up to `backoff_cap_secs`.
@@ -126,7 +127,7 @@ impl Default for NotificationsConfig {
         Self {
             enabled: true,
             worker_interval_secs: 5,
-            lease_secs: 60,
+            lease_secs: 120,
             backoff_first_secs: 5,
             backoff_cap_secs: 3600,
             dead_letter_after_secs: 2 * 24 * 3600,

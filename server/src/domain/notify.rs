@@ -316,7 +316,7 @@ mod tests {
         assert!(channels_for(&subs, std::slice::from_ref(&mute), kind, &ev, now).is_empty());
         let later = now + time::Duration::hours(2);
         assert_eq!(
-            channels_for(&subs, &[mute.clone()], kind, &ev, later).len(),
+            channels_for(&subs, std::slice::from_ref(&mute), kind, &ev, later).len(),
             1
         );
         let other_kind = Mute {

@@ -43,7 +43,10 @@ pub fn secret_key(secret: &str) -> Result<Vec<u8>, String> {
 
 /// `v1,<base64 HMAC-SHA256 of "id.timestamp.body">`.
 pub fn signature(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+    // HMAC takes keys of any length, so this never fails; an empty signature would never verify.
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
+        return String::new();
+    };
     mac.update(id.as_bytes());
     mac.update(b".");
     mac.update(timestamp.to_string().as_bytes());

@@ -70,9 +70,16 @@ async fn an_order_failing_for_good_notifies_the_subscription_of_its_names_only()
         .collect();
     assert_eq!(failed.len(), 1, "{deliveries:?}");
     let d = failed[0];
-    assert_eq!(d.channel_id, channels[0].id, "the team covering the name hears it");
+    assert_eq!(
+        d.channel_id, channels[0].id,
+        "the team covering the name hears it"
+    );
     assert_eq!(d.payload.certificate_name.as_deref(), Some("fails"));
     assert_eq!(d.payload.dns_names, vec!["fails.example.test".to_owned()]);
     assert_eq!(d.payload.detail.as_deref(), Some(error.as_str()));
-    assert!(d.payload.fix.contains("certkeep cert renew fails"), "{:?}", d.payload);
+    assert!(
+        d.payload.fix.contains("certkeep cert renew fails"),
+        "{:?}",
+        d.payload
+    );
 }
