@@ -118,9 +118,10 @@ pub(crate) struct AddChannelArgs {
     /// Seconds to wait for the webhook's answer (1 to 60).
     #[arg(long, default_value_t = 10, requires = "webhook_url")]
     timeout_secs: u64,
-    /// Extra PEM CA file the server trusts for the receiver (a path on the server).
+    /// Extra PEM CA file the server trusts for the mail server or webhook (a path on the
+    /// server; `--ca-file` is the CLI's own trust in the API).
     #[arg(long)]
-    ca_file: Option<String>,
+    receiver_ca_file: Option<String>,
     /// File holding the SMTP password or the webhook secret (`whsec_...`); `-` reads stdin.
     /// A webhook without one gets a generated secret, printed once.
     #[arg(long)]
@@ -266,7 +267,7 @@ fn add_request(a: AddChannelArgs) -> Result<CreateChannelRequest, CliError> {
                 username: a.smtp_user,
                 from: a.from.unwrap_or_default(),
                 to: a.to,
-                ca_file: a.ca_file,
+                ca_file: a.receiver_ca_file,
             };
             (Some(settings), None)
         }
@@ -276,7 +277,7 @@ fn add_request(a: AddChannelArgs) -> Result<CreateChannelRequest, CliError> {
                 url,
                 format: a.format,
                 timeout_secs: a.timeout_secs,
-                ca_file: a.ca_file,
+                ca_file: a.receiver_ca_file,
             }),
         ),
         _ => {
