@@ -586,3 +586,103 @@ async fn mail_reaches_the_right_team_once_after_a_451() {
         (2, Some(250), DeliveryState::Delivered)
     );
 }
+
+#[tokio::test]
+async fn scans_raise_expiring_once_per_threshold_and_one_digest_a_day() {
+    for t in [Some(TestDb::sqlite().await), TestDb::postgres().await]
+        .into_iter()
+        .flatten()
+    {
+        let app = TestApp::on(t, |c| {
+            quick(c);
+            c.notifications.digest_time = "00:00".into();
+        })
+        .await;
+        let admin = app.token(ADMIN, &[]).await;
+        add_channel(
+            &app,
+            &admin,
+            json!({"name": "med", "webhook": {"url": "https://med.example.com/hook"}}),
+        )
+        .await;
+        add_channel(
+            &app,
+            &admin,
+            json!({"name": "law", "webhook": {"url": "https://law.example.com/hook"}}),
+        )
+        .await;
+        for (name, channel, pattern, digest) in [
+            ("med", "med", "*.med.example.com", true),
+            ("law", "law", "*.law.example.com", false),
+        ] {
+            let r = app
+                .call(
+                    "POST",
+                    "/api/v1/subscriptions",
+                    Some(&admin),
+                    Some(json!({"name": name, "channel": channel, "events": ["certificate.expiring"], "scope": "domains", "domain_patterns": [pattern], "digest": digest})),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::CREATED);
+        }
+        let account = app.account("acme").await;
+        let cert = app
+            .certificate(&account, "www-med", &["www.med.example.com"])
+            .await;
+        app.issue(&cert, 2).await;
+        let now = crate::now();
+        for _ in 0..2 {
+            crate::notify::scan::scan_once(&app.state, now)
+                .await
+                .unwrap();
+        }
+        app.state.db.fan_out(100, now).await.unwrap();
+        let all = app.state.db.deliveries(None, 100).await.unwrap();
+        let kinds: Vec<(&str, NotificationEvent)> = all
+            .iter()
+            .map(|d| (d.channel_name.as_str(), d.payload.kind))
+            .collect();
+        assert_eq!(kinds.len(), 2, "{kinds:?} ({})", app.backend);
+        assert!(
+            kinds.contains(&("med", NotificationEvent::CertificateExpiring)),
+            "{kinds:?}"
+        );
+        assert!(
+            kinds.contains(&("med", NotificationEvent::Digest)),
+            "{kinds:?}"
+        );
+        let expiring = all
+            .iter()
+            .find(|d| d.payload.kind == NotificationEvent::CertificateExpiring)
+            .unwrap();
+        assert!(
+            expiring.payload.summary.contains("www-med"),
+            "{:?}",
+            expiring.payload
+        );
+        let digest = all
+            .iter()
+            .find(|d| d.payload.kind == NotificationEvent::Digest)
+            .unwrap();
+        let lines = digest.payload.detail.as_deref().unwrap();
+        assert!(
+            lines.contains("www-med") && lines.contains("www.med.example.com"),
+            "{lines}"
+        );
+        // A day later the 1-day threshold is crossed: one more warning, and the next digest.
+        let later = now + time::Duration::hours(25) - time::Duration::minutes(30);
+        crate::notify::scan::scan_once(&app.state, later)
+            .await
+            .unwrap();
+        crate::notify::scan::scan_once(&app.state, later)
+            .await
+            .unwrap();
+        app.state.db.fan_out(100, later).await.unwrap();
+        assert_eq!(
+            app.state.db.deliveries(None, 100).await.unwrap().len(),
+            4,
+            "{}",
+            app.backend
+        );
+    }
+}
