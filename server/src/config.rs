@@ -729,6 +729,49 @@ mod tests {
     }
 
     #[test]
+    fn notification_settings_are_checked_by_name() {
+        let c = load(
+            None,
+            Figment::new(),
+            &[
+                ("CERTKEEP_NOTIFICATIONS__EXPIRING_DAYS", "[30, 7]"),
+                ("CERTKEEP_NOTIFICATIONS__DIGEST_UTC_OFFSET", "+01:00"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.notifications.expiring_days, vec![30, 7]);
+        let (at, offset) = c.notifications.digest_at().unwrap();
+        assert_eq!((at.hour(), offset.whole_hours()), (8, 1));
+        for (key, value, named) in [
+            (
+                "CERTKEEP_NOTIFICATIONS__LEASE_SECS",
+                "0",
+                "notifications.lease_secs",
+            ),
+            (
+                "CERTKEEP_NOTIFICATIONS__DIGEST_TIME",
+                "8am",
+                "notifications.digest_time",
+            ),
+            (
+                "CERTKEEP_NOTIFICATIONS__DIGEST_UTC_OFFSET",
+                "CET",
+                "notifications.digest_utc_offset",
+            ),
+            (
+                "CERTKEEP_NOTIFICATIONS__EXPIRING_DAYS",
+                "[0]",
+                "notifications.expiring_days",
+            ),
+        ] {
+            let err = load(None, Figment::new(), &[(key, value)])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(named), "{key}={value}: {err}");
+        }
+    }
+
+    #[test]
     fn layers_file_then_env_then_flags() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");

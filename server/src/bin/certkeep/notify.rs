@@ -53,7 +53,8 @@ pub(crate) enum NotifyCommand {
     /// List mutes in force.
     #[command(after_help = "Example:\n  certkeep notify mutes")]
     Mutes,
-    /// Send a test message through a channel now and print the receiver's answer.
+    /// Send a test message through a channel now and print the receiver's answer (exit 1 when
+    /// it was not accepted).
     #[command(after_help = "Example:\n  certkeep notify test ops-hook")]
     Test { channel: String },
     /// List deliveries with their outcome, newest first.
@@ -385,20 +386,28 @@ pub(crate) async fn run(s: &Session, command: NotifyCommand) -> Result<(), CliEr
         }
         NotifyCommand::Mutes => s.print(s.client.get("/notification-mutes").await?, mute_table),
         NotifyCommand::Test { channel } => {
-            s.print(
-                s.client
-                    .post(&format!("/notification-channels/{}/test", encode(&channel)))
-                    .await?,
-                |r: ChannelTestResponse| {
-                    let code = r.code.map_or_else(|| "-".to_owned(), |c| c.to_string());
-                    let verdict = if r.delivered {
-                        "delivered"
-                    } else {
-                        "NOT delivered"
-                    };
-                    println!("{verdict} (code {code}): {}", r.reply);
-                },
-            );
+            let answer = s
+                .client
+                .post::<ChannelTestResponse>(&format!(
+                    "/notification-channels/{}/test",
+                    encode(&channel)
+                ))
+                .await?;
+            let delivered = answer.0.delivered;
+            s.print(answer, |r: ChannelTestResponse| {
+                let code = r.code.map_or_else(|| "-".to_owned(), |c| c.to_string());
+                let verdict = if r.delivered {
+                    "delivered"
+                } else {
+                    "NOT delivered"
+                };
+                println!("{verdict} (code {code}): {}", r.reply);
+            });
+            if !delivered {
+                return Err(CliError::Failed(format!(
+                    "the receiver of `{channel}` did not accept the test message"
+                )));
+            }
         }
         NotifyCommand::List { state, limit } => {
             let mut path = format!("/notifications?limit={limit}");
