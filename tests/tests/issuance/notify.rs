@@ -1,12 +1,15 @@
 //! Notifications through the whole chain with Pebble: a certificate whose CA order fails for
 //! good raises `certificate.renewal_failed` in the order's failing transaction, routed to the
-//! subscription covering its names and not to another domain's.
+//! subscription covering its names and not to another domain's; a refused EAB raises
+//! `account.problem`.
 
 use certkeep_api_types::notification::{
     NotificationEvent, SubscriptionScope, WebhookFormat, WebhookSettings,
 };
+use certkeep_server::db::accounts::NewAccount;
 use certkeep_server::db::notify::{ChannelSettings, NewSubscription};
-use certkeep_server::model::KeyType;
+use certkeep_server::model::{AccountState, KeyType};
+use certkeep_testsupport::pebble::PebbleOptions;
 use certkeep_testsupport::proxy::{Kind, LeafKey, substitute_leaf};
 
 use crate::support::{Env, certificate};
@@ -82,4 +85,69 @@ async fn an_order_failing_for_good_notifies_the_subscription_of_its_names_only()
         "{:?}",
         d.payload
     );
+}
+
+/// A CA refusing the external account binding marks the account failed and raises
+/// `account.problem` in the same transaction, for a subscription scoped to that account.
+#[tokio::test]
+async fn a_refused_eab_raises_account_problem() {
+    let Some(env) = Env::start(PebbleOptions::default(), |_| {}).await else {
+        return;
+    };
+    let (db, secrets, now) = (&env.state.db, &env.state.secrets, certkeep_server::now());
+    let account = db
+        .insert_account(
+            secrets,
+            &NewAccount {
+                name: "wrong-eab",
+                directory_url: &env.proxy.directory_url,
+                contact: &[],
+                allowed_domains: &["*.example.test".to_owned()],
+                eab_kid: Some(&env.pebble.eab[0].kid),
+                eab_hmac: Some(&[9u8; 32]),
+                extra_roots_pem: Some(&env.pebble.pki.ca_pem),
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    let settings = ChannelSettings::Webhook(WebhookSettings {
+        url: "https://ops.hooks.test/certkeep".into(),
+        format: WebhookFormat::Standard,
+        timeout_secs: 5,
+        ca_file: None,
+    });
+    let channel = db
+        .insert_channel(secrets, "ops", &settings, None, now)
+        .await
+        .unwrap();
+    db.insert_subscription(
+        &NewSubscription {
+            name: "ops",
+            channel_id: channel.id,
+            events: &[NotificationEvent::AccountProblem],
+            scope: SubscriptionScope::Account,
+            account_id: Some(account.id.0),
+            domain_patterns: &[],
+            agent_id: None,
+            digest: false,
+            digest_when_empty: false,
+        },
+        now,
+    )
+    .await
+    .unwrap();
+    let refused = certkeep_server::engine::register_account(&env.state, account.id).await;
+    assert!(refused.is_err(), "Pebble accepted a wrong EAB HMAC");
+    assert_eq!(
+        db.account(account.id).await.unwrap().state,
+        AccountState::Failed
+    );
+    db.fan_out(100, certkeep_server::now()).await.unwrap();
+    let deliveries = db.deliveries(None, 10).await.unwrap();
+    assert_eq!(deliveries.len(), 1, "{deliveries:?}");
+    let p = &deliveries[0].payload;
+    assert_eq!(p.kind, NotificationEvent::AccountProblem);
+    assert_eq!(p.account_name.as_deref(), Some("wrong-eab"));
+    assert!(p.fix.contains("certkeep account show wrong-eab"), "{p:?}");
 }
