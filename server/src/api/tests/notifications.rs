@@ -686,3 +686,78 @@ async fn scans_raise_expiring_once_per_threshold_and_one_digest_a_day() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_agent_silent_for_its_expected_intervals_is_stale_once_per_silence() {
+    let app = TestApp::on(TestDb::sqlite().await, |c| {
+        quick(c);
+        c.notifications.agent_interval_secs = 600;
+        c.notifications.stale_agent_factor = 3;
+    })
+    .await;
+    let admin = app.token(ADMIN, &[]).await;
+    add_channel(
+        &app,
+        &admin,
+        json!({"name": "hosts", "webhook": {"url": "https://hosts.example.com/hook"}}),
+    )
+    .await;
+    let agent = app
+        .state
+        .db
+        .insert_agent(
+            &app.state.secrets,
+            &crate::db::agents::NewAgent {
+                name: "web1",
+                join_token_hash: &[1; 32],
+                join_token_expires_at: crate::now() + time::Duration::hours(1),
+                ccs_password: "pw",
+                pfx_mode: crate::model::PfxEncryption::Legacy,
+            },
+            crate::now(),
+        )
+        .await
+        .unwrap();
+    let r = app
+        .call(
+            "POST",
+            "/api/v1/subscriptions",
+            Some(&admin),
+            Some(json!({"name": "web1", "channel": "hosts", "events": ["agent.stale"], "scope": "agent", "agent": "web1"})),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let db = &app.state.db;
+    let seen = crate::now();
+    db.activate_agent(agent.id, "01", seen + time::Duration::days(30), seen)
+        .await
+        .unwrap();
+    db.touch_agent(agent.id, "Windows", "20348", "1.0", seen)
+        .await
+        .unwrap();
+    let scan = async |at| {
+        crate::notify::scan::scan_once(&app.state, at)
+            .await
+            .unwrap();
+        db.fan_out(100, at).await.unwrap();
+        db.deliveries(None, 10).await.unwrap()
+    };
+    assert!(
+        scan(seen + time::Duration::minutes(29)).await.is_empty(),
+        "within 3 intervals"
+    );
+    let stale = scan(seen + time::Duration::minutes(31)).await;
+    assert_eq!(stale.len(), 1);
+    assert_eq!(stale[0].payload.kind, NotificationEvent::AgentStale);
+    assert_eq!(stale[0].payload.agent_name.as_deref(), Some("web1"));
+    assert_eq!(
+        scan(seen + time::Duration::minutes(45)).await.len(),
+        1,
+        "once per silence"
+    );
+}
