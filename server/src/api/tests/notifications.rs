@@ -478,7 +478,20 @@ async fn two_notifiers_on_one_postgres_deliver_each_of_200_events_once_per_chann
     let Some(pg) = TestDb::postgres().await else {
         return;
     };
+    let url = certkeep_testsupport::postgres::PgCluster::shared()
+        .unwrap()
+        .url(pg.pg_name.as_deref().unwrap());
     let app = TestApp::on(pg, quick).await;
+    // The second server: its own connection pool to the same database.
+    let other = crate::app::AppState(Arc::new(crate::app::App {
+        db: crate::db::Db::connect_postgres(&secrecy::SecretString::from(url))
+            .await
+            .unwrap(),
+        secrets: app.state.secrets.clone(),
+        ca: app.state.ca.clone(),
+        config: app.state.config.clone(),
+        wake: tokio::sync::Notify::new(),
+    }));
     let admin = app.token(ADMIN, &[]).await;
     let secret = webhook::new_secret();
     let a = Receiver::start(&secret, &[]).await;
@@ -508,9 +521,9 @@ async fn two_notifiers_on_one_postgres_deliver_each_of_200_events_once_per_chann
         .await;
     }
     let stop = CancellationToken::new();
-    // Two servers: two notifiers with their own lease owners over one database.
+    // Two servers: two notifiers with their own pools and lease owners over one database.
     let first = crate::notify::spawn(app.state.clone(), stop.clone());
-    let second = crate::notify::spawn(app.state.clone(), stop.clone());
+    let second = crate::notify::spawn(other, stop.clone());
     a.wait_accepted(200).await;
     b.wait_accepted(200).await;
     stop.cancel();
