@@ -8,11 +8,11 @@ use certkeep_api_types::notification::{
 };
 use certkeep_server::db::accounts::NewAccount;
 use certkeep_server::db::notify::{ChannelSettings, NewSubscription};
-use certkeep_server::model::{AccountState, KeyType};
+use certkeep_server::model::{AccountState, KeyType, OrderReason};
 use certkeep_testsupport::pebble::PebbleOptions;
 use certkeep_testsupport::proxy::{Kind, LeafKey, substitute_leaf};
 
-use crate::support::{Env, certificate};
+use crate::support::{Env, LONG, certificate, enqueue, wait_versions};
 
 #[tokio::test]
 async fn an_order_failing_for_good_notifies_the_subscription_of_its_names_only() {
@@ -150,4 +150,74 @@ async fn a_refused_eab_raises_account_problem() {
     assert_eq!(p.kind, NotificationEvent::AccountProblem);
     assert_eq!(p.account_name.as_deref(), Some("wrong-eab"));
     assert!(p.fix.contains("certkeep account show wrong-eab"), "{p:?}");
+}
+
+/// The first version raises `certificate.issued`, the next `certificate.renewed`, each written
+/// in the transaction that makes the version current.
+#[tokio::test]
+async fn issuance_and_renewal_raise_issued_then_renewed() {
+    let Some((env, account)) = Env::with_account().await else {
+        return;
+    };
+    let (db, now) = (&env.state.db, certkeep_server::now());
+    let settings = ChannelSettings::Webhook(WebhookSettings {
+        url: "https://all.hooks.test/certkeep".into(),
+        format: WebhookFormat::Standard,
+        timeout_secs: 5,
+        ca_file: None,
+    });
+    let channel = db
+        .insert_channel(&env.state.secrets, "all", &settings, None, now)
+        .await
+        .unwrap();
+    db.insert_subscription(
+        &NewSubscription {
+            name: "all",
+            channel_id: channel.id,
+            events: &[
+                NotificationEvent::CertificateIssued,
+                NotificationEvent::CertificateRenewed,
+            ],
+            scope: SubscriptionScope::All,
+            account_id: None,
+            domain_patterns: &[],
+            agent_id: None,
+            digest: false,
+            digest_when_empty: false,
+        },
+        now,
+    )
+    .await
+    .unwrap();
+    let cert = certificate(
+        &env.state,
+        &account,
+        "www",
+        &["www.example.test"],
+        KeyType::EcdsaP256,
+    )
+    .await;
+    let engine = env.engine();
+    wait_versions(&env.state, cert.id, 1, LONG).await;
+    let cert = db.certificate(cert.id).await.unwrap();
+    enqueue(&env.state, &cert, &account, OrderReason::Renewal).await;
+    wait_versions(&env.state, cert.id, 2, LONG).await;
+    engine.stop().await;
+    db.fan_out(100, certkeep_server::now()).await.unwrap();
+    let mut kinds: Vec<NotificationEvent> = db
+        .deliveries(None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.payload.kind)
+        .collect();
+    kinds.sort_by_key(|k| k.as_str());
+    assert_eq!(
+        kinds,
+        vec![
+            NotificationEvent::CertificateIssued,
+            NotificationEvent::CertificateRenewed
+        ],
+        "one of each"
+    );
 }
