@@ -49,6 +49,8 @@ pub struct Config {
     pub liveness: LivenessConfig,
     /// Limits of the listeners against slow or abusive clients, and listener certificates.
     pub listeners: ListenersConfig,
+    /// Notifications: the delivery worker, event thresholds and the daily digest.
+    pub notifications: NotificationsConfig,
     /// Deployment to agents: the enroll command line, probes, lagging hosts.
     pub deployment: DeploymentConfig,
     /// The web dashboard under `/ui/` on the API listener.
@@ -167,6 +169,118 @@ pub struct EngineConfig {
     pub renew_fraction: f64,
     /// Seconds between scans for certificates due for renewal or re-issuance.
     pub renewal_scan_secs: u64,
+}
+
+/// Notifications (`[notifications]`): the outbox's delivery worker, when events are raised, and
+/// the daily digest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotificationsConfig {
+    /// Run the delivery worker and the scans in this process.
+    pub enabled: bool,
+    /// Seconds between looks at the outbox when idle.
+    pub worker_interval_secs: u64,
+    /// Seconds a claimed delivery stays leased; a process killed mid-send leaves it to another
+    /// (or to itself after a restart) once the lease ends. Keep it above the longest send (a
+    /// webhook's `timeout_secs`, at most 60; SMTP 30), or a slow send may be repeated.
+    pub lease_secs: u64,
+    /// Wait after a delivery's first failed attempt, in seconds; it doubles with each further
+    /// failure up to `backoff_cap_secs`.
+    pub backoff_first_secs: u64,
+    /// Longest wait between two attempts of one delivery, in seconds.
+    pub backoff_cap_secs: u64,
+    /// Seconds after the event after which a delivery that still fails is given up (`failed`).
+    pub dead_letter_after_secs: u64,
+    /// Days before expiry at which `certificate.expiring` is raised, once per threshold and
+    /// version.
+    pub expiring_days: Vec<u32>,
+    /// Consecutive failed orders after which `certificate.renewal_failed` is raised.
+    pub renewal_failed_attempts: u32,
+    /// Days of remaining lifetime under which a failing renewal raises
+    /// `certificate.renewal_failed` again (once per version).
+    pub renewal_failed_lifetime_days: u32,
+    /// How often agents are expected to poll, in seconds (the agent's `interval_secs`).
+    pub agent_interval_secs: u64,
+    /// An agent is stale when it has not polled for this many expected intervals.
+    pub stale_agent_factor: u32,
+    /// Seconds between the scans for expiring certificates, stale agents and digests due.
+    pub scan_interval_secs: u64,
+    /// Local time of the daily digest, `HH:MM`.
+    pub digest_time: String,
+    /// UTC offset of `digest_time`, e.g. `+01:00`.
+    pub digest_utc_offset: String,
+}
+
+impl Default for NotificationsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            worker_interval_secs: 5,
+            lease_secs: 120,
+            backoff_first_secs: 5,
+            backoff_cap_secs: 3600,
+            dead_letter_after_secs: 2 * 24 * 3600,
+            expiring_days: vec![14, 7, 3, 1],
+            renewal_failed_attempts: 3,
+            renewal_failed_lifetime_days: 7,
+            agent_interval_secs: 900,
+            stale_agent_factor: 3,
+            scan_interval_secs: 300,
+            digest_time: "08:00".into(),
+            digest_utc_offset: "+00:00".into(),
+        }
+    }
+}
+
+impl NotificationsConfig {
+    /// The digest's local time and UTC offset.
+    pub fn digest_at(&self) -> Result<(time::Time, time::UtcOffset), ConfigError> {
+        let t = time::Time::parse(
+            &self.digest_time,
+            time::macros::format_description!("[hour]:[minute]"),
+        )
+        .map_err(|_| {
+            ConfigError::Invalid("notifications.digest_time must be HH:MM, e.g. 08:00".into())
+        })?;
+        let offset = time::UtcOffset::parse(
+            &self.digest_utc_offset,
+            time::macros::format_description!("[offset_hour sign:mandatory]:[offset_minute]"),
+        )
+        .map_err(|_| {
+            ConfigError::Invalid(
+                "notifications.digest_utc_offset must be +HH:MM or -HH:MM, e.g. +01:00".into(),
+            )
+        })?;
+        Ok((t, offset))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("worker_interval_secs", self.worker_interval_secs),
+            ("lease_secs", self.lease_secs),
+            ("backoff_first_secs", self.backoff_first_secs),
+            ("backoff_cap_secs", self.backoff_cap_secs),
+            ("dead_letter_after_secs", self.dead_letter_after_secs),
+            ("agent_interval_secs", self.agent_interval_secs),
+            ("scan_interval_secs", self.scan_interval_secs),
+            ("stale_agent_factor", u64::from(self.stale_agent_factor)),
+            (
+                "renewal_failed_attempts",
+                u64::from(self.renewal_failed_attempts),
+            ),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(ConfigError::Invalid(format!(
+                "notifications.{name} must be at least 1"
+            )));
+        }
+        if self.expiring_days.iter().any(|d| !(1..=365).contains(d)) {
+            return Err(ConfigError::Invalid(
+                "notifications.expiring_days must be days between 1 and 365".into(),
+            ));
+        }
+        self.digest_at().map(|_| ())
+    }
 }
 
 /// Limits on what an ACME CA may make certkeep wait for or read, so a broken or hostile CA
@@ -447,6 +561,7 @@ impl Default for Config {
             listeners: ListenersConfig::default(),
             ui: UiConfig::default(),
             deployment: DeploymentConfig::default(),
+            notifications: NotificationsConfig::default(),
         }
     }
 }
@@ -585,6 +700,7 @@ impl Config {
         self.listeners.validate()?;
         self.deployment.validate()?;
         self.ui.validate()?;
+        self.notifications.validate()?;
         if self.listeners.request_timeout_secs <= self.engine.request_timeout_secs.saturating_mul(2)
         {
             return Err(ConfigError::Invalid(
@@ -714,6 +830,49 @@ mod tests {
         assert_eq!(c.api_addr.to_string(), "127.0.0.1:8443");
         assert_eq!(c.agent_addr.to_string(), "127.0.0.1:8444");
         assert!(c.database_url.is_none());
+    }
+
+    #[test]
+    fn notification_settings_are_checked_by_name() {
+        let c = load(
+            None,
+            Figment::new(),
+            &[
+                ("CERTKEEP_NOTIFICATIONS__EXPIRING_DAYS", "[30, 7]"),
+                ("CERTKEEP_NOTIFICATIONS__DIGEST_UTC_OFFSET", "+01:00"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.notifications.expiring_days, vec![30, 7]);
+        let (at, offset) = c.notifications.digest_at().unwrap();
+        assert_eq!((at.hour(), offset.whole_hours()), (8, 1));
+        for (key, value, named) in [
+            (
+                "CERTKEEP_NOTIFICATIONS__LEASE_SECS",
+                "0",
+                "notifications.lease_secs",
+            ),
+            (
+                "CERTKEEP_NOTIFICATIONS__DIGEST_TIME",
+                "8am",
+                "notifications.digest_time",
+            ),
+            (
+                "CERTKEEP_NOTIFICATIONS__DIGEST_UTC_OFFSET",
+                "CET",
+                "notifications.digest_utc_offset",
+            ),
+            (
+                "CERTKEEP_NOTIFICATIONS__EXPIRING_DAYS",
+                "[0]",
+                "notifications.expiring_days",
+            ),
+        ] {
+            let err = load(None, Figment::new(), &[(key, value)])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(named), "{key}={value}: {err}");
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod listener;
 pub mod liveness;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod oidc;
 pub mod secrets;
 pub mod solvers;
@@ -154,11 +155,19 @@ pub async fn serve(
             .with_solvers(solvers)
             .spawn(engine_stop.clone())
     });
+    let notifier = state
+        .config
+        .notifications
+        .enabled
+        .then(|| notify::spawn(state.clone(), engine_stop.clone()));
     let (api, agent, http01) = tokio::join!(api_server, agent_server, http01);
     rotation.abort();
     engine_stop.cancel();
     if let Some(engine) = engine {
         let _ = engine.await;
+    }
+    if let Some(notifier) = notifier {
+        let _ = notifier.await;
     }
     let ended = registration.end().await;
     api.context("API listener")?;

@@ -36,6 +36,13 @@ pub const ACME_POLL_WAIT: &str = "certkeep_acme_poll_wait_seconds";
 /// Histogram (seconds): generating a certificate key and its CSR, label `key_type`.
 pub const KEY_GENERATION: &str = "certkeep_key_generation_seconds";
 
+/// Counter: notification delivery attempts, labels `channel` (kind: `smtp`, `webhook`) and
+/// `outcome` (`delivered`, `retrying`, `failed`).
+pub const NOTIFICATION_DELIVERIES: &str = "certkeep_notification_deliveries_total";
+/// Gauge (seconds, at scrape): age of the oldest event not yet delivered everywhere.
+pub const NOTIFICATION_OLDEST_UNDELIVERED: &str =
+    "certkeep_notification_oldest_undelivered_age_seconds";
+
 /// Buckets of [`ORDER_DURATION`]: seconds to a day, since orders may wait on validation.
 const ORDER_BUCKETS: &[f64] = &[1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0];
 /// Buckets of the short histograms (requests, waits, key generation): 1 ms to a minute.
@@ -69,6 +76,10 @@ pub fn install() -> Option<&'static PrometheusHandle> {
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
             metrics::describe_counter!(RENEWAL_FAILURES, "Renewals that failed");
+            metrics::describe_counter!(
+                NOTIFICATION_DELIVERIES,
+                "Notification delivery attempts by channel kind and outcome"
+            );
             metrics::describe_histogram!(
                 ORDER_DURATION,
                 metrics::Unit::Seconds,
@@ -222,6 +233,16 @@ pub async fn render(state: &AppState, now: OffsetDateTime) -> Result<String, cra
         "certkeep_agents_serving_stale_version",
         "Active agents holding a non-current version of an assigned certificate",
         [(None, stale.len() as f64)],
+    );
+    let oldest = state.db.oldest_undelivered().await?;
+    gauge(
+        &mut out,
+        NOTIFICATION_OLDEST_UNDELIVERED,
+        "Age of the oldest notification event not yet delivered to every channel (0: none)",
+        [(
+            None,
+            oldest.map_or(0.0, |at| (now - at).as_seconds_f64().max(0.0)),
+        )],
     );
     Ok(out)
 }

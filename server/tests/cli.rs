@@ -454,6 +454,18 @@ fn every_command_has_help_with_an_example() {
         &["token", "revoke"],
         &["audit", "list"],
         &["audit", "verify"],
+        &["notify", "channel", "add"],
+        &["notify", "channel", "list"],
+        &["notify", "channel", "remove"],
+        &["notify", "subscribe"],
+        &["notify", "subscriptions"],
+        &["notify", "unsubscribe"],
+        &["notify", "mute"],
+        &["notify", "mutes"],
+        &["notify", "test"],
+        &["notify", "list"],
+        &["notify", "channel"],
+        &["notify"],
         &["account"],
         &["cert"],
         &["agent"],
@@ -474,4 +486,167 @@ fn every_command_has_help_with_an_example() {
             args.join(" ")
         );
     }
+}
+
+/// A webhook receiver for the crash test: verifies the signature, holds the first request
+/// until the test is done with it (the server is killed meanwhile), and accepts the rest.
+struct HoldingReceiver {
+    url: String,
+    /// `webhook-id` of every verified request, in arrival order.
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+impl HoldingReceiver {
+    async fn start(secret: &str) -> Self {
+        let key = certkeep_server::notify::webhook::secret_key(secret).unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: http::HeaderMap, body: axum::body::Bytes| {
+                let (log, key) = (log.clone(), key.clone());
+                async move {
+                    let h = |n: &str| headers[n].to_str().unwrap().to_owned();
+                    let (id, ts) = (h("webhook-id"), h("webhook-timestamp"));
+                    let sig = certkeep_server::notify::webhook::signature(
+                        &key,
+                        &id,
+                        ts.parse().unwrap(),
+                        &body,
+                    );
+                    if sig != h("webhook-signature") {
+                        return http::StatusCode::UNAUTHORIZED;
+                    }
+                    let first = {
+                        let mut log = log.lock().unwrap();
+                        log.push(id);
+                        log.len() == 1
+                    };
+                    if first {
+                        std::future::pending::<()>().await;
+                    }
+                    http::StatusCode::NO_CONTENT
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self {
+            url,
+            seen,
+            _server: server,
+        }
+    }
+
+    async fn wait_requests(&self, n: usize) -> Vec<String> {
+        let start = std::time::Instant::now();
+        loop {
+            let seen = self.seen.lock().unwrap().clone();
+            if seen.len() >= n {
+                return seen;
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(30),
+                "{} of {n} webhook requests arrived",
+                seen.len()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// kill -9 of a real server between claiming a delivery and recording its outcome: nothing is
+/// marked delivered without the receiver's 2xx, and after a restart the event is delivered (the
+/// same `webhook-id`, so the receiver can drop a duplicate).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delivery_interrupted_by_kill_9_is_delivered_after_restart() {
+    let env = [
+        ("CERTKEEP_ENGINE__ENABLED", "false"),
+        ("CERTKEEP_NOTIFICATIONS__LEASE_SECS", "2"),
+        ("CERTKEEP_NOTIFICATIONS__WORKER_INTERVAL_SECS", "1"),
+    ];
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let mut server = Server(common::ServerProcess::start_in(dir.clone(), &env).unwrap());
+    let secret = certkeep_server::notify::webhook::new_secret();
+    let receiver = HoldingReceiver::start(&secret).await;
+    ok(&server.cli(
+        &[
+            "notify",
+            "channel",
+            "add",
+            "--name",
+            "hook",
+            "--webhook-url",
+            &receiver.url,
+            "--secret-file",
+            "-",
+        ],
+        &secret,
+    ));
+    ok(&server.cli(
+        &[
+            "notify",
+            "subscribe",
+            "--name",
+            "audit",
+            "--channel",
+            "hook",
+            "--event",
+            "audit.chain_broken",
+        ],
+        "",
+    ));
+    // Break the audit chain behind the server's back; verifying raises audit.chain_broken.
+    let raw = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        server.data().join("certkeep.db").display()
+    ))
+    .await
+    .unwrap();
+    sqlx::query("UPDATE audit_events SET detail = 'tampered' WHERE seq = 1")
+        .execute(&raw)
+        .await
+        .unwrap();
+    raw.close().await;
+    let verify = server.cli(&["audit", "verify"], "");
+    assert_eq!(verify.status.code(), Some(1), "{}", text(&verify.stdout));
+    let first = receiver.wait_requests(1).await;
+    server.0.kill();
+    {
+        let (db, _) = server.db().await;
+        let all = db.deliveries(None, 10).await.unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].delivered_at, None, "never delivered without a 2xx");
+        assert_eq!(all[0].attempts, 0, "the attempt was never recorded");
+        db.close().await;
+    }
+    let server = Server(common::ServerProcess::start_in(dir.clone(), &env).unwrap());
+    let both = receiver.wait_requests(2).await;
+    assert_eq!(
+        both[1], first[0],
+        "the same event, with the same webhook-id"
+    );
+    let start = std::time::Instant::now();
+    loop {
+        let out = ok(&server.cli(&["notify", "list", "--output", "json"], ""));
+        let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+        if list[0]["state"] == "delivered" {
+            assert_eq!(list[0]["attempts"], 1, "{list}");
+            assert_eq!(list[0]["last_code"], 204, "{list}");
+            assert_eq!(list[0]["event"]["type"], "audit.chain_broken");
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "{list}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        receiver.seen.lock().unwrap().len(),
+        2,
+        "nothing sent after acceptance"
+    );
 }

@@ -23,6 +23,7 @@ pub mod pebble;
 pub mod postgres;
 pub mod process;
 pub mod proxy;
+pub mod smtp;
 pub mod wine;
 
 /// Picks a free loopback TCP port.
@@ -57,17 +58,19 @@ impl Tool {
         let place = self
             .fallback_dir
             .map_or_else(|| "on PATH".to_owned(), |d| format!("on PATH or in {d}"));
+        self.missing(&format!("{names} not found {place}"));
+        None
+    }
+
+    /// Reports that `what` is missing: a loud notice that the tier is skipped, or a panic when
+    /// `require_var` is `1`.
+    pub fn missing(&self, what: &str) {
         let required = std::env::var(self.require_var).is_ok_and(|v| v == "1");
-        assert!(
-            !required,
-            "{}=1 but {names} not found {place}",
-            self.require_var
-        );
+        assert!(!required, "{}=1 but {what}", self.require_var);
         eprintln!(
-            "\n!!! NOTICE: {names} not found {place}: {} are SKIPPED.\n!!! Install {} or set {}=1 to make this an error.\n",
+            "\n!!! NOTICE: {what}: {} are SKIPPED.\n!!! Install {} or set {}=1 to make this an error.\n",
             self.skipped, self.install, self.require_var
         );
-        None
     }
 
     fn find(&self, name: &str) -> Option<PathBuf> {

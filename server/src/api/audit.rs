@@ -104,11 +104,16 @@ pub(crate) async fn verify(state: &AppState, auth: &Auth) -> Result<AuditVerifyR
             broken_at: None,
             reason: None,
         },
-        Err(b) => AuditVerifyResponse {
-            intact: false,
-            events: u64::try_from(b.seq - 1).unwrap_or(0),
-            broken_at: Some(b.seq),
-            reason: Some(b.reason),
-        },
+        Err(b) => {
+            // Raised once per break (keyed by its sequence number), however often verified.
+            let event = crate::notify::events::audit_chain_broken(b.seq, &b.reason, crate::now());
+            state.db.enqueue_event(&event).await?;
+            AuditVerifyResponse {
+                intact: false,
+                events: u64::try_from(b.seq - 1).unwrap_or(0),
+                broken_at: Some(b.seq),
+                reason: Some(b.reason),
+            }
+        }
     })
 }

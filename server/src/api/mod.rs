@@ -31,6 +31,7 @@ mod convert;
 pub mod error;
 pub mod extract;
 mod lookup;
+pub mod notifications;
 pub mod targets;
 pub mod tokens;
 pub mod validate;
@@ -55,6 +56,7 @@ pub const API_PREFIX: &str = "/api/v1";
         (name = "agents", description = "Hosts that pull certificates over mTLS"),
         (name = "tokens", description = "API tokens and their scopes"),
         (name = "audit", description = "The hash-chained audit log"),
+        (name = "notifications", description = "Mail and webhook channels, subscriptions, mutes and deliveries"),
     )
 )]
 pub struct ApiDoc;
@@ -80,7 +82,8 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(agents::routes())
         .merge(targets::routes())
         .merge(tokens::routes())
-        .merge(audit::routes());
+        .merge(audit::routes())
+        .merge(notifications::routes());
     let (router, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(healthz))
         .routes(routes!(readyz))

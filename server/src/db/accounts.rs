@@ -4,6 +4,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::BeginWrite as _;
+use super::notify::{NewEvent, Outbox as _};
 use super::{Db, Result, from_json, on_pool, to_json};
 use crate::model::{Account, AccountId, AccountState};
 use crate::secrets::{Binding, SecretBytes, Secrets};
@@ -207,6 +208,28 @@ impl Db {
             return Err(super::Error::NotFound);
         }
         Ok(())
+    }
+
+    /// Marks an account `failed` with `error` and raises `event` (`account.problem`) in the
+    /// same transaction.
+    pub async fn fail_account(
+        &self,
+        id: AccountId,
+        error: &str,
+        event: &NewEvent,
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        const Q: &str = "UPDATE acme_accounts SET state = 'failed', last_error = $2, updated_at = $3 WHERE id = $1";
+        on_pool!(self, p => {
+            let mut tx = p.begin_write().await?;
+            let done = sqlx::query(Q).bind(id.0).bind(error).bind(now).execute(&mut *tx).await?.rows_affected();
+            if done == 0 {
+                return Err(super::Error::NotFound);
+            }
+            tx.enqueue_event(event).await?;
+            tx.commit().await?;
+            Ok(())
+        })
     }
 }
 

@@ -19,6 +19,7 @@ pub mod deployments;
 pub mod enrollment;
 pub mod instances;
 pub mod metrics;
+pub mod notify;
 pub mod oidc_logins;
 pub mod orders;
 pub mod overview;

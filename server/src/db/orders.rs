@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::BeginWrite as _;
+use super::notify::{NewEvent, Outbox as _};
 use super::versions::{INSERT_VERSION, NewVersion, key_binding};
 use super::{Db, Error, Result, on_pool, to_json};
 use crate::model::{
@@ -36,6 +37,8 @@ pub struct OrderFailure<'a> {
     pub certificate_state: CertificateState,
     /// When the scheduler tries again (renewals); `None` leaves it to an operator.
     pub retry_at: Option<OffsetDateTime>,
+    /// The `certificate.renewal_failed` to raise with the failure, if one is due.
+    pub event: Option<NewEvent>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -360,6 +363,9 @@ impl Db {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
+            if let Some(event) = &failure.event {
+                tx.enqueue_event(event).await?;
+            }
             tx.commit().await?;
             Ok(true)
         })
@@ -367,12 +373,14 @@ impl Db {
 
     /// Completes a leased order: stores the version (key sealed), makes it current, marks the
     /// certificate valid with its next renewal time, and ends the order, in one transaction.
-    /// The order's own copy of the key is deleted: the version holds it now.
+    /// The order's own copy of the key is deleted: the version holds it now. `event`
+    /// (`certificate.issued` or `renewed`) enters the outbox in the same transaction.
     pub async fn complete_order(
         &self,
         secrets: &Secrets,
         owner: &str,
         version: &NewVersion<'_>,
+        event: &NewEvent,
         renew_after: OffsetDateTime,
         now: OffsetDateTime,
     ) -> Result<bool> {
@@ -403,6 +411,7 @@ impl Db {
                 .execute(&mut *tx)
                 .await?;
             sqlx::query(CERT).bind(version.certificate_id.0).bind(version.id.0).bind(renew_after).bind(now).bind(version.not_after).execute(&mut *tx).await?;
+            tx.enqueue_event(event).await?;
             tx.commit().await?;
             Ok(true)
         })
@@ -589,6 +598,7 @@ mod tests {
                     not_before: now,
                     not_after: now + time::Duration::days(90),
                 },
+                &crate::db::notify::tests::event(),
                 renew_after,
                 now,
             )
@@ -645,6 +655,7 @@ mod tests {
                 error: "refused",
                 certificate_state: CertificateState::Failing,
                 retry_at: None,
+                event: None,
             };
             assert!(
                 t.db.fail_order(failed.id, "a", cert.id, &failure, now)

@@ -26,6 +26,7 @@ const SECRET_COLUMNS: &[(&str, &str, &str)] = &[
     ("server_keys", "id", "key_enc"),
     ("tsig_keys", "id", "secret_enc"),
     ("oidc_logins", "id", "pkce_verifier_enc"),
+    ("notification_channels", "id", "secret_enc"),
 ];
 
 /// PostgreSQL: blocks every writer of the instances and secret tables (readers go on) until
@@ -239,8 +240,28 @@ mod tests {
             let old = Secrets::generate();
             let new = Secrets::generate();
             let s = store_secrets(&t, &old).await;
+            let hook = crate::db::notify::ChannelSettings::Webhook(
+                certkeep_api_types::notification::WebhookSettings {
+                    url: "https://hooks.example.edu/".into(),
+                    format: certkeep_api_types::notification::WebhookFormat::Standard,
+                    timeout_secs: 5,
+                    ca_file: None,
+                },
+            );
+            let channel =
+                t.db.insert_channel(&old, "hook", &hook, Some(b"whsec_x"), crate::now())
+                    .await
+                    .unwrap();
             let n = t.db.rekey(&old, &new, crate::now()).await.unwrap();
-            assert_eq!(n, 2, "{}", t.backend);
+            assert_eq!(n, 3, "{}", t.backend);
+            assert_eq!(
+                &t.db
+                    .channel_secret(&new, channel.id)
+                    .await
+                    .unwrap()
+                    .unwrap()[..],
+                b"whsec_x"
+            );
             assert!(t.db.version_key(&old, s.version).await.is_err());
             assert_eq!(
                 &t.db.version_key(&new, s.version).await.unwrap()[..],

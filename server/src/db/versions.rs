@@ -6,6 +6,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::BeginWrite as _;
+use super::notify::{NewEvent, Outbox as _};
 use super::{Db, Result, from_json, on_pool, to_json};
 use crate::model::{CertificateId, CertificateVersion, OrderId, VersionId};
 use crate::secrets::{Binding, SecretBytes, Secrets};
@@ -158,20 +159,27 @@ impl Db {
         rows.into_iter().map(VersionRow::into_model).collect()
     }
 
-    /// Marks a version revoked with its RFC 5280 reason code.
+    /// Marks a version revoked with its RFC 5280 reason code; `event` (`certificate.revoked`)
+    /// enters the outbox in the same transaction.
     pub async fn set_version_revoked(
         &self,
         id: VersionId,
         reason: u8,
+        event: &NewEvent,
         now: OffsetDateTime,
     ) -> Result<()> {
         const Q: &str =
             "UPDATE certificate_versions SET revoked_at = $2, revocation_reason = $3 WHERE id = $1";
-        let n = on_pool!(self, p => sqlx::query(Q).bind(id.0).bind(now).bind(i32::from(reason)).execute(p).await.map(|r| r.rows_affected()))?;
-        if n == 0 {
-            return Err(super::Error::NotFound);
-        }
-        Ok(())
+        on_pool!(self, p => {
+            let mut tx = p.begin_write().await?;
+            let n = sqlx::query(Q).bind(id.0).bind(now).bind(i32::from(reason)).execute(&mut *tx).await?.rows_affected();
+            if n == 0 {
+                return Err(super::Error::NotFound);
+            }
+            tx.enqueue_event(event).await?;
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     /// A certificate whose current version was revoked: state `revoked` and due for

@@ -4,6 +4,7 @@
 pub mod deployments;
 pub mod issuance;
 pub mod names;
+pub mod notify;
 pub mod renewal;
 pub mod rollout;
 pub mod span;

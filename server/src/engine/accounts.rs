@@ -65,10 +65,9 @@ pub async fn register_account(state: &AppState, id: AccountId) -> Result<Account
         }
         Err(e) => {
             tracing::warn!(account.name = %account.name, error = %e, "ACME account registration failed");
-            state
-                .db
-                .set_account_state(id, AccountState::Failed, Some(&e.to_string()), now())
-                .await?;
+            let error = e.to_string();
+            let event = crate::notify::events::account_problem(id.0, &account.name, &error, now());
+            state.db.fail_account(id, &error, &event, now()).await?;
             Err(e)
         }
     }

@@ -21,6 +21,7 @@ use crate::model::{
     OrderState, VersionId,
 };
 use crate::now;
+use certkeep_api_types::notification::NotificationEvent;
 
 /// How a run ended when it went as planned.
 #[derive(Debug)]
@@ -569,10 +570,30 @@ impl Job<'_> {
             not_before: leaf.not_before,
             not_after: leaf.not_after,
         };
+        let kind = match self.cert.current_version_id {
+            None => NotificationEvent::CertificateIssued,
+            Some(_) => NotificationEvent::CertificateRenewed,
+        };
+        let detail = format!("valid until {}", leaf.not_after);
+        let event = crate::notify::events::certificate(
+            kind,
+            &self.cert,
+            &leaf.dns_names,
+            Some(&detail),
+            None,
+            now(),
+        );
         fenced(
             state
                 .db
-                .complete_order(&state.secrets, self.owner(), &version, renew_after, now())
+                .complete_order(
+                    &state.secrets,
+                    self.owner(),
+                    &version,
+                    &event,
+                    renew_after,
+                    now(),
+                )
                 .await?,
         )?;
         state

@@ -19,9 +19,11 @@ use tracing::instrument;
 use crate::acme::{self, AcmeError, Issuer};
 use crate::app::AppState;
 use crate::db::orders::OrderFailure;
+use crate::domain::notify as notify_rules;
 use crate::domain::{issuance, renewal};
 use crate::model::{Account, AccountId, Order, OrderEventKind};
 use crate::now;
+use certkeep_api_types::notification::NotificationEvent;
 
 mod accounts;
 pub mod challenge;
@@ -395,11 +397,14 @@ async fn fail(
         None => None,
     };
     let t = now();
+    let certificate_state = issuance::state_after_failure(&cert);
+    let retry_at =
+        not_after.map(|end| renewal::retry_at(cert.consecutive_failures + 1, Some(end), t));
     let failure = OrderFailure {
         error: message,
-        certificate_state: issuance::state_after_failure(&cert),
-        retry_at: not_after
-            .map(|end| renewal::retry_at(cert.consecutive_failures + 1, Some(end), t)),
+        certificate_state,
+        retry_at,
+        event: renewal_failed_event(shared, &cert, retry_at.is_none(), not_after, message, t),
     };
     if db
         .fail_order(id, &shared.owner, certificate, &failure, t)
@@ -414,6 +419,40 @@ async fn fail(
         tracing::warn!(error = %message, "order failed");
     }
     Ok(())
+}
+
+/// The `certificate.renewal_failed` a failure raises, if the notification rules want one.
+fn renewal_failed_event(
+    shared: &Shared,
+    cert: &crate::model::Certificate,
+    given_up: bool,
+    not_after: Option<time::OffsetDateTime>,
+    message: &str,
+    t: time::OffsetDateTime,
+) -> Option<crate::db::notify::NewEvent> {
+    let n = &shared.state.config.notifications;
+    let notice = notify_rules::renewal_failure_notice(
+        given_up,
+        cert.consecutive_failures + 1,
+        n.renewal_failed_attempts,
+        not_after,
+        time::Duration::days(i64::from(n.renewal_failed_lifetime_days)),
+        t,
+    )?;
+    let dedupe = match (notice, cert.current_version_id) {
+        (notify_rules::RenewalFailureNotice::Lifetime, Some(v)) => {
+            Some(format!("renewal_failed:lifetime:{v}"))
+        }
+        _ => None,
+    };
+    Some(crate::notify::events::certificate(
+        NotificationEvent::CertificateRenewalFailed,
+        cert,
+        &cert.dns_names,
+        Some(message),
+        dedupe,
+        t,
+    ))
 }
 
 /// Records how long an issued order took from queue to certificate, per directory.

@@ -13,6 +13,7 @@ use crate::app::AppState;
 use crate::domain::issuance;
 use crate::model::{OrderEventKind, OrderReason, VersionId};
 use crate::now;
+use certkeep_api_types::notification::NotificationEvent;
 
 /// Revokes `version` at its CA with RFC 5280 `reason` (0-6, 8-10), marks it revoked, and queues
 /// re-issuance when it was the certificate's current version (unless the certificate is retired).
@@ -34,9 +35,17 @@ pub async fn revoke_version(
     let issuer = connect(state, &account).await?;
     issuer.revoke(&leaf.leaf_der, reason).await?;
     let t = now();
-    db.set_version_revoked(version, reason, t).await?;
-    tracing::info!(certificate.serial = %stored.serial, "certificate version revoked");
     let cert = db.certificate(stored.certificate_id).await?;
+    let event = crate::notify::events::certificate(
+        NotificationEvent::CertificateRevoked,
+        &cert,
+        &stored.dns_names,
+        Some(&format!("serial {}, reason code {reason}", stored.serial)),
+        Some(format!("revoked:{version}")),
+        t,
+    );
+    db.set_version_revoked(version, reason, &event, t).await?;
+    tracing::info!(certificate.serial = %stored.serial, "certificate version revoked");
     if cert.current_version_id == Some(version) && db.mark_current_revoked(cert.id, t).await? {
         let deadline = t + Duration::from_secs(state.config.engine.order_deadline_secs);
         let order = db

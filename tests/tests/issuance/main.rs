@@ -1,6 +1,7 @@
 //! End-to-end issuance tests against a real Pebble, mostly through the fault-injecting proxy,
-//! and challenge solvers against a real BIND 9. They skip (loudly) without `pebble` or `named`
-//! unless `CERTKEEP_TEST_REQUIRE_PEBBLE=1` / `CERTKEEP_TEST_REQUIRE_BIND=1`.
+//! challenge solvers against a real BIND 9, and the notification a failing order raises. They
+//! skip (loudly) without `pebble` or `named` unless `CERTKEEP_TEST_REQUIRE_PEBBLE=1` /
+//! `CERTKEEP_TEST_REQUIRE_BIND=1`.
 #![allow(
     clippy::expect_used,
     clippy::unwrap_used,
@@ -13,5 +14,6 @@ mod challenges;
 mod crash;
 mod dashboard;
 mod faults;
+mod notify;
 mod scale;
 mod support;

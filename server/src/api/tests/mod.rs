@@ -38,6 +38,7 @@ mod audit;
 mod auth;
 mod bad_input;
 mod certificates;
+mod notifications;
 mod scopes;
 mod spec;
 mod targets;

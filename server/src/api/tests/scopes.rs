@@ -36,6 +36,9 @@ const PUBLIC: [u16; 7] = [200; 7];
 fn rows(v0: &str) -> Vec<(&'static str, &'static str, Option<Value>, [u16; 7])> {
     let new_account = json!({"name": "new", "directory_url": "https://acme.invalid/dir", "allowed_domains": ["*.example.com"]});
     let new_cert = json!({"name": "new", "dns_names": ["api.example.com"], "account": "acme"});
+    let mute_until = (crate::now() + time::Duration::days(1))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
     vec![
         ("GET", "/healthz", None, PUBLIC),
         ("GET", "/readyz", None, PUBLIC),
@@ -240,6 +243,73 @@ fn rows(v0: &str) -> Vec<(&'static str, &'static str, Option<Value>, [u16; 7])> 
             "/api/v1/audit-events/verify",
             None,
             [200, 200, 403, 403, 403, 403, 403],
+        ),
+        (
+            "POST",
+            "/api/v1/notification-channels",
+            Some(json!({"name": "hook", "webhook": {"url": "https://hooks.example/x"}})),
+            [201, 201, 403, 403, 403, 403, 403],
+        ),
+        (
+            "GET",
+            "/api/v1/notification-channels",
+            None,
+            [200, 200, 200, 200, 403, 403, 403],
+        ),
+        // No channel in the fixture: allowed callers reach the lookup (404).
+        (
+            "DELETE",
+            "/api/v1/notification-channels/{channel}",
+            None,
+            [404, 404, 403, 403, 403, 403, 403],
+        ),
+        (
+            "POST",
+            "/api/v1/notification-channels/{channel}/test",
+            None,
+            [404, 404, 403, 403, 403, 403, 403],
+        ),
+        (
+            "POST",
+            "/api/v1/subscriptions",
+            Some(json!({"name": "s", "channel": "none", "events": ["certificate.issued"]})),
+            [422, 422, 422, 422, 403, 403, 403],
+        ),
+        (
+            "GET",
+            "/api/v1/subscriptions",
+            None,
+            [200, 200, 200, 200, 403, 200, 403],
+        ),
+        (
+            "DELETE",
+            "/api/v1/subscriptions/{id}",
+            None,
+            [404, 404, 404, 404, 403, 403, 403],
+        ),
+        (
+            "POST",
+            "/api/v1/notification-mutes",
+            Some(json!({"certificate": "www", "until": mute_until, "reason": "maintenance"})),
+            [201, 201, 201, 201, 403, 403, 403],
+        ),
+        (
+            "GET",
+            "/api/v1/notification-mutes",
+            None,
+            [200, 200, 200, 200, 403, 200, 403],
+        ),
+        (
+            "DELETE",
+            "/api/v1/notification-mutes/{id}",
+            None,
+            [404, 404, 404, 404, 403, 403, 403],
+        ),
+        (
+            "GET",
+            "/api/v1/notifications",
+            None,
+            [200, 200, 200, 200, 403, 200, 403],
         ),
     ]
 }

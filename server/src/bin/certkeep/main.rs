@@ -20,6 +20,7 @@ mod audit;
 mod cert;
 mod client;
 mod dns_key;
+mod notify;
 mod rekey;
 mod serve;
 mod session;
@@ -113,6 +114,16 @@ enum Command {
         #[command(subcommand)]
         command: token::TokenCommand,
     },
+    /// Notifications: mail and webhook channels, subscriptions, mutes, deliveries (API client).
+    #[command(
+        after_help = "Example:\n  certkeep notify channel add --name ops-hook --webhook-url https://hooks.example.edu/certkeep\n  certkeep notify list --state failed"
+    )]
+    Notify {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: notify::NotifyCommand,
+    },
     /// The audit log (API client; `verify --local` reads the database directly).
     #[command(after_help = "Example:\n  certkeep audit verify")]
     Audit {
@@ -178,6 +189,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Token { client, command } => {
             Ok(session::run(&client, async |s| token::run(s, command).await).await)
+        }
+        Command::Notify { client, command } => {
+            Ok(session::run(&client, async |s| notify::run(s, command).await).await)
         }
         Command::Audit { client, command } => {
             Ok(session::run(&client, async |s| audit::run(s, command).await).await)
