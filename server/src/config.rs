@@ -49,6 +49,8 @@ pub struct Config {
     pub liveness: LivenessConfig,
     /// Limits of the listeners against slow or abusive clients, and listener certificates.
     pub listeners: ListenersConfig,
+    /// Certificate lifecycle: ARI polling, the domain-validation ledger.
+    pub lifecycle: LifecycleConfig,
 }
 
 /// Issuance engine settings.
@@ -142,6 +144,55 @@ impl LivenessConfig {
         if self.heartbeat_secs == 0 || self.stale_secs < self.heartbeat_secs.saturating_mul(2) {
             return Err(ConfigError::Invalid(
                 "liveness.heartbeat_secs must be at least 1 and liveness.stale_secs at least twice it".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Certificate lifecycle settings: how often the CA's renewal information (ARI) is read and
+/// when a lapsing domain validation is reported.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LifecycleConfig {
+    /// Shortest gap between two ARI polls of one certificate, in seconds: a smaller
+    /// `Retry-After` is raised to this.
+    pub ari_min_poll_secs: u64,
+    /// Longest gap between two ARI polls of one certificate, in seconds: a larger (or absurd)
+    /// `Retry-After` is lowered to this.
+    pub ari_max_poll_secs: u64,
+    /// Days before a domain validation lapses that it is reported as lapsing.
+    pub validation_warn_days: u32,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        Self {
+            ari_min_poll_secs: 3600,
+            ari_max_poll_secs: 24 * 3600,
+            validation_warn_days: 30,
+        }
+    }
+}
+
+impl LifecycleConfig {
+    /// The CA's `Retry-After` for ARI, clamped to `[ari_min_poll_secs, ari_max_poll_secs]`.
+    pub fn ari_poll_after(&self, retry_after: std::time::Duration) -> std::time::Duration {
+        retry_after.clamp(
+            std::time::Duration::from_secs(self.ari_min_poll_secs),
+            std::time::Duration::from_secs(self.ari_max_poll_secs),
+        )
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.ari_min_poll_secs == 0 || self.ari_max_poll_secs < self.ari_min_poll_secs {
+            return Err(ConfigError::Invalid(
+                "lifecycle.ari_min_poll_secs must be at least 1 and lifecycle.ari_max_poll_secs at least lifecycle.ari_min_poll_secs".into(),
+            ));
+        }
+        if !(1..=365).contains(&self.validation_warn_days) {
+            return Err(ConfigError::Invalid(
+                "lifecycle.validation_warn_days must be between 1 and 365".into(),
             ));
         }
         Ok(())
@@ -356,6 +407,7 @@ impl Default for Config {
             ca_limits: CaLimitsConfig::default(),
             liveness: LivenessConfig::default(),
             listeners: ListenersConfig::default(),
+            lifecycle: LifecycleConfig::default(),
         }
     }
 }
@@ -491,6 +543,7 @@ impl Config {
         }
         self.ca_limits.validate()?;
         self.liveness.validate()?;
+        self.lifecycle.validate()?;
         self.listeners.validate()?;
         if self.listeners.request_timeout_secs <= self.engine.request_timeout_secs.saturating_mul(2)
         {

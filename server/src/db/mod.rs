@@ -18,6 +18,7 @@ pub mod certificates;
 pub mod deployments;
 pub mod enrollment;
 pub mod instances;
+pub mod lifecycle;
 pub mod metrics;
 pub mod orders;
 pub mod rekey;

@@ -324,6 +324,9 @@ impl Job<'_> {
                             &format!("the CA validated {}", self.presented.join(", ")),
                         )
                         .await?;
+                        // The fresh validations, with their lapse times, go into the ledger.
+                        let authzs = self.issuer.authorizations(&url).await?;
+                        super::ledger::record(self.shared, self.account.id, &authzs).await?;
                     }
                 }
                 CaOrderStatus::Ready => {
@@ -360,6 +363,7 @@ impl Job<'_> {
     /// Skips valid authorizations untouched and hands pending ones to their solver.
     async fn authorize(&mut self, url: &str) -> Result<(), Stop> {
         let authzs = self.issuer.authorizations(url).await?;
+        super::ledger::record(self.shared, self.account.id, &authzs).await?;
         let mut valid = Vec::new();
         for authz in authzs {
             match authz.status {
@@ -608,8 +612,8 @@ impl Job<'_> {
                 Err(e) => Err(e),
             };
             match window {
-                Ok((start, end)) => {
-                    return renewal::ari_renew_at(start, end, jitter, leaf.not_before, by_policy);
+                Ok(w) => {
+                    return renewal::ari_renew_at(w.start, w.end, jitter, leaf.not_before, by_policy);
                 }
                 Err(e) => {
                     tracing::warn!(account.name = %self.account.name, error = %e, "no ARI window; renewing by policy")

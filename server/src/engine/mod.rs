@@ -24,9 +24,11 @@ use crate::model::{Account, AccountId, Order, OrderEventKind};
 use crate::now;
 
 mod accounts;
+mod ari;
 pub mod challenge;
 mod job;
 mod keys;
+mod ledger;
 mod revoke;
 mod scheduler;
 

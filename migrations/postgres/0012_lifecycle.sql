@@ -1,0 +1,23 @@
+-- Domain-validation ledger: per ACME account and name, when the CA last showed a valid
+-- authorization and when that validation lapses (the authorization's `expires`).
+-- lapse_noted_at: when the coming lapse was last reported (domain.validation_lapsing).
+CREATE TABLE domain_validations (
+    account_id     UUID NOT NULL REFERENCES acme_accounts(id),
+    name           TEXT NOT NULL,
+    last_valid_at  TIMESTAMPTZ NOT NULL,
+    expires_at     TIMESTAMPTZ NOT NULL,
+    lapse_noted_at TIMESTAMPTZ,
+    PRIMARY KEY (account_id, name)
+);
+CREATE INDEX domain_validations_expiry ON domain_validations(expires_at);
+
+-- ARI (RFC 9773) per certificate version: the CA's last suggested window and when to ask
+-- again (its Retry-After, clamped by [lifecycle]).
+CREATE TABLE ari_windows (
+    version_id   UUID PRIMARY KEY REFERENCES certificate_versions(id),
+    window_start TIMESTAMPTZ NOT NULL,
+    window_end   TIMESTAMPTZ NOT NULL,
+    polled_at    TIMESTAMPTZ NOT NULL,
+    next_poll_at TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX ari_windows_next_poll ON ari_windows(next_poll_at);
