@@ -304,7 +304,15 @@ impl Issuer for InstantIssuer {
                 serial: Cow::Borrowed(serial),
             });
         }
-        let (mut order, observed) = run(None, self.account.new_order(&new)).await?;
+        let (mut order, observed) = match run(None, self.account.new_order(&new)).await {
+            // RFC 9773 says a CA that takes `replaces` reflects it; one that does not (its
+            // order then has no URL for us) is asked again without it, instead of for ever.
+            Err(e) if replaces.is_some() && e.to_string().contains("replaces field mismatch") => {
+                tracing::warn!(error = %e, "the CA did not reflect `replaces`; ordering without it");
+                run(None, self.account.new_order(&NewOrder::new(&identifiers))).await?
+            }
+            other => other?,
+        };
         let url = order.url().to_owned();
         Ok(order_view(&url, order.state(), observed.retry_after))
     }

@@ -28,6 +28,7 @@ pub mod audit;
 pub mod auth;
 pub mod certificates;
 mod convert;
+pub mod domains;
 pub mod error;
 pub mod extract;
 mod lookup;
@@ -54,6 +55,7 @@ pub const API_PREFIX: &str = "/api/v1";
         (name = "agents", description = "Hosts that pull certificates over mTLS"),
         (name = "tokens", description = "API tokens and their scopes"),
         (name = "audit", description = "The hash-chained audit log"),
+        (name = "domains", description = "When each account's validation of a name lapses"),
     )
 )]
 pub struct ApiDoc;
@@ -78,7 +80,8 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(certificates::routes())
         .merge(agents::routes())
         .merge(tokens::routes())
-        .merge(audit::routes());
+        .merge(audit::routes())
+        .merge(domains::routes());
     let (router, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(healthz))
         .routes(routes!(readyz))

@@ -222,7 +222,8 @@ mod tests {
     #[tokio::test]
     async fn the_ledger_keeps_the_latest_lapse_and_reports_each_lapse_once() {
         for t in TestDb::all().await {
-            let now = crate::now();
+            // Whole seconds: PostgreSQL keeps microseconds.
+            let now = crate::now().replace_nanosecond(0).unwrap();
             let (acc, _) = t.account_and_certificate("www", "www.example.com").await;
             let soon = now + Duration::days(10);
             let later = now + Duration::days(200);
@@ -258,7 +259,10 @@ mod tests {
             assert_eq!(t.db.domain_validations(&lapsing).await.unwrap().len(), 1);
 
             let before = now + Duration::days(30);
-            let taken = t.db.take_lapsing_validations(before, now, 10).await.unwrap();
+            let taken =
+                t.db.take_lapsing_validations(before, now, 10)
+                    .await
+                    .unwrap();
             assert_eq!(taken.len(), 1, "{}", t.backend);
             assert_eq!(taken[0].expires_at, soon);
             assert!(
@@ -274,7 +278,10 @@ mod tests {
             t.db.record_domain_validations(acc.id, &[("www.example.com".into(), renewed)], now)
                 .await
                 .unwrap();
-            let taken = t.db.take_lapsing_validations(before, now, 10).await.unwrap();
+            let taken =
+                t.db.take_lapsing_validations(before, now, 10)
+                    .await
+                    .unwrap();
             assert_eq!(taken.len(), 1, "{}", t.backend);
             assert_eq!(taken[0].expires_at, renewed);
         }
@@ -284,7 +291,8 @@ mod tests {
     async fn ari_polls_are_due_for_new_versions_and_after_next_poll_at() {
         let secrets = crate::secrets::Secrets::generate();
         for t in TestDb::all().await {
-            let now = crate::now();
+            // Whole seconds: PostgreSQL keeps microseconds.
+            let now = crate::now().replace_nanosecond(0).unwrap();
             let (_, cert) = t.account_and_certificate("www", "www.example.com").await;
             assert!(t.db.ari_polls_due(now, 10).await.unwrap().is_empty());
             let leaf = certkeep_api_types::pfx::testing::TestCa::new().leaf(
@@ -326,11 +334,17 @@ mod tests {
                 .unwrap();
             assert!(t.db.ari_polls_due(now, 10).await.unwrap().is_empty());
             assert_eq!(
-                t.db.ari_polls_due(now + Duration::hours(7), 10).await.unwrap().len(),
+                t.db.ari_polls_due(now + Duration::hours(7), 10)
+                    .await
+                    .unwrap()
+                    .len(),
                 1
             );
             assert_eq!(t.db.ari_poll(version.id).await.unwrap(), Some(poll));
-            assert_eq!(t.db.certificate(cert.id).await.unwrap().renew_after, Some(at));
+            assert_eq!(
+                t.db.certificate(cert.id).await.unwrap().renew_after,
+                Some(at)
+            );
         }
     }
 }

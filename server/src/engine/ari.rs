@@ -70,8 +70,14 @@ async fn poll(shared: &Shared, due: AriDue) -> Result<(), EngineError> {
     let leaf = issuance::parse_chain(&version.chain_pem).map_err(AcmeError::Internal)?;
     let window = issuer.renewal_window(&ari_cert_id(&leaf.leaf_der)?).await?;
     let previous = db.ari_poll(version.id).await?.and_then(|p| p.window);
-    let seen = (window.start, window.end);
-    let renew_after = (previous != Some(seen)).then(|| {
+    // Whole seconds, as stored on every backend, so an unchanged window compares equal.
+    let whole = |t: time::OffsetDateTime| t.replace_nanosecond(0).unwrap_or(t);
+    let seen = (whole(window.start), whole(window.end));
+    let applies = renewal::ari_window_applies(seen.1, version.not_before);
+    if !applies {
+        tracing::warn!(certificate.id = %cert.id, window.end = %window.end, "the CA's renewal window ended before this certificate began; ignored");
+    }
+    let renew_after = (applies && previous != Some(seen)).then(|| {
         let by_policy = renewal::renew_at(
             version.not_before,
             version.not_after,

@@ -295,6 +295,7 @@ impl Job<'_> {
         let mut ca = self.open().await?;
         let url = ca.url.clone();
         let mut authorized = false;
+        let mut ledgered = false;
         let mut removed = false;
         loop {
             if ca.status != CaOrderStatus::Pending && !removed {
@@ -324,12 +325,16 @@ impl Job<'_> {
                             &format!("the CA validated {}", self.presented.join(", ")),
                         )
                         .await?;
-                        // The fresh validations, with their lapse times, go into the ledger.
-                        let authzs = self.issuer.authorizations(&url).await?;
-                        super::ledger::record(self.shared, self.account.id, &authzs).await?;
                     }
                 }
                 CaOrderStatus::Ready => {
+                    if !ledgered {
+                        // Every authorization is valid now (solved, reused or pre-validated):
+                        // their lapse times go into the domain-validation ledger.
+                        let authzs = self.issuer.authorizations(&url).await?;
+                        super::ledger::record(self.shared, self.account.id, &authzs).await?;
+                        ledgered = true;
+                    }
                     // Waiting on processing is a new wait: its back-off starts over.
                     self.polls = 0;
                     ca = self.finalize(&url).await?;
@@ -363,7 +368,6 @@ impl Job<'_> {
     /// Skips valid authorizations untouched and hands pending ones to their solver.
     async fn authorize(&mut self, url: &str) -> Result<(), Stop> {
         let authzs = self.issuer.authorizations(url).await?;
-        super::ledger::record(self.shared, self.account.id, &authzs).await?;
         let mut valid = Vec::new();
         for authz in authzs {
             match authz.status {
@@ -612,8 +616,17 @@ impl Job<'_> {
                 Err(e) => Err(e),
             };
             match window {
+                Ok(w) if renewal::ari_window_applies(w.end, leaf.not_before) => {
+                    return renewal::ari_renew_at(
+                        w.start,
+                        w.end,
+                        jitter,
+                        leaf.not_before,
+                        by_policy,
+                    );
+                }
                 Ok(w) => {
-                    return renewal::ari_renew_at(w.start, w.end, jitter, leaf.not_before, by_policy);
+                    tracing::warn!(account.name = %self.account.name, window.end = %w.end, "the CA's ARI window ended before this certificate began; renewing by policy")
                 }
                 Err(e) => {
                     tracing::warn!(account.name = %self.account.name, error = %e, "no ARI window; renewing by policy")

@@ -12,5 +12,6 @@ mod basics;
 mod challenges;
 mod crash;
 mod faults;
+mod lifecycle;
 mod scale;
 mod support;

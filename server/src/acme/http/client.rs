@@ -22,7 +22,7 @@ use super::classify::{Class, classify, is_transient_status, problem_type, transp
 use super::nonce::{NoncePool, REPLAY_NONCE};
 use super::observe::{keep_body, record, timeout_override};
 use super::rate_gate::{DEFAULT_RATE_LIMIT_PAUSE, Gate};
-use super::retry_after::{RetryAfter, retry_after_of};
+use super::retry_after::{RetryAfter, bound_header, retry_after_of};
 use crate::acme::AcmeError;
 
 /// Longest wait before re-sending a safe request inside one operation; a CA asking for more
@@ -269,6 +269,7 @@ impl AcmeHttp {
                 tracing::warn!(acme.url = %url, cap_s = r.delay.as_secs(), "the CA's Retry-After exceeds ca_limits.max_retry_after_secs; capped");
             }
             record(Some(parts.status.as_u16()), retry_after);
+            bound_header(&mut parts.headers);
             let content_type = parts
                 .headers
                 .get(CONTENT_TYPE)

@@ -209,6 +209,12 @@ fn rows(v0: &str) -> Vec<(&'static str, &'static str, Option<Value>, [u16; 7])> 
             None,
             [200, 200, 403, 403, 403, 403, 403],
         ),
+        (
+            "GET",
+            "/api/v1/domains",
+            None,
+            [200, 200, 200, 200, 200, 200, 403],
+        ),
     ]
 }
 

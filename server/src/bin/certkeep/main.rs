@@ -1,5 +1,5 @@
 //! `certkeep`: parses the command line, starts tracing and dispatches to one module per
-//! subcommand. The API subcommands (`account`, `cert`, `agent`, `token`, `audit`) talk to the API
+//! subcommand. The API subcommands (`account`, `cert`, `agent`, `token`, `audit`, `domain`) talk to the API
 //! over HTTPS; the local ones (`serve`, `migrate`, `rekey`, `dns-key`, `audit verify --local`)
 //! open the configured database.
 //!
@@ -20,6 +20,7 @@ mod audit;
 mod cert;
 mod client;
 mod dns_key;
+mod domain;
 mod rekey;
 mod serve;
 mod session;
@@ -112,6 +113,14 @@ enum Command {
         #[command(subcommand)]
         command: token::TokenCommand,
     },
+    /// Domain validations at the CAs and when they lapse (API client).
+    #[command(after_help = "Example:\n  certkeep domain list --lapsing-within 30d")]
+    Domain {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: domain::DomainCommand,
+    },
     /// The audit log (API client; `verify --local` reads the database directly).
     #[command(after_help = "Example:\n  certkeep audit verify")]
     Audit {
@@ -180,6 +189,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Audit { client, command } => {
             Ok(session::run(&client, async |s| audit::run(s, command).await).await)
+        }
+        Command::Domain { client, command } => {
+            Ok(session::run(&client, async |s| domain::run(s, command).await).await)
         }
     }
 }

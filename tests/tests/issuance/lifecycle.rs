@@ -1,0 +1,199 @@
+//! Lifecycle against Pebble: the domain-validation ledger, and ACME Renewal Information polled
+//! continuously through the proxy's `renewalInfo` endpoint (Debian's Pebble 2.4 has none).
+
+use std::time::{Duration, Instant};
+
+use certkeep_server::db::lifecycle::DomainFilter;
+use certkeep_server::model::{KeyType, OrderReason};
+use certkeep_testsupport::pebble::PebbleOptions;
+use certkeep_testsupport::proxy::{Kind, RenewalInfo};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::support::{Env, LONG, certificate, wait_until, wait_versions};
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap()
+}
+
+/// Whole seconds (what the CA's window says and what is stored).
+fn whole(t: OffsetDateTime) -> OffsetDateTime {
+    t.replace_nanosecond(0).unwrap()
+}
+
+/// The validations an order's authorizations carried land in the ledger with their
+/// `expires`, per account and name, and come back through the API's listing filter.
+#[tokio::test]
+async fn an_orders_authorization_expiry_lands_in_the_ledger() {
+    let Some(env) = Env::start(PebbleOptions::fresh_authorizations(), |_| {}).await else {
+        return;
+    };
+    let account = env.account().await;
+    let before = whole(certkeep_server::now());
+    let cert = certificate(
+        &env.state,
+        &account,
+        "ledger",
+        &["ledger.example.test", "www.ledger.example.test"],
+        KeyType::EcdsaP256,
+    )
+    .await;
+    let engine = env.engine();
+    wait_versions(&env.state, cert.id, 1, LONG).await;
+    engine.stop().await;
+    let ledger = env
+        .state
+        .db
+        .domain_validations(&DomainFilter {
+            limit: 100,
+            ..DomainFilter::default()
+        })
+        .await
+        .unwrap();
+    let mut names: Vec<&str> = ledger.iter().map(|d| d.name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["ledger.example.test", "www.ledger.example.test"]);
+    for d in &ledger {
+        assert_eq!(d.account_id, account.id);
+        assert!(d.last_valid_at >= before, "{d:?}");
+        assert!(
+            d.expires_at > certkeep_server::now(),
+            "a fresh validation lapses in the future: {d:?}"
+        );
+    }
+    // `--lapsing-within` a span longer than Pebble's authorization lifetime lists them all;
+    // one that ended already lists none.
+    let within = |span: time::Duration| DomainFilter {
+        lapsing_before: Some(certkeep_server::now() + span),
+        limit: 100,
+        ..DomainFilter::default()
+    };
+    let all = env
+        .state
+        .db
+        .domain_validations(&within(time::Duration::days(3650)))
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2);
+    let none = env
+        .state
+        .db
+        .domain_validations(&within(-time::Duration::days(1)))
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "{none:?}");
+}
+
+/// The renewal time follows the CA's window as it changes, an absurd `Retry-After` is
+/// clamped to `ari_max_poll_secs`, and a window in the past orders the renewal (with
+/// `replaces`) in the same scan that read it.
+#[tokio::test]
+async fn renewal_follows_the_ari_window_and_a_past_window_renews_at_once() {
+    let Some(env) = Env::start(PebbleOptions::default(), |c| {
+        c.lifecycle.ari_min_poll_secs = 1;
+        c.lifecycle.ari_max_poll_secs = 3;
+    })
+    .await
+    else {
+        return;
+    };
+    let serve = |start: OffsetDateTime, end: OffsetDateTime, retry_after_secs: u64| {
+        env.proxy.serve_renewal_info(Some(RenewalInfo {
+            start: rfc3339(start),
+            end: rfc3339(end),
+            retry_after_secs,
+        }));
+    };
+    let now = whole(certkeep_server::now());
+    let first = (
+        now + time::Duration::days(20),
+        now + time::Duration::days(21),
+    );
+    serve(first.0, first.1, 1);
+    let account = env.account().await;
+    let cert = certificate(
+        &env.state,
+        &account,
+        "ari",
+        &["ari.example.test"],
+        KeyType::EcdsaP256,
+    )
+    .await;
+    let engine = env.engine();
+    let v1 = wait_versions(&env.state, cert.id, 1, LONG).await.remove(0);
+    let db = &env.state.db;
+    let renew_after = || async { db.certificate(cert.id).await.unwrap().renew_after.unwrap() };
+
+    // The window in the future: the renewal time lies inside it.
+    wait_until("the first ARI poll", LONG, || async {
+        db.ari_poll(v1.id)
+            .await
+            .unwrap()
+            .filter(|p| p.window == Some(first))
+    })
+    .await;
+    let at = renew_after().await;
+    assert!(first.0 <= at && at <= first.1, "{at} outside {first:?}");
+
+    // The window moves (with an absurd Retry-After): picked again inside the new window, and
+    // the next poll is due after ari_max_poll_secs, not in 30 years.
+    let second = (
+        now + time::Duration::days(10),
+        now + time::Duration::days(11),
+    );
+    serve(second.0, second.1, 1_000_000_000);
+    let poll = wait_until("the moved window", LONG, || async {
+        db.ari_poll(v1.id)
+            .await
+            .unwrap()
+            .filter(|p| p.window == Some(second))
+    })
+    .await;
+    assert_eq!(
+        poll.next_poll_at - poll.polled_at,
+        time::Duration::seconds(3)
+    );
+    let at = renew_after().await;
+    assert!(second.0 <= at && at <= second.1, "{at} outside {second:?}");
+
+    // The window moves into the past (after this version began): renewed at once, replacing
+    // the version the CA was asked about.
+    let past = (v1.not_before, v1.not_before + time::Duration::seconds(1));
+    wait_until("the past window to be over", LONG, || async {
+        (certkeep_server::now() > past.1 + time::Duration::seconds(1)).then_some(())
+    })
+    .await;
+    let t0 = Instant::now();
+    serve(past.0, past.1, 1);
+    let v2 = wait_versions(&env.state, cert.id, 2, LONG).await.remove(0);
+    engine.stop().await;
+    assert_ne!(v2.id, v1.id);
+    let orders = db.orders_for(cert.id).await.unwrap();
+    assert_eq!(orders[0].reason, OrderReason::Renewal, "{orders:?}");
+    let asked = env.proxy.renewal_info_asked();
+    let replaces = env.proxy.replaces();
+    assert_eq!(replaces.len(), 2, "{replaces:?}");
+    assert_eq!(replaces[0], None, "a first order replaces nothing");
+    assert_eq!(
+        replaces[1].as_deref(),
+        asked.first().map(String::as_str),
+        "the renewal replaces the certificate ARI was asked about"
+    );
+    // Ordered in the scan that read the past window: no second poll in between.
+    let saw_past = env
+        .proxy
+        .first_seen_after(Kind::RenewalInfo, t0)
+        .expect("the past window was read");
+    let ordered = env
+        .proxy
+        .first_seen_after(Kind::NewOrder, t0)
+        .expect("the renewal was ordered");
+    if let Some(next_poll) = env.proxy.first_seen_after(Kind::RenewalInfo, saw_past) {
+        assert!(
+            ordered < next_poll,
+            "the renewal waited for another poll ({:?} after the past window was read)",
+            ordered - saw_past
+        );
+    }
+    assert!(ordered - saw_past < Duration::from_secs(5));
+}
