@@ -28,3 +28,26 @@ pub struct DomainValidationResponse {
 pub struct DomainList {
     pub items: Vec<DomainValidationResponse>,
 }
+
+/// Change a certificate: its names, key type or key reuse. Names are checked as on create;
+/// the change takes effect through a new order, and the current version stays current (and
+/// installed) until that order is issued.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct EditCertificateRequest {
+    /// DNS names to add (Unicode or A-labels, `*.` wildcards allowed), at most 100.
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schema(max_items = 100))]
+    pub add_dns_names: Vec<String>,
+    /// DNS names to remove, at most 100.
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schema(max_items = 100))]
+    pub remove_dns_names: Vec<String>,
+    /// A new key type (a new key is made for the next order). Accepted in any case.
+    #[serde(default, deserialize_with = "crate::api::de::key_type")]
+    pub key_type: Option<crate::enums::KeyType>,
+    /// Whether renewals reuse the current key while its type matches.
+    #[serde(default)]
+    pub reuse_key: Option<bool>,
+}

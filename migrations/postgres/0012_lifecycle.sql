@@ -21,3 +21,7 @@ CREATE TABLE ari_windows (
     next_poll_at TIMESTAMPTZ NOT NULL
 );
 CREATE INDEX ari_windows_next_poll ON ari_windows(next_poll_at);
+
+-- Renewals (and edits) reuse the current version's key when its type still matches; a
+-- re-issue after a revocation never does.
+ALTER TABLE certificates ADD COLUMN reuse_key BOOLEAN NOT NULL DEFAULT FALSE;

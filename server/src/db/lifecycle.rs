@@ -1,4 +1,4 @@
-//! `domain_validations` (the ledger of when each account's validation of a name lapses) and
+//! Certificate edits, `domain_validations` (the ledger of when each account's validation of a name lapses) and
 //! `ari_windows` (the CA's renewal information per certificate version, and when to read it
 //! again).
 
@@ -6,8 +6,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::BeginWrite as _;
-use super::{Db, Result, on_pool};
-use crate::model::{AccountId, CertificateId, VersionId};
+use super::{Db, Result, on_pool, to_json};
+use crate::model::{AccountId, CertificateId, KeyType, VersionId};
 
 /// What the ledger knows about one account's validation of one name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,6 +208,34 @@ impl Db {
             }
             tx.commit().await
         })?;
+        Ok(())
+    }
+}
+
+impl Db {
+    /// Changes a certificate's names, key type and key reuse (the current version is left
+    /// alone: the next order issues the change).
+    pub async fn edit_certificate(
+        &self,
+        id: CertificateId,
+        dns_names: &[String],
+        key_type: KeyType,
+        reuse_key: bool,
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        const Q: &str = "UPDATE certificates SET dns_names = $2, key_type = $3, reuse_key = $4, updated_at = $5 WHERE id = $1";
+        let n = on_pool!(self, p => sqlx::query(Q)
+            .bind(id.0)
+            .bind(to_json(&dns_names))
+            .bind(key_type.as_str())
+            .bind(reuse_key)
+            .bind(now)
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()))?;
+        if n == 0 {
+            return Err(super::Error::NotFound);
+        }
         Ok(())
     }
 }

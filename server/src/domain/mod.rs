@@ -3,6 +3,7 @@
 
 pub mod deployments;
 pub mod issuance;
+pub mod lifecycle;
 pub mod names;
 pub mod renewal;
 pub mod span;

@@ -10,7 +10,7 @@ use certkeep_testsupport::proxy::{Kind, RenewalInfo};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::support::{Env, LONG, certificate, wait_until, wait_versions};
+use crate::support::{Env, LONG, certificate, enqueue, history, wait_until, wait_versions};
 
 fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap()
@@ -196,4 +196,69 @@ async fn renewal_follows_the_ari_window_and_a_past_window_renews_at_once() {
         );
     }
     assert!(ordered - saw_past < Duration::from_secs(5));
+}
+
+/// An edit is issued through a new order: an added name is in the new version, which reuses
+/// the key when asked to; a new key type gets a new key. The old version stays current until
+/// the new one is issued.
+#[tokio::test]
+async fn an_edit_issues_a_new_version_with_the_added_name() {
+    let Some((env, account)) = Env::with_account().await else {
+        return;
+    };
+    let cert = certificate(
+        &env.state,
+        &account,
+        "edit",
+        &["edit.example.test"],
+        KeyType::EcdsaP256,
+    )
+    .await;
+    let engine = env.engine();
+    let v1 = wait_versions(&env.state, cert.id, 1, LONG).await.remove(0);
+    let db = &env.state.db;
+    let secrets = &env.state.secrets;
+    let state = &env.state;
+    let account = &account;
+    let edit = async |names: &[&str], key_type: KeyType| {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        db.edit_certificate(cert.id, &names, key_type, true, certkeep_server::now())
+            .await
+            .unwrap();
+        let cert = db.certificate(cert.id).await.unwrap();
+        enqueue(state, &cert, account, OrderReason::Manual).await;
+    };
+    edit(
+        &["edit.example.test", "api.edit.example.test"],
+        KeyType::EcdsaP256,
+    )
+    .await;
+    let v2 = wait_versions(&env.state, cert.id, 2, LONG).await.remove(0);
+    assert_eq!(v2.dns_names, ["edit.example.test", "api.edit.example.test"]);
+    assert_eq!(
+        *db.version_key(secrets, v2.id).await.unwrap(),
+        *db.version_key(secrets, v1.id).await.unwrap(),
+        "the key was reused"
+    );
+    assert_eq!(
+        db.certificate(cert.id).await.unwrap().current_version_id,
+        Some(v2.id)
+    );
+
+    edit(&["edit.example.test"], KeyType::EcdsaP384).await;
+    let v3 = wait_versions(&env.state, cert.id, 3, LONG).await.remove(0);
+    engine.stop().await;
+    assert_eq!(v3.dns_names, ["edit.example.test"]);
+    assert_ne!(
+        *db.version_key(secrets, v3.id).await.unwrap(),
+        *db.version_key(secrets, v2.id).await.unwrap(),
+        "a new key type needs a new key"
+    );
+    let events = history(&env.state, cert.id).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("key (current version's) and CSR stored")),
+        "{events:?}"
+    );
 }

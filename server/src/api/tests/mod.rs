@@ -1,5 +1,5 @@
 //! In-process API tests, one file per resource (`accounts`, `certificates`, `agents`, `tokens`,
-//! `audit`, `domains`) plus authentication (`auth`), the bad-input list (`bad_input`), every scope against
+//! `audit`, `lifecycle`: domains, edits) plus authentication (`auth`), the bad-input list (`bad_input`), every scope against
 //! every endpoint (`scopes`) and the OpenAPI document (`spec`). `testapp` drives the router.
 //!
 //! A test that runs on both backends is written once as `async fn name(app: TestApp)` and
@@ -37,7 +37,7 @@ mod audit;
 mod auth;
 mod bad_input;
 mod certificates;
-mod domains;
+mod lifecycle;
 mod scopes;
 mod spec;
 mod testapp;

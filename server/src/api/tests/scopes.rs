@@ -96,6 +96,12 @@ fn rows(v0: &str) -> Vec<(&'static str, &'static str, Option<Value>, [u16; 7])> 
             [202, 202, 202, 202, 202, 403, 403],
         ),
         (
+            "PATCH",
+            "/api/v1/certificates/{certificate}",
+            Some(json!({"add_dns_names": ["api.example.com"]})),
+            [202, 202, 202, 202, 202, 403, 403],
+        ),
+        (
             "POST",
             "/api/v1/certificates/{certificate}/revoke",
             Some(json!({"version_id": v0})),

@@ -18,6 +18,7 @@ mod account;
 mod agent;
 mod audit;
 mod cert;
+mod cert_lifecycle;
 mod client;
 mod dns_key;
 mod domain;
