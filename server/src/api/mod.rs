@@ -31,6 +31,7 @@ mod convert;
 pub mod domains;
 pub mod error;
 pub mod extract;
+pub mod imports;
 mod lookup;
 pub mod tokens;
 pub mod validate;
@@ -81,7 +82,8 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(agents::routes())
         .merge(tokens::routes())
         .merge(audit::routes())
-        .merge(domains::routes());
+        .merge(domains::routes())
+        .merge(imports::routes());
     let (router, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(healthz))
         .routes(routes!(readyz))

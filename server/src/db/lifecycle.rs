@@ -1,4 +1,4 @@
-//! Certificate edits, `domain_validations` (the ledger of when each account's validation of a name lapses) and
+//! Certificate imports and edits, `domain_validations` (the ledger of when each account's validation of a name lapses) and
 //! `ari_windows` (the CA's renewal information per certificate version, and when to read it
 //! again).
 
@@ -6,8 +6,11 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::BeginWrite as _;
+use super::certificates::NewCertificate;
+use super::versions::{INSERT_VERSION, NewVersion, key_binding};
 use super::{Db, Result, on_pool, to_json};
-use crate::model::{AccountId, CertificateId, KeyType, VersionId};
+use crate::model::{AccountId, Certificate, CertificateId, KeyType, VersionId};
+use crate::secrets::Secrets;
 
 /// What the ledger knows about one account's validation of one name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,6 +216,55 @@ impl Db {
 }
 
 impl Db {
+    /// Stores an imported certificate: its definition (state `valid`), its version (key
+    /// sealed) as the current one, and its renewal time, in one transaction. The certificate
+    /// gets the id `version.certificate_id`.
+    pub async fn import_certificate(
+        &self,
+        secrets: &Secrets,
+        new: &NewCertificate<'_>,
+        version: &NewVersion<'_>,
+        renew_after: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<Certificate> {
+        const CERT: &str = "INSERT INTO certificates (id, name, dns_names, key_type, account_id, renew_fraction, renew_days, state, created_by, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'valid', $8, $9, $9)";
+        const CURRENT: &str = "UPDATE certificates SET current_version_id = $2, current_not_after = $3, renew_after = $4 WHERE id = $1";
+        let key = secrets.seal(key_binding(version.id), version.key_pkcs8_der)?;
+        let id = version.certificate_id;
+        on_pool!(self, p => {
+            let mut tx = p.begin_write().await?;
+            sqlx::query(CERT)
+                .bind(id.0)
+                .bind(new.name)
+                .bind(to_json(&new.dns_names))
+                .bind(new.key_type.as_str())
+                .bind(new.account_id.0)
+                .bind(new.policy.fraction)
+                .bind(new.policy.days)
+                .bind(new.created_by)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(INSERT_VERSION)
+                .bind(version.id.0)
+                .bind(id.0)
+                .bind(version.order_id.map(|o| o.0))
+                .bind(version.chain_pem)
+                .bind(&key)
+                .bind(version.serial)
+                .bind(version.thumbprint)
+                .bind(to_json(&version.dns_names))
+                .bind(version.not_before)
+                .bind(version.not_after)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(CURRENT).bind(id.0).bind(version.id.0).bind(version.not_after).bind(renew_after).execute(&mut *tx).await?;
+            tx.commit().await
+        })?;
+        self.certificate(id).await
+    }
+
     /// Changes a certificate's names, key type and key reuse (the current version is left
     /// alone: the next order issues the change).
     pub async fn edit_certificate(
@@ -317,7 +369,7 @@ mod tests {
 
     #[tokio::test]
     async fn ari_polls_are_due_for_new_versions_and_after_next_poll_at() {
-        let secrets = crate::secrets::Secrets::generate();
+        let secrets = Secrets::generate();
         for t in TestDb::all().await {
             // Whole seconds: PostgreSQL keeps microseconds.
             let now = crate::now().replace_nanosecond(0).unwrap();

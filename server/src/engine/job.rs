@@ -544,7 +544,7 @@ impl Job<'_> {
         let version = state.db.version(current).await?;
         let leaf = issuance::parse_chain(&version.chain_pem).map_err(AcmeError::Internal)?;
         if version.revoked_at.is_some()
-            || super::keys::leaf_key_type(&leaf.leaf_der) != Some(self.cert.key_type)
+            || crate::domain::lifecycle::leaf_key_type(&leaf.leaf_der) != Some(self.cert.key_type)
         {
             return Ok(None);
         }

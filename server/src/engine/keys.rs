@@ -50,33 +50,6 @@ pub(super) async fn csr_for(
     .map_err(|e: rcgen::Error| AcmeError::Internal(format!("cannot build the CSR: {e}")))
 }
 
-/// The key type of a leaf's public key, if it is one certkeep orders.
-pub(super) fn leaf_key_type(leaf_der: &[u8]) -> Option<KeyType> {
-    use x509_parser::prelude::FromDer as _;
-    use x509_parser::public_key::PublicKey;
-    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(leaf_der).ok()?;
-    let spki = cert.public_key();
-    match spki.parsed().ok()? {
-        PublicKey::RSA(rsa) => match rsa.key_size() {
-            2048 => Some(KeyType::Rsa2048),
-            3072 => Some(KeyType::Rsa3072),
-            4096 => Some(KeyType::Rsa4096),
-            _ => None,
-        },
-        PublicKey::EC(_) => {
-            let curve = spki.algorithm.parameters.as_ref()?.as_oid().ok()?;
-            if curve == x509_parser::oid_registry::OID_EC_P256 {
-                Some(KeyType::EcdsaP256)
-            } else if curve == x509_parser::oid_registry::OID_NIST_EC_P384 {
-                Some(KeyType::EcdsaP384)
-            } else {
-                None
-            }
-        }
-        _ => None,
-    }
-}
-
 fn csr(key: &KeyPair, names: Vec<String>) -> Result<Vec<u8>, rcgen::Error> {
     let mut params = CertificateParams::new(names)?;
     params.distinguished_name = DistinguishedName::new();
@@ -186,8 +159,14 @@ mod tests {
             ),
         ] {
             let leaf = certkeep_api_types::pfx::testing::TestCa::new().leaf(&["a.example"], kind);
-            assert_eq!(leaf_key_type(&leaf.chain_der[0]), expected);
+            assert_eq!(
+                crate::domain::lifecycle::leaf_key_type(&leaf.chain_der[0]),
+                expected
+            );
         }
-        assert_eq!(leaf_key_type(b"not a certificate"), None);
+        assert_eq!(
+            crate::domain::lifecycle::leaf_key_type(b"not a certificate"),
+            None
+        );
     }
 }

@@ -1,5 +1,7 @@
 //! Lifecycle endpoints: `/api/v1/domains` (the domain-validation ledger) and certificate edits.
 
+use base64::Engine as _;
+use certkeep_api_types::pfx::testing::{KeyKind, TestCa, TestLeaf};
 use serde_json::json;
 use time::Duration;
 
@@ -160,4 +162,160 @@ async fn an_edit_is_checked_as_on_create_and_issued_through_a_new_order(app: Tes
         .await
         .json();
     assert_eq!(audit["items"].as_array().unwrap().len(), 2, "{audit}");
+}
+
+/// A PEM import for `cert`'s names from `leaf`.
+fn pem_import(name: &str, leaf: &TestLeaf, key: &[u8]) -> serde_json::Value {
+    let chain: String = leaf
+        .chain_der
+        .iter()
+        .map(|d| certkeep_api_types::pem::encode("CERTIFICATE", d))
+        .collect();
+    json!({
+        "name": name,
+        "account": "acme",
+        "chain_pem": chain,
+        "key_pem": certkeep_api_types::pem::encode("PRIVATE KEY", key),
+    })
+}
+
+backends!(imports_pem_and_pfx_are_checked_sealed_audited_and_renewable);
+async fn imports_pem_and_pfx_are_checked_sealed_audited_and_renewable(app: TestApp) {
+    app.account("acme").await;
+    let admin = app.token(ADMIN, &[]).await;
+    let ca = TestCa::new();
+    let leaf = ca.leaf(&["www.example.com", "example.com"], KeyKind::Ecdsa);
+    let import = |body: serde_json::Value| {
+        app.call(
+            "POST",
+            "/api/v1/certificates/import",
+            Some(&admin),
+            Some(body),
+        )
+    };
+
+    // Refused: a key of another leaf, a chain without its issuer, names outside the
+    // account's patterns, a wrong PFX password, nothing to import.
+    let other = ca.leaf(&["www.example.com"], KeyKind::Ecdsa);
+    let outside = ca.leaf(&["www.elsewhere.org"], KeyKind::Ecdsa);
+    let mut no_issuer = pem_import("a", &leaf, &leaf.key_pkcs8_der);
+    no_issuer["chain_pem"] =
+        certkeep_api_types::pem::encode("CERTIFICATE", &leaf.chain_der[0]).into();
+    let pfx = certkeep_api_types::pfx::build_pfx(
+        &leaf.key_pkcs8_der,
+        &leaf.chain_der,
+        "secret-pw",
+        crate::model::PfxEncryption::Aes256,
+    )
+    .unwrap();
+    let pfx_b64 = base64::engine::general_purpose::STANDARD.encode(&pfx);
+    for (body, field, says) in [
+        (
+            pem_import("a", &leaf, &other.key_pkcs8_der),
+            "chain_pem",
+            "does not belong",
+        ),
+        (no_issuer, "chain_pem", "only the leaf"),
+        (
+            pem_import("a", &outside, &outside.key_pkcs8_der),
+            "chain_pem",
+            "outside account",
+        ),
+        (
+            json!({"name": "a", "account": "acme", "pfx_base64": pfx_b64, "pfx_password": "wrong"}),
+            "pfx_base64",
+            "password",
+        ),
+        (json!({"name": "a", "account": "acme"}), "chain_pem", "give"),
+    ] {
+        let r = import(body).await;
+        assert_eq!(r.status, 422, "{}: {}", app.backend, r.json());
+        assert_eq!(r.json()["field"], field, "{}", r.json());
+        assert!(
+            r.json()["detail"].as_str().unwrap().contains(says),
+            "{}",
+            r.json()
+        );
+    }
+
+    // PEM: stored valid and current, renewable, key sealed (absent from the database file).
+    let r = import(pem_import("www", &leaf, &leaf.key_pkcs8_der)).await;
+    assert_eq!(r.status, 201, "{}", r.json());
+    let body = r.json();
+    assert_eq!(body["state"], "valid");
+    assert_eq!(body["key_type"], "ecdsa-p256");
+    assert_eq!(body["dns_names"], json!(["www.example.com", "example.com"]));
+    assert_eq!(
+        body["current_version"]["thumbprint"],
+        certkeep_api_types::pfx::thumbprint(&leaf.chain_der[0])
+    );
+    assert!(body["renew_after"].is_string());
+    let cert = app.state.db.certificate_by_name("www").await.unwrap();
+    let key = app
+        .state
+        .db
+        .version_key(&app.state.secrets, cert.current_version_id.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(*key, leaf.key_pkcs8_der);
+    let tail = &leaf.key_pkcs8_der[leaf.key_pkcs8_der.len() - 32..];
+    assert!(
+        !app.test_db.raw_contents().windows(32).any(|w| w == tail),
+        "{}: the imported key is readable at rest",
+        app.backend
+    );
+    let r = import(pem_import("www", &leaf, &leaf.key_pkcs8_der)).await;
+    assert_eq!(r.status, 409, "{}", r.json());
+
+    // PFX.
+    let r = import(json!({"name": "www-pfx", "account": "acme", "pfx_base64": pfx_b64, "pfx_password": "secret-pw"})).await;
+    assert_eq!(r.status, 201, "{}", r.json());
+    let audit = app
+        .call(
+            "GET",
+            "/api/v1/audit-events?action=certificate.import",
+            Some(&admin),
+            None,
+        )
+        .await
+        .json();
+    let items = audit["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{audit}");
+    assert!(!audit.to_string().contains("PRIVATE KEY"));
+}
+
+backends!(an_expired_certificate_is_not_imported);
+async fn an_expired_certificate_is_not_imported(app: TestApp) {
+    app.account("acme").await;
+    let admin = app.token(ADMIN, &[]).await;
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let mut params = rcgen::CertificateParams::new(vec!["old.example.com".to_owned()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = params.signed_by(&key, &issuer).unwrap();
+    let body = json!({
+        "name": "old",
+        "account": "acme",
+        "chain_pem": format!("{}{}", leaf.pem(), ca_cert.pem()),
+        "key_pem": key.serialize_pem(),
+    });
+    let r = app
+        .call(
+            "POST",
+            "/api/v1/certificates/import",
+            Some(&admin),
+            Some(body),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.json());
+    assert!(
+        r.json()["detail"].as_str().unwrap().contains("expired"),
+        "{}",
+        r.json()
+    );
 }

@@ -96,6 +96,14 @@ fn rows(v0: &str) -> Vec<(&'static str, &'static str, Option<Value>, [u16; 7])> 
             [202, 202, 202, 202, 202, 403, 403],
         ),
         (
+            "POST",
+            "/api/v1/certificates/import",
+            Some(
+                json!({"name": "imported", "account": "acme", "pfx_base64": "AA==", "pfx_password": "pw"}),
+            ),
+            [422, 422, 422, 422, 422, 403, 403],
+        ),
+        (
             "PATCH",
             "/api/v1/certificates/{certificate}",
             Some(json!({"add_dns_names": ["api.example.com"]})),
