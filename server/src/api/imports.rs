@@ -108,7 +108,7 @@ async fn import_certificate(
     } else {
         "chain_pem"
     };
-    let (leaf, key_type) =
+    let (leaf, key_type, key) =
         check_import(&chain_pem, &key, now).map_err(|e| ApiError::field(field, e))?;
     let names = normalize_all(&leaf.dns_names)?;
     auth.may_issue(&names)?;

@@ -3,6 +3,7 @@
 
 use time::OffsetDateTime;
 use x509_parser::prelude::FromDer as _;
+use zeroize::Zeroizing;
 
 use super::issuance::{LeafInfo, check_leaf_key, parse_chain};
 use super::names::{NameError, normalize, normalize_all};
@@ -64,13 +65,18 @@ pub fn leaf_key_type(leaf_der: &[u8]) -> Option<KeyType> {
 /// Checks a certificate brought from elsewhere: `chain_pem` (leaf first) certifies the key
 /// `key_pkcs8_der`, every certificate is signed by the next one (the leaf's issuer must be
 /// there), the leaf is valid at `now`, carries DNS names and a key type certkeep orders.
+/// Returns the leaf, its key type and the key re-encoded as plain PKCS#8 (as certkeep's own
+/// keys are, whatever attributes or encoding the file carried).
 pub fn check_import(
     chain_pem: &str,
     key_pkcs8_der: &[u8],
     now: OffsetDateTime,
-) -> Result<(LeafInfo, KeyType), String> {
+) -> Result<(LeafInfo, KeyType, Zeroizing<Vec<u8>>), String> {
+    let key = rcgen::KeyPair::try_from(key_pkcs8_der)
+        .map_err(|_| "the private key is not a PKCS#8 RSA or ECDSA key".to_owned())?;
+    let key_pkcs8_der = Zeroizing::new(key.serialize_der());
     let leaf = parse_chain(chain_pem)?;
-    check_leaf_key(key_pkcs8_der, &leaf)
+    check_leaf_key(&key_pkcs8_der, &leaf)
         .map_err(|_| "the private key does not belong to the leaf certificate".to_owned())?;
     if leaf.not_after <= now {
         return Err(format!("the certificate expired at {}", leaf.not_after));
@@ -111,7 +117,7 @@ pub fn check_import(
             ));
         }
     }
-    Ok((leaf, key_type))
+    Ok((leaf, key_type, key_pkcs8_der))
 }
 
 /// Why an edit of the names is refused.
@@ -143,7 +149,8 @@ mod tests {
         let ca = TestCa::new();
         let leaf = ca.leaf(&["www.example.edu"], KeyKind::Ecdsa);
         let chain = pem_chain(&leaf.chain_der);
-        let (info, key_type) = check_import(&chain, &leaf.key_pkcs8_der, now).unwrap();
+        let (info, key_type, key) = check_import(&chain, &leaf.key_pkcs8_der, now).unwrap();
+        assert_eq!(*key, leaf.key_pkcs8_der);
         assert_eq!(info.dns_names, ["www.example.edu"]);
         assert_eq!(key_type, KeyType::EcdsaP256);
 

@@ -1,13 +1,18 @@
-//! `certkeep cert edit`: lifecycle commands of the `cert` resource, through the API.
+//! `certkeep cert edit` and `certkeep cert import`: lifecycle commands of the `cert` resource,
+//! through the API.
 
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
 use certkeep_api_types::api::CertificateResponse;
 use certkeep_api_types::enums::KeyType;
-use certkeep_api_types::lifecycle::EditCertificateRequest;
+use certkeep_api_types::lifecycle::{EditCertificateRequest, ImportCertificateRequest};
 use clap::Subcommand;
 use reqwest::Method;
+use zeroize::Zeroizing;
 
 use crate::cert::cert_table;
-use crate::client::{CliError, encode};
+use crate::client::{CliError, encode, read_secret};
 use crate::session::Session;
 
 #[derive(Subcommand, Debug)]
@@ -36,6 +41,50 @@ pub(crate) enum LifecycleCommand {
         #[arg(long)]
         no_reuse_key: bool,
     },
+    /// Import a certificate obtained elsewhere with its key: a PKCS#12 file with its password,
+    /// or PEM chain and key files. Each file is read once, into memory only. The key must
+    /// match, the chain build, the leaf not be expired and its names be within the account's
+    /// patterns; certkeep then renews it as usual.
+    #[command(
+        after_help = "Example:\n  certkeep cert import --name www --account incommon --pfx-file www.pfx --password-file pw.txt\n  certkeep cert import --name www --account incommon --cert-file fullchain.pem --key-file privkey.pem"
+    )]
+    Import {
+        #[arg(long)]
+        name: String,
+        /// ACME account name or id that renews it.
+        #[arg(long)]
+        account: String,
+        /// PKCS#12 file (key, leaf and chain).
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["cert_file", "key_file"], requires = "password_file")]
+        pfx_file: Option<PathBuf>,
+        /// File holding the PKCS#12 password (`-` for stdin).
+        #[arg(long, value_name = "FILE", requires = "pfx_file")]
+        password_file: Option<PathBuf>,
+        /// PEM chain, leaf first, then the issuing CA certificate(s).
+        #[arg(
+            long,
+            value_name = "FILE",
+            requires = "key_file",
+            required_unless_present = "pfx_file"
+        )]
+        cert_file: Option<PathBuf>,
+        /// PEM private key (PKCS#8, `BEGIN PRIVATE KEY`).
+        #[arg(long, value_name = "FILE", requires = "cert_file")]
+        key_file: Option<PathBuf>,
+    },
+}
+
+/// Reads a file the user named, once.
+fn read_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, CliError> {
+    std::fs::read(path)
+        .map(Zeroizing::new)
+        .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))
+}
+
+/// A PEM file as text.
+fn read_pem(path: &Path) -> Result<String, CliError> {
+    String::from_utf8(read_file(path)?.to_vec())
+        .map_err(|_| CliError::Usage(format!("{} is not a PEM text file", path.display())))
 }
 
 /// Runs the lifecycle commands of `certkeep cert`.
@@ -58,6 +107,42 @@ pub(crate) async fn run(s: &Session, command: LifecycleCommand) -> Result<(), Cl
             let path = format!("/certificates/{}", encode(&certificate));
             let answer: (CertificateResponse, _) =
                 s.client.json(Method::PATCH, &path, Some(&req)).await?;
+            s.print(answer, |c| cert_table(vec![c]));
+        }
+        LifecycleCommand::Import {
+            name,
+            account,
+            pfx_file,
+            password_file,
+            cert_file,
+            key_file,
+        } => {
+            let mut req = ImportCertificateRequest {
+                name,
+                account,
+                ..ImportCertificateRequest::default()
+            };
+            match (pfx_file, password_file, cert_file, key_file) {
+                (Some(pfx), Some(password), None, None) => {
+                    req.pfx_base64 =
+                        Some(base64::engine::general_purpose::STANDARD.encode(read_file(&pfx)?));
+                    req.pfx_password = Some(read_secret(&password)?.to_string());
+                }
+                (None, None, Some(cert), Some(key)) => {
+                    req.chain_pem = Some(read_pem(&cert)?);
+                    req.key_pem = Some(read_pem(&key)?);
+                }
+                _ => {
+                    return Err(CliError::Usage(
+                        "give --pfx-file with --password-file, or --cert-file with --key-file"
+                            .into(),
+                    ));
+                }
+            }
+            let answer: (CertificateResponse, _) = s
+                .client
+                .json(Method::POST, "/certificates/import", Some(&req))
+                .await?;
             s.print(answer, |c| cert_table(vec![c]));
         }
     }
