@@ -25,3 +25,12 @@ CREATE INDEX ari_windows_next_poll ON ari_windows(next_poll_at);
 -- Renewals (and edits) reuse the current version's key when its type still matches; a
 -- re-issue after a revocation never does.
 ALTER TABLE certificates ADD COLUMN reuse_key INTEGER NOT NULL DEFAULT 0;
+
+-- Outside revocation: when each certificate version's CRL was last checked and when to check
+-- it again (a fetched CRL is cached in memory until its nextUpdate).
+CREATE TABLE revocation_checks (
+    version_id    BLOB PRIMARY KEY REFERENCES certificate_versions(id),
+    checked_at    TEXT NOT NULL,
+    next_check_at TEXT NOT NULL
+);
+CREATE INDEX revocation_checks_next ON revocation_checks(next_check_at);

@@ -163,6 +163,13 @@ pub struct LifecycleConfig {
     pub ari_max_poll_secs: u64,
     /// Days before a domain validation lapses that it is reported as lapsing.
     pub validation_warn_days: u32,
+    /// Seconds between two CRL checks of one current certificate (a fetched CRL is reused
+    /// until its nextUpdate).
+    pub crl_check_interval_secs: u64,
+    /// Timeout of one CRL download, in seconds.
+    pub crl_fetch_timeout_secs: u64,
+    /// Largest CRL read, in bytes; a larger one is refused.
+    pub crl_max_bytes: usize,
 }
 
 impl Default for LifecycleConfig {
@@ -171,6 +178,9 @@ impl Default for LifecycleConfig {
             ari_min_poll_secs: 3600,
             ari_max_poll_secs: 24 * 3600,
             validation_warn_days: 30,
+            crl_check_interval_secs: 3600,
+            crl_fetch_timeout_secs: 10,
+            crl_max_bytes: 10 * 1024 * 1024,
         }
     }
 }
@@ -188,6 +198,14 @@ impl LifecycleConfig {
         if self.ari_min_poll_secs == 0 || self.ari_max_poll_secs < self.ari_min_poll_secs {
             return Err(ConfigError::Invalid(
                 "lifecycle.ari_min_poll_secs must be at least 1 and lifecycle.ari_max_poll_secs at least lifecycle.ari_min_poll_secs".into(),
+            ));
+        }
+        if self.crl_check_interval_secs == 0
+            || self.crl_fetch_timeout_secs == 0
+            || self.crl_max_bytes < 1024
+        {
+            return Err(ConfigError::Invalid(
+                "lifecycle.crl_check_interval_secs and crl_fetch_timeout_secs must be at least 1 and lifecycle.crl_max_bytes at least 1024".into(),
             ));
         }
         if !(1..=365).contains(&self.validation_warn_days) {

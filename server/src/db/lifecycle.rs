@@ -1,6 +1,6 @@
-//! Certificate imports and edits, `domain_validations` (the ledger of when each account's validation of a name lapses) and
-//! `ari_windows` (the CA's renewal information per certificate version, and when to read it
-//! again).
+//! Certificate imports and edits; `domain_validations` (the ledger of when each account's
+//! validation of a name lapses); `revocation_checks` (when each version's CRL is checked);
+//! `ari_windows` (the CA's renewal information per version, and when to read it again).
 
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -34,9 +34,9 @@ pub struct DomainFilter {
     pub limit: i64,
 }
 
-/// A current certificate version whose renewal information is due to be read.
+/// A current certificate version whose renewal information or CRL is due to be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AriDue {
+pub struct DueVersion {
     pub certificate_id: CertificateId,
     pub version_id: VersionId,
 }
@@ -153,17 +153,57 @@ impl Db {
 
     /// Current versions of `valid` or `failing` certificates with no order in flight (and an
     /// account not deactivated) whose renewal information was never read or is due again.
-    pub async fn ari_polls_due(&self, now: OffsetDateTime, limit: i64) -> Result<Vec<AriDue>> {
+    pub async fn ari_polls_due(&self, now: OffsetDateTime, limit: i64) -> Result<Vec<DueVersion>> {
         const Q: &str = "SELECT c.id, c.current_version_id FROM certificates c LEFT JOIN ari_windows w ON w.version_id = c.current_version_id WHERE c.state IN ('valid', 'failing') AND c.current_version_id IS NOT NULL AND (w.version_id IS NULL OR w.next_poll_at <= $1) AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.certificate_id = c.id AND o.state NOT IN ('done', 'failed')) AND NOT EXISTS (SELECT 1 FROM acme_accounts a WHERE a.id = c.account_id AND a.state = 'deactivated') ORDER BY w.next_poll_at IS NOT NULL, w.next_poll_at LIMIT $2";
         let rows: Vec<(Uuid, Uuid)> =
             on_pool!(self, p => sqlx::query_as(Q).bind(now).bind(limit).fetch_all(p).await)?;
         Ok(rows
             .into_iter()
-            .map(|(c, v)| AriDue {
+            .map(|(c, v)| DueVersion {
                 certificate_id: CertificateId(c),
                 version_id: VersionId(v),
             })
             .collect())
+    }
+
+    /// Current versions of `valid` or `failing` certificates with no order in flight whose CRL
+    /// was never checked or is due again.
+    pub async fn revocation_checks_due(
+        &self,
+        now: OffsetDateTime,
+        limit: i64,
+    ) -> Result<Vec<DueVersion>> {
+        const Q: &str = "SELECT c.id, c.current_version_id FROM certificates c LEFT JOIN revocation_checks r ON r.version_id = c.current_version_id WHERE c.state IN ('valid', 'failing') AND c.current_version_id IS NOT NULL AND (r.version_id IS NULL OR r.next_check_at <= $1) AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.certificate_id = c.id AND o.state NOT IN ('done', 'failed')) ORDER BY r.next_check_at IS NOT NULL, r.next_check_at LIMIT $2";
+        let rows: Vec<(Uuid, Uuid)> =
+            on_pool!(self, p => sqlx::query_as(Q).bind(now).bind(limit).fetch_all(p).await)?;
+        Ok(rows
+            .into_iter()
+            .map(|(c, v)| DueVersion {
+                certificate_id: CertificateId(c),
+                version_id: VersionId(v),
+            })
+            .collect())
+    }
+
+    /// Records a CRL check of `version` and when the next one is due.
+    pub async fn record_revocation_check(
+        &self,
+        version: VersionId,
+        checked_at: OffsetDateTime,
+        next_check_at: OffsetDateTime,
+    ) -> Result<()> {
+        const Q: &str = "INSERT INTO revocation_checks (version_id, checked_at, next_check_at) VALUES ($1, $2, $3) ON CONFLICT (version_id) DO UPDATE SET checked_at = excluded.checked_at, next_check_at = excluded.next_check_at";
+        on_pool!(self, p => sqlx::query(Q).bind(version.0).bind(checked_at).bind(next_check_at).execute(p).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    /// When `version`'s CRL was last checked, if ever.
+    pub async fn revocation_checked_at(
+        &self,
+        version: VersionId,
+    ) -> Result<Option<OffsetDateTime>> {
+        const Q: &str = "SELECT checked_at FROM revocation_checks WHERE version_id = $1";
+        Ok(on_pool!(self, p => sqlx::query_scalar(Q).bind(version.0).fetch_optional(p).await)?)
     }
 
     /// The last ARI answer recorded for `version`.
@@ -395,7 +435,7 @@ mod tests {
             let due = t.db.ari_polls_due(now, 10).await.unwrap();
             assert_eq!(
                 due,
-                [AriDue {
+                [DueVersion {
                     certificate_id: cert.id,
                     version_id: version.id
                 }],

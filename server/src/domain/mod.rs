@@ -6,4 +6,5 @@ pub mod issuance;
 pub mod lifecycle;
 pub mod names;
 pub mod renewal;
+pub mod revocation;
 pub mod span;

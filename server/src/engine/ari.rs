@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::{EngineError, Shared};
 use crate::acme::{AcmeError, ari_cert_id};
-use crate::db::lifecycle::{AriDue, AriPoll};
+use crate::db::lifecycle::{AriPoll, DueVersion};
 use crate::domain::{issuance, renewal};
 use crate::now;
 
@@ -47,7 +47,7 @@ pub(super) async fn poll_due(shared: &Shared) -> Result<(), crate::db::Error> {
 
 /// Reads one certificate's renewal information and moves its renewal time if the window
 /// changed.
-async fn poll(shared: &Shared, due: AriDue) -> Result<(), EngineError> {
+async fn poll(shared: &Shared, due: DueVersion) -> Result<(), EngineError> {
     let db = &shared.state.db;
     let config = &shared.state.config;
     let cert = db.certificate(due.certificate_id).await?;

@@ -26,6 +26,7 @@ use crate::now;
 mod accounts;
 mod ari;
 pub mod challenge;
+mod crl;
 mod job;
 mod keys;
 mod ledger;
@@ -95,6 +96,7 @@ impl Engine {
             state: self.state,
             solvers: self.solvers,
             issuers: Mutex::new(self.issuers),
+            crls: crl::CrlCache::default(),
         });
         tokio::spawn(async move {
             tracing::info!(engine.owner = %shared.owner, workers = shared.state.config.engine.workers, "issuance engine started");
@@ -157,6 +159,8 @@ pub(crate) struct Shared {
     solvers: Solvers,
     /// Opened ACME accounts, restored once per account.
     issuers: Mutex<HashMap<AccountId, Arc<dyn Issuer>>>,
+    /// CRLs downloaded for the outside-revocation check.
+    crls: crl::CrlCache,
 }
 
 impl Shared {

@@ -28,11 +28,15 @@ pub(super) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
     }
 }
 
-/// Reads the CA's renewal information that is due and reports lapsing domain validations,
-/// then queues the orders that are due now (an ARI window in the past is due in this scan).
+/// Reads the CA's renewal information and the CRLs that are due, reports lapsing domain
+/// validations, then queues the orders that are due now (an ARI window in the past, or a
+/// revocation found, is due in this scan).
 async fn scan(shared: &Shared) -> Result<(), crate::db::Error> {
     if let Err(e) = super::ari::poll_due(shared).await {
         tracing::warn!(error = %e, "renewal information scan failed");
+    }
+    if let Err(e) = super::crl::check_due(shared).await {
+        tracing::warn!(error = %e, "revocation scan failed");
     }
     if let Err(e) = super::ledger::note_lapsing(shared).await {
         tracing::warn!(error = %e, "domain validation scan failed");

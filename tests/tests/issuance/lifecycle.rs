@@ -1,10 +1,13 @@
 //! Lifecycle against Pebble: the domain-validation ledger, and ACME Renewal Information polled
-//! continuously through the proxy's `renewalInfo` endpoint (Debian's Pebble 2.4 has none).
+//! continuously through the proxy's `renewalInfo` endpoint (Debian's Pebble 2.4 has none),
+//! certificate edits, and revocations found in a CRL served by the test.
 
 use std::time::{Duration, Instant};
 
 use certkeep_server::db::lifecycle::DomainFilter;
-use certkeep_server::model::{KeyType, OrderReason};
+use certkeep_server::db::versions::NewVersion;
+use certkeep_server::domain::revocation::testing::CrlCa;
+use certkeep_server::model::{KeyType, OrderReason, VersionId};
 use certkeep_testsupport::pebble::PebbleOptions;
 use certkeep_testsupport::proxy::{Kind, RenewalInfo};
 use time::OffsetDateTime;
@@ -259,6 +262,165 @@ async fn an_edit_issues_a_new_version_with_the_added_name() {
         events
             .iter()
             .any(|e| e.contains("key (current version's) and CSR stored")),
+        "{events:?}"
+    );
+}
+
+/// A one-route HTTP server on loopback answering every request with the current `body` (a
+/// CA's CRL distribution point); counts the requests.
+struct CrlServer {
+    url: String,
+    body: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CrlServer {
+    async fn start() -> Self {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/ca.crl", listener.local_addr().unwrap());
+        let body = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (serving, counting) = (body.clone(), hits.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                counting.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let crl = serving.lock().unwrap().clone();
+                let mut rsp = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/pkix-crl\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    crl.len()
+                )
+                .into_bytes();
+                rsp.extend(crl);
+                let _ = tcp.write_all(&rsp).await;
+            }
+        });
+        Self {
+            url,
+            body,
+            hits,
+            task,
+        }
+    }
+
+    fn serve(&self, crl: Vec<u8>) {
+        *self.body.lock().unwrap() = crl;
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for CrlServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A revocation done outside certkeep is found in the leaf's CRL (signed by the issuer in the
+/// stored chain) and healed: re-issued at once under a new key, the history saying `detected:
+/// outside` with the reason. A CRL with a bad signature listing the serial is not trusted.
+#[tokio::test]
+async fn a_revocation_found_in_the_crl_is_reissued_under_a_new_key() {
+    let Some(env) = Env::start(PebbleOptions::default(), |c| {
+        c.lifecycle.crl_check_interval_secs = 1;
+    })
+    .await
+    else {
+        return;
+    };
+    let account = env.account().await;
+    let cert = certificate(
+        &env.state,
+        &account,
+        "crl",
+        &["crl.example.test"],
+        KeyType::EcdsaP256,
+    )
+    .await;
+    let engine = env.engine();
+    wait_versions(&env.state, cert.id, 1, LONG).await;
+    let db = &env.state.db;
+
+    // The current version comes from a CA whose leaves name a CRL served here.
+    let crls = CrlServer::start().await;
+    let ca = CrlCa::new("certkeep outside-revocation test CA");
+    let (leaf, key) = ca.leaf(&["crl.example.test"], 0x4242, &crls.url);
+    let chain = format!(
+        "{}{}",
+        certkeep_api_types::pem::encode("CERTIFICATE", &leaf),
+        certkeep_api_types::pem::encode("CERTIFICATE", &ca.der)
+    );
+    let info = certkeep_server::domain::issuance::parse_chain(&chain).unwrap();
+    let now = certkeep_server::now();
+    let bought = db
+        .insert_version(
+            &env.state.secrets,
+            &NewVersion {
+                id: VersionId::new(),
+                certificate_id: cert.id,
+                order_id: None,
+                chain_pem: &chain,
+                key_pkcs8_der: &key.serialize_der(),
+                serial: &info.serial,
+                thumbprint: &info.thumbprint,
+                dns_names: &info.dns_names,
+                not_before: info.not_before,
+                not_after: info.not_after,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+
+    // Listed, but signed by an impostor with the issuer's name: ignored.
+    crls.serve(CrlCa::new("certkeep outside-revocation test CA").crl(&[0x4242]));
+    wait_until("two CRL checks", LONG, || async {
+        (crls.hits() >= 2).then_some(())
+    })
+    .await;
+    let checked = wait_until("a recorded check", LONG, || async {
+        db.revocation_checked_at(bought.id).await.unwrap()
+    })
+    .await;
+    assert!(checked > now);
+    assert_eq!(db.version(bought.id).await.unwrap().revoked_at, None);
+    assert_eq!(
+        db.certificate(cert.id).await.unwrap().current_version_id,
+        Some(bought.id)
+    );
+
+    // Listed by the issuer itself: revoked with its reason, re-issued under a new key.
+    crls.serve(ca.crl(&[7, 0x4242]));
+    let reissued = wait_versions(&env.state, cert.id, 3, LONG).await.remove(0);
+    engine.stop().await;
+    let revoked = db.version(bought.id).await.unwrap();
+    assert!(revoked.revoked_at.is_some());
+    assert_eq!(revoked.revocation_reason, Some(1), "key compromise");
+    assert_ne!(
+        *db.version_key(&env.state.secrets, reissued.id)
+            .await
+            .unwrap(),
+        key.serialize_der(),
+        "a new key"
+    );
+    let orders = db.orders_for(cert.id).await.unwrap();
+    assert_eq!(orders[0].reason, OrderReason::Reissue);
+    let events = history(&env.state, cert.id).await;
+    assert!(
+        events.iter().any(|e| e.starts_with("revoked:")
+            && e.contains("reason 1")
+            && e.contains("detected: outside")),
         "{events:?}"
     );
 }
