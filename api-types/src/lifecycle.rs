@@ -93,3 +93,83 @@ impl std::fmt::Debug for ImportCertificateRequest {
             .finish_non_exhaustive()
     }
 }
+
+/// Move certificates to another ACME account (another CA endpoint): the named ones, or every
+/// certificate of `from_account`. With `dry_run` the answer is the plan and nothing changes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct MoveRequest {
+    /// Certificates (id or name), at most 1000; or give `from_account`.
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schema(max_items = 1000))]
+    pub certificates: Vec<String>,
+    /// Move every (not retired) certificate of this account (id or name).
+    #[serde(default)]
+    pub from_account: Option<String>,
+    /// The account to issue under from now on (id or name).
+    pub to_account: String,
+    /// Only plan: nothing is changed.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Revoke each old version (`superseded`) once every assigned agent reported the new one.
+    #[serde(default)]
+    pub revoke_old: bool,
+}
+
+/// What a move would do to one certificate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct MovePlanItem {
+    /// Position in the order of work (soonest expiry first), from 1.
+    pub position: usize,
+    pub certificate_id: Uuid,
+    pub certificate: String,
+    pub dns_names: Vec<String>,
+    pub key_type: crate::enums::KeyType,
+    /// Whether the target account's `allowed_domains` cover every name.
+    pub allowed: bool,
+    /// The first name outside them.
+    pub outside: Option<String>,
+    /// Agents that will receive the new version.
+    pub agents: Vec<String>,
+    /// Expiry of the current version.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub not_after: Option<OffsetDateTime>,
+}
+
+/// The plan of a move (also the answer of a queued one).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct MovePlan {
+    pub dry_run: bool,
+    pub to_account: String,
+    pub revoke_old: bool,
+    pub items: Vec<MovePlanItem>,
+}
+
+/// Progress of one certificate's move.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct MoveResponse {
+    pub id: Uuid,
+    pub certificate_id: Uuid,
+    pub from_account_id: Uuid,
+    pub to_account_id: Uuid,
+    pub state: crate::enums::MoveState,
+    pub revoke_old: bool,
+    pub order_id: Option<Uuid>,
+    pub new_version_id: Option<Uuid>,
+    pub last_error: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// Moves, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct MoveList {
+    pub items: Vec<MoveResponse>,
+}

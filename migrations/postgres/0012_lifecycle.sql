@@ -34,3 +34,24 @@ CREATE TABLE revocation_checks (
     next_check_at TIMESTAMPTZ NOT NULL
 );
 CREATE INDEX revocation_checks_next ON revocation_checks(next_check_at);
+
+-- Moves of certificates to another ACME account (another CA endpoint). One unfinished move per
+-- certificate. state: queued -> ordering (order_id under to_account) -> issued (new version
+-- current; waiting for every assigned agent to report it when revoke_old) -> done, or failed.
+CREATE TABLE certificate_moves (
+    id              UUID PRIMARY KEY,
+    certificate_id  UUID NOT NULL REFERENCES certificates(id),
+    from_account_id UUID NOT NULL REFERENCES acme_accounts(id),
+    to_account_id   UUID NOT NULL REFERENCES acme_accounts(id),
+    revoke_old      BOOLEAN NOT NULL,
+    state           TEXT NOT NULL,
+    old_version_id  UUID,
+    order_id        UUID,
+    new_version_id  UUID,
+    last_error      TEXT,
+    started_at      TIMESTAMPTZ,
+    created_at      TIMESTAMPTZ NOT NULL,
+    updated_at      TIMESTAMPTZ NOT NULL
+);
+CREATE UNIQUE INDEX certificate_moves_unfinished ON certificate_moves(certificate_id) WHERE state NOT IN ('done', 'failed');
+CREATE INDEX certificate_moves_state ON certificate_moves(state, created_at);

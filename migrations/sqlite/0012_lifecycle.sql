@@ -34,3 +34,24 @@ CREATE TABLE revocation_checks (
     next_check_at TEXT NOT NULL
 );
 CREATE INDEX revocation_checks_next ON revocation_checks(next_check_at);
+
+-- Moves of certificates to another ACME account (another CA endpoint). One unfinished move per
+-- certificate. state: queued -> ordering (order_id under to_account) -> issued (new version
+-- current; waiting for every assigned agent to report it when revoke_old) -> done, or failed.
+CREATE TABLE certificate_moves (
+    id              BLOB PRIMARY KEY,
+    certificate_id  BLOB NOT NULL REFERENCES certificates(id),
+    from_account_id BLOB NOT NULL REFERENCES acme_accounts(id),
+    to_account_id   BLOB NOT NULL REFERENCES acme_accounts(id),
+    revoke_old      INTEGER NOT NULL,
+    state           TEXT NOT NULL,
+    old_version_id  BLOB,
+    order_id        BLOB,
+    new_version_id  BLOB,
+    last_error      TEXT,
+    started_at      TEXT,
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL
+);
+CREATE UNIQUE INDEX certificate_moves_unfinished ON certificate_moves(certificate_id) WHERE state NOT IN ('done', 'failed');
+CREATE INDEX certificate_moves_state ON certificate_moves(state, created_at);

@@ -170,6 +170,8 @@ pub struct LifecycleConfig {
     pub crl_fetch_timeout_secs: u64,
     /// Largest CRL read, in bytes; a larger one is refused.
     pub crl_max_bytes: usize,
+    /// Moves to another account started (ordered) per minute at most.
+    pub move_orders_per_minute: u32,
 }
 
 impl Default for LifecycleConfig {
@@ -181,6 +183,7 @@ impl Default for LifecycleConfig {
             crl_check_interval_secs: 3600,
             crl_fetch_timeout_secs: 10,
             crl_max_bytes: 10 * 1024 * 1024,
+            move_orders_per_minute: 10,
         }
     }
 }
@@ -206,6 +209,11 @@ impl LifecycleConfig {
         {
             return Err(ConfigError::Invalid(
                 "lifecycle.crl_check_interval_secs and crl_fetch_timeout_secs must be at least 1 and lifecycle.crl_max_bytes at least 1024".into(),
+            ));
+        }
+        if self.move_orders_per_minute == 0 {
+            return Err(ConfigError::Invalid(
+                "lifecycle.move_orders_per_minute must be at least 1".into(),
             ));
         }
         if !(1..=365).contains(&self.validation_warn_days) {

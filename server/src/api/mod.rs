@@ -33,6 +33,7 @@ pub mod error;
 pub mod extract;
 pub mod imports;
 mod lookup;
+pub mod moves;
 pub mod tokens;
 pub mod validate;
 
@@ -83,7 +84,8 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(tokens::routes())
         .merge(audit::routes())
         .merge(domains::routes())
-        .merge(imports::routes());
+        .merge(imports::routes())
+        .merge(moves::routes());
     let (router, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(healthz))
         .routes(routes!(readyz))

@@ -20,6 +20,7 @@ pub mod enrollment;
 pub mod instances;
 pub mod lifecycle;
 pub mod metrics;
+pub mod moves;
 pub mod orders;
 pub mod rekey;
 pub mod server_keys;

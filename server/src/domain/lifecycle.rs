@@ -120,6 +120,20 @@ pub fn check_import(
     Ok((leaf, key_type, key_pkcs8_der))
 }
 
+/// Whether every active agent assigned a certificate reports only `thumbprint` in all its
+/// files for it (so the previous version may be revoked without breaking a site). Each
+/// `(agent, file thumbprint)` pair is one reported file of that certificate.
+pub fn installed_everywhere(
+    active_agents: &[crate::model::AgentId],
+    reported: &[(crate::model::AgentId, Option<String>)],
+    thumbprint: &str,
+) -> bool {
+    active_agents.iter().all(|agent| {
+        let mut files = reported.iter().filter(|(a, _)| a == agent).peekable();
+        files.peek().is_some() && files.all(|(_, t)| t.as_deref() == Some(thumbprint))
+    })
+}
+
 /// Why an edit of the names is refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EditError {
@@ -192,6 +206,31 @@ mod tests {
                 "example.edu",
                 "xn--bcher-kva.example.edu"
             ]))
+        );
+    }
+
+    #[test]
+    fn the_old_version_waits_for_every_active_agent() {
+        use crate::model::AgentId;
+        let (a, b) = (AgentId::new(), AgentId::new());
+        let new = Some("new".to_owned());
+        assert!(
+            installed_everywhere(&[], &[], "new"),
+            "no agent: nothing to wait for"
+        );
+        assert!(installed_everywhere(&[a], &[(a, new.clone())], "new"));
+        assert!(
+            !installed_everywhere(&[a, b], &[(a, new.clone())], "new"),
+            "b reported nothing"
+        );
+        assert!(!installed_everywhere(
+            &[a],
+            &[(a, new.clone()), (a, Some("old".into()))],
+            "new"
+        ));
+        assert!(
+            !installed_everywhere(&[a], &[(a, None)], "new"),
+            "a failed file"
         );
     }
 

@@ -30,6 +30,7 @@ mod crl;
 mod job;
 mod keys;
 mod ledger;
+mod moves;
 mod revoke;
 mod scheduler;
 

@@ -28,8 +28,8 @@ pub(super) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
     }
 }
 
-/// Reads the CA's renewal information and the CRLs that are due, reports lapsing domain
-/// validations, then queues the orders that are due now (an ARI window in the past, or a
+/// Reads the CA's renewal information and the CRLs that are due, advances the moves to other
+/// accounts, reports lapsing domain validations, then queues the orders that are due now (an ARI window in the past, or a
 /// revocation found, is due in this scan).
 async fn scan(shared: &Shared) -> Result<(), crate::db::Error> {
     if let Err(e) = super::ari::poll_due(shared).await {
@@ -37,6 +37,9 @@ async fn scan(shared: &Shared) -> Result<(), crate::db::Error> {
     }
     if let Err(e) = super::crl::check_due(shared).await {
         tracing::warn!(error = %e, "revocation scan failed");
+    }
+    if let Err(e) = super::moves::advance(shared).await {
+        tracing::warn!(error = %e, "move scan failed");
     }
     if let Err(e) = super::ledger::note_lapsing(shared).await {
         tracing::warn!(error = %e, "domain validation scan failed");

@@ -319,3 +319,103 @@ async fn an_expired_certificate_is_not_imported(app: TestApp) {
         r.json()
     );
 }
+
+/// What a move may change, read back: certificates, their orders, moves and the audit log.
+async fn move_state(app: &TestApp) -> String {
+    let db = &app.state.db;
+    let certs = db
+        .list_certificates(&crate::db::certificates::CertificateFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut out = format!("{certs:?}");
+    for c in &certs {
+        out.push_str(&format!("{:?}", db.orders_for(c.id).await.unwrap()));
+    }
+    out.push_str(&format!("{:?}", db.moves(100).await.unwrap()));
+    let audit = db
+        .list_audit(&crate::db::audit::AuditFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    out.push_str(&format!("{}", audit.len()));
+    out
+}
+
+backends!(a_move_plan_changes_nothing_and_a_real_move_is_queued_once);
+async fn a_move_plan_changes_nothing_and_a_real_move_is_queued_once(app: TestApp) {
+    let old = app.account("old-ca").await;
+    let new = app.account("new-ca").await;
+    let narrow = app.account("narrow").await;
+    app.state
+        .db
+        .execute_raw("UPDATE acme_accounts SET allowed_domains = '[\"www.example.com\"]' WHERE name = 'narrow'")
+        .await
+        .unwrap();
+    let www = app.certificate(&old, "www", &["www.example.com"]).await;
+    let api = app.certificate(&old, "api", &["api.example.com"]).await;
+    app.issue(&www, 60).await;
+    app.issue(&api, 30).await;
+    let admin = app.token(ADMIN, &[]).await;
+    let post =
+        |body: serde_json::Value| app.call("POST", "/api/v1/moves", Some(&admin), Some(body));
+
+    let before = move_state(&app).await;
+    let r = post(json!({"from_account": "old-ca", "to_account": "narrow", "dry_run": true})).await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    let plan = r.json();
+    // Soonest expiry first; `api` is outside the narrow account's patterns.
+    assert_eq!(plan["items"][0]["certificate"], "api");
+    assert_eq!(plan["items"][0]["position"], 1);
+    assert_eq!(plan["items"][0]["allowed"], false);
+    assert_eq!(plan["items"][0]["outside"], "api.example.com");
+    assert_eq!(plan["items"][1]["certificate"], "www");
+    assert_eq!(plan["items"][1]["allowed"], true);
+    assert_eq!(
+        move_state(&app).await,
+        before,
+        "{}: a dry run changes nothing",
+        app.backend
+    );
+
+    let r = post(json!({"from_account": "old-ca", "to_account": "narrow"})).await;
+    assert_eq!(r.status, 422, "{}", r.json());
+    assert_eq!(move_state(&app).await, before);
+    for bad in [
+        json!({"to_account": "new-ca"}),
+        json!({"certificates": ["www"], "from_account": "old-ca", "to_account": "new-ca"}),
+        json!({"certificates": ["nope"], "to_account": "new-ca"}),
+        json!({"certificates": ["www"], "to_account": "nope"}),
+    ] {
+        let r = post(bad.clone()).await;
+        assert_eq!(r.status, 422, "{bad}: {}", r.json());
+    }
+
+    let r =
+        post(json!({"from_account": "old-ca", "to_account": "new-ca", "revoke_old": true})).await;
+    assert_eq!(r.status, 202, "{}", r.json());
+    let moves = app.state.db.moves(10).await.unwrap();
+    assert_eq!(moves.len(), 2);
+    assert!(
+        moves
+            .iter()
+            .all(|m| m.state == certkeep_api_types::enums::MoveState::Queued
+                && m.to_account_id == new.id
+                && m.from_account_id == old.id
+                && m.revoke_old
+                && m.old_version_id.is_some())
+    );
+    let r = post(json!({"certificates": ["www"], "to_account": "new-ca"})).await;
+    assert_eq!(r.status, 409, "{}: already moving", r.json());
+    let listed = app
+        .call("GET", "/api/v1/moves", Some(&admin), None)
+        .await
+        .json();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 2);
+    assert_eq!(listed["items"][0]["state"], "queued");
+    let _ = narrow;
+}

@@ -225,6 +225,18 @@ fn rows(v0: &str) -> Vec<(&'static str, &'static str, Option<Value>, [u16; 7])> 
         ),
         (
             "GET",
+            "/api/v1/moves",
+            None,
+            [200, 200, 200, 200, 403, 403, 403],
+        ),
+        (
+            "POST",
+            "/api/v1/moves",
+            Some(json!({"certificates": ["www"], "to_account": "acme", "dry_run": true})),
+            [200, 200, 200, 200, 403, 403, 403],
+        ),
+        (
+            "GET",
             "/api/v1/domains",
             None,
             [200, 200, 200, 200, 200, 200, 403],
