@@ -1,19 +1,26 @@
 //! Lifecycle against Pebble: the domain-validation ledger, and ACME Renewal Information polled
 //! continuously through the proxy's `renewalInfo` endpoint (Debian's Pebble 2.4 has none),
-//! certificate edits, and revocations found in a CRL served by the test.
+//! certificate edits, revocations found in a CRL served by the test, and moves between two
+//! Pebble accounts.
 
 use std::time::{Duration, Instant};
 
+use certkeep_api_types::enums::MoveState;
+use certkeep_server::db::agents::NewAgent;
+use certkeep_server::db::deployments::NewDeployment;
 use certkeep_server::db::lifecycle::DomainFilter;
+use certkeep_server::db::moves::NewMove;
 use certkeep_server::db::versions::NewVersion;
 use certkeep_server::domain::revocation::testing::CrlCa;
-use certkeep_server::model::{KeyType, OrderReason, VersionId};
+use certkeep_server::model::{DeploymentStatus, KeyType, OrderReason, PfxEncryption, VersionId};
 use certkeep_testsupport::pebble::PebbleOptions;
 use certkeep_testsupport::proxy::{Kind, RenewalInfo};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::support::{Env, LONG, certificate, enqueue, history, wait_until, wait_versions};
+use crate::support::{
+    Env, LONG, certificate, enqueue, history, register, wait_until, wait_versions,
+};
 
 fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap()
@@ -423,4 +430,143 @@ async fn a_revocation_found_in_the_crl_is_reissued_under_a_new_key() {
             && e.contains("detected: outside")),
         "{events:?}"
     );
+}
+
+/// A real move between two Pebble accounts: every certificate is issued under the target
+/// account (the old version current until then), belongs to it afterwards, and its old version
+/// is revoked (`superseded`) only once the assigned agent reported the new thumbprint.
+#[tokio::test]
+async fn a_move_issues_under_the_target_and_revokes_after_the_agent_reported() {
+    let Some(env) = Env::start(PebbleOptions::default(), |c| {
+        c.lifecycle.move_orders_per_minute = 100;
+    })
+    .await
+    else {
+        return;
+    };
+    let from = env.account().await;
+    let to = register(
+        &env.state,
+        "certinext",
+        &env.proxy.directory_url,
+        &env.pebble,
+        1,
+        &["*.example.test"],
+    )
+    .await;
+    let db = &env.state.db;
+    let mut certs = Vec::new();
+    for name in ["m1", "m2", "m3"] {
+        certs.push(
+            certificate(
+                &env.state,
+                &from,
+                name,
+                &[&format!("{name}.example.test")],
+                KeyType::EcdsaP256,
+            )
+            .await,
+        );
+    }
+    let engine = env.engine();
+    let mut old = Vec::new();
+    for c in &certs {
+        old.push(wait_versions(&env.state, c.id, 1, LONG).await.remove(0));
+    }
+    // One agent holds m1.
+    let agent = db
+        .insert_agent(
+            &env.state.secrets,
+            &NewAgent {
+                name: "web1",
+                join_token_hash: &[1; 32],
+                join_token_expires_at: certkeep_server::now() + time::Duration::hours(1),
+                ccs_password: "pw",
+                pfx_mode: PfxEncryption::Legacy,
+            },
+            certkeep_server::now(),
+        )
+        .await
+        .unwrap();
+    db.activate_agent(
+        agent.id,
+        "01",
+        certkeep_server::now() + time::Duration::days(30),
+        certkeep_server::now(),
+    )
+    .await
+    .unwrap();
+    db.assign_certificate(agent.id, certs[0].id, certkeep_server::now())
+        .await
+        .unwrap();
+
+    let moves: Vec<NewMove> = certs
+        .iter()
+        .zip(&old)
+        .map(|(c, v)| NewMove {
+            certificate_id: c.id,
+            from_account_id: from.id,
+            old_version_id: Some(v.id),
+        })
+        .collect();
+    db.queue_moves(&moves, to.id, true, certkeep_server::now())
+        .await
+        .unwrap();
+    env.state.wake.notify_one();
+    let state_of = |id| async move {
+        db.moves(10)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|m| m.certificate_id == id)
+            .unwrap()
+    };
+    for (c, v) in certs.iter().zip(&old).skip(1) {
+        wait_until(
+            "the move of an unassigned certificate to finish",
+            LONG,
+            || async { (state_of(c.id).await.state == MoveState::Done).then_some(()) },
+        )
+        .await;
+        assert_eq!(db.version(v.id).await.unwrap().revocation_reason, Some(4));
+    }
+    // m1: issued under the target, but its old version waits for the agent.
+    let issued = wait_until("m1 issued", LONG, || async {
+        let m = state_of(certs[0].id).await;
+        (m.state == MoveState::Issued).then_some(m)
+    })
+    .await;
+    assert_eq!(db.version(old[0].id).await.unwrap().revoked_at, None);
+    let new = db.version(issued.new_version_id.unwrap()).await.unwrap();
+    db.record_deployments(
+        agent.id,
+        &[NewDeployment {
+            certificate_id: certs[0].id,
+            file_name: "m1.example.test.pfx",
+            thumbprint: Some(&new.thumbprint),
+            status: DeploymentStatus::Installed,
+            error: None,
+        }],
+        &[],
+        certkeep_server::now(),
+    )
+    .await
+    .unwrap();
+    wait_until("m1's move to finish", LONG, || async {
+        (state_of(certs[0].id).await.state == MoveState::Done).then_some(())
+    })
+    .await;
+    engine.stop().await;
+    assert_eq!(
+        db.version(old[0].id).await.unwrap().revocation_reason,
+        Some(4)
+    );
+    for c in &certs {
+        let now = db.certificate(c.id).await.unwrap();
+        assert_eq!(now.account_id, to.id, "{} belongs to the target", c.name);
+        let orders = db.orders_for(c.id).await.unwrap();
+        assert_eq!(orders.len(), 2, "one order per move: {orders:?}");
+        assert_eq!(orders[0].account_id, to.id);
+        assert_eq!(db.versions(c.id).await.unwrap().len(), 2);
+    }
 }
