@@ -82,79 +82,10 @@ pub fn check_crl(crl: &[u8], issuer_der: &[u8], leaf_der: &[u8]) -> Result<CrlVe
     })
 }
 
-#[cfg(any(test, feature = "testkit"))]
-pub mod testing {
-    //! A CA that issues leaves with a CRL distribution point and signs CRLs (rcgen).
-
-    use rcgen::{
-        CertificateParams, CertificateRevocationListParams, CrlDistributionPoint, IsCa, Issuer,
-        KeyIdMethod, KeyPair, RevocationReason, RevokedCertParams, SerialNumber,
-    };
-    use time::{Duration, OffsetDateTime};
-
-    /// A CA named `name`; two with the same name differ only in their keys. `der` is its
-    /// certificate.
-    pub struct CrlCa {
-        pub der: Vec<u8>,
-        issuer: Issuer<'static, KeyPair>,
-    }
-
-    impl CrlCa {
-        pub fn new(name: &str) -> Self {
-            let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-            params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-            params
-                .distinguished_name
-                .push(rcgen::DnType::CommonName, name);
-            let key = KeyPair::generate().expect("CA key");
-            let cert = params.self_signed(&key).expect("CA cert");
-            Self {
-                der: cert.der().to_vec(),
-                issuer: Issuer::new(params, key),
-            }
-        }
-
-        /// A leaf for `names` (DER) with serial `serial` and a CRL distribution point at `url`.
-        pub fn leaf(&self, names: &[&str], serial: u64, url: &str) -> (Vec<u8>, KeyPair) {
-            let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-            let mut params = CertificateParams::new(names).expect("leaf params");
-            params.serial_number = Some(SerialNumber::from(serial));
-            params.crl_distribution_points = vec![CrlDistributionPoint {
-                uris: vec![url.to_owned()],
-            }];
-            let key = KeyPair::generate().expect("leaf key");
-            let cert = params.signed_by(&key, &self.issuer).expect("leaf");
-            (cert.der().to_vec(), key)
-        }
-
-        /// A CRL (DER) listing `serials` with reason key compromise.
-        pub fn crl(&self, serials: &[u64]) -> Vec<u8> {
-            let now = OffsetDateTime::now_utc();
-            let params = CertificateRevocationListParams {
-                this_update: now - Duration::minutes(1),
-                next_update: now + Duration::hours(1),
-                crl_number: SerialNumber::from(1u64),
-                issuing_distribution_point: None,
-                revoked_certs: serials
-                    .iter()
-                    .map(|s| RevokedCertParams {
-                        serial_number: SerialNumber::from(*s),
-                        revocation_time: now - Duration::minutes(1),
-                        reason_code: Some(RevocationReason::KeyCompromise),
-                        invalidity_date: None,
-                    })
-                    .collect(),
-                key_identifier_method: KeyIdMethod::Sha256,
-            };
-            params.signed_by(&self.issuer).expect("CRL").der().to_vec()
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::testing::CrlCa;
     use super::*;
+    use crate::testkit::CrlCa;
 
     #[test]
     fn a_verified_crl_listing_the_serial_revokes_with_its_reason() {
@@ -163,13 +94,13 @@ mod tests {
         let (leaf, _) = ca.leaf(&["www.example.edu"], 0x1234, url);
         assert_eq!(crl_urls(&leaf), [url]);
 
-        let verdict = check_crl(&ca.crl(&[0x1234, 7]), &ca.der, &leaf).unwrap();
+        let verdict = check_crl(&ca.crl(&[0x1234, 7], crate::now()), &ca.der, &leaf).unwrap();
         assert_eq!(verdict.revoked, Some(1), "key compromise");
         assert!(verdict.next_update.is_some());
-        let clean = check_crl(&ca.crl(&[7]), &ca.der, &leaf).unwrap();
+        let clean = check_crl(&ca.crl(&[7], crate::now()), &ca.der, &leaf).unwrap();
         assert_eq!(clean.revoked, None);
         // PEM works too.
-        let pem = certkeep_api_types::pem::encode("X509 CRL", &ca.crl(&[0x1234]));
+        let pem = certkeep_api_types::pem::encode("X509 CRL", &ca.crl(&[0x1234], crate::now()));
         assert_eq!(
             check_crl(pem.as_bytes(), &ca.der, &leaf).unwrap().revoked,
             Some(1)
@@ -182,10 +113,10 @@ mod tests {
         let (leaf, _) = ca.leaf(&["www.example.edu"], 0x1234, "http://127.0.0.1:9/ca.crl");
         // Same name, other key: the signature fails.
         let impostor = CrlCa::new("certkeep CRL test CA");
-        let err = check_crl(&impostor.crl(&[0x1234]), &ca.der, &leaf).unwrap_err();
+        let err = check_crl(&impostor.crl(&[0x1234], crate::now()), &ca.der, &leaf).unwrap_err();
         assert!(err.contains("signature does not verify"), "{err}");
         let other = CrlCa::new("another CA");
-        let err = check_crl(&other.crl(&[0x1234]), &ca.der, &leaf).unwrap_err();
+        let err = check_crl(&other.crl(&[0x1234], crate::now()), &ca.der, &leaf).unwrap_err();
         assert!(err.contains("not by the certificate's issuer"), "{err}");
         assert!(check_crl(b"garbage", &ca.der, &leaf).is_err());
         assert!(crl_urls(b"garbage").is_empty());

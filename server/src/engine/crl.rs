@@ -21,10 +21,13 @@ use crate::now;
 /// Most certificates checked per scan.
 const BATCH: i64 = 200;
 
+/// A downloaded CRL and until when it is used.
+type Cached = (Arc<Vec<u8>>, OffsetDateTime);
+
 /// CRLs downloaded by this process, by URL, each kept until its `nextUpdate`.
 #[derive(Default)]
 pub(super) struct CrlCache {
-    crls: Mutex<HashMap<String, (Arc<Vec<u8>>, OffsetDateTime)>>,
+    crls: Mutex<HashMap<String, Cached>>,
 }
 
 impl CrlCache {

@@ -11,8 +11,8 @@ use certkeep_server::db::deployments::NewDeployment;
 use certkeep_server::db::lifecycle::DomainFilter;
 use certkeep_server::db::moves::NewMove;
 use certkeep_server::db::versions::NewVersion;
-use certkeep_server::domain::revocation::testing::CrlCa;
 use certkeep_server::model::{DeploymentStatus, KeyType, OrderReason, PfxEncryption, VersionId};
+use certkeep_server::testkit::CrlCa;
 use certkeep_testsupport::pebble::PebbleOptions;
 use certkeep_testsupport::proxy::{Kind, RenewalInfo};
 use time::OffsetDateTime;
@@ -391,7 +391,9 @@ async fn a_revocation_found_in_the_crl_is_reissued_under_a_new_key() {
         .unwrap();
 
     // Listed, but signed by an impostor with the issuer's name: ignored.
-    crls.serve(CrlCa::new("certkeep outside-revocation test CA").crl(&[0x4242]));
+    crls.serve(
+        CrlCa::new("certkeep outside-revocation test CA").crl(&[0x4242], certkeep_server::now()),
+    );
     wait_until("two CRL checks", LONG, || async {
         (crls.hits() >= 2).then_some(())
     })
@@ -408,7 +410,7 @@ async fn a_revocation_found_in_the_crl_is_reissued_under_a_new_key() {
     );
 
     // Listed by the issuer itself: revoked with its reason, re-issued under a new key.
-    crls.serve(ca.crl(&[7, 0x4242]));
+    crls.serve(ca.crl(&[7, 0x4242], certkeep_server::now()));
     let reissued = wait_versions(&env.state, cert.id, 3, LONG).await.remove(0);
     engine.stop().await;
     let revoked = db.version(bought.id).await.unwrap();
