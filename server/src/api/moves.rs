@@ -159,6 +159,15 @@ async fn create_move(
     if req.dry_run {
         return Ok((StatusCode::OK, Json(plan)));
     }
+    if let Some(already) = certs.iter().find(|c| c.account_id == to.id) {
+        return Err(ApiError::field(
+            "to_account",
+            format!(
+                "certificate `{}` is already issued under account `{}`",
+                already.name, to.name
+            ),
+        ));
+    }
     if let Some(refused) = plan.items.iter().find(|i| !i.allowed) {
         return Err(ApiError::field(
             "to_account",

@@ -390,6 +390,7 @@ async fn a_move_plan_changes_nothing_and_a_real_move_is_queued_once(app: TestApp
         json!({"certificates": ["www"], "from_account": "old-ca", "to_account": "new-ca"}),
         json!({"certificates": ["nope"], "to_account": "new-ca"}),
         json!({"certificates": ["www"], "to_account": "nope"}),
+        json!({"certificates": ["www"], "to_account": "old-ca"}),
     ] {
         let r = post(bad.clone()).await;
         assert_eq!(r.status, 422, "{bad}: {}", r.json());
