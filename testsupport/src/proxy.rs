@@ -4,7 +4,10 @@
 //! re-signs a request, and can delay, hold, answer by itself, reset connections, cut bodies
 //! short and rewrite (unsigned) responses, down to replacing a downloaded certificate with one
 //! of its own (a hostile CA). Rules are set per test through the in-process handle, and
-//! requests are counted by kind as they arrive and as they reach Pebble.
+//! requests are counted by kind as they arrive and as they reach Pebble. It also adds what
+//! Debian's Pebble 2.4 lacks: a `renewalInfo` endpoint (RFC 9773) whose window and
+//! `Retry-After` the test sets, advertised in the directory, with `replaces` reflected in new
+//! orders and recorded for the test.
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
