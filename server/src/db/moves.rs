@@ -135,9 +135,17 @@ impl Db {
         Ok(on_pool!(self, p => sqlx::query_scalar(Q).bind(since).fetch_one(p).await)?)
     }
 
-    /// A queued move is ordering `order`.
-    pub async fn move_started(&self, id: Uuid, order: OrderId, now: OffsetDateTime) -> Result<()> {
-        const Q: &str = "UPDATE certificate_moves SET state = 'ordering', order_id = $2, started_at = $3, updated_at = $3 WHERE id = $1 AND state = 'queued'";
+    /// A queued move starts ordering at `now` (its order is attached next, so a crash in
+    /// between finds the order by its account and time instead of placing a second one).
+    pub async fn move_started(&self, id: Uuid, now: OffsetDateTime) -> Result<()> {
+        const Q: &str = "UPDATE certificate_moves SET state = 'ordering', started_at = $2, updated_at = $2 WHERE id = $1 AND state = 'queued'";
+        on_pool!(self, p => sqlx::query(Q).bind(id).bind(now).execute(p).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    /// The order of an ordering move.
+    pub async fn move_ordered(&self, id: Uuid, order: OrderId, now: OffsetDateTime) -> Result<()> {
+        const Q: &str = "UPDATE certificate_moves SET order_id = $2, updated_at = $3 WHERE id = $1 AND state = 'ordering'";
         on_pool!(self, p => sqlx::query(Q).bind(id).bind(order.0).bind(now).execute(p).await.map(|r| r.rows_affected()))?;
         Ok(())
     }

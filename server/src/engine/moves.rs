@@ -40,8 +40,7 @@ async fn start_queued(shared: &Shared) -> Result<(), crate::db::Error> {
     if budget == 0 {
         return Ok(());
     }
-    let deadline = t + Duration::from_secs(shared.state.config.engine.order_deadline_secs);
-    for m in db.moves_in(MoveState::Queued, budget).await? {
+    for mut m in db.moves_in(MoveState::Queued, budget).await? {
         let cert = db.certificate(m.certificate_id).await?;
         if cert.state == CertificateState::Retired {
             db.finish_move(
@@ -53,17 +52,47 @@ async fn start_queued(shared: &Shared) -> Result<(), crate::db::Error> {
             .await?;
             continue;
         }
-        let order = db
-            .enqueue_order(cert.id, m.to_account_id, OrderReason::Manual, deadline, t)
-            .await?;
-        if order.account_id != m.to_account_id {
-            // A renewal under the old account is in flight: the move waits for it to end.
-            continue;
-        }
-        db.move_started(m.id, order.id, t).await?;
-        tracing::info!(certificate.id = %cert.id, order.id = %order.id, "move ordered under the target account");
-        shared.state.wake.notify_one();
+        db.move_started(m.id, t).await?;
+        m.started_at = Some(t);
+        attach_order(shared, &m).await?;
     }
+    Ok(())
+}
+
+/// Gives an ordering move its order under the target account: the one placed since the move
+/// started (a crash came between placing and recording it), or a new one. A renewal in flight
+/// under the old account is waited for.
+async fn attach_order(shared: &Shared, m: &CertificateMove) -> Result<(), crate::db::Error> {
+    let db = &shared.state.db;
+    let t = now();
+    let started = m.started_at.unwrap_or(t);
+    let placed = db
+        .orders_for(m.certificate_id)
+        .await?
+        .into_iter()
+        .find(|o| o.account_id == m.to_account_id && o.created_at >= started);
+    let order = match placed {
+        Some(order) => order,
+        None => {
+            let deadline = t + Duration::from_secs(shared.state.config.engine.order_deadline_secs);
+            let order = db
+                .enqueue_order(
+                    m.certificate_id,
+                    m.to_account_id,
+                    OrderReason::Manual,
+                    deadline,
+                    t,
+                )
+                .await?;
+            if order.account_id != m.to_account_id {
+                return Ok(());
+            }
+            shared.state.wake.notify_one();
+            order
+        }
+    };
+    db.move_ordered(m.id, order.id, t).await?;
+    tracing::info!(certificate.id = %m.certificate_id, order.id = %order.id, "move ordered under the target account");
     Ok(())
 }
 
@@ -72,7 +101,10 @@ async fn start_queued(shared: &Shared) -> Result<(), crate::db::Error> {
 async fn follow_orders(shared: &Shared) -> Result<(), crate::db::Error> {
     let db = &shared.state.db;
     for m in db.moves_in(MoveState::Ordering, BATCH).await? {
-        let Some(order_id) = m.order_id else { continue };
+        let Some(order_id) = m.order_id else {
+            attach_order(shared, &m).await?;
+            continue;
+        };
         let order = db.order(order_id).await?;
         let t = now();
         match order.state {

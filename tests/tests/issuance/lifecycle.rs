@@ -434,9 +434,10 @@ async fn a_revocation_found_in_the_crl_is_reissued_under_a_new_key() {
     );
 }
 
-/// A real move between two Pebble accounts: every certificate is issued under the target
-/// account (the old version current until then), belongs to it afterwards, and its old version
-/// is revoked (`superseded`) only once the assigned agent reported the new thumbprint.
+/// A real move between two Pebble accounts, crashed as it starts and resumed: every certificate
+/// is issued under the target account with one order (the old version current until then),
+/// belongs to it afterwards, and its old version is revoked (`superseded`) only once the
+/// assigned agent reported the new thumbprint.
 #[tokio::test]
 async fn a_move_issues_under_the_target_and_revokes_after_the_agent_reported() {
     let Some(env) = Env::start(PebbleOptions::default(), |c| {
@@ -523,6 +524,17 @@ async fn a_move_issues_under_the_target_and_revokes_after_the_agent_reported() {
             .find(|m| m.certificate_id == id)
             .unwrap()
     };
+    // A crash as soon as the first move is ordering; a new engine carries on.
+    wait_until("a move to start", LONG, || async {
+        let moves = db.moves(10).await.unwrap();
+        moves
+            .iter()
+            .any(|m| m.state != MoveState::Queued)
+            .then_some(())
+    })
+    .await;
+    engine.crash().await;
+    let engine = env.engine();
     for (c, v) in certs.iter().zip(&old).skip(1) {
         wait_until(
             "the move of an unassigned certificate to finish",
