@@ -1,6 +1,7 @@
-//! The renewal scheduler: queues a renewal for every certificate whose renewal time has come
-//! and a re-issuance for every revoked one, unless an order is already in flight (the database
-//! allows one per certificate, so several processes may scan at once).
+//! The renewal scheduler: runs the lifecycle scans (ARI, CRLs, moves, lapsing validations),
+//! then queues a renewal for every certificate whose renewal time has come and a re-issuance
+//! for every revoked one, unless an order is already in flight (the database allows one per
+//! certificate, so several processes may scan at once).
 
 use std::sync::Arc;
 use std::time::Duration;
