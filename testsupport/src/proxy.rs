@@ -83,6 +83,9 @@ pub struct RenewalInfo {
     pub end: String,
     /// `Retry-After`, seconds.
     pub retry_after_secs: u64,
+    /// Whether new orders reflect their `replaces` (RFC 9773 says they must; a CA that does
+    /// not is emulated with `false`).
+    pub reflect_replaces: bool,
 }
 
 /// Where a connection is dropped.
@@ -572,7 +575,13 @@ impl Inner {
         bytes: Bytes,
         replaces: String,
     ) -> Bytes {
-        if self.renewal_info.lock().expect("ari").is_none() {
+        let reflect = self
+            .renewal_info
+            .lock()
+            .expect("ari")
+            .as_ref()
+            .is_some_and(|i| i.reflect_replaces);
+        if !reflect {
             return bytes;
         }
         let Ok(mut json) = serde_json::from_slice::<serde_json::Value>(&bytes) else {

@@ -31,6 +31,57 @@ fn whole(t: OffsetDateTime) -> OffsetDateTime {
     t.replace_nanosecond(0).unwrap()
 }
 
+/// A CA that advertises `renewalInfo` but drops `replaces` from its orders (instant-acme
+/// refuses such an order) gets the renewal ordered again without it, not retried for ever.
+#[tokio::test]
+async fn a_ca_that_drops_replaces_still_gets_the_renewal() {
+    let Some(env) = Env::start(PebbleOptions::default(), |c| {
+        c.lifecycle.ari_min_poll_secs = 1;
+    })
+    .await
+    else {
+        return;
+    };
+    let serve = |start: OffsetDateTime, end: OffsetDateTime| {
+        env.proxy.serve_renewal_info(Some(RenewalInfo {
+            start: rfc3339(start),
+            end: rfc3339(end),
+            retry_after_secs: 1,
+            reflect_replaces: false,
+        }));
+    };
+    let now = whole(certkeep_server::now());
+    serve(
+        now + time::Duration::days(20),
+        now + time::Duration::days(21),
+    );
+    let account = env.account().await;
+    let cert = certificate(
+        &env.state,
+        &account,
+        "drops",
+        &["drops.example.test"],
+        KeyType::EcdsaP256,
+    )
+    .await;
+    let engine = env.engine();
+    let v1 = wait_versions(&env.state, cert.id, 1, LONG).await.remove(0);
+    wait_until("the past window to be over", LONG, || async {
+        (certkeep_server::now() > v1.not_before + time::Duration::seconds(2)).then_some(())
+    })
+    .await;
+    serve(v1.not_before, v1.not_before + time::Duration::seconds(1));
+    wait_versions(&env.state, cert.id, 2, LONG).await;
+    engine.stop().await;
+    let replaces = env.proxy.replaces();
+    assert_eq!(replaces.len(), 3, "{replaces:?}");
+    assert!(
+        replaces[1].is_some(),
+        "asked with replaces first: {replaces:?}"
+    );
+    assert_eq!(replaces[2], None, "then without: {replaces:?}");
+}
+
 /// The validations an order's authorizations carried land in the ledger with their
 /// `expires`, per account and name, and come back through the API's listing filter.
 #[tokio::test]
@@ -112,6 +163,7 @@ async fn renewal_follows_the_ari_window_and_a_past_window_renews_at_once() {
             start: rfc3339(start),
             end: rfc3339(end),
             retry_after_secs,
+            reflect_replaces: true,
         }));
     };
     let now = whole(certkeep_server::now());
