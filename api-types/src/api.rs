@@ -188,6 +188,9 @@ pub struct CertificateResponse {
     pub state: CertificateState,
     pub renew_fraction: Option<f64>,
     pub renew_days: Option<i32>,
+    /// Renewals reuse the current key while its type matches `key_type`.
+    #[serde(default)]
+    pub reuse_key: bool,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub renew_after: Option<OffsetDateTime>,
     pub consecutive_failures: i32,
@@ -629,7 +632,7 @@ mod constrained {
 }
 
 /// Field deserialisers whose errors name the field itself, with the server's explanation.
-mod de {
+pub(crate) mod de {
     use std::str::FromStr;
 
     use serde::{Deserialize, Deserializer, de::Error as _};
@@ -637,7 +640,7 @@ mod de {
     use crate::enums::KeyType;
 
     /// A requested key type, in any case; P-521 and short RSA keys are refused with a reason.
-    pub(super) fn key_type<'de, D: Deserializer<'de>>(d: D) -> Result<Option<KeyType>, D::Error> {
+    pub(crate) fn key_type<'de, D: Deserializer<'de>>(d: D) -> Result<Option<KeyType>, D::Error> {
         Option::<String>::deserialize(d)?
             .map(|t| KeyType::parse_requested(&t).map_err(D::Error::custom))
             .transpose()

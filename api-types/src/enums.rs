@@ -168,6 +168,21 @@ text_enum!(/// What an agent reported for one file.
     Kept => "kept",
 });
 
+text_enum!(/// Progress of moving one certificate to another ACME account.
+    MoveState {
+    /// Waiting for its turn (moves start at `lifecycle.move_orders_per_minute`).
+    Queued => "queued",
+    /// Ordered under the target account; the old version stays current until it is issued.
+    Ordering => "ordering",
+    /// Issued and current; waiting for every assigned agent to report it before the old
+    /// version is revoked (`superseded`).
+    Issued => "issued",
+    /// Finished.
+    Done => "done",
+    /// The order under the target account failed; the old version stays current.
+    Failed => "failed",
+});
+
 text_enum!(/// Whether an agent has a certificate's current version.
     DeploymentState {
     /// Nothing reported yet, or the certificate has no version yet.
@@ -251,7 +266,8 @@ mod tests {
             PfxEncryption,
             Scope,
             DeploymentStatus,
-            DeploymentState
+            DeploymentState,
+            MoveState
         );
         let err = "ecdsa-p521".parse::<KeyType>().unwrap_err();
         assert!(err.contains("ecdsa-p384"), "{err}");

@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod api;
 pub mod enums;
+pub mod lifecycle;
 pub mod notification;
 pub mod order_event;
 #[cfg(feature = "pfx")]

@@ -49,6 +49,8 @@ pub struct Config {
     pub liveness: LivenessConfig,
     /// Limits of the listeners against slow or abusive clients, and listener certificates.
     pub listeners: ListenersConfig,
+    /// Certificate lifecycle: ARI polling, the domain-validation ledger.
+    pub lifecycle: LifecycleConfig,
     /// Notifications: the delivery worker, event thresholds and the daily digest.
     pub notifications: NotificationsConfig,
     /// Deployment to agents: the enroll command line, probes, lagging hosts.
@@ -351,6 +353,81 @@ impl LivenessConfig {
     }
 }
 
+/// Certificate lifecycle settings: how often the CA's renewal information (ARI) is read and
+/// when a lapsing domain validation is reported.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LifecycleConfig {
+    /// Shortest gap between two ARI polls of one certificate, in seconds: a smaller
+    /// `Retry-After` is raised to this.
+    pub ari_min_poll_secs: u64,
+    /// Longest gap between two ARI polls of one certificate, in seconds: a larger (or absurd)
+    /// `Retry-After` is lowered to this.
+    pub ari_max_poll_secs: u64,
+    /// Days before a domain validation lapses that it is reported as lapsing.
+    pub validation_warn_days: u32,
+    /// Seconds between two CRL checks of one current certificate (a fetched CRL is reused
+    /// until its nextUpdate).
+    pub crl_check_interval_secs: u64,
+    /// Timeout of one CRL download, in seconds.
+    pub crl_fetch_timeout_secs: u64,
+    /// Largest CRL read, in bytes; a larger one is refused.
+    pub crl_max_bytes: usize,
+    /// Moves to another account started (ordered) per minute at most.
+    pub move_orders_per_minute: u32,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        Self {
+            ari_min_poll_secs: 3600,
+            ari_max_poll_secs: 24 * 3600,
+            validation_warn_days: 30,
+            crl_check_interval_secs: 3600,
+            crl_fetch_timeout_secs: 10,
+            crl_max_bytes: 10 * 1024 * 1024,
+            move_orders_per_minute: 10,
+        }
+    }
+}
+
+impl LifecycleConfig {
+    /// The CA's `Retry-After` for ARI, clamped to `[ari_min_poll_secs, ari_max_poll_secs]`.
+    pub fn ari_poll_after(&self, retry_after: std::time::Duration) -> std::time::Duration {
+        retry_after.clamp(
+            std::time::Duration::from_secs(self.ari_min_poll_secs),
+            std::time::Duration::from_secs(self.ari_max_poll_secs),
+        )
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.ari_min_poll_secs == 0 || self.ari_max_poll_secs < self.ari_min_poll_secs {
+            return Err(ConfigError::Invalid(
+                "lifecycle.ari_min_poll_secs must be at least 1 and lifecycle.ari_max_poll_secs at least lifecycle.ari_min_poll_secs".into(),
+            ));
+        }
+        if self.crl_check_interval_secs == 0
+            || self.crl_fetch_timeout_secs == 0
+            || self.crl_max_bytes < 1024
+        {
+            return Err(ConfigError::Invalid(
+                "lifecycle.crl_check_interval_secs and crl_fetch_timeout_secs must be at least 1 and lifecycle.crl_max_bytes at least 1024".into(),
+            ));
+        }
+        if self.move_orders_per_minute == 0 {
+            return Err(ConfigError::Invalid(
+                "lifecycle.move_orders_per_minute must be at least 1".into(),
+            ));
+        }
+        if !(1..=365).contains(&self.validation_warn_days) {
+            return Err(ConfigError::Invalid(
+                "lifecycle.validation_warn_days must be between 1 and 365".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for CaLimitsConfig {
     fn default() -> Self {
         Self {
@@ -562,6 +639,7 @@ impl Default for Config {
             ui: UiConfig::default(),
             deployment: DeploymentConfig::default(),
             notifications: NotificationsConfig::default(),
+            lifecycle: LifecycleConfig::default(),
         }
     }
 }
@@ -697,6 +775,7 @@ impl Config {
         }
         self.ca_limits.validate()?;
         self.liveness.validate()?;
+        self.lifecycle.validate()?;
         self.listeners.validate()?;
         self.deployment.validate()?;
         self.ui.validate()?;

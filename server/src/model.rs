@@ -90,6 +90,8 @@ pub struct Certificate {
     pub key_type: KeyType,
     pub account_id: AccountId,
     pub policy: RenewalPolicy,
+    /// Renewals reuse the current version's key while its type matches `key_type`.
+    pub reuse_key: bool,
     pub state: CertificateState,
     pub current_version_id: Option<VersionId>,
     pub renew_after: Option<OffsetDateTime>,

@@ -257,3 +257,71 @@ pub async fn store_test_version(
     )
     .await
 }
+
+/// A CA that issues leaves with a CRL distribution point and signs CRLs (rcgen), for the
+/// outside-revocation tests.
+mod crl_ca {
+    use rcgen::{
+        CertificateParams, CertificateRevocationListParams, CrlDistributionPoint, IsCa, Issuer,
+        KeyIdMethod, KeyPair, RevocationReason, RevokedCertParams, SerialNumber,
+    };
+    use time::{Duration, OffsetDateTime};
+
+    /// A CA named `name`; two with the same name differ only in their keys. `der` is its
+    /// certificate.
+    pub struct CrlCa {
+        pub der: Vec<u8>,
+        issuer: Issuer<'static, KeyPair>,
+    }
+
+    impl CrlCa {
+        pub fn new(name: &str) -> Self {
+            let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+            params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, name);
+            let key = KeyPair::generate().expect("CA key");
+            let cert = params.self_signed(&key).expect("CA cert");
+            Self {
+                der: cert.der().to_vec(),
+                issuer: Issuer::new(params, key),
+            }
+        }
+
+        /// A leaf for `names` (DER) with serial `serial` and a CRL distribution point at `url`.
+        pub fn leaf(&self, names: &[&str], serial: u64, url: &str) -> (Vec<u8>, KeyPair) {
+            let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+            let mut params = CertificateParams::new(names).expect("leaf params");
+            params.serial_number = Some(SerialNumber::from(serial));
+            params.crl_distribution_points = vec![CrlDistributionPoint {
+                uris: vec![url.to_owned()],
+            }];
+            let key = KeyPair::generate().expect("leaf key");
+            let cert = params.signed_by(&key, &self.issuer).expect("leaf");
+            (cert.der().to_vec(), key)
+        }
+
+        /// A CRL (DER) issued at `now` listing `serials` with reason key compromise.
+        pub fn crl(&self, serials: &[u64], now: OffsetDateTime) -> Vec<u8> {
+            let params = CertificateRevocationListParams {
+                this_update: now - Duration::minutes(1),
+                next_update: now + Duration::hours(1),
+                crl_number: SerialNumber::from(1u64),
+                issuing_distribution_point: None,
+                revoked_certs: serials
+                    .iter()
+                    .map(|s| RevokedCertParams {
+                        serial_number: SerialNumber::from(*s),
+                        revocation_time: now - Duration::minutes(1),
+                        reason_code: Some(RevocationReason::KeyCompromise),
+                        invalidity_date: None,
+                    })
+                    .collect(),
+                key_identifier_method: KeyIdMethod::Sha256,
+            };
+            params.signed_by(&self.issuer).expect("CRL").der().to_vec()
+        }
+    }
+}
+pub use crl_ca::CrlCa;

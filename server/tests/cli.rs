@@ -436,6 +436,11 @@ fn every_command_has_help_with_an_example() {
         &["cert", "revoke"],
         &["cert", "retire"],
         &["cert", "download"],
+        &["cert", "edit"],
+        &["cert", "import"],
+        &["cert", "move"],
+        &["domain", "list"],
+        &["domain"],
         &["agent", "add"],
         &["agent", "list"],
         &["agent", "show"],
@@ -649,4 +654,160 @@ async fn a_delivery_interrupted_by_kill_9_is_delivered_after_restart() {
         2,
         "nothing sent after acceptance"
     );
+}
+
+/// The lifecycle commands as users run them: import from PEM files, the domain-validation
+/// ledger, an edit, a move plan and the move status.
+#[tokio::test(flavor = "multi_thread")]
+async fn lifecycle_commands() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let server = Server::start();
+    let hmac = "c2VjcmV0LWhtYWMta2V5LXRoYXQtaXMtbG9uZy1lbm91Z2gtMzI\n";
+    let (db, _) = server.db().await;
+    for name in ["incommon", "certinext"] {
+        let out = server.cli(
+            &[
+                "account",
+                "add",
+                "--name",
+                name,
+                "--directory-url",
+                "https://acme.invalid/dir",
+                "--allow",
+                "*.example.com",
+                "--eab-kid",
+                "kid-1",
+                "--eab-hmac-file",
+                "-",
+            ],
+            hmac,
+        );
+        assert!(
+            matches!(out.status.code(), Some(0 | 1)),
+            "{}",
+            text(&out.stderr)
+        );
+        let account = db.account_by_name(name).await.unwrap();
+        db.set_account_state(
+            account.id,
+            AccountState::Valid,
+            None,
+            certkeep_server::now(),
+        )
+        .await
+        .unwrap();
+    }
+
+    // Import from PEM files.
+    let leaf = certkeep_api_types::pfx::testing::TestCa::new().leaf(
+        &["shop.example.com"],
+        certkeep_api_types::pfx::testing::KeyKind::Ecdsa,
+    );
+    let chain: String = leaf
+        .chain_der
+        .iter()
+        .map(|d| certkeep_api_types::pem::encode("CERTIFICATE", d))
+        .collect();
+    let dir = server.dir.path();
+    std::fs::write(dir.join("chain.pem"), chain).unwrap();
+    std::fs::write(
+        dir.join("key.pem"),
+        certkeep_api_types::pem::encode("PRIVATE KEY", &leaf.key_pkcs8_der),
+    )
+    .unwrap();
+    let out = ok(&server.cli(
+        &[
+            "cert",
+            "import",
+            "--name",
+            "shop",
+            "--account",
+            "incommon",
+            "--cert-file",
+            "chain.pem",
+            "--key-file",
+            "key.pem",
+        ],
+        "",
+    ));
+    assert!(
+        out.contains("shop.example.com") && out.contains("valid"),
+        "{out}"
+    );
+    // A key that does not match is refused (exit 3, the API's 422).
+    let other = certkeep_api_types::pfx::testing::TestCa::new().leaf(
+        &["shop.example.com"],
+        certkeep_api_types::pfx::testing::KeyKind::Ecdsa,
+    );
+    std::fs::write(
+        dir.join("other-key.pem"),
+        certkeep_api_types::pem::encode("PRIVATE KEY", &other.key_pkcs8_der),
+    )
+    .unwrap();
+    let refused = server.cli(
+        &[
+            "cert",
+            "import",
+            "--name",
+            "shop2",
+            "--account",
+            "incommon",
+            "--cert-file",
+            "chain.pem",
+            "--key-file",
+            "other-key.pem",
+        ],
+        "",
+    );
+    assert_eq!(refused.status.code(), Some(3), "{}", text(&refused.stderr));
+
+    // The ledger.
+    let incommon = db.account_by_name("incommon").await.unwrap();
+    let now = certkeep_server::now();
+    db.record_domain_validations(
+        incommon.id,
+        &[
+            ("shop.example.com".into(), now + time::Duration::days(10)),
+            ("later.example.com".into(), now + time::Duration::days(300)),
+        ],
+        now,
+    )
+    .await
+    .unwrap();
+    let listed = ok(&server.cli(&["domain", "list", "--lapsing-within", "30d"], ""));
+    assert!(
+        listed.starts_with("NAME") && listed.contains("shop.example.com"),
+        "{listed}"
+    );
+    assert!(!listed.contains("later.example.com"), "{listed}");
+
+    // A move plan changes nothing; the status lists no move.
+    let plan = ok(&server.cli(
+        &[
+            "cert",
+            "move",
+            "--account",
+            "incommon",
+            "--to-account",
+            "certinext",
+            "--dry-run",
+        ],
+        "",
+    ));
+    assert!(
+        plan.contains("shop") && plan.contains("plan only"),
+        "{plan}"
+    );
+    assert_eq!(db.moves(10).await.unwrap().len(), 0);
+    let status = ok(&server.cli(&["cert", "move", "--status"], ""));
+    assert!(status.starts_with("CERTIFICATE"), "{status}");
+
+    // An edit adds a name through a new order.
+    let edited = ok(&server.cli(
+        &["cert", "edit", "shop", "--add-dns", "www.example.com"],
+        "",
+    ));
+    assert!(edited.contains("www.example.com"), "{edited}");
+    let cert = db.certificate_by_name("shop").await.unwrap();
+    assert_eq!(cert.dns_names, ["shop.example.com", "www.example.com"]);
 }

@@ -1105,3 +1105,57 @@ async fn a_canary_serving_the_renewal_releases_the_other_agents() {
     );
     f.server.stop().await;
 }
+
+/// A certificate bought elsewhere, imported through the API as a PKCS#12 file, reaches an
+/// agent's CCS folder and opens there with `openssl pkcs12` under the agent's password.
+#[tokio::test]
+async fn an_imported_certificate_is_delivered_to_the_ccs_folder() {
+    use base64::Engine as _;
+    let f = Fixture::new().await;
+    let (agent, token) = f
+        .pending_agent("web1", PASSWORD, time::Duration::hours(24))
+        .await
+        .unwrap();
+    let config = f.host("web1", agent, token).await;
+    let (_, admin) = f.api_token("admin", &[Scope::Admin]).await;
+    let bought = TestCa::new().leaf(&["shop.example.com"], KeyKind::Rsa);
+    let pfx = certkeep_api_types::pfx::build_pfx(
+        &bought.key_pkcs8_der,
+        &bought.chain_der,
+        "bought-pw",
+        certkeep_api_types::agent::PfxEncryption::Legacy,
+    )
+    .unwrap();
+    let body = serde_json::json!({
+        "name": "shop",
+        "account": "test-ca",
+        "pfx_base64": base64::engine::general_purpose::STANDARD.encode(&pfx),
+        "pfx_password": "bought-pw",
+    });
+    let (status, text) = f
+        .api(
+            reqwest::Method::POST,
+            "/api/v1/certificates/import",
+            &admin,
+            Some(body),
+        )
+        .await;
+    assert_eq!(status, 201, "{text}");
+    let (status, text) = f
+        .api(
+            reqwest::Method::PUT,
+            "/api/v1/agents/web1/certificates/shop",
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, 204, "{text}");
+    let outcome = sync_once(&config).await.unwrap();
+    assert!(outcome.is_success(), "{outcome:?}");
+    let file = ccs(&config).join("shop.example.com.pfx");
+    assert_eq!(
+        openssl_thumbprint(&file, PASSWORD),
+        certkeep_api_types::pfx::thumbprint(&bought.chain_der[0])
+    );
+    f.server.stop().await;
+}

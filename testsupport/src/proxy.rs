@@ -4,7 +4,10 @@
 //! re-signs a request, and can delay, hold, answer by itself, reset connections, cut bodies
 //! short and rewrite (unsigned) responses, down to replacing a downloaded certificate with one
 //! of its own (a hostile CA). Rules are set per test through the in-process handle, and
-//! requests are counted by kind as they arrive and as they reach Pebble.
+//! requests are counted by kind as they arrive and as they reach Pebble. It also adds what
+//! Debian's Pebble 2.4 lacks: a `renewalInfo` endpoint (RFC 9773) whose window and
+//! `Retry-After` the test sets, advertised in the directory, with `replaces` reflected in new
+//! orders and recorded for the test.
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
@@ -42,6 +45,8 @@ pub enum Kind {
     Finalize,
     Certificate,
     Revoke,
+    /// `renewalInfo` (RFC 9773), answered by the proxy itself (see [`Proxy::serve_renewal_info`]).
+    RenewalInfo,
     Other,
 }
 
@@ -58,12 +63,29 @@ impl Kind {
             ("/chalZ/", Kind::Challenge),
             ("/certZ/", Kind::Certificate),
             ("/revoke-cert", Kind::Revoke),
+            (RENEWAL_INFO_PATH, Kind::RenewalInfo),
         ];
         prefixes
             .iter()
             .find(|(p, _)| path.starts_with(p))
             .map_or(Kind::Other, |(_, k)| *k)
     }
+}
+
+/// Path of the proxy's own `renewalInfo` endpoint (Debian's Pebble 2.4 has none).
+const RENEWAL_INFO_PATH: &str = "/renewal-info/";
+
+/// What the proxy's `renewalInfo` endpoint answers for every certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenewalInfo {
+    /// The suggested window, RFC 3339.
+    pub start: String,
+    pub end: String,
+    /// `Retry-After`, seconds.
+    pub retry_after_secs: u64,
+    /// Whether new orders reflect their `replaces` (RFC 9773 says they must; a CA that does
+    /// not is emulated with `false`).
+    pub reflect_replaces: bool,
 }
 
 /// Where a connection is dropped.
@@ -173,6 +195,14 @@ struct Inner {
     replayed: AtomicUsize,
     /// The CSR (DER) of the last finalize request.
     last_csr: Mutex<Option<Vec<u8>>>,
+    /// The proxy's own base URL (`https://127.0.0.1:port`).
+    base_url: String,
+    /// When set, the directory advertises `renewalInfo` and the proxy answers it.
+    renewal_info: Mutex<Option<RenewalInfo>>,
+    /// The ARI certificate id asked for by each `renewalInfo` request, in order.
+    renewal_info_asked: Mutex<Vec<String>>,
+    /// The `replaces` field of each new-order request (`None` when absent), in order.
+    replaces: Mutex<Vec<Option<String>>>,
 }
 
 /// A running proxy; stops when dropped.
@@ -252,6 +282,10 @@ impl Proxy {
             .https_only()
             .enable_http1()
             .build();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
         let inner = Arc::new(Inner {
             upstream: format!("https://127.0.0.1:{upstream_port}"),
             client: Client::builder(TokioExecutor::new()).build(connector),
@@ -262,11 +296,11 @@ impl Proxy {
             signatures: Mutex::default(),
             replayed: AtomicUsize::new(0),
             last_csr: Mutex::default(),
+            base_url: format!("https://127.0.0.1:{port}"),
+            renewal_info: Mutex::default(),
+            renewal_info_asked: Mutex::default(),
+            replaces: Mutex::default(),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind proxy");
-        let port = listener.local_addr().expect("addr").port();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
         let serving = inner.clone();
         let task = tokio::spawn(async move {
@@ -310,6 +344,22 @@ impl Proxy {
     /// Removes every rule.
     pub fn clear(&self) {
         self.inner.rules.lock().expect("rules").clear();
+    }
+
+    /// Advertises `renewalInfo` in the directory (for clients that read it from now on) and
+    /// answers it with `info` for every certificate; `None` stops both.
+    pub fn serve_renewal_info(&self, info: Option<RenewalInfo>) {
+        *self.inner.renewal_info.lock().expect("ari") = info;
+    }
+
+    /// The ARI certificate ids asked for so far, in order.
+    pub fn renewal_info_asked(&self) -> Vec<String> {
+        self.inner.renewal_info_asked.lock().expect("ari").clone()
+    }
+
+    /// The `replaces` field of every new-order request so far (`None` when absent), in order.
+    pub fn replaces(&self) -> Vec<Option<String>> {
+        self.inner.replaces.lock().expect("replaces").clone()
     }
 
     /// Requests of `kind` that arrived at the proxy.
@@ -411,6 +461,19 @@ impl Inner {
         {
             *self.last_csr.lock().expect("csr") = Some(csr);
         }
+        let replaces = (kind == Kind::NewOrder).then(|| {
+            jws_payload(&body).and_then(|p| {
+                p.get("replaces")
+                    .and_then(|r| r.as_str())
+                    .map(str::to_owned)
+            })
+        });
+        if let Some(r) = &replaces {
+            self.replaces.lock().expect("replaces").push(r.clone());
+        }
+        if kind == Kind::RenewalInfo {
+            return self.renewal_info(parts.uri.path());
+        }
         let action = self.take_rule(kind);
         match &action {
             Some(Action::Respond {
@@ -433,7 +496,13 @@ impl Inner {
             _ => {}
         }
         let upstream = self.forward(kind, &parts, body).await?;
-        let (mut head, bytes) = upstream;
+        let (mut head, mut bytes) = upstream;
+        if kind == Kind::Directory {
+            bytes = self.with_renewal_info(&mut head, bytes);
+        }
+        if let Some(Some(replaces)) = replaces {
+            bytes = self.echo_replaces(&mut head, bytes, replaces);
+        }
         match action {
             Some(Action::DelayResponse(d)) => tokio::time::sleep(d).await,
             Some(Action::HoldResponse(hold)) if !hold.wait().await => return discarded(),
@@ -478,6 +547,70 @@ impl Inner {
             _ => {}
         }
         Ok(Response::from_parts(head, full(bytes)))
+    }
+
+    /// The directory with `renewalInfo` added while the test serves it.
+    fn with_renewal_info(&self, head: &mut http::response::Parts, bytes: Bytes) -> Bytes {
+        if self.renewal_info.lock().expect("ari").is_none() {
+            return bytes;
+        }
+        let Ok(mut json) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            return bytes;
+        };
+        json["renewalInfo"] = format!(
+            "{}{}",
+            self.base_url,
+            RENEWAL_INFO_PATH.trim_end_matches('/')
+        )
+        .into();
+        replace_body(head, json.to_string())
+    }
+
+    /// The new order with the `replaces` it was asked with, as an ARI CA answers (Pebble 2.4
+    /// drops the field, and instant-acme refuses an order without it), while the test serves
+    /// renewal information.
+    fn echo_replaces(
+        &self,
+        head: &mut http::response::Parts,
+        bytes: Bytes,
+        replaces: String,
+    ) -> Bytes {
+        let reflect = self
+            .renewal_info
+            .lock()
+            .expect("ari")
+            .as_ref()
+            .is_some_and(|i| i.reflect_replaces);
+        if !reflect {
+            return bytes;
+        }
+        let Ok(mut json) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            return bytes;
+        };
+        json["replaces"] = replaces.into();
+        replace_body(head, json.to_string())
+    }
+
+    /// The answer of the proxy's `renewalInfo` endpoint (404 while the test serves none).
+    fn renewal_info(&self, path: &str) -> Result<Response<ProxyBody>, std::io::Error> {
+        let id = path.trim_start_matches(RENEWAL_INFO_PATH).to_owned();
+        self.renewal_info_asked.lock().expect("ari").push(id);
+        let info = self.renewal_info.lock().expect("ari").clone();
+        let Some(info) = info else {
+            return Response::builder()
+                .status(StatusCode::NOT_FOUND)
+                .body(full("no renewal information"))
+                .map_err(std::io::Error::other);
+        };
+        let body = serde_json::json!({
+            "suggestedWindow": { "start": info.start, "end": info.end },
+        });
+        Response::builder()
+            .status(StatusCode::OK)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::RETRY_AFTER, info.retry_after_secs.to_string())
+            .body(full(body.to_string()))
+            .map_err(std::io::Error::other)
     }
 
     async fn forward(
@@ -555,14 +688,30 @@ impl Inner {
     }
 }
 
-/// The CSR (DER) in a finalize request: the JWS payload's `csr`, both base64url.
-fn finalize_csr(body: &[u8]) -> Option<Vec<u8>> {
+/// `text` as the new body of a response whose head is `head` (length fixed up).
+fn replace_body(head: &mut http::response::Parts, text: String) -> Bytes {
+    head.headers.remove(http::header::TRANSFER_ENCODING);
+    head.headers
+        .insert(http::header::CONTENT_LENGTH, HeaderValue::from(text.len()));
+    Bytes::from(text)
+}
+
+/// The decoded JSON payload of a JWS request body.
+fn jws_payload(body: &[u8]) -> Option<serde_json::Value> {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let jws: serde_json::Value = serde_json::from_slice(body).ok()?;
     let payload = b64.decode(jws.get("payload")?.as_str()?).ok()?;
-    let payload: serde_json::Value = serde_json::from_slice(&payload).ok()?;
-    b64.decode(payload.get("csr")?.as_str()?).ok()
+    serde_json::from_slice(&payload).ok()
+}
+
+/// The CSR (DER) in a finalize request: the JWS payload's `csr`, base64url.
+fn finalize_csr(body: &[u8]) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let payload = jws_payload(body)?;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.get("csr")?.as_str()?)
+        .ok()
 }
 
 /// Whose public key a substituted leaf certifies.

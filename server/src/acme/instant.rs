@@ -17,9 +17,10 @@ use zeroize::Zeroizing;
 
 use super::account::{ClientSettings, Registered};
 use super::directory::fetch_directory;
-use super::http::{AcmeHttp, Observed, observe};
+use super::http::{AcmeHttp, Observed, observe, observe_bodies};
 use super::{
     AcmeError, CaAuthorization, CaAuthzStatus, CaChallenge, CaOrder, CaOrderStatus, Issuer,
+    RenewalWindow,
 };
 use crate::model::Account;
 
@@ -257,6 +258,16 @@ pub(super) fn revocation_reason(reason: u8) -> Result<RevocationReason, AcmeErro
     })
 }
 
+/// The `expires` of an authorization body (RFC 3339), if present and well formed.
+fn authorization_expires(body: &[u8]) -> Option<time::OffsetDateTime> {
+    #[derive(serde::Deserialize)]
+    struct Expiring {
+        #[serde(default, with = "time::serde::rfc3339::option")]
+        expires: Option<time::OffsetDateTime>,
+    }
+    serde_json::from_slice::<Expiring>(body).ok()?.expires
+}
+
 /// The ARI certificate id (`base64url(AKI).base64url(serial)`) of a leaf certificate.
 pub fn ari_cert_id(leaf_der: &[u8]) -> Result<String, AcmeError> {
     let der = CertificateDer::from(leaf_der);
@@ -293,7 +304,15 @@ impl Issuer for InstantIssuer {
                 serial: Cow::Borrowed(serial),
             });
         }
-        let (mut order, observed) = run(None, self.account.new_order(&new)).await?;
+        let (mut order, observed) = match run(None, self.account.new_order(&new)).await {
+            // RFC 9773 says a CA that takes `replaces` reflects it; one that does not (its
+            // order then has no URL for us) is asked again without it, instead of for ever.
+            Err(e) if replaces.is_some() && e.to_string().contains("replaces field mismatch") => {
+                tracing::warn!(error = %e, "the CA did not reflect `replaces`; ordering without it");
+                run(None, self.account.new_order(&NewOrder::new(&identifiers))).await?
+            }
+            other => other?,
+        };
         let url = order.url().to_owned();
         Ok(order_view(&url, order.state(), observed.retry_after))
     }
@@ -305,7 +324,8 @@ impl Issuer for InstantIssuer {
 
     async fn authorizations(&self, order_url: &str) -> Result<Vec<CaAuthorization>, AcmeError> {
         let thumbprint = self.account.key_thumbprint().to_owned();
-        let (authzs, _) = run(None, async {
+        // instant-acme drops an authorization's `expires`: read it from the bodies.
+        let (result, observed, bodies) = observe_bodies(async {
             let mut order = self.reopen(order_url).await?;
             let mut out = Vec::new();
             let mut stream = order.authorizations();
@@ -332,11 +352,20 @@ impl Issuer for InstantIssuer {
                             error: c.error.as_ref().map(problem_document),
                         })
                         .collect(),
+                    expires: None,
                 });
             }
             Ok(out)
         })
-        .await?;
+        .await;
+        let mut authzs = result.map_err(|e| from_instant(e, &observed))?;
+        for authz in &mut authzs {
+            authz.expires = bodies
+                .iter()
+                .rev()
+                .find(|(url, _)| *url == authz.url)
+                .and_then(|(_, body)| authorization_expires(body));
+        }
         Ok(authzs)
     }
 
@@ -421,10 +450,7 @@ impl Issuer for InstantIssuer {
         }
     }
 
-    async fn renewal_window(
-        &self,
-        cert_id: &str,
-    ) -> Result<(time::OffsetDateTime, time::OffsetDateTime), AcmeError> {
+    async fn renewal_window(&self, cert_id: &str) -> Result<RenewalWindow, AcmeError> {
         let (aki, serial) = cert_id.split_once('.').ok_or_else(|| {
             AcmeError::Internal(format!("`{cert_id}` is not an ARI certificate id"))
         })?;
@@ -432,8 +458,12 @@ impl Issuer for InstantIssuer {
             authority_key_identifier: Cow::Borrowed(aki),
             serial: Cow::Borrowed(serial),
         };
-        let ((info, _), _) = run(None, self.account.renewal_info(&id)).await?;
-        Ok((info.suggested_window.start, info.suggested_window.end))
+        let ((info, retry_after), _) = run(None, self.account.renewal_info(&id)).await?;
+        Ok(RenewalWindow {
+            start: info.suggested_window.start,
+            end: info.suggested_window.end,
+            retry_after,
+        })
     }
 }
 
@@ -446,6 +476,17 @@ mod tests {
         for kind in ["http-01", "dns-01", "tls-alpn-01", "sectigo-email-01"] {
             assert_eq!(challenge_kind(&parse_challenge_kind(kind)), kind);
         }
+    }
+
+    #[test]
+    fn authorization_expiry_is_read_from_the_body() {
+        let at = authorization_expires(
+            br#"{"status":"valid","expires":"2026-03-01T12:00:00Z","identifier":{"type":"dns","value":"a.example"}}"#,
+        );
+        assert_eq!(at, Some(time::macros::datetime!(2026-03-01 12:00 UTC)));
+        assert_eq!(authorization_expires(br#"{"status":"pending"}"#), None);
+        assert_eq!(authorization_expires(br#"{"expires":"soon"}"#), None);
+        assert_eq!(authorization_expires(b"not json"), None);
     }
 
     #[test]

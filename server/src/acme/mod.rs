@@ -78,6 +78,19 @@ pub struct CaAuthorization {
     pub name: String,
     pub status: CaAuthzStatus,
     pub challenges: Vec<CaChallenge>,
+    /// When the authorization (for a valid one: the name's validation) expires, if the CA
+    /// said.
+    pub expires: Option<time::OffsetDateTime>,
+}
+
+/// The CA's ARI answer (RFC 9773) for one certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RenewalWindow {
+    /// The suggested window `[start, end]`.
+    pub start: time::OffsetDateTime,
+    pub end: time::OffsetDateTime,
+    /// When to ask again (`Retry-After`), uncapped: the caller clamps it.
+    pub retry_after: Duration,
 }
 
 /// The narrow view of an ACME CA the engine works with. Every method is one operation that
@@ -109,11 +122,9 @@ pub trait Issuer: Send + Sync {
     async fn certificate(&self, order_url: &str) -> Result<String, AcmeError>;
     /// Revokes `leaf_der` with an RFC 5280 reason code.
     async fn revoke(&self, leaf_der: &[u8], reason: u8) -> Result<(), AcmeError>;
-    /// The ARI window `(start, end)` for the certificate with ARI id `cert_id`.
-    async fn renewal_window(
-        &self,
-        cert_id: &str,
-    ) -> Result<(time::OffsetDateTime, time::OffsetDateTime), AcmeError>;
+    /// The ARI window and `Retry-After` for the certificate with ARI id `cert_id`. Goes
+    /// through the directory's rate gate like every other request.
+    async fn renewal_window(&self, cert_id: &str) -> Result<RenewalWindow, AcmeError>;
 }
 
 /// Refuses a revocation reason that is not an RFC 5280 code, before any request.

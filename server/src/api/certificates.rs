@@ -12,6 +12,7 @@ use certkeep_api_types::api::{
     CertificateDetail, CertificateList, CertificateResponse, CreateCertificateRequest,
     DownloadFormat, DownloadRequest, OrderResponse, RevokeCertificateRequest, VersionResponse,
 };
+use certkeep_api_types::lifecycle::EditCertificateRequest;
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -26,6 +27,7 @@ use super::lookup::{find_account, find_visible, pick_version};
 use super::validate;
 use crate::app::AppState;
 use crate::db::certificates::{CertificateFilter, NewCertificate};
+use crate::domain::lifecycle::{EditError, edited_names};
 use crate::domain::names::{all_covered, normalize, normalize_all};
 use crate::model::{
     AccountState, Certificate, CertificateId, CertificateState, KeyType, Order, OrderReason,
@@ -36,7 +38,7 @@ use crate::model::{
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_certificates, create_certificate))
-        .routes(routes!(show_certificate))
+        .routes(routes!(show_certificate, edit_certificate))
         .routes(routes!(list_versions))
         .routes(routes!(renew_certificate))
         .routes(routes!(revoke_certificate))
@@ -408,6 +410,98 @@ pub(crate) async fn renew(
     )
     .await?;
     order_response(state, order).await
+}
+
+/// Edit a certificate: add or remove names, change the key type, toggle key reuse.
+///
+/// Names are checked against the account's `allowed_domains` and the caller's scope as on
+/// create. A change of names or key type is issued through a new order (202); the current
+/// version stays current, and installed, until that order is issued. A key-reuse toggle alone
+/// answers 200.
+///
+/// Scope: `admin`, `operator`, or `issuer` when every name, old and new, is within the
+/// token's domain patterns.
+#[utoipa::path(patch, path = "/certificates/{certificate}", tag = "certificates",
+    params(("certificate" = String, Path, description = "Certificate id or name")),
+    request_body = EditCertificateRequest,
+    responses(
+        (status = 200, description = "Changed; nothing to order", body = CertificateResponse),
+        (status = 202, description = "Changed and queued for ordering", body = CertificateResponse),
+        (status = 409, description = "Retired, an order is in flight, or the account is not usable", body = Problem),
+    ))]
+async fn edit_certificate(
+    State(state): State<AppState>,
+    auth: Auth,
+    AppPath(key): AppPath<String>,
+    AppJson(req): AppJson<EditCertificateRequest>,
+) -> Result<(StatusCode, Json<CertificateResponse>), ApiError> {
+    auth.require(CERT_ISSUE)?;
+    let cert = find_visible(&state, &auth, &key).await?;
+    auth.may_issue(&cert.dns_names)?;
+    if cert.state == CertificateState::Retired {
+        return Err(ApiError::Conflict("the certificate is retired".into()));
+    }
+    let names =
+        edited_names(&cert.dns_names, &req.add_dns_names, &req.remove_dns_names).map_err(|e| {
+            match e {
+                EditError::NotCarried(_) => ApiError::field("remove_dns_names", e.to_string()),
+                other => ApiError::field("add_dns_names", other.to_string()),
+            }
+        })?;
+    auth.may_issue(&names)?;
+    let account = state.db.account(cert.account_id).await?;
+    all_covered(&account.allowed_domains, &names).map_err(|outside| {
+        ApiError::field(
+            "add_dns_names",
+            format!(
+                "`{outside}` is outside account `{}`'s allowed domains",
+                account.name
+            ),
+        )
+    })?;
+    let key_type = req.key_type.unwrap_or(cert.key_type);
+    let reuse_key = req.reuse_key.unwrap_or(cert.reuse_key);
+    let reorder = names != cert.dns_names || key_type != cert.key_type;
+    if !reorder && reuse_key == cert.reuse_key {
+        return Err(ApiError::field(
+            "add_dns_names",
+            "nothing to change: give names to add or remove, a new key_type or reuse_key",
+        ));
+    }
+    if reorder {
+        crate::acme::check_usable(&account).map_err(|e| ApiError::Conflict(e.to_string()))?;
+        if state.db.active_order(cert.id).await?.is_some() {
+            return Err(ApiError::Conflict(
+                "an order is in flight for this certificate; edit it once that order ends".into(),
+            ));
+        }
+    }
+    state
+        .db
+        .edit_certificate(cert.id, &names, key_type, reuse_key, crate::now())
+        .await?;
+    let cert = state.db.certificate(cert.id).await?;
+    let order = if reorder {
+        Some(enqueue(&state, &cert, OrderReason::Manual).await?)
+    } else {
+        None
+    };
+    auth.audit_ok(
+        &state,
+        "certificate.edit",
+        &format!("certificate:{}", cert.id),
+        &format!(
+            "names={} key_type={key_type} reuse_key={reuse_key} order={}",
+            names.join(","),
+            order.as_ref().map_or("-".to_owned(), |o| o.id.to_string())
+        ),
+    )
+    .await?;
+    let status = match order {
+        Some(_) => StatusCode::ACCEPTED,
+        None => StatusCode::OK,
+    };
+    Ok((status, Json(certificate_response(&state, cert).await?)))
 }
 
 /// Revoke the current (or a given) version at the CA.

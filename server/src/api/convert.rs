@@ -72,6 +72,7 @@ pub(super) fn certificate_response(
         state: c.state,
         renew_fraction: c.policy.fraction,
         renew_days: c.policy.days,
+        reuse_key: c.reuse_key,
         renew_after: c.renew_after,
         consecutive_failures: c.consecutive_failures,
         last_error: c.last_error,

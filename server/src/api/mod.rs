@@ -28,9 +28,12 @@ pub mod audit;
 pub mod auth;
 pub mod certificates;
 mod convert;
+pub mod domains;
 pub mod error;
 pub mod extract;
+pub mod imports;
 mod lookup;
+pub mod moves;
 pub mod notifications;
 pub mod targets;
 pub mod tokens;
@@ -57,6 +60,7 @@ pub const API_PREFIX: &str = "/api/v1";
         (name = "tokens", description = "API tokens and their scopes"),
         (name = "audit", description = "The hash-chained audit log"),
         (name = "notifications", description = "Mail and webhook channels, subscriptions, mutes and deliveries"),
+        (name = "domains", description = "When each account's validation of a name lapses"),
     )
 )]
 pub struct ApiDoc;
@@ -83,7 +87,10 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(targets::routes())
         .merge(tokens::routes())
         .merge(audit::routes())
-        .merge(notifications::routes());
+        .merge(notifications::routes())
+        .merge(domains::routes())
+        .merge(imports::routes())
+        .merge(moves::routes());
     let (router, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(healthz))
         .routes(routes!(readyz))

@@ -341,7 +341,7 @@ impl Db {
 
     /// The certificates assigned to an agent, by name.
     pub async fn assigned_certificates(&self, agent: AgentId) -> Result<Vec<Certificate>> {
-        const Q: &str = "SELECT c.id, c.name, c.dns_names, c.key_type, c.account_id, c.renew_fraction, c.renew_days, c.state, c.current_version_id, c.renew_after, c.consecutive_failures, c.last_error, c.created_by, c.created_at, c.updated_at FROM certificates c JOIN agent_assignments a ON a.certificate_id = c.id WHERE a.agent_id = $1 ORDER BY c.name";
+        const Q: &str = "SELECT c.id, c.name, c.dns_names, c.key_type, c.account_id, c.renew_fraction, c.renew_days, c.reuse_key, c.state, c.current_version_id, c.renew_after, c.consecutive_failures, c.last_error, c.created_by, c.created_at, c.updated_at FROM certificates c JOIN agent_assignments a ON a.certificate_id = c.id WHERE a.agent_id = $1 ORDER BY c.name";
         let rows: Vec<CertificateRow> =
             on_pool!(self, p => sqlx::query_as(Q).bind(agent.0).fetch_all(p).await)?;
         rows.into_iter().map(CertificateRow::into_model).collect()

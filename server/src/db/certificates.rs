@@ -42,6 +42,7 @@ pub(super) struct CertificateRow {
     account_id: Uuid,
     renew_fraction: Option<f64>,
     renew_days: Option<i32>,
+    reuse_key: bool,
     state: String,
     current_version_id: Option<Uuid>,
     renew_after: Option<OffsetDateTime>,
@@ -63,6 +64,7 @@ impl CertificateRow {
                 fraction: self.renew_fraction,
                 days: self.renew_days,
             },
+            reuse_key: self.reuse_key,
             state: self.state.parse().map_err(super::Error::Corrupt)?,
             current_version_id: self.current_version_id.map(VersionId),
             name: self.name,
@@ -80,7 +82,7 @@ impl CertificateRow {
 macro_rules! select_certificates {
     ($tail:literal) => {
         concat!(
-            "SELECT id, name, dns_names, key_type, account_id, renew_fraction, renew_days, state, current_version_id, renew_after, consecutive_failures, last_error, created_by, created_at, updated_at FROM certificates c ",
+            "SELECT id, name, dns_names, key_type, account_id, renew_fraction, renew_days, reuse_key, state, current_version_id, renew_after, consecutive_failures, last_error, created_by, created_at, updated_at FROM certificates c ",
             $tail
         )
     };

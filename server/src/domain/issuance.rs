@@ -314,6 +314,7 @@ mod tests {
             key_type: KeyType::EcdsaP256,
             account_id: AccountId::new(),
             policy: RenewalPolicy::default(),
+            reuse_key: false,
             state,
             current_version_id: version.then(VersionId::new),
             renew_after: None,

@@ -3,9 +3,11 @@
 
 pub mod deployments;
 pub mod issuance;
+pub mod lifecycle;
 pub mod names;
 pub mod notify;
 pub mod renewal;
+pub mod revocation;
 pub mod rollout;
 pub mod span;
 pub mod targets;

@@ -55,6 +55,13 @@ pub fn ari_renew_at(
     start + (end - start) * jitter.clamp(0.0, 1.0)
 }
 
+/// Whether an ARI window ending at `end` can concern a certificate valid from `not_before`:
+/// a window that ended before the certificate began was suggested for its predecessor (a CA
+/// still answering the old window), and following it would renew every new version at once.
+pub fn ari_window_applies(end: OffsetDateTime, not_before: OffsetDateTime) -> bool {
+    end > not_before
+}
+
 /// When to try again after `failures` consecutive failed renewals of a certificate expiring at
 /// `not_after`: 15 min, 30 min, 1 h ... at most 12 h, and at least four tries before expiry.
 pub fn retry_at(
@@ -178,6 +185,46 @@ mod tests {
             ),
             not_before
         );
+    }
+
+    #[test]
+    fn a_window_that_ended_before_the_certificate_began_is_not_its_own() {
+        assert!(ari_window_applies(START + Duration::seconds(1), START));
+        assert!(!ari_window_applies(START, START));
+        assert!(!ari_window_applies(START - Duration::days(1), START));
+    }
+
+    #[test]
+    fn short_lifetimes_renew_by_fraction() {
+        // 10-day certificates: a third of the lifetime left, jitter at most 5 % (12 h).
+        let end = START + Duration::days(10);
+        let policy = RenewalPolicy::default();
+        let earliest = renew_at(START, end, &policy, 1.0 / 3.0, 0.999);
+        let latest = renew_at(START, end, &policy, 1.0 / 3.0, 0.0);
+        assert_eq!(latest, end - Duration::days(10) / 3_i32);
+        assert!(latest - earliest <= Duration::hours(12), "{earliest}");
+        assert!(earliest > START + Duration::days(6), "{earliest}");
+        // 47-day certificates with the policy's days and fraction.
+        let end = START + Duration::days(47);
+        let days = RenewalPolicy {
+            fraction: None,
+            days: Some(10),
+        };
+        assert_eq!(
+            renew_at(START, end, &days, 1.0 / 3.0, 0.0),
+            end - Duration::days(10)
+        );
+        let half = RenewalPolicy {
+            fraction: Some(0.5),
+            days: None,
+        };
+        assert_eq!(
+            renew_at(START, end, &half, 1.0 / 3.0, 0.0),
+            START + Duration::hours(47 * 12)
+        );
+        // A 1-day certificate is never renewed before it starts, whatever the jitter.
+        let end = START + Duration::days(1);
+        assert!(renew_at(START, end, &days, 1.0 / 3.0, 0.999) >= START);
     }
 
     #[test]

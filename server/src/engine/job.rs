@@ -296,6 +296,7 @@ impl Job<'_> {
         let mut ca = self.open().await?;
         let url = ca.url.clone();
         let mut authorized = false;
+        let mut ledgered = false;
         let mut removed = false;
         loop {
             if ca.status != CaOrderStatus::Pending && !removed {
@@ -328,6 +329,13 @@ impl Job<'_> {
                     }
                 }
                 CaOrderStatus::Ready => {
+                    if !ledgered {
+                        // Every authorization is valid now (solved, reused or pre-validated):
+                        // their lapse times go into the domain-validation ledger.
+                        let authzs = self.issuer.authorizations(&url).await?;
+                        super::ledger::record(self.shared, self.account.id, &authzs).await?;
+                        ledgered = true;
+                    }
                     // Waiting on processing is a new wait: its back-off starts over.
                     self.polls = 0;
                     ca = self.finalize(&url).await?;
@@ -477,8 +485,13 @@ impl Job<'_> {
         let csr = match &self.order.csr_der {
             Some(csr) if self.order.has_key => csr.clone(),
             _ => {
-                let made =
-                    super::keys::generate(self.cert.key_type, self.cert.dns_names.clone()).await?;
+                let names = self.cert.dns_names.clone();
+                let reusable = self.reusable_key().await?;
+                let reused = reusable.is_some();
+                let made = match reusable {
+                    Some(key) => super::keys::csr_for(key, names).await?,
+                    None => super::keys::generate(self.cert.key_type, names).await?,
+                };
                 let stored = db
                     .store_order_key(
                         &self.shared.state.secrets,
@@ -492,9 +505,10 @@ impl Job<'_> {
                 fenced(stored)?;
                 self.order.has_key = true;
                 self.order.csr_der = Some(made.csr_der.clone());
+                let whose = if reused { "current version's" } else { "new" };
                 self.event(
                     OrderEventKind::KeyStored,
-                    &format!("{} key and CSR stored", self.cert.key_type),
+                    &format!("{} key ({whose}) and CSR stored", self.cert.key_type),
                 )
                 .await?;
                 made.csr_der
@@ -515,6 +529,27 @@ impl Job<'_> {
                 }
             }
         }
+    }
+
+    /// The current version's key, when the certificate reuses keys, this order renews (never a
+    /// first order or a re-issue after revocation) and the key is still of the wanted type.
+    async fn reusable_key(&self) -> Result<Option<crate::secrets::SecretBytes>, Stop> {
+        let (true, OrderReason::Renewal | OrderReason::Manual, Some(current)) = (
+            self.cert.reuse_key,
+            self.order.reason,
+            self.cert.current_version_id,
+        ) else {
+            return Ok(None);
+        };
+        let state = &self.shared.state;
+        let version = state.db.version(current).await?;
+        let leaf = issuance::parse_chain(&version.chain_pem).map_err(AcmeError::Internal)?;
+        if version.revoked_at.is_some()
+            || crate::domain::lifecycle::leaf_key_type(&leaf.leaf_der) != Some(self.cert.key_type)
+        {
+            return Ok(None);
+        }
+        Ok(Some(state.db.version_key(&state.secrets, current).await?))
     }
 
     /// Waits for the CA: inline for short waits, parked for long ones, failed past the deadline.
@@ -629,8 +664,17 @@ impl Job<'_> {
                 Err(e) => Err(e),
             };
             match window {
-                Ok((start, end)) => {
-                    return renewal::ari_renew_at(start, end, jitter, leaf.not_before, by_policy);
+                Ok(w) if renewal::ari_window_applies(w.end, leaf.not_before) => {
+                    return renewal::ari_renew_at(
+                        w.start,
+                        w.end,
+                        jitter,
+                        leaf.not_before,
+                        by_policy,
+                    );
+                }
+                Ok(w) => {
+                    tracing::warn!(account.name = %self.account.name, window.end = %w.end, "the CA's ARI window ended before this certificate began; renewing by policy")
                 }
                 Err(e) => {
                     tracing::warn!(account.name = %self.account.name, error = %e, "no ARI window; renewing by policy")

@@ -31,6 +31,31 @@ pub(super) async fn generate(
     .map_err(|e| AcmeError::Internal(format!("cannot build the key and CSR: {e}")))
 }
 
+/// A CSR for `names` signed with an existing key (PKCS#8 DER): a renewal that reuses the
+/// current version's key.
+pub(super) async fn csr_for(
+    key_pkcs8_der: Zeroizing<Vec<u8>>,
+    names: Vec<String>,
+) -> Result<KeyAndCsr, AcmeError> {
+    tokio::task::spawn_blocking(move || {
+        let key = KeyPair::try_from(key_pkcs8_der.as_slice())?;
+        let csr_der = csr(&key, names)?;
+        Ok(KeyAndCsr {
+            key_pkcs8_der,
+            csr_der,
+        })
+    })
+    .await
+    .map_err(|e| AcmeError::Internal(format!("CSR task failed: {e}")))?
+    .map_err(|e: rcgen::Error| AcmeError::Internal(format!("cannot build the CSR: {e}")))
+}
+
+fn csr(key: &KeyPair, names: Vec<String>) -> Result<Vec<u8>, rcgen::Error> {
+    let mut params = CertificateParams::new(names)?;
+    params.distinguished_name = DistinguishedName::new();
+    Ok(params.serialize_request(key)?.der().to_vec())
+}
+
 fn generate_blocking(key_type: KeyType, names: Vec<String>) -> Result<KeyAndCsr, rcgen::Error> {
     let rsa = |size| KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, size);
     let key = match key_type {
@@ -40,12 +65,10 @@ fn generate_blocking(key_type: KeyType, names: Vec<String>) -> Result<KeyAndCsr,
         KeyType::EcdsaP256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?,
         KeyType::EcdsaP384 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384)?,
     };
-    let mut params = CertificateParams::new(names)?;
-    params.distinguished_name = DistinguishedName::new();
-    let csr = params.serialize_request(&key)?;
+    let csr_der = csr(&key, names)?;
     Ok(KeyAndCsr {
         key_pkcs8_der: Zeroizing::new(key.serialize_der()),
-        csr_der: csr.der().to_vec(),
+        csr_der,
     })
 }
 
@@ -106,5 +129,44 @@ mod tests {
             );
             assert!(!out.key_pkcs8_der.is_empty());
         }
+    }
+
+    #[tokio::test]
+    async fn a_reused_key_signs_a_csr_for_new_names_and_its_type_is_read_from_the_leaf() {
+        let first = generate(KeyType::EcdsaP384, vec!["www.example.edu".into()])
+            .await
+            .unwrap();
+        let names = vec!["www.example.edu".to_owned(), "api.example.edu".to_owned()];
+        let again = csr_for(first.key_pkcs8_der.clone(), names).await.unwrap();
+        assert_eq!(again.key_pkcs8_der, first.key_pkcs8_der);
+        let public_key = |csr_der: &[u8]| {
+            let (_, csr) =
+                x509_parser::certification_request::X509CertificationRequest::from_der(csr_der)
+                    .unwrap();
+            csr.verify_signature().unwrap();
+            csr.certification_request_info.subject_pki.raw.to_vec()
+        };
+        assert_eq!(public_key(&again.csr_der), public_key(&first.csr_der));
+
+        for (kind, expected) in [
+            (
+                certkeep_api_types::pfx::testing::KeyKind::Ecdsa,
+                Some(KeyType::EcdsaP256),
+            ),
+            (
+                certkeep_api_types::pfx::testing::KeyKind::Rsa,
+                Some(KeyType::Rsa2048),
+            ),
+        ] {
+            let leaf = certkeep_api_types::pfx::testing::TestCa::new().leaf(&["a.example"], kind);
+            assert_eq!(
+                crate::domain::lifecycle::leaf_key_type(&leaf.chain_der[0]),
+                expected
+            );
+        }
+        assert_eq!(
+            crate::domain::lifecycle::leaf_key_type(b"not a certificate"),
+            None
+        );
     }
 }

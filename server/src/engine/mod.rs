@@ -26,9 +26,13 @@ use crate::now;
 use certkeep_api_types::notification::NotificationEvent;
 
 mod accounts;
+mod ari;
 pub mod challenge;
+mod crl;
 mod job;
 mod keys;
+mod ledger;
+mod moves;
 mod revoke;
 mod scheduler;
 
@@ -95,6 +99,7 @@ impl Engine {
             state: self.state,
             solvers: self.solvers,
             issuers: Mutex::new(self.issuers),
+            crls: crl::CrlCache::default(),
         });
         tokio::spawn(async move {
             tracing::info!(engine.owner = %shared.owner, workers = shared.state.config.engine.workers, "issuance engine started");
@@ -157,6 +162,8 @@ pub(crate) struct Shared {
     solvers: Solvers,
     /// Opened ACME accounts, restored once per account.
     issuers: Mutex<HashMap<AccountId, Arc<dyn Issuer>>>,
+    /// CRLs downloaded for the outside-revocation check.
+    crls: crl::CrlCache,
 }
 
 impl Shared {

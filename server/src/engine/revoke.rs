@@ -11,7 +11,7 @@ use super::accounts::connect;
 use crate::acme::{self, AcmeError};
 use crate::app::AppState;
 use crate::domain::issuance;
-use crate::model::{OrderEventKind, OrderReason, VersionId};
+use crate::model::{CertificateVersion, OrderEventKind, OrderReason, VersionId};
 use crate::now;
 use certkeep_api_types::notification::NotificationEvent;
 
@@ -34,18 +34,36 @@ pub async fn revoke_version(
     let leaf = issuance::parse_chain(&stored.chain_pem).map_err(AcmeError::Internal)?;
     let issuer = connect(state, &account).await?;
     issuer.revoke(&leaf.leaf_der, reason).await?;
+    record_revoked(state, &stored, reason, "revoked through certkeep").await?;
+    Ok(())
+}
+
+/// Records that `stored` is revoked with RFC 5280 `reason` (`how` says who noticed, e.g.
+/// `detected: outside, CRL <url>`), and when it is the certificate's current version queues
+/// its re-issuance (a new key: re-issues never reuse one) with a `revoked` order event.
+pub(super) async fn record_revoked(
+    state: &AppState,
+    stored: &CertificateVersion,
+    reason: u8,
+    how: &str,
+) -> Result<(), crate::db::Error> {
+    let db = &state.db;
     let t = now();
+    let version = stored.id;
     let cert = db.certificate(stored.certificate_id).await?;
     let event = crate::notify::events::certificate(
         NotificationEvent::CertificateRevoked,
         &cert,
         &stored.dns_names,
-        Some(&format!("serial {}, reason code {reason}", stored.serial)),
+        Some(&format!(
+            "serial {}, reason code {reason}, {how}",
+            stored.serial
+        )),
         Some(format!("revoked:{version}")),
         t,
     );
     db.set_version_revoked(version, reason, &event, t).await?;
-    tracing::info!(certificate.serial = %stored.serial, "certificate version revoked");
+    tracing::info!(certificate.serial = %stored.serial, reason, how, "certificate version revoked");
     if cert.current_version_id == Some(version) && db.mark_current_revoked(cert.id, t).await? {
         let deadline = t + Duration::from_secs(state.config.engine.order_deadline_secs);
         let order = db
@@ -55,7 +73,7 @@ pub async fn revoke_version(
             order.id,
             OrderEventKind::Revoked,
             &format!(
-                "version {version} (serial {}) revoked with reason {reason}; re-issuing",
+                "version {version} (serial {}) revoked with reason {reason} ({how}); re-issuing",
                 stored.serial
             ),
             t,

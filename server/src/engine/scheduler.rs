@@ -1,6 +1,7 @@
-//! The renewal scheduler: queues a renewal for every certificate whose renewal time has come
-//! and a re-issuance for every revoked one, unless an order is already in flight (the database
-//! allows one per certificate, so several processes may scan at once).
+//! The renewal scheduler: runs the lifecycle scans (ARI, CRLs, moves, lapsing validations),
+//! then queues a renewal for every certificate whose renewal time has come and a re-issuance
+//! for every revoked one, unless an order is already in flight (the database allows one per
+//! certificate, so several processes may scan at once).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,8 +29,22 @@ pub(super) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
     }
 }
 
-/// Queues the orders that are due now.
+/// Reads the CA's renewal information and the CRLs that are due, advances the moves to other
+/// accounts, reports lapsing domain validations, then queues the orders that are due now (an ARI window in the past, or a
+/// revocation found, is due in this scan).
 async fn scan(shared: &Shared) -> Result<(), crate::db::Error> {
+    if let Err(e) = super::ari::poll_due(shared).await {
+        tracing::warn!(error = %e, "renewal information scan failed");
+    }
+    if let Err(e) = super::crl::check_due(shared).await {
+        tracing::warn!(error = %e, "revocation scan failed");
+    }
+    if let Err(e) = super::moves::advance(shared).await {
+        tracing::warn!(error = %e, "move scan failed");
+    }
+    if let Err(e) = super::ledger::note_lapsing(shared).await {
+        tracing::warn!(error = %e, "domain validation scan failed");
+    }
     let db = &shared.state.db;
     let t = now();
     let deadline = t + Duration::from_secs(shared.state.config.engine.order_deadline_secs);

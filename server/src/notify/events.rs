@@ -271,6 +271,7 @@ mod tests {
             state: CertificateState::Valid,
             current_version_id: None,
             renew_after: None,
+            reuse_key: false,
             consecutive_failures: 0,
             last_error: None,
             created_by: None,

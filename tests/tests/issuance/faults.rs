@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use certkeep_server::acme::{AcmeError, CaAuthorization, CaOrder, Issuer};
+use certkeep_server::acme::{AcmeError, CaAuthorization, CaOrder, Issuer, RenewalWindow};
 use certkeep_server::engine::Engine;
 use certkeep_server::model::{CertificateState, KeyType, OrderReason, OrderState};
 use certkeep_testsupport::pebble::PebbleOptions;
@@ -672,10 +672,7 @@ impl Issuer for PanickingIssuer {
     async fn revoke(&self, _: &[u8], _: u8) -> Result<(), AcmeError> {
         panic!("injected panic in revoke")
     }
-    async fn renewal_window(
-        &self,
-        _: &str,
-    ) -> Result<(time::OffsetDateTime, time::OffsetDateTime), AcmeError> {
+    async fn renewal_window(&self, _: &str) -> Result<RenewalWindow, AcmeError> {
         panic!("injected panic in renewal info")
     }
 }

@@ -14,6 +14,7 @@ mod challenges;
 mod crash;
 mod dashboard;
 mod faults;
+mod lifecycle;
 mod notify;
 mod scale;
 mod support;

@@ -20,9 +20,9 @@ use instant_acme::{BodyWrapper, BytesResponse, HttpClient};
 
 use super::classify::{Class, classify, is_transient_status, problem_type, transport_error};
 use super::nonce::{NoncePool, REPLAY_NONCE};
-use super::observe::{record, timeout_override};
+use super::observe::{keep_body, record, timeout_override};
 use super::rate_gate::{DEFAULT_RATE_LIMIT_PAUSE, Gate};
-use super::retry_after::{RetryAfter, retry_after_of};
+use super::retry_after::{RetryAfter, bound_header, retry_after_of};
 use crate::acme::AcmeError;
 
 /// Longest wait before re-sending a safe request inside one operation; a CA asking for more
@@ -269,13 +269,17 @@ impl AcmeHttp {
                 tracing::warn!(acme.url = %url, cap_s = r.delay.as_secs(), "the CA's Retry-After exceeds ca_limits.max_retry_after_secs; capped");
             }
             record(Some(parts.status.as_u16()), retry_after);
+            bound_header(&mut parts.headers);
             let content_type = parts
                 .headers
                 .get(CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
             let bytes = match classify(parts.status, content_type.as_deref(), &bytes, &url) {
-                Class::Success => bytes,
+                Class::Success => {
+                    keep_body(&url, &bytes);
+                    bytes
+                }
                 Class::Problem { .. } => {
                     if problem_type(&bytes).is_some_and(|t| t.ends_with(":badNonce")) {
                         metrics::counter!(crate::metrics::ACME_BAD_NONCES).increment(1);

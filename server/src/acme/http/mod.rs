@@ -9,7 +9,8 @@
 //!   documents that keep their status.
 //! - `retry_after.rs`: `Retry-After` in both forms, capped at `ca_limits.max_retry_after_secs`.
 //! - `observe.rs`: what one operation saw on the wire (status, `Retry-After`), for the
-//!   classification of instant-acme's errors.
+//!   classification of instant-acme's errors, and on request the response bodies (fields
+//!   instant-acme drops, such as an authorization's `expires`).
 //!
 //! Knows HTTP and TLS; knows nothing about orders or storage. Never logs bodies.
 
@@ -22,6 +23,6 @@ mod retry_after;
 
 pub use classify::{Class, classify, is_transient_status};
 pub use client::{AcmeHttp, HttpSettings, MAX_INLINE_PAUSE};
-pub use observe::{Observed, observe};
+pub use observe::{Observed, observe, observe_bodies};
 pub use rate_gate::Gate;
 pub use retry_after::{RetryAfter, parse_retry_after};

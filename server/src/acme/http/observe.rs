@@ -25,9 +25,15 @@ pub struct Observed {
     pub retry_after_capped: bool,
 }
 
+/// Response bodies kept by [`observe_bodies`], with the URL each answered.
+type Bodies = Arc<Mutex<Vec<(String, bytes::Bytes)>>>;
+
 struct CallContext {
     timeout: Option<Duration>,
     observed: Arc<Mutex<Observed>>,
+    /// Set when the operation wants the successful response bodies (what instant-acme parses
+    /// away, e.g. an authorization's `expires`).
+    bodies: Option<Bodies>,
 }
 
 /// Runs `op` with `timeout` (if given) for each request and returns what the responses said.
@@ -36,10 +42,40 @@ pub async fn observe<T>(timeout: Option<Duration>, op: impl Future<Output = T>) 
     let ctx = CallContext {
         timeout,
         observed: observed.clone(),
+        bodies: None,
     };
     let out = CALL.scope(ctx, op).await;
     let seen = observed.lock().map(|o| o.clone()).unwrap_or_default();
     (out, seen)
+}
+
+/// Like [`observe`] without a timeout override, also returning every successful response
+/// body with the URL it answered, in order.
+pub async fn observe_bodies<T>(
+    op: impl Future<Output = T>,
+) -> (T, Observed, Vec<(String, bytes::Bytes)>) {
+    let observed = Arc::new(Mutex::new(Observed::default()));
+    let bodies = Bodies::default();
+    let ctx = CallContext {
+        timeout: None,
+        observed: observed.clone(),
+        bodies: Some(bodies.clone()),
+    };
+    let out = CALL.scope(ctx, op).await;
+    let seen = observed.lock().map(|o| o.clone()).unwrap_or_default();
+    let kept = bodies.lock().map(|b| b.clone()).unwrap_or_default();
+    (out, seen, kept)
+}
+
+/// Keeps a successful response body for the running operation, if it asked for them.
+pub(super) fn keep_body(url: &str, body: &bytes::Bytes) {
+    let _ = CALL.try_with(|c| {
+        if let Some(bodies) = &c.bodies
+            && let Ok(mut b) = bodies.lock()
+        {
+            b.push((url.to_owned(), body.clone()));
+        }
+    });
 }
 
 /// The timeout the running operation asked for, if any.

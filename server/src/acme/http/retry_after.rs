@@ -42,9 +42,53 @@ pub(super) fn retry_after_of(headers: &HeaderMap, max: Duration) -> Option<Retry
         .and_then(|v| parse_retry_after(v, SystemTime::now(), max))
 }
 
+/// Longest `Retry-After` handed on to instant-acme (30 days), which adds it to the clock
+/// unchecked: beyond this the sum could overflow. Callers clamp further.
+const MAX_HANDED_ON: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Rewrites a response's `Retry-After` as delay-seconds of at most 30 days (dropping one that
+/// does not parse), so no answer can overflow instant-acme's time arithmetic (it reads the
+/// header itself for renewal information).
+pub(super) fn bound_header(headers: &mut HeaderMap) {
+    let Some(value) = headers.get(RETRY_AFTER) else {
+        return;
+    };
+    let bounded = value
+        .to_str()
+        .ok()
+        .and_then(|v| parse_retry_after(v, SystemTime::now(), MAX_HANDED_ON));
+    match bounded {
+        Some(r) => {
+            headers.insert(RETRY_AFTER, http::HeaderValue::from(r.delay.as_secs()));
+        }
+        None => {
+            headers.remove(RETRY_AFTER);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_header_handed_on_is_bounded_delay_seconds() {
+        let bounded = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(RETRY_AFTER, http::HeaderValue::from_str(value).unwrap());
+            bound_header(&mut headers);
+            headers
+                .get(RETRY_AFTER)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        assert_eq!(bounded("120").as_deref(), Some("120"));
+        assert_eq!(bounded("18446744073709551615").as_deref(), Some("2592000"));
+        assert_eq!(
+            bounded("Fri, 31 Dec 9999 23:59:59 GMT").as_deref(),
+            Some("2592000")
+        );
+        assert_eq!(bounded("soon"), None);
+    }
 
     #[test]
     fn retry_after_both_forms_capped() {

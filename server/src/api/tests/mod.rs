@@ -1,7 +1,7 @@
 //! In-process API tests, one file per resource (`accounts`, `certificates`, `agents`, `targets`,
-//! `tokens`, `audit`) plus authentication (`auth`), the bad-input list (`bad_input`), every scope
-//! against every endpoint (`scopes`), the OpenAPI document (`spec`) and the dashboard (`ui`).
-//! `testapp` drives the router.
+//! `tokens`, `audit`, `notifications`, `lifecycle`: domains, edits, imports, moves) plus
+//! authentication (`auth`), the bad-input list (`bad_input`), every scope against every endpoint
+//! (`scopes`), the OpenAPI document (`spec`) and the dashboard (`ui`). `testapp` drives the router.
 //!
 //! A test that runs on both backends is written once as `async fn name(app: TestApp)` and
 //! expanded by [`backends!`] into `name_sqlite` and `name_postgres`, so a failure names its
@@ -38,6 +38,7 @@ mod audit;
 mod auth;
 mod bad_input;
 mod certificates;
+mod lifecycle;
 mod notifications;
 mod scopes;
 mod spec;

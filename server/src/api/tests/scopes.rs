@@ -100,6 +100,20 @@ fn rows(v0: &str) -> Vec<(&'static str, &'static str, Option<Value>, [u16; 7])> 
         ),
         (
             "POST",
+            "/api/v1/certificates/import",
+            Some(
+                json!({"name": "imported", "account": "acme", "pfx_base64": "AA==", "pfx_password": "pw"}),
+            ),
+            [422, 422, 422, 422, 422, 403, 403],
+        ),
+        (
+            "PATCH",
+            "/api/v1/certificates/{certificate}",
+            Some(json!({"add_dns_names": ["api.example.com"]})),
+            [202, 202, 202, 202, 202, 403, 403],
+        ),
+        (
+            "POST",
             "/api/v1/certificates/{certificate}/revoke",
             Some(json!({"version_id": v0})),
             [409, 409, 409, 409, 403, 403, 403],
@@ -310,6 +324,24 @@ fn rows(v0: &str) -> Vec<(&'static str, &'static str, Option<Value>, [u16; 7])> 
             "/api/v1/notifications",
             None,
             [200, 200, 200, 200, 403, 200, 403],
+        ),
+        (
+            "GET",
+            "/api/v1/moves",
+            None,
+            [200, 200, 200, 200, 403, 403, 403],
+        ),
+        (
+            "POST",
+            "/api/v1/moves",
+            Some(json!({"certificates": ["www"], "to_account": "acme", "dry_run": true})),
+            [200, 200, 200, 200, 403, 403, 403],
+        ),
+        (
+            "GET",
+            "/api/v1/domains",
+            None,
+            [200, 200, 200, 200, 200, 200, 403],
         ),
     ]
 }

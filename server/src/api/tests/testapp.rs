@@ -25,7 +25,8 @@ pub(super) struct TestApp {
     pub(super) state: AppState,
     pub(super) router: Router,
     pub(super) backend: &'static str,
-    _db: TestDb,
+    /// The database under the app (for what is at rest).
+    pub(super) test_db: TestDb,
 }
 
 /// A response, body read.
@@ -88,7 +89,7 @@ impl TestApp {
             state,
             router,
             backend: t.backend,
-            _db: t,
+            test_db: t,
         }
     }
 

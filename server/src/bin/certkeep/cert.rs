@@ -104,9 +104,12 @@ pub(crate) enum CertCommand {
         #[arg(long)]
         version: Option<uuid::Uuid>,
     },
+    /// Lifecycle commands (`edit`), in `cert_lifecycle.rs`.
+    #[command(flatten)]
+    Lifecycle(crate::cert_lifecycle::LifecycleCommand),
 }
 
-fn cert_table(certs: Vec<CertificateResponse>) {
+pub(crate) fn cert_table(certs: Vec<CertificateResponse>) {
     let mut t = Table::new([
         "NAME",
         "STATE",
@@ -264,6 +267,7 @@ pub(crate) async fn run(s: &Session, command: CertCommand) -> Result<(), CliErro
             }
             Ok(())
         }
+        CertCommand::Lifecycle(command) => crate::cert_lifecycle::run(s, command).await,
         CertCommand::List {
             state,
             account,

@@ -1,5 +1,5 @@
 //! `certkeep`: parses the command line, starts tracing and dispatches to one module per
-//! subcommand. The API subcommands (`account`, `cert`, `agent`, `token`, `audit`) talk to the API
+//! subcommand. The API subcommands (`account`, `cert`, `agent`, `token`, `audit`, `domain`) talk to the API
 //! over HTTPS; the local ones (`serve`, `migrate`, `rekey`, `dns-key`, `audit verify --local`)
 //! open the configured database.
 //!
@@ -18,8 +18,10 @@ mod account;
 mod agent;
 mod audit;
 mod cert;
+mod cert_lifecycle;
 mod client;
 mod dns_key;
+mod domain;
 mod notify;
 mod rekey;
 mod serve;
@@ -124,6 +126,14 @@ enum Command {
         #[command(subcommand)]
         command: notify::NotifyCommand,
     },
+    /// Domain validations at the CAs and when they lapse (API client).
+    #[command(after_help = "Example:\n  certkeep domain list --lapsing-within 30d")]
+    Domain {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: domain::DomainCommand,
+    },
     /// The audit log (API client; `verify --local` reads the database directly).
     #[command(after_help = "Example:\n  certkeep audit verify")]
     Audit {
@@ -195,6 +205,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Audit { client, command } => {
             Ok(session::run(&client, async |s| audit::run(s, command).await).await)
+        }
+        Command::Domain { client, command } => {
+            Ok(session::run(&client, async |s| domain::run(s, command).await).await)
         }
     }
 }

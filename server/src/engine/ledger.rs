@@ -1,0 +1,51 @@
+//! The domain-validation ledger: every valid authorization the engine sees records, per
+//! account and name, when the validation was last seen valid and when it lapses (the
+//! authorization's `expires`), so a team re-validates in the CA's portal before renewals start
+//! failing; and the one place a coming lapse is reported.
+
+use time::{Duration, OffsetDateTime};
+
+use super::Shared;
+use crate::acme::{CaAuthorization, CaAuthzStatus};
+use crate::model::AccountId;
+use crate::now;
+
+/// Most lapsing validations reported per scan.
+const BATCH: i64 = 200;
+
+/// Records the valid authorizations among `authzs` (those whose lapse the CA gave).
+pub(super) async fn record(
+    shared: &Shared,
+    account: AccountId,
+    authzs: &[CaAuthorization],
+) -> Result<(), crate::db::Error> {
+    let valid: Vec<(String, OffsetDateTime)> = authzs
+        .iter()
+        .filter(|a| a.status == CaAuthzStatus::Valid)
+        .filter_map(|a| a.expires.map(|at| (a.name.clone(), at)))
+        .collect();
+    if valid.is_empty() {
+        return Ok(());
+    }
+    shared
+        .state
+        .db
+        .record_domain_validations(account, &valid, now())
+        .await
+}
+
+/// Reports, once each, the validations that lapse within `lifecycle.validation_warn_days`
+/// (the hook of the `domain.validation_lapsing` event).
+pub(super) async fn note_lapsing(shared: &Shared) -> Result<(), crate::db::Error> {
+    let t = now();
+    let days = i64::from(shared.state.config.lifecycle.validation_warn_days);
+    let lapsing = shared
+        .state
+        .db
+        .take_lapsing_validations(t + Duration::days(days), t, BATCH)
+        .await?;
+    for v in lapsing {
+        tracing::warn!(account.name = %v.account_name, domain = %v.name, lapses_at = %v.expires_at, "the CA's validation of this name lapses soon: re-validate it before renewals need it");
+    }
+    Ok(())
+}
