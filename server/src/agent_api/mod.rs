@@ -28,7 +28,7 @@ use crate::db::agents::ManifestSource;
 use crate::db::deployments::NewDeployment;
 use crate::db::served::{NewServed, Served};
 use crate::db::targets::AgentTarget;
-use crate::model::{AgentId, CertificateId, NewAuditEvent};
+use crate::model::{AgentId, CertificateId, DeploymentStatus, NewAuditEvent};
 
 mod enroll_limit;
 mod identity;
@@ -592,9 +592,26 @@ async fn probe_report(
     let threshold = time::Duration::minutes(
         i64::try_from(state.config.deployment.lagging_minutes).unwrap_or(i64::MAX / 60),
     );
+    // The certificates probed, for the `deployment.lagging` events written with the mark.
+    let mut probed = std::collections::HashMap::new();
+    for p in &judged {
+        if let std::collections::hash_map::Entry::Vacant(e) = probed.entry(p.certificate_id) {
+            e.insert(state.db.certificate(p.certificate_id).await?);
+        }
+    }
     let lagging = state
         .db
-        .mark_lagging(agent.id, now - threshold, now)
+        .mark_lagging(agent.id, now - threshold, now, |s| {
+            let cert = probed.get(&s.certificate_id)?;
+            Some(crate::notify::events::deployment_lagging(
+                cert,
+                cert.current_version_id?.0,
+                &format!("{} ({} {})", agent.agent.name, s.address, s.name),
+                Some(agent.id.0),
+                &format!("{} is {} (target {})", s.name, s.status, s.target),
+                now,
+            ))
+        })
         .await?;
     deployment_lagging(&state, &agent, &lagging).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -649,6 +666,50 @@ async fn deployment_lagging(
     Ok(())
 }
 
+/// One `agent.install_failed` event per certificate with a file that failed in this report but
+/// not in the one before (a host failing at every poll is reported once, until it recovers).
+fn install_failures(
+    agent: &AgentIdentity,
+    certs: &[crate::model::Certificate],
+    before: &[crate::model::Deployment],
+    files: &[NewDeployment<'_>],
+    now: time::OffsetDateTime,
+) -> Vec<crate::db::notify::NewEvent> {
+    let mut raised: Vec<CertificateId> = Vec::new();
+    let mut events = Vec::new();
+    for f in files
+        .iter()
+        .filter(|f| f.status == DeploymentStatus::Failed)
+    {
+        let failed_before = before.iter().any(|d| {
+            d.certificate_id == f.certificate_id
+                && d.target == f.target
+                && d.file_name == f.file_name
+                && d.status == DeploymentStatus::Failed
+        });
+        let Some(cert) = certs.iter().find(|c| c.id == f.certificate_id) else {
+            continue;
+        };
+        if failed_before || raised.contains(&cert.id) {
+            continue;
+        }
+        raised.push(cert.id);
+        events.push(crate::notify::events::agent_install_failed(
+            agent.id.0,
+            &agent.agent.name,
+            cert,
+            &format!(
+                "{} (target {}): {}",
+                f.file_name,
+                f.target,
+                f.error.unwrap_or("failed")
+            ),
+            now,
+        ));
+    }
+    events
+}
+
 /// `POST /agent/v1/report`: what the agent installed.
 async fn report(
     State(state): State<AppState>,
@@ -663,13 +724,9 @@ async fn report(
         ));
     }
     let now = crate::now();
-    let assigned: Vec<CertificateId> = state
-        .db
-        .assigned_certificates(agent.id)
-        .await?
-        .into_iter()
-        .map(|c| c.id)
-        .collect();
+    let certs = state.db.assigned_certificates(agent.id).await?;
+    let assigned: Vec<CertificateId> = certs.iter().map(|c| c.id).collect();
+    let before = state.db.deployments(Some(agent.id), None).await?;
     let files: Vec<NewDeployment<'_>> = report
         .files
         .iter()
@@ -683,9 +740,10 @@ async fn report(
             error: f.error.as_deref(),
         })
         .collect();
+    let events = install_failures(&agent, &certs, &before, &files, now);
     state
         .db
-        .record_deployments(agent.id, &files, &report.errors, now)
+        .record_deployments(agent.id, &files, &report.errors, &events, now)
         .await?;
     state
         .db

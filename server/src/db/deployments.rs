@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use super::BeginWrite as _;
 use super::agents::one_row;
+use super::notify::{NewEvent, Outbox as _};
 use super::{Db, Result, on_pool, to_json};
 use crate::model::{AgentId, CertificateId, Deployment, DeploymentStatus};
 
@@ -66,6 +67,7 @@ impl Db {
         agent: AgentId,
         files: &[NewDeployment<'_>],
         errors: &[String],
+        events: &[NewEvent],
         now: OffsetDateTime,
     ) -> Result<()> {
         const CLEAR: &str = "DELETE FROM deployments WHERE agent_id = $1";
@@ -89,6 +91,9 @@ impl Db {
                     .await?;
             }
             let updated = sqlx::query(ERRORS).bind(agent.0).bind(to_json(&errors)).bind(now).execute(&mut *tx).await?.rows_affected();
+            for e in events {
+                tx.enqueue_event(e).await?;
+            }
             tx.commit().await?;
             Ok::<_, sqlx::Error>(updated)
         })?;

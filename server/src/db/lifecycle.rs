@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::BeginWrite as _;
 use super::certificates::NewCertificate;
+use super::notify::{NewEvent, Outbox as _};
 use super::versions::{INSERT_VERSION, NewVersion, key_binding};
 use super::{Db, Result, on_pool, to_json};
 use crate::model::{AccountId, Certificate, CertificateId, KeyType, VersionId};
@@ -122,13 +123,14 @@ impl Db {
     }
 
     /// The validations lapsing at or before `before` (and not lapsed by `now`) that were not
-    /// reported yet, marked reported at `now` in the same transaction, so each coming lapse is
-    /// reported once.
+    /// reported yet, marked reported at `now` and each one's `event` put in the outbox in the
+    /// same transaction, so each coming lapse is reported once.
     pub async fn take_lapsing_validations(
         &self,
         before: OffsetDateTime,
         now: OffsetDateTime,
         limit: i64,
+        event: impl Fn(&DomainValidation) -> NewEvent,
     ) -> Result<Vec<DomainValidation>> {
         const Q: &str = select_validations!(
             "WHERE d.lapse_noted_at IS NULL AND d.expires_at <= $1 AND d.expires_at > $2 ORDER BY d.expires_at LIMIT $3"
@@ -143,11 +145,15 @@ impl Db {
                 .bind(limit)
                 .fetch_all(&mut *tx)
                 .await?;
-            for r in &rows {
+            let mut taken = Vec::with_capacity(rows.len());
+            for r in rows {
                 sqlx::query(NOTE).bind(r.account_id).bind(&r.name).bind(now).execute(&mut *tx).await?;
+                let v = DomainValidation::from(r);
+                tx.enqueue_event(&event(&v)).await?;
+                taken.push(v);
             }
             tx.commit().await?;
-            Ok(rows.into_iter().map(Into::into).collect())
+            Ok(taken)
         })
     }
 
@@ -379,14 +385,28 @@ mod tests {
             assert_eq!(t.db.domain_validations(&lapsing).await.unwrap().len(), 1);
 
             let before = now + Duration::days(30);
+            let event = |v: &DomainValidation| {
+                crate::notify::events::domain_validation_lapsing(
+                    v.account_id.0,
+                    &v.account_name,
+                    &v.name,
+                    v.expires_at,
+                    now,
+                )
+            };
             let taken =
-                t.db.take_lapsing_validations(before, now, 10)
+                t.db.take_lapsing_validations(before, now, 10, event)
                     .await
                     .unwrap();
             assert_eq!(taken.len(), 1, "{}", t.backend);
             assert_eq!(taken[0].expires_at, soon);
             assert!(
-                t.db.take_lapsing_validations(before, now, 10)
+                !t.db.enqueue_event(&event(&taken[0])).await.unwrap(),
+                "{}: the domain.validation_lapsing event went to the outbox with the mark",
+                t.backend
+            );
+            assert!(
+                t.db.take_lapsing_validations(before, now, 10, event)
                     .await
                     .unwrap()
                     .is_empty(),
@@ -399,7 +419,7 @@ mod tests {
                 .await
                 .unwrap();
             let taken =
-                t.db.take_lapsing_validations(before, now, 10)
+                t.db.take_lapsing_validations(before, now, 10, event)
                     .await
                     .unwrap();
             assert_eq!(taken.len(), 1, "{}", t.backend);

@@ -6,6 +6,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::BeginWrite as _;
+use super::notify::{NewEvent, Outbox as _};
 use super::{Db, Error, Result, on_pool};
 use crate::model::{AgentId, CertificateId};
 
@@ -154,15 +155,29 @@ impl Db {
         agent: AgentId,
         before: OffsetDateTime,
         now: OffsetDateTime,
+        event: impl Fn(&Served) -> Option<NewEvent>,
     ) -> Result<Vec<Served>> {
         const Q: &str = "UPDATE served_names SET lagging_at = $3 WHERE agent_id = $1 AND lagging_at IS NULL AND pending_since IS NOT NULL AND pending_since <= $2 RETURNING agent_id, certificate_id, target, address, name, status, thumbprint, error, expected, pending_since, lagging_at, probed_at";
-        let rows: Vec<ServedRow> = on_pool!(self, p => sqlx::query_as(Q)
-            .bind(agent.0)
-            .bind(before)
-            .bind(now)
-            .fetch_all(p)
-            .await)?;
-        rows.into_iter().map(ServedRow::into_model).collect()
+        on_pool!(self, p => {
+            let mut tx = p.begin_write().await?;
+            let rows: Vec<ServedRow> = sqlx::query_as(Q)
+                .bind(agent.0)
+                .bind(before)
+                .bind(now)
+                .fetch_all(&mut *tx)
+                .await?;
+            let lagging = rows
+                .into_iter()
+                .map(ServedRow::into_model)
+                .collect::<Result<Vec<Served>>>()?;
+            for s in &lagging {
+                if let Some(e) = event(s) {
+                    tx.enqueue_event(&e).await?;
+                }
+            }
+            tx.commit().await?;
+            Ok::<_, Error>(lagging)
+        })
     }
 }
 
@@ -222,19 +237,35 @@ mod tests {
             let row = one(db.served(Some(agent), None).await.unwrap());
             assert_eq!((row.pending_since, row.probed_at), (Some(t0), t1));
             assert!(
-                db.mark_lagging(agent, t1 - minutes(30), t1)
+                db.mark_lagging(agent, t1 - minutes(30), t1, |_| None)
                     .await
                     .unwrap()
                     .is_empty()
             );
             let t2 = t0 + minutes(31);
-            let lagging = one(db.mark_lagging(agent, t2 - minutes(30), t2).await.unwrap());
+            let event = |s: &Served| {
+                Some(crate::notify::events::deployment_lagging(
+                    &cert, cert.id.0, "web-1", None, &s.name, t2,
+                ))
+            };
+            let lagging = one(db
+                .mark_lagging(agent, t2 - minutes(30), t2, event)
+                .await
+                .unwrap());
+            assert!(
+                !db.enqueue_event(&event(&lagging).unwrap()).await.unwrap(),
+                "{}: the deployment.lagging event went to the outbox with the mark",
+                t.backend
+            );
             assert_eq!(
                 (lagging.lagging_at, lagging.status),
                 (Some(t2), ServedStatus::Stale)
             );
             assert!(
-                db.mark_lagging(agent, t2, t2).await.unwrap().is_empty(),
+                db.mark_lagging(agent, t2, t2, |_| None)
+                    .await
+                    .unwrap()
+                    .is_empty(),
                 "found lagging once per version"
             );
             // A newer current version restarts the clock; serving clears it.

@@ -42,7 +42,15 @@ pub(super) async fn note_lapsing(shared: &Shared) -> Result<(), crate::db::Error
     let lapsing = shared
         .state
         .db
-        .take_lapsing_validations(t + Duration::days(days), t, BATCH)
+        .take_lapsing_validations(t + Duration::days(days), t, BATCH, |v| {
+            crate::notify::events::domain_validation_lapsing(
+                v.account_id.0,
+                &v.account_name,
+                &v.name,
+                v.expires_at,
+                t,
+            )
+        })
         .await?;
     for v in lapsing {
         tracing::warn!(account.name = %v.account_name, domain = %v.name, lapses_at = %v.expires_at, "the CA's validation of this name lapses soon: re-validate it before renewals need it");

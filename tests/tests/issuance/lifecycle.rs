@@ -615,6 +615,7 @@ async fn a_move_issues_under_the_target_and_revokes_after_the_agent_reported() {
             error: None,
         }],
         &[],
+        &[],
         certkeep_server::now(),
     )
     .await

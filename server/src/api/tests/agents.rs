@@ -100,6 +100,7 @@ async fn agents_assignments_and_deployment_state(app: TestApp) {
                     error: None,
                 }],
                 &[],
+                &[],
                 crate::now(),
             )
             .await
