@@ -201,6 +201,10 @@ pub struct NotificationsConfig {
     /// Days of remaining lifetime under which a failing renewal raises
     /// `certificate.renewal_failed` again (once per version).
     pub renewal_failed_lifetime_days: u32,
+    /// A CA rate limit (429) asking to wait at least this many seconds raises `account.problem`
+    /// (once per account and day); so do `renewal_failed_attempts` transient failures in a row
+    /// of one order (a directory unreachable or failing).
+    pub account_rate_limited_secs: u64,
     /// How often agents are expected to poll, in seconds (the agent's `interval_secs`).
     pub agent_interval_secs: u64,
     /// An agent is stale when it has not polled for this many expected intervals.
@@ -225,6 +229,7 @@ impl Default for NotificationsConfig {
             expiring_days: vec![14, 7, 3, 1],
             renewal_failed_attempts: 3,
             renewal_failed_lifetime_days: 7,
+            account_rate_limited_secs: 3600,
             agent_interval_secs: 900,
             stale_agent_factor: 3,
             scan_interval_secs: 300,
@@ -264,6 +269,7 @@ impl NotificationsConfig {
             ("backoff_cap_secs", self.backoff_cap_secs),
             ("dead_letter_after_secs", self.dead_letter_after_secs),
             ("agent_interval_secs", self.agent_interval_secs),
+            ("account_rate_limited_secs", self.account_rate_limited_secs),
             ("scan_interval_secs", self.scan_interval_secs),
             ("stale_agent_factor", u64::from(self.stale_agent_factor)),
             (

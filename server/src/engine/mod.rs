@@ -296,6 +296,7 @@ async fn work(shared: &Shared, order: Order, shutdown: &CancellationToken) {
             fail(shared, id, certificate, &e.to_string()).await
         }
         Err(job::Stop::Acme(e)) => {
+            note_lasting_trouble(shared, account, &claimed, &e, t).await;
             retry_or_fail(shared, &claimed, &e.to_string(), e.retry_after(), t).await
         }
         Err(job::Stop::Storage(e)) => {
@@ -316,6 +317,55 @@ async fn unusable_account(shared: &Shared, account: AccountId) -> Option<String>
             tracing::warn!(error = %e, "cannot read the order's account");
             None
         }
+    }
+}
+
+/// Raises `account.problem` when a transient error says the account's CA will stay unusable for
+/// a while: a rate limit of at least `notifications.account_rate_limited_secs`, or the
+/// `notifications.renewal_failed_attempts`-th transient failure in a row of one order. Once per
+/// account, kind and day (the event's dedupe key), so a paused directory with many orders
+/// raises it once; a crash before it is stored means the next failing run stores it.
+async fn note_lasting_trouble(
+    shared: &Shared,
+    account: AccountId,
+    order: &Order,
+    e: &AcmeError,
+    t: time::OffsetDateTime,
+) {
+    let AcmeError::Transient {
+        rate_limited,
+        retry_after,
+        ..
+    } = e
+    else {
+        return;
+    };
+    let config = &shared.state.config.notifications;
+    let limit = Duration::from_secs(config.account_rate_limited_secs);
+    let (kind, detail) = if *rate_limited && retry_after.is_some_and(|d| d >= limit) {
+        (
+            "rate-limited",
+            format!("the CA rate-limits it for a long while: {e}"),
+        )
+    } else if i64::from(order.attempts) + 1 >= i64::from(config.renewal_failed_attempts) {
+        (
+            "failing",
+            format!(
+                "the CA failed {} attempts in a row of one order: {e}",
+                order.attempts + 1
+            ),
+        )
+    } else {
+        return;
+    };
+    let stored = async {
+        let name = shared.state.db.account(account).await?.name;
+        let mut event = crate::notify::events::account_problem(account.0, &name, &detail, t);
+        event.dedupe_key = Some(format!("account.problem:{}:{kind}:{}", account.0, t.date()));
+        shared.state.db.enqueue_event(&event).await
+    };
+    if let Err(err) = stored.await {
+        tracing::warn!(error = %err, "cannot store the account.problem event");
     }
 }
 

@@ -6,7 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use certkeep_api_types::notification::{
+    NotificationEvent, SubscriptionScope, WebhookFormat, WebhookSettings,
+};
 use certkeep_server::acme::{AcmeError, CaAuthorization, CaOrder, Issuer, RenewalWindow};
+use certkeep_server::db::notify::{ChannelSettings, NewSubscription};
 use certkeep_server::engine::Engine;
 use certkeep_server::model::{CertificateState, KeyType, OrderReason, OrderState};
 use certkeep_testsupport::pebble::PebbleOptions;
@@ -426,6 +430,7 @@ async fn wrong_directory_url_is_named() {
 async fn absurd_retry_after_on_one_directory_neither_panics_nor_stops_the_others() {
     let Some(env) = Env::start(PebbleOptions::default(), |c| {
         c.ca_limits.max_retry_after_secs = 60;
+        c.notifications.account_rate_limited_secs = 30;
     })
     .await
     else {
@@ -434,6 +439,33 @@ async fn absurd_retry_after_on_one_directory_neither_panics_nor_stops_the_others
     let panics = count_panics();
     let other = Proxy::start(&env.pebble.pki, env.pebble.port).await;
     let limited = env.account().await;
+    let (db, now) = (&env.state.db, certkeep_server::now());
+    let settings = ChannelSettings::Webhook(WebhookSettings {
+        url: "https://ops.hooks.test/certkeep".into(),
+        format: WebhookFormat::Standard,
+        timeout_secs: 5,
+        ca_file: None,
+    });
+    let channel = db
+        .insert_channel(&env.state.secrets, "ops", &settings, None, now)
+        .await
+        .unwrap();
+    db.insert_subscription(
+        &NewSubscription {
+            name: "ops",
+            channel_id: channel.id,
+            events: &[NotificationEvent::AccountProblem],
+            scope: SubscriptionScope::All,
+            account_id: None,
+            domain_patterns: &[],
+            agent_id: None,
+            digest: false,
+            digest_when_empty: false,
+        },
+        now,
+    )
+    .await
+    .unwrap();
     let healthy = register(
         &env.state,
         "healthy-directory",
@@ -534,6 +566,24 @@ async fn absurd_retry_after_on_one_directory_neither_panics_nor_stops_the_others
             );
         }
     }
+    // The long rate limit is an account problem: raised once for the paused account (however
+    // many of its orders waited), never for the healthy one.
+    db.fan_out(100, certkeep_server::now()).await.unwrap();
+    let problems: Vec<_> = db
+        .deliveries(None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.payload)
+        .collect();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].kind, NotificationEvent::AccountProblem);
+    assert_eq!(problems[0].account_id, Some(limited.id.0));
+    assert!(
+        problems[0].summary.contains("rate-limits"),
+        "{}",
+        problems[0].summary
+    );
 }
 
 /// A CA answer larger than `ca_limits.max_response_bytes` is refused with a clear error.
