@@ -80,6 +80,20 @@ async fn stale_agents(state: &AppState, t: time::OffsetDateTime) -> Result<(), c
     Ok(())
 }
 
+/// Names that agents' probes found lagging (`served_names.lagging_at`), with their certificate.
+async fn lagging_deployments(
+    state: &AppState,
+) -> Result<Vec<(crate::db::served::Served, crate::model::Certificate)>, crate::db::Error> {
+    let mut lagging = Vec::new();
+    for s in state.db.served(None, None).await? {
+        if s.lagging_at.is_some() {
+            let cert = state.db.certificate(s.certificate_id).await?;
+            lagging.push((s, cert));
+        }
+    }
+    Ok(lagging)
+}
+
 async fn digests(state: &AppState, t: time::OffsetDateTime) -> Result<(), crate::db::Error> {
     let (at, offset) = state
         .config
@@ -107,6 +121,7 @@ async fn digests(state: &AppState, t: time::OffsetDateTime) -> Result<(), crate:
         .await?;
     let failing = state.db.failing_certificates().await?;
     let stale = state.db.stale_agents(stale_before(state, t)).await?;
+    let lagging = lagging_deployments(state).await?;
     for sub in subscriptions {
         let mut lines = Vec::new();
         for v in &ending {
@@ -150,6 +165,20 @@ async fn digests(state: &AppState, t: time::OffsetDateTime) -> Result<(), crate:
                 lines.push(format!(
                     "agent stale: {} (last poll {})",
                     a.agent_name, a.last_seen_at
+                ));
+            }
+        }
+        for (s, cert) in &lagging {
+            let subject = EventSubject {
+                certificate_id: Some(cert.id.0),
+                account_id: Some(cert.account_id.0),
+                agent_id: Some(s.agent_id.0),
+                dns_names: vec![s.name.clone()],
+            };
+            if sub.covers(&subject) {
+                lines.push(format!(
+                    "deployment lagging: {} at {} (target {}) is {}, not the current version of {}",
+                    s.name, s.address, s.target, s.status, cert.name
                 ));
             }
         }

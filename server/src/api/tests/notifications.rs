@@ -644,6 +644,37 @@ async fn scans_raise_expiring_once_per_threshold_and_one_digest_a_day() {
             .await;
         app.issue(&cert, 2).await;
         let now = crate::now();
+        // A host that still serves an older version, found lagging: a digest line as well.
+        let db = &app.state.db;
+        let agent = db
+            .insert_agent(
+                &app.state.secrets,
+                &crate::db::agents::NewAgent {
+                    name: "web-1",
+                    join_token_hash: b"hash",
+                    join_token_expires_at: now,
+                    ccs_password: "pw",
+                    pfx_mode: crate::model::PfxEncryption::Legacy,
+                },
+                now,
+            )
+            .await
+            .unwrap()
+            .id;
+        let probe = crate::db::served::NewServed {
+            certificate_id: cert.id,
+            target: "nginx",
+            address: "127.0.0.1:443",
+            name: "www.med.example.com",
+            status: certkeep_api_types::target::ServedStatus::Stale,
+            thumbprint: Some("00"),
+            error: None,
+            expected: "11",
+        };
+        let probed = now - time::Duration::hours(2);
+        db.record_probes(agent, &[probe], probed).await.unwrap();
+        let lagging = db.mark_lagging(agent, now, now, |_| None).await.unwrap();
+        assert_eq!(lagging.len(), 1, "{}", app.backend);
         for _ in 0..2 {
             crate::notify::scan::scan_once(&app.state, now)
                 .await
@@ -680,6 +711,12 @@ async fn scans_raise_expiring_once_per_threshold_and_one_digest_a_day() {
         let lines = digest.payload.detail.as_deref().unwrap();
         assert!(
             lines.contains("www-med") && lines.contains("www.med.example.com"),
+            "{lines}"
+        );
+        assert!(
+            lines.contains(
+                "deployment lagging: www.med.example.com at 127.0.0.1:443 (target nginx) is stale"
+            ),
             "{lines}"
         );
         // A day later the 1-day threshold is crossed: one more warning, and the next digest.
