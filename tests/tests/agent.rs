@@ -16,11 +16,9 @@ use certkeep_api_types::agent::DeploymentStatus;
 use certkeep_api_types::pem::encode as pem;
 use certkeep_api_types::pfx::testing::{KeyKind, TestCa};
 use certkeep_api_types::target::TargetSettings;
-use certkeep_server::bootstrap::{new_token_secret, token_hash};
-use certkeep_server::db::tokens::NewToken;
 use certkeep_server::model::{AgentId, Certificate, Scope};
 use certkeep_server::testkit::TestServer;
-use certkeep_tests::seeded::Seeded;
+use certkeep_tests::seeded::{Seeded, api_token};
 use zeroize::Zeroizing;
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -84,25 +82,8 @@ impl Fixture {
 impl Fixture {
     /// An API token with `scopes`; returns its id (the audit actor is `token:<id>`) and secret.
     async fn api_token(&self, name: &str, scopes: &[Scope]) -> (String, Zeroizing<String>) {
-        let secret = new_token_secret();
-        let token = self
-            .server
-            .state
-            .db
-            .insert_token(
-                &NewToken {
-                    name,
-                    hash: &token_hash(&secret),
-                    scopes,
-                    domain_patterns: &[],
-                    expires_at: None,
-                    created_by: None,
-                },
-                certkeep_server::now(),
-            )
-            .await
-            .unwrap();
-        (token.id.to_string(), secret)
+        let (id, secret) = api_token(&self.server.state, name, scopes).await.unwrap();
+        (id.to_string(), secret)
     }
 
     /// One call to the real API over TLS: status and body text.
