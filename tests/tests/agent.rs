@@ -123,6 +123,20 @@ impl Fixture {
         text
     }
 
+    /// Assigns certificate `certificate` to agent `agent` through the API (as `token`).
+    async fn assign(&self, agent: &str, certificate: &str, token: &str) {
+        let path = format!("/api/v1/agents/{agent}/certificates/{certificate}");
+        self.call(reqwest::Method::PUT, &path, token, None, 204)
+            .await;
+    }
+
+    /// Adds the target `body` to agent `agent` through the API (as `token`).
+    async fn add_target(&self, agent: &str, token: &str, body: serde_json::Value) {
+        let path = format!("/api/v1/agents/{agent}/targets");
+        self.call(reqwest::Method::POST, &path, token, Some(body), 201)
+            .await;
+    }
+
     /// A pending agent `name` with the test PFX password and a join token valid for a day.
     async fn agent(&self, name: &str) -> (AgentId, Zeroizing<String>) {
         self.pending_agent(name, PASSWORD, time::Duration::hours(24))
@@ -510,14 +524,7 @@ async fn an_operator_without_export_cannot_route_keys_to_an_agent() {
     assert!(err.to_string().contains("404"), "{err}");
 
     // With `export` the assignment delivers, under the unchanged CCS password.
-    f.call(
-        reqwest::Method::PUT,
-        "/api/v1/agents/web1/certificates/www",
-        &exporter,
-        None,
-        204,
-    )
-    .await;
+    f.assign("web1", "www", &exporter).await;
     let outcome = sync_once(&config).await.unwrap();
     assert!(outcome.is_success(), "{outcome:?}");
     let folder = ccs(&config);
@@ -633,14 +640,7 @@ async fn targets_come_from_the_server_and_fail_independently() {
     let www = f.certificate("www", &["www.example.com"]).await.unwrap();
     let (agent, config, root) = f.enrolled("web1").await;
     let admin = f.server.admin_token();
-    f.call(
-        reqwest::Method::PUT,
-        "/api/v1/agents/web1/certificates/www",
-        &admin,
-        None,
-        204,
-    )
-    .await;
+    f.assign("web1", "www", &admin).await;
 
     // No target yet: nothing is written and the agent says why.
     let outcome = sync_once(&config).await.unwrap();
@@ -656,14 +656,7 @@ async fn targets_come_from_the_server_and_fail_independently() {
     std::fs::create_dir_all(&pem).unwrap();
     let add = |name: &str, settings: serde_json::Value| serde_json::json!({"name": name, "settings": settings, "probe": []});
     let ccs = add("ccs", serde_json::json!({"kind": "ccs", "path": folder}));
-    f.call(
-        reqwest::Method::POST,
-        "/api/v1/agents/web1/targets",
-        &admin,
-        Some(ccs),
-        201,
-    )
-    .await;
+    f.add_target("web1", &admin, ccs).await;
     let outcome = sync_once(&config).await.unwrap();
     assert!(outcome.is_success(), "{outcome:?}");
     let thumbprint = current_thumbprint(&f, &www).await;
@@ -683,14 +676,7 @@ async fn targets_come_from_the_server_and_fail_independently() {
         serde_json::json!({"kind": "directory", "path": pem,
             "reload_command": ["touch", mark]}),
     );
-    f.call(
-        reqwest::Method::POST,
-        "/api/v1/agents/web1/targets",
-        &admin,
-        Some(dir),
-        201,
-    )
-    .await;
+    f.add_target("web1", &admin, dir).await;
     let outcome = sync_once(&config).await.unwrap();
     assert!(!outcome.unchanged && outcome.is_success(), "{outcome:?}");
     assert!(pem.join("www").join("fullchain.pem").exists());
@@ -804,14 +790,7 @@ async fn nginx_serves_the_renewal_and_a_broken_reload_shows_stale() {
     let add_target = async |reload: Vec<String>, probe: String| {
         let body = serde_json::json!({"name": "nginx", "probe": [probe],
             "settings": {"kind": "directory", "path": pem, "reload_command": reload}});
-        f.call(
-            reqwest::Method::POST,
-            "/api/v1/agents/web1/targets",
-            &admin,
-            Some(body),
-            201,
-        )
-        .await;
+        f.add_target("web1", &admin, body).await;
     };
 
     // nginx needs the files before it starts: a first target without nginx to reload.
@@ -1014,14 +993,7 @@ async fn a_canary_serving_the_renewal_releases_the_other_agents() {
         .unwrap();
     let body = serde_json::json!({"name": "nginx", "probe": [nginx.address()],
         "settings": {"kind": "directory", "path": pem, "reload_command": nginx.reload_command()}});
-    f.call(
-        reqwest::Method::POST,
-        "/api/v1/agents/a-canary/targets",
-        &admin,
-        Some(body),
-        201,
-    )
-    .await;
+    f.add_target("a-canary", &admin, body).await;
     f.call(
         reqwest::Method::PUT,
         "/api/v1/agents/a-canary/rollout",
@@ -1102,14 +1074,7 @@ async fn an_imported_certificate_is_delivered_to_the_ccs_folder() {
         201,
     )
     .await;
-    f.call(
-        reqwest::Method::PUT,
-        "/api/v1/agents/web1/certificates/shop",
-        &admin,
-        None,
-        204,
-    )
-    .await;
+    f.assign("web1", "shop", &admin).await;
     let outcome = sync_once(&config).await.unwrap();
     assert!(outcome.is_success(), "{outcome:?}");
     let file = ccs(&config).join("shop.example.com.pfx");
