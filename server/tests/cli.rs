@@ -35,6 +35,44 @@ impl Server {
         self.cli_as(&self.data().join("admin-token"), args, stdin)
     }
 
+    /// `account add` of an EAB account named `name`, the HMAC key from stdin, then marked valid
+    /// in the database. Registration against this unreachable CA may fail (exit 1) once the
+    /// engine is wired; the account exists either way.
+    async fn eab_account(&self, db: &Db, name: &str) -> Output {
+        let out = self.cli(
+            &[
+                "account",
+                "add",
+                "--name",
+                name,
+                "--directory-url",
+                "https://acme.invalid/dir",
+                "--allow",
+                "*.example.com",
+                "--eab-kid",
+                "kid-1",
+                "--eab-hmac-file",
+                "-",
+            ],
+            "c2VjcmV0LWhtYWMta2V5LXRoYXQtaXMtbG9uZy1lbm91Z2gtMzI\n",
+        );
+        assert!(
+            matches!(out.status.code(), Some(0 | 1)),
+            "{}",
+            text(&out.stderr)
+        );
+        let account = db.account_by_name(name).await.unwrap();
+        db.set_account_state(
+            account.id,
+            AccountState::Valid,
+            None,
+            certkeep_server::now(),
+        )
+        .await
+        .unwrap();
+        out
+    }
+
     fn cli_as(&self, token_file: &Path, args: &[&str], stdin: &str) -> Output {
         let mut child = Command::new(env!("CARGO_BIN_EXE_certkeep"))
             .args(args)
@@ -89,46 +127,14 @@ fn text(b: &[u8]) -> String {
 async fn first_certificate_walkthrough_and_exit_codes() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let server = Server::start();
-    let hmac = "c2VjcmV0LWhtYWMta2V5LXRoYXQtaXMtbG9uZy1lbm91Z2gtMzI\n";
 
-    // Account: the HMAC key comes from stdin. Registration against this unreachable CA may
-    // fail (exit 1) once the engine is wired; the account exists either way.
-    let out = server.cli(
-        &[
-            "account",
-            "add",
-            "--name",
-            "acme",
-            "--directory-url",
-            "https://acme.invalid/dir",
-            "--allow",
-            "*.example.com",
-            "--eab-kid",
-            "kid-1",
-            "--eab-hmac-file",
-            "-",
-        ],
-        hmac,
-    );
-    assert!(
-        matches!(out.status.code(), Some(0 | 1)),
-        "{}",
-        text(&out.stderr)
-    );
+    // Account: the HMAC key comes from stdin.
+    let (db, secrets) = server.db().await;
+    let out = server.eab_account(&db, "acme").await;
     assert!(
         !text(&out.stdout).contains("c2VjcmV0"),
         "the HMAC key was echoed"
     );
-    let (db, secrets) = server.db().await;
-    let account = db.account_by_name("acme").await.unwrap();
-    db.set_account_state(
-        account.id,
-        AccountState::Valid,
-        None,
-        certkeep_server::now(),
-    )
-    .await
-    .unwrap();
     assert!(ok(&server.cli(&["account", "list"], "")).contains("acme"));
 
     // Certificate: defined and queued; JSON output is the API's.
@@ -662,40 +668,9 @@ async fn a_delivery_interrupted_by_kill_9_is_delivered_after_restart() {
 async fn lifecycle_commands() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let server = Server::start();
-    let hmac = "c2VjcmV0LWhtYWMta2V5LXRoYXQtaXMtbG9uZy1lbm91Z2gtMzI\n";
     let (db, _) = server.db().await;
     for name in ["incommon", "certinext"] {
-        let out = server.cli(
-            &[
-                "account",
-                "add",
-                "--name",
-                name,
-                "--directory-url",
-                "https://acme.invalid/dir",
-                "--allow",
-                "*.example.com",
-                "--eab-kid",
-                "kid-1",
-                "--eab-hmac-file",
-                "-",
-            ],
-            hmac,
-        );
-        assert!(
-            matches!(out.status.code(), Some(0 | 1)),
-            "{}",
-            text(&out.stderr)
-        );
-        let account = db.account_by_name(name).await.unwrap();
-        db.set_account_state(
-            account.id,
-            AccountState::Valid,
-            None,
-            certkeep_server::now(),
-        )
-        .await
-        .unwrap();
+        server.eab_account(&db, name).await;
     }
 
     // Import from PEM files.

@@ -11,10 +11,37 @@ use certkeep_server::db::accounts::NewAccount;
 use certkeep_server::db::agents::NewAgent;
 use certkeep_server::db::certificates::NewCertificate;
 use certkeep_server::db::targets::{AgentTarget, NewTarget};
+use certkeep_server::db::tokens::NewToken;
 use certkeep_server::model::{
     AccountId, AgentId, Certificate, CertificateVersion, KeyType, PfxEncryption, RenewalPolicy,
+    Scope, TokenId,
 };
 use zeroize::Zeroizing;
+
+/// Stores an API token `name` with `scopes` (every domain, no expiry) in `state`; returns its
+/// id (the audit actor is `token:<id>`) and its secret.
+pub async fn api_token(
+    state: &AppState,
+    name: &str,
+    scopes: &[Scope],
+) -> Result<(TokenId, Zeroizing<String>), db::Error> {
+    let secret = new_token_secret();
+    let token = state
+        .db
+        .insert_token(
+            &NewToken {
+                name,
+                hash: &token_hash(&secret),
+                scopes,
+                domain_patterns: &[],
+                expires_at: None,
+                created_by: None,
+            },
+            certkeep_server::now(),
+        )
+        .await?;
+    Ok((token.id, secret))
+}
 
 /// A server's state with the ACME account `test-ca` (allowed `*.example.com` and
 /// `example.com`, no EAB, never contacted) and a test CA that signs the chains of stored

@@ -16,11 +16,9 @@ use certkeep_api_types::agent::DeploymentStatus;
 use certkeep_api_types::pem::encode as pem;
 use certkeep_api_types::pfx::testing::{KeyKind, TestCa};
 use certkeep_api_types::target::TargetSettings;
-use certkeep_server::bootstrap::{new_token_secret, token_hash};
-use certkeep_server::db::tokens::NewToken;
 use certkeep_server::model::{AgentId, Certificate, Scope};
 use certkeep_server::testkit::TestServer;
-use certkeep_tests::seeded::Seeded;
+use certkeep_tests::seeded::{Seeded, api_token};
 use zeroize::Zeroizing;
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -84,25 +82,8 @@ impl Fixture {
 impl Fixture {
     /// An API token with `scopes`; returns its id (the audit actor is `token:<id>`) and secret.
     async fn api_token(&self, name: &str, scopes: &[Scope]) -> (String, Zeroizing<String>) {
-        let secret = new_token_secret();
-        let token = self
-            .server
-            .state
-            .db
-            .insert_token(
-                &NewToken {
-                    name,
-                    hash: &token_hash(&secret),
-                    scopes,
-                    domain_patterns: &[],
-                    expires_at: None,
-                    created_by: None,
-                },
-                certkeep_server::now(),
-            )
-            .await
-            .unwrap();
-        (token.id.to_string(), secret)
+        let (id, secret) = api_token(&self.server.state, name, scopes).await.unwrap();
+        (id.to_string(), secret)
     }
 
     /// One call to the real API over TLS: status and body text.
@@ -126,6 +107,62 @@ impl Fixture {
         }
         let resp = req.send().await.unwrap();
         (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+
+    /// One call to the real API that must answer `expected`; the body text.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<serde_json::Value>,
+        expected: u16,
+    ) -> String {
+        let (status, text) = self.api(method, path, token, body).await;
+        assert_eq!(status, expected, "{path}: {text}");
+        text
+    }
+
+    /// Assigns certificate `certificate` to agent `agent` through the API (as `token`).
+    async fn assign(&self, agent: &str, certificate: &str, token: &str) {
+        let path = format!("/api/v1/agents/{agent}/certificates/{certificate}");
+        self.call(reqwest::Method::PUT, &path, token, None, 204)
+            .await;
+    }
+
+    /// Adds the target `body` to agent `agent` through the API (as `token`).
+    async fn add_target(&self, agent: &str, token: &str, body: serde_json::Value) {
+        let path = format!("/api/v1/agents/{agent}/targets");
+        self.call(reqwest::Method::POST, &path, token, Some(body), 201)
+            .await;
+    }
+
+    /// A pending agent `name` with the test PFX password and a join token valid for a day.
+    async fn agent(&self, name: &str) -> (AgentId, Zeroizing<String>) {
+        self.pending_agent(name, PASSWORD, time::Duration::hours(24))
+            .await
+            .unwrap()
+    }
+
+    /// A pending agent `name` enrolled with the config `enroll` writes, but no target yet: its
+    /// id, its config and its folder (where `host` puts the CCS folder).
+    async fn enrolled(&self, name: &str) -> (AgentId, AgentConfig, PathBuf) {
+        let (agent, token) = self.agent(name).await;
+        let enrolled = enroll(self.enroll_options(name, token)).await.unwrap();
+        assert!(enrolled.config_written);
+        let root = self.dir.path().join(name);
+        let config = AgentConfig::load(&root.join("agent.toml")).unwrap();
+        (agent, config, root)
+    }
+
+    /// The deployments the server records for `agent`.
+    async fn deployments(&self, agent: AgentId) -> Vec<certkeep_server::model::Deployment> {
+        self.server
+            .state
+            .db
+            .deployments(Some(agent), None)
+            .await
+            .unwrap()
     }
 }
 
@@ -219,10 +256,7 @@ async fn enroll_sync_renew_and_isolate() {
         .await
         .unwrap();
     let wildcard = f.certificate("wild", &["*.example.com"]).await.unwrap();
-    let (agent, token) = f
-        .pending_agent("iis-1", PASSWORD, time::Duration::hours(24))
-        .await
-        .unwrap();
+    let (agent, token) = f.agent("iis-1").await;
     let config = f.host("iis-1", agent, token.clone()).await;
     let db = &f.server.state.db;
     let now = certkeep_server::now();
@@ -277,7 +311,7 @@ async fn enroll_sync_renew_and_isolate() {
     assert_eq!(std::fs::read(folder.join("notes.txt")).unwrap(), b"junk");
 
     // The server saw the report and audited the pulls.
-    let deployments = db.deployments(Some(agent), None).await.unwrap();
+    let deployments = f.deployments(agent).await;
     assert_eq!(deployments.len(), 3, "{deployments:?}");
     assert!(
         deployments
@@ -337,10 +371,7 @@ async fn enroll_sync_renew_and_isolate() {
         .certificate("other", &["other.example.com"])
         .await
         .unwrap();
-    let (other_agent, other_token) = f
-        .pending_agent("iis-2", PASSWORD, time::Duration::hours(24))
-        .await
-        .unwrap();
+    let (other_agent, other_token) = f.agent("iis-2").await;
     let other = f.host("iis-2", other_agent, other_token).await;
     let identity = certkeep_agent::identity::Identity::load(&other.state_dir).unwrap();
     let client = AgentClient::new(
@@ -428,10 +459,7 @@ async fn expired_token_and_foreign_client_ca_are_refused() {
 async fn an_operator_without_export_cannot_route_keys_to_an_agent() {
     let f = Fixture::new().await;
     let www = f.certificate("www", &["www.example.com"]).await.unwrap();
-    let (web1, token) = f
-        .pending_agent("web1", PASSWORD, time::Duration::hours(24))
-        .await
-        .unwrap();
+    let (web1, token) = f.agent("web1").await;
     let config = f.host("web1", web1, token).await;
     let (operator_id, operator) = f.api_token("ops", &[Scope::Operator]).await;
     let (_, exporter) = f
@@ -496,15 +524,7 @@ async fn an_operator_without_export_cannot_route_keys_to_an_agent() {
     assert!(err.to_string().contains("404"), "{err}");
 
     // With `export` the assignment delivers, under the unchanged CCS password.
-    let (status, text) = f
-        .api(
-            reqwest::Method::PUT,
-            "/api/v1/agents/web1/certificates/www",
-            &exporter,
-            None,
-        )
-        .await;
-    assert_eq!(status, 204, "{text}");
+    f.assign("web1", "www", &exporter).await;
     let outcome = sync_once(&config).await.unwrap();
     assert!(outcome.is_success(), "{outcome:?}");
     let folder = ccs(&config);
@@ -541,10 +561,7 @@ async fn a_lost_renewal_reply_does_not_lock_the_agent_out() {
 
     let f = Fixture::new().await;
     let cert = f.certificate("web", &["www.example.com"]).await.unwrap();
-    let (agent, token) = f
-        .pending_agent("iis", PASSWORD, time::Duration::hours(24))
-        .await
-        .unwrap();
+    let (agent, token) = f.agent("iis").await;
     let config = f.host("iis", agent, token).await;
     let db = &f.server.state.db;
     db.assign_certificate(agent, cert.id, certkeep_server::now())
@@ -621,23 +638,9 @@ async fn a_lost_renewal_reply_does_not_lock_the_agent_out() {
 async fn targets_come_from_the_server_and_fail_independently() {
     let f = Fixture::new().await;
     let www = f.certificate("www", &["www.example.com"]).await.unwrap();
-    let (agent, token) = f
-        .pending_agent("web1", PASSWORD, time::Duration::hours(24))
-        .await
-        .unwrap();
-    let enrolled = enroll(f.enroll_options("web1", token)).await.unwrap();
-    assert!(enrolled.config_written);
-    let config = AgentConfig::load(&f.dir.path().join("web1").join("agent.toml")).unwrap();
+    let (agent, config, root) = f.enrolled("web1").await;
     let admin = f.server.admin_token();
-    let (status, text) = f
-        .api(
-            reqwest::Method::PUT,
-            "/api/v1/agents/web1/certificates/www",
-            &admin,
-            None,
-        )
-        .await;
-    assert_eq!(status, 204, "{text}");
+    f.assign("web1", "www", &admin).await;
 
     // No target yet: nothing is written and the agent says why.
     let outcome = sync_once(&config).await.unwrap();
@@ -648,21 +651,12 @@ async fn targets_come_from_the_server_and_fail_independently() {
     );
 
     // A CCS target added on the server reaches the agent on its next poll.
-    let root = f.dir.path().join("web1");
     let (folder, pem) = (root.join("ccs"), root.join("pem"));
     std::fs::create_dir_all(&folder).unwrap();
     std::fs::create_dir_all(&pem).unwrap();
     let add = |name: &str, settings: serde_json::Value| serde_json::json!({"name": name, "settings": settings, "probe": []});
     let ccs = add("ccs", serde_json::json!({"kind": "ccs", "path": folder}));
-    let (status, text) = f
-        .api(
-            reqwest::Method::POST,
-            "/api/v1/agents/web1/targets",
-            &admin,
-            Some(ccs),
-        )
-        .await;
-    assert_eq!(status, 201, "{text}");
+    f.add_target("web1", &admin, ccs).await;
     let outcome = sync_once(&config).await.unwrap();
     assert!(outcome.is_success(), "{outcome:?}");
     let thumbprint = current_thumbprint(&f, &www).await;
@@ -682,15 +676,7 @@ async fn targets_come_from_the_server_and_fail_independently() {
         serde_json::json!({"kind": "directory", "path": pem,
             "reload_command": ["touch", mark]}),
     );
-    let (status, text) = f
-        .api(
-            reqwest::Method::POST,
-            "/api/v1/agents/web1/targets",
-            &admin,
-            Some(dir),
-        )
-        .await;
-    assert_eq!(status, 201, "{text}");
+    f.add_target("web1", &admin, dir).await;
     let outcome = sync_once(&config).await.unwrap();
     assert!(!outcome.unchanged && outcome.is_success(), "{outcome:?}");
     assert!(pem.join("www").join("fullchain.pem").exists());
@@ -723,13 +709,7 @@ async fn targets_come_from_the_server_and_fail_independently() {
         "{outcome:?}"
     );
     assert!(mark.exists(), "the directory target was reloaded");
-    let deployments = f
-        .server
-        .state
-        .db
-        .deployments(Some(agent), None)
-        .await
-        .unwrap();
+    let deployments = f.deployments(agent).await;
     let by_target: BTreeMap<&str, (&Option<String>, DeploymentStatus)> = deployments
         .iter()
         .map(|d| (d.target.as_str(), (&d.thumbprint, d.status)))
@@ -749,15 +729,15 @@ async fn targets_come_from_the_server_and_fail_independently() {
 
 /// What the server shows for `www`'s probed names on the one agent, via the real API.
 async fn served_www(f: &Fixture, admin: &str) -> Vec<serde_json::Value> {
-    let (status, text) = f
-        .api(
+    let text = f
+        .call(
             reqwest::Method::GET,
             "/api/v1/certificates/www",
             admin,
             None,
+            200,
         )
         .await;
-    assert_eq!(status, 200, "{text}");
     let detail: serde_json::Value = serde_json::from_str(&text).unwrap();
     detail["deployments"][0]["served"]
         .as_array()
@@ -799,13 +779,7 @@ async fn probe_until(
 async fn nginx_serves_the_renewal_and_a_broken_reload_shows_stale() {
     let f = Fixture::new().await;
     let www = f.certificate("www", &["www.example.com"]).await.unwrap();
-    let (agent, token) = f
-        .pending_agent("web1", PASSWORD, time::Duration::hours(24))
-        .await
-        .unwrap();
-    enroll(f.enroll_options("web1", token)).await.unwrap();
-    let root = f.dir.path().join("web1");
-    let config = AgentConfig::load(&root.join("agent.toml")).unwrap();
+    let (agent, config, root) = f.enrolled("web1").await;
     let pem = root.join("pem");
     std::fs::create_dir_all(&pem).unwrap();
     let db = &f.server.state.db;
@@ -816,15 +790,7 @@ async fn nginx_serves_the_renewal_and_a_broken_reload_shows_stale() {
     let add_target = async |reload: Vec<String>, probe: String| {
         let body = serde_json::json!({"name": "nginx", "probe": [probe],
             "settings": {"kind": "directory", "path": pem, "reload_command": reload}});
-        let (status, text) = f
-            .api(
-                reqwest::Method::POST,
-                "/api/v1/agents/web1/targets",
-                &admin,
-                Some(body),
-            )
-            .await;
-        assert_eq!(status, 201, "{text}");
+        f.add_target("web1", &admin, body).await;
     };
 
     // nginx needs the files before it starts: a first target without nginx to reload.
@@ -843,15 +809,14 @@ async fn nginx_serves_the_renewal_and_a_broken_reload_shows_stale() {
     let Some(nginx) = certkeep_testsupport::nginx::Nginx::start(&pem, "www").await else {
         return;
     };
-    let (status, text) = f
-        .api(
-            reqwest::Method::DELETE,
-            "/api/v1/agents/web1/targets/nginx",
-            &admin,
-            None,
-        )
-        .await;
-    assert_eq!(status, 204, "{text}");
+    f.call(
+        reqwest::Method::DELETE,
+        "/api/v1/agents/web1/targets/nginx",
+        &admin,
+        None,
+        204,
+    )
+    .await;
     add_target(nginx.reload_command(), nginx.address()).await;
     let v1 = current_thumbprint(&f, &www).await;
     probe_until(&f, &config, &admin, "serving", &v1).await;
@@ -867,15 +832,14 @@ async fn nginx_serves_the_renewal_and_a_broken_reload_shows_stale() {
     probe_until(&f, &config, &admin, "serving", &v2).await;
 
     // The reload command breaks: the files switch, nginx keeps serving v2, and v3 is stale.
-    let (status, text) = f
-        .api(
-            reqwest::Method::DELETE,
-            "/api/v1/agents/web1/targets/nginx",
-            &admin,
-            None,
-        )
-        .await;
-    assert_eq!(status, 204, "{text}");
+    f.call(
+        reqwest::Method::DELETE,
+        "/api/v1/agents/web1/targets/nginx",
+        &admin,
+        None,
+        204,
+    )
+    .await;
     add_target(
         vec![
             "sh".into(),
@@ -898,7 +862,7 @@ async fn nginx_serves_the_renewal_and_a_broken_reload_shows_stale() {
             .any(|e| e.starts_with("target nginx: reload command") && e.contains("broken")),
         "{outcome:?}"
     );
-    let files = db.deployments(Some(agent), None).await.unwrap();
+    let files = f.deployments(agent).await;
     assert_eq!(
         files[0].thumbprint.as_deref(),
         Some(v3.as_str()),
@@ -930,10 +894,7 @@ async fn the_windows_agent_under_wine_enrolls_syncs_and_reports() {
     };
     let f = Fixture::new().await;
     let www = f.certificate("www", &["www.example.com"]).await.unwrap();
-    let (agent, token) = f
-        .pending_agent("iis-wine", PASSWORD, time::Duration::hours(24))
-        .await
-        .unwrap();
+    let (agent, token) = f.agent("iis-wine").await;
     let root = f.dir.path().join("iis-wine");
     let ccs = root.join("ccs");
     std::fs::create_dir_all(&ccs).unwrap();
@@ -988,13 +949,7 @@ async fn the_windows_agent_under_wine_enrolls_syncs_and_reports() {
         openssl_thumbprint(&pfx, PASSWORD),
         current_thumbprint(&f, &www).await
     );
-    let deployments = f
-        .server
-        .state
-        .db
-        .deployments(Some(agent), None)
-        .await
-        .unwrap();
+    let deployments = f.deployments(agent).await;
     assert_eq!(deployments.len(), 1, "{deployments:?}");
     assert_eq!(deployments[0].status, DeploymentStatus::Installed);
     assert_eq!(deployments[0].target, "ccs");
@@ -1013,13 +968,7 @@ async fn a_canary_serving_the_renewal_releases_the_other_agents() {
     let admin = f.server.admin_token();
     let db = &f.server.state.db;
     // The canary: a PEM directory served by nginx (sorted first by name).
-    let (canary, token) = f
-        .pending_agent("a-canary", PASSWORD, time::Duration::hours(24))
-        .await
-        .unwrap();
-    enroll(f.enroll_options("a-canary", token)).await.unwrap();
-    let root = f.dir.path().join("a-canary");
-    let canary_config = AgentConfig::load(&root.join("agent.toml")).unwrap();
+    let (canary, canary_config, root) = f.enrolled("a-canary").await;
     let pem = root.join("pem");
     std::fs::create_dir_all(&pem).unwrap();
     f.target(
@@ -1044,29 +993,17 @@ async fn a_canary_serving_the_renewal_releases_the_other_agents() {
         .unwrap();
     let body = serde_json::json!({"name": "nginx", "probe": [nginx.address()],
         "settings": {"kind": "directory", "path": pem, "reload_command": nginx.reload_command()}});
-    let (status, text) = f
-        .api(
-            reqwest::Method::POST,
-            "/api/v1/agents/a-canary/targets",
-            &admin,
-            Some(body),
-        )
-        .await;
-    assert_eq!(status, 201, "{text}");
-    let (status, text) = f
-        .api(
-            reqwest::Method::PUT,
-            "/api/v1/agents/a-canary/rollout",
-            &admin,
-            Some(serde_json::json!({"canary": true})),
-        )
-        .await;
-    assert_eq!(status, 200, "{text}");
+    f.add_target("a-canary", &admin, body).await;
+    f.call(
+        reqwest::Method::PUT,
+        "/api/v1/agents/a-canary/rollout",
+        &admin,
+        Some(serde_json::json!({"canary": true})),
+        200,
+    )
+    .await;
     // Another agent, CCS, no probe.
-    let (other, token) = f
-        .pending_agent("web2", PASSWORD, time::Duration::hours(24))
-        .await
-        .unwrap();
+    let (other, token) = f.agent("web2").await;
     let other_config = f.host("web2", other, token).await;
     db.assign_certificate(other, www.id, certkeep_server::now())
         .await
@@ -1112,10 +1049,7 @@ async fn a_canary_serving_the_renewal_releases_the_other_agents() {
 async fn an_imported_certificate_is_delivered_to_the_ccs_folder() {
     use base64::Engine as _;
     let f = Fixture::new().await;
-    let (agent, token) = f
-        .pending_agent("web1", PASSWORD, time::Duration::hours(24))
-        .await
-        .unwrap();
+    let (agent, token) = f.agent("web1").await;
     let config = f.host("web1", agent, token).await;
     let (_, admin) = f.api_token("admin", &[Scope::Admin]).await;
     let bought = TestCa::new().leaf(&["shop.example.com"], KeyKind::Rsa);
@@ -1132,24 +1066,15 @@ async fn an_imported_certificate_is_delivered_to_the_ccs_folder() {
         "pfx_base64": base64::engine::general_purpose::STANDARD.encode(&pfx),
         "pfx_password": "bought-pw",
     });
-    let (status, text) = f
-        .api(
-            reqwest::Method::POST,
-            "/api/v1/certificates/import",
-            &admin,
-            Some(body),
-        )
-        .await;
-    assert_eq!(status, 201, "{text}");
-    let (status, text) = f
-        .api(
-            reqwest::Method::PUT,
-            "/api/v1/agents/web1/certificates/shop",
-            &admin,
-            None,
-        )
-        .await;
-    assert_eq!(status, 204, "{text}");
+    f.call(
+        reqwest::Method::POST,
+        "/api/v1/certificates/import",
+        &admin,
+        Some(body),
+        201,
+    )
+    .await;
+    f.assign("web1", "shop", &admin).await;
     let outcome = sync_once(&config).await.unwrap();
     assert!(outcome.is_success(), "{outcome:?}");
     let file = ccs(&config).join("shop.example.com.pfx");

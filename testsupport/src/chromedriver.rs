@@ -37,13 +37,7 @@ impl ChromeDriver {
             .arg("--allowed-ips=127.0.0.1")
             .arg("--log-level=WARNING");
         let mut process = Daemon::spawn("chromedriver", &mut command, dir);
-        process
-            .wait_ready("listen", async || {
-                tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .is_ok()
-            })
-            .await;
+        process.wait_listening(port).await;
         Some(Self {
             process,
             url: format!("http://127.0.0.1:{port}"),

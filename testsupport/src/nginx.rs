@@ -32,26 +32,10 @@ impl Nginx {
     /// `None` (after a notice) when nginx is not installed. Waits until it accepts connections.
     pub async fn start(certs: &Path, name: &str) -> Option<Self> {
         let binary = NGINX.find_or_skip()?;
-        let dir = tempfile::tempdir().expect("nginx dir");
-        let port = free_port();
-        let d = dir.path().display();
         let pair = certs.join(name);
-        let conf = format!(
-            r#"daemon off;
-master_process on;
-worker_processes 1;
-user root root;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/tmp;
-    proxy_temp_path {d}/tmp;
-    fastcgi_temp_path {d}/tmp;
-    uwsgi_temp_path {d}/tmp;
-    scgi_temp_path {d}/tmp;
-    server {{
+        let http = |port| {
+            format!(
+                r#"    server {{
         listen 127.0.0.1:{port} ssl;
         ssl_certificate {chain};
         ssl_certificate_key {key};
@@ -59,10 +43,55 @@ http {{
         ssl_session_tickets off;
         return 204;
     }}
-}}
 "#,
-            chain = pair.join("fullchain.pem").display(),
-            key = pair.join("privkey.pem").display(),
+                chain = pair.join("fullchain.pem").display(),
+                key = pair.join("privkey.pem").display(),
+            )
+        };
+        Some(
+            Self::serve(binary, 1, 64, http)
+                .await
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+    }
+
+    /// The installed `nginx` binary, if any (no notice: for callers that fail without it).
+    pub fn installed() -> Option<PathBuf> {
+        NGINX.find(NGINX.binaries[0])
+    }
+
+    /// Starts `binary` with `workers` worker processes of `connections` connections each, its
+    /// prefix, pid file, logs and temporary paths in a new temporary directory, and the
+    /// directives `http(port)` inside `http {}` (the `server` blocks, listening on the free
+    /// loopback `port` they are given). Waits until it accepts connections (at most 20 s);
+    /// otherwise an error with its log.
+    pub async fn serve(
+        binary: PathBuf,
+        workers: usize,
+        connections: usize,
+        http: impl FnOnce(u16) -> String,
+    ) -> Result<Self, String> {
+        let dir = tempfile::tempdir().expect("nginx dir");
+        let port = free_port();
+        let d = dir.path().display();
+        let conf = format!(
+            r#"daemon off;
+master_process on;
+worker_processes {workers};
+user root root;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections {connections}; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/tmp;
+    proxy_temp_path {d}/tmp;
+    fastcgi_temp_path {d}/tmp;
+    uwsgi_temp_path {d}/tmp;
+    scgi_temp_path {d}/tmp;
+{http}}}
+"#,
+            http = http(port),
         );
         std::fs::create_dir_all(dir.path().join("tmp")).expect("nginx tmp");
         std::fs::write(dir.path().join("nginx.conf"), conf).expect("nginx.conf");
@@ -72,7 +101,7 @@ http {{
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start nginx");
+            .map_err(|e| format!("start nginx: {e}"))?;
         let mut nginx = Self {
             child,
             binary,
@@ -85,16 +114,22 @@ http {{
             .is_err()
         {
             if let Ok(Some(status)) = nginx.child.try_wait() {
-                panic!("nginx exited with {status}: {}", nginx.log());
+                return Err(format!("nginx exited with {status}: {}", nginx.log()));
             }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "nginx did not listen on {port} within 20 s: {}",
-                nginx.log()
-            );
+            if started.elapsed() >= Duration::from_secs(20) {
+                return Err(format!(
+                    "nginx did not listen on {port} within 20 s: {}",
+                    nginx.log()
+                ));
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Some(nginx)
+        Ok(nginx)
+    }
+
+    /// The master's pid (its workers are its children).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     fn base_args(dir: &Path) -> Vec<String> {

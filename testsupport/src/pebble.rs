@@ -185,13 +185,7 @@ impl Pebble {
             .env("PEBBLE_WFE_NONCEREJECT", options.nonce_reject.to_string())
             .env("PEBBLE_AUTHZREUSE", options.authz_reuse.to_string());
         let mut process = Daemon::spawn("pebble", &mut command, dir);
-        process
-            .wait_ready("listen", async || {
-                tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .is_ok()
-            })
-            .await;
+        process.wait_listening(port).await;
         Self {
             process,
             pki,

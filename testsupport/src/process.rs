@@ -162,6 +162,16 @@ impl Daemon {
         }
     }
 
+    /// Waits (as `wait_ready`) until the process accepts TCP connections on loopback `port`.
+    pub async fn wait_listening(&mut self, port: u16) {
+        self.wait_ready("listen", async || {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        })
+        .await;
+    }
+
     /// Its temporary directory.
     pub fn dir(&self) -> &std::path::Path {
         self.dir.path()

@@ -54,13 +54,7 @@ impl SmtpSink {
             command.arg("--fail-first");
         }
         let mut daemon = Daemon::spawn("smtp-sink", &mut command, dir);
-        daemon
-            .wait_ready("listen", async || {
-                tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .is_ok()
-            })
-            .await;
+        daemon.wait_listening(port).await;
         Some(Self { port, daemon })
     }
 

@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use certkeep_api_types::pfx::testing::{KeyKind, TestCa};
 use certkeep_server::app::AppState;
-use certkeep_server::bootstrap::{new_token_secret, token_hash};
 use certkeep_server::db::certificates::NewCertificate;
-use certkeep_server::db::tokens::NewToken;
 use certkeep_server::listener::{ListenerTls, harden, tls_server};
 use certkeep_server::model::{CertificateState, KeyType, RenewalPolicy, Scope};
+use certkeep_tests::seeded::api_token;
 use certkeep_testsupport::chromedriver::ChromeDriver;
 use certkeep_testsupport::pebble::PebbleOptions;
 use certkeep_testsupport::proxy::{Kind, turns_invalid};
@@ -25,22 +24,7 @@ const PAGE: Duration = Duration::from_secs(20);
 
 /// A token with `scopes`; its secret.
 async fn token(state: &AppState, name: &str, scopes: &[Scope]) -> String {
-    let secret = new_token_secret();
-    state
-        .db
-        .insert_token(
-            &NewToken {
-                name,
-                hash: &token_hash(&secret),
-                scopes,
-                domain_patterns: &[],
-                expires_at: None,
-                created_by: None,
-            },
-            certkeep_server::now(),
-        )
-        .await
-        .expect("token");
+    let (_, secret) = api_token(state, name, scopes).await.expect("token");
     secret.to_string()
 }
 

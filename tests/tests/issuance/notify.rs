@@ -6,40 +6,49 @@
 use certkeep_api_types::notification::{
     NotificationEvent, SubscriptionScope, WebhookFormat, WebhookSettings,
 };
+use certkeep_server::app::AppState;
 use certkeep_server::db::accounts::NewAccount;
-use certkeep_server::db::notify::{ChannelSettings, NewSubscription};
+use certkeep_server::db::notify::{Channel, ChannelSettings, NewSubscription};
 use certkeep_server::model::{AccountState, KeyType, OrderReason};
 use certkeep_testsupport::pebble::PebbleOptions;
 use certkeep_testsupport::proxy::{Kind, LeafKey, substitute_leaf};
+use uuid::Uuid;
 
 use crate::support::{Env, LONG, certificate, enqueue, wait_versions};
 
-#[tokio::test]
-async fn an_order_failing_for_good_notifies_the_subscription_of_its_names_only() {
-    let Some((env, account)) = Env::with_account().await else {
-        return;
-    };
-    let (db, secrets, now) = (&env.state.db, &env.state.secrets, certkeep_server::now());
-    let mut channels = Vec::new();
-    for (name, pattern) in [("team", "*.example.test"), ("other", "*.example.edu")] {
-        let settings = ChannelSettings::Webhook(WebhookSettings {
-            url: format!("https://{name}.hooks.test/certkeep"),
-            format: WebhookFormat::Standard,
-            timeout_secs: 5,
-            ca_file: None,
-        });
-        let channel = db
-            .insert_channel(secrets, name, &settings, None, now)
-            .await
-            .unwrap();
-        db.insert_subscription(
+/// A standard webhook channel `name` (to `https://<name>.hooks.test/certkeep`) and a subscription
+/// of the same name sending it `events` in `scope` (of `account_id` or `domain_patterns`),
+/// without digest; the channel.
+async fn webhook_subscription(
+    state: &AppState,
+    name: &str,
+    events: &[NotificationEvent],
+    scope: SubscriptionScope,
+    account_id: Option<Uuid>,
+    domain_patterns: &[String],
+) -> Channel {
+    let now = certkeep_server::now();
+    let settings = ChannelSettings::Webhook(WebhookSettings {
+        url: format!("https://{name}.hooks.test/certkeep"),
+        format: WebhookFormat::Standard,
+        timeout_secs: 5,
+        ca_file: None,
+    });
+    let channel = state
+        .db
+        .insert_channel(&state.secrets, name, &settings, None, now)
+        .await
+        .unwrap();
+    state
+        .db
+        .insert_subscription(
             &NewSubscription {
                 name,
                 channel_id: channel.id,
-                events: &[NotificationEvent::CertificateRenewalFailed],
-                scope: SubscriptionScope::Domains,
-                account_id: None,
-                domain_patterns: &[pattern.to_owned()],
+                events,
+                scope,
+                account_id,
+                domain_patterns,
                 agent_id: None,
                 digest: false,
                 digest_when_empty: false,
@@ -48,6 +57,26 @@ async fn an_order_failing_for_good_notifies_the_subscription_of_its_names_only()
         )
         .await
         .unwrap();
+    channel
+}
+
+#[tokio::test]
+async fn an_order_failing_for_good_notifies_the_subscription_of_its_names_only() {
+    let Some((env, account)) = Env::with_account().await else {
+        return;
+    };
+    let db = &env.state.db;
+    let mut channels = Vec::new();
+    for (name, pattern) in [("team", "*.example.test"), ("other", "*.example.edu")] {
+        let channel = webhook_subscription(
+            &env.state,
+            name,
+            &[NotificationEvent::CertificateRenewalFailed],
+            SubscriptionScope::Domains,
+            None,
+            &[pattern.to_owned()],
+        )
+        .await;
         channels.push(channel);
     }
     // The CA serves a certificate for another key: the order fails for good.
@@ -111,32 +140,15 @@ async fn a_refused_eab_raises_account_problem() {
         )
         .await
         .unwrap();
-    let settings = ChannelSettings::Webhook(WebhookSettings {
-        url: "https://ops.hooks.test/certkeep".into(),
-        format: WebhookFormat::Standard,
-        timeout_secs: 5,
-        ca_file: None,
-    });
-    let channel = db
-        .insert_channel(secrets, "ops", &settings, None, now)
-        .await
-        .unwrap();
-    db.insert_subscription(
-        &NewSubscription {
-            name: "ops",
-            channel_id: channel.id,
-            events: &[NotificationEvent::AccountProblem],
-            scope: SubscriptionScope::Account,
-            account_id: Some(account.id.0),
-            domain_patterns: &[],
-            agent_id: None,
-            digest: false,
-            digest_when_empty: false,
-        },
-        now,
+    webhook_subscription(
+        &env.state,
+        "ops",
+        &[NotificationEvent::AccountProblem],
+        SubscriptionScope::Account,
+        Some(account.id.0),
+        &[],
     )
-    .await
-    .unwrap();
+    .await;
     let refused = certkeep_server::engine::register_account(&env.state, account.id).await;
     assert!(refused.is_err(), "Pebble accepted a wrong EAB HMAC");
     assert_eq!(
@@ -159,36 +171,19 @@ async fn issuance_and_renewal_raise_issued_then_renewed() {
     let Some((env, account)) = Env::with_account().await else {
         return;
     };
-    let (db, now) = (&env.state.db, certkeep_server::now());
-    let settings = ChannelSettings::Webhook(WebhookSettings {
-        url: "https://all.hooks.test/certkeep".into(),
-        format: WebhookFormat::Standard,
-        timeout_secs: 5,
-        ca_file: None,
-    });
-    let channel = db
-        .insert_channel(&env.state.secrets, "all", &settings, None, now)
-        .await
-        .unwrap();
-    db.insert_subscription(
-        &NewSubscription {
-            name: "all",
-            channel_id: channel.id,
-            events: &[
-                NotificationEvent::CertificateIssued,
-                NotificationEvent::CertificateRenewed,
-            ],
-            scope: SubscriptionScope::All,
-            account_id: None,
-            domain_patterns: &[],
-            agent_id: None,
-            digest: false,
-            digest_when_empty: false,
-        },
-        now,
+    let db = &env.state.db;
+    webhook_subscription(
+        &env.state,
+        "all",
+        &[
+            NotificationEvent::CertificateIssued,
+            NotificationEvent::CertificateRenewed,
+        ],
+        SubscriptionScope::All,
+        None,
+        &[],
     )
-    .await
-    .unwrap();
+    .await;
     let cert = certificate(
         &env.state,
         &account,
