@@ -42,6 +42,16 @@ pub struct DueVersion {
     pub version_id: VersionId,
 }
 
+impl From<(Uuid, Uuid)> for DueVersion {
+    /// A `(certificate id, current version id)` row.
+    fn from((c, v): (Uuid, Uuid)) -> Self {
+        DueVersion {
+            certificate_id: CertificateId(c),
+            version_id: VersionId(v),
+        }
+    }
+}
+
 /// The CA's last answer for one version; `None` window: the directory has no `renewalInfo`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AriPoll {
@@ -163,13 +173,7 @@ impl Db {
         const Q: &str = "SELECT c.id, c.current_version_id FROM certificates c LEFT JOIN ari_windows w ON w.version_id = c.current_version_id WHERE c.state IN ('valid', 'failing') AND c.current_version_id IS NOT NULL AND (w.version_id IS NULL OR w.next_poll_at <= $1) AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.certificate_id = c.id AND o.state NOT IN ('done', 'failed')) AND NOT EXISTS (SELECT 1 FROM acme_accounts a WHERE a.id = c.account_id AND a.state = 'deactivated') ORDER BY w.next_poll_at IS NOT NULL, w.next_poll_at LIMIT $2";
         let rows: Vec<(Uuid, Uuid)> =
             on_pool!(self, p => sqlx::query_as(Q).bind(now).bind(limit).fetch_all(p).await)?;
-        Ok(rows
-            .into_iter()
-            .map(|(c, v)| DueVersion {
-                certificate_id: CertificateId(c),
-                version_id: VersionId(v),
-            })
-            .collect())
+        Ok(rows.into_iter().map(DueVersion::from).collect())
     }
 
     /// Current versions of `valid` or `failing` certificates with no order in flight whose CRL
@@ -182,13 +186,7 @@ impl Db {
         const Q: &str = "SELECT c.id, c.current_version_id FROM certificates c LEFT JOIN revocation_checks r ON r.version_id = c.current_version_id WHERE c.state IN ('valid', 'failing') AND c.current_version_id IS NOT NULL AND (r.version_id IS NULL OR r.next_check_at <= $1) AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.certificate_id = c.id AND o.state NOT IN ('done', 'failed')) ORDER BY r.next_check_at IS NOT NULL, r.next_check_at LIMIT $2";
         let rows: Vec<(Uuid, Uuid)> =
             on_pool!(self, p => sqlx::query_as(Q).bind(now).bind(limit).fetch_all(p).await)?;
-        Ok(rows
-            .into_iter()
-            .map(|(c, v)| DueVersion {
-                certificate_id: CertificateId(c),
-                version_id: VersionId(v),
-            })
-            .collect())
+        Ok(rows.into_iter().map(DueVersion::from).collect())
     }
 
     /// Records a CRL check of `version` and when the next one is due.
