@@ -23,12 +23,12 @@ use super::auth::{Auth, CERT_ISSUE, CERT_READ, OPERATE};
 use super::convert::{self, deployment_responses};
 use super::error::{ApiError, Problem};
 use super::extract::{AppJson, AppPath, AppQuery};
-use super::lookup::{find_account, find_visible, issuing_account, pick_version};
+use super::lookup::{covered, find_account, find_visible, issuing_account, pick_version};
 use super::validate;
 use crate::app::AppState;
 use crate::db::certificates::{CertificateFilter, NewCertificate};
 use crate::domain::lifecycle::{EditError, edited_names};
-use crate::domain::names::{all_covered, normalize, normalize_all};
+use crate::domain::names::{normalize, normalize_all};
 use crate::model::{
     Certificate, CertificateId, CertificateState, KeyType, Order, OrderReason, RenewalPolicy,
 };
@@ -424,15 +424,7 @@ async fn edit_certificate(
         })?;
     auth.may_issue(&names)?;
     let account = state.db.account(cert.account_id).await?;
-    all_covered(&account.allowed_domains, &names).map_err(|outside| {
-        ApiError::field(
-            "add_dns_names",
-            format!(
-                "`{outside}` is outside account `{}`'s allowed domains",
-                account.name
-            ),
-        )
-    })?;
+    covered(&account, &names, "add_dns_names")?;
     let key_type = req.key_type.unwrap_or(cert.key_type);
     let reuse_key = req.reuse_key.unwrap_or(cert.reuse_key);
     let reorder = names != cert.dns_names || key_type != cert.key_type;

@@ -59,6 +59,17 @@ pub(super) async fn issuing_account(
             format!("account `{}` is {}", account.name, account.state),
         ));
     }
+    covered(&account, names, names_field)?;
+    Ok(account)
+}
+
+/// Every one of `names` is within `account`'s allowed domains, else an error on `names_field`
+/// naming the first one outside.
+pub(super) fn covered(
+    account: &Account,
+    names: &[String],
+    names_field: &str,
+) -> Result<(), ApiError> {
     all_covered(&account.allowed_domains, names).map_err(|outside| {
         ApiError::field(
             names_field,
@@ -67,8 +78,7 @@ pub(super) async fn issuing_account(
                 account.name
             ),
         )
-    })?;
-    Ok(account)
+    })
 }
 
 /// The certificate named by `key` (id or name).
