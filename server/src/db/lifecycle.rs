@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::BeginWrite as _;
 use super::certificates::NewCertificate;
 use super::notify::{NewEvent, Outbox as _};
-use super::versions::{INSERT_VERSION, NewVersion, key_binding};
+use super::versions::{NewVersion, insert_version, key_binding};
 use super::{Db, Result, on_pool, to_json};
 use crate::model::{AccountId, Certificate, CertificateId, KeyType, VersionId};
 use crate::secrets::Secrets;
@@ -289,20 +289,7 @@ impl Db {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(INSERT_VERSION)
-                .bind(version.id.0)
-                .bind(id.0)
-                .bind(version.order_id.map(|o| o.0))
-                .bind(version.chain_pem)
-                .bind(&key)
-                .bind(version.serial)
-                .bind(version.thumbprint)
-                .bind(to_json(&version.dns_names))
-                .bind(version.not_before)
-                .bind(version.not_after)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            insert_version!(&mut *tx, version, &key, now)?;
             sqlx::query(CURRENT).bind(id.0).bind(version.id.0).bind(version.not_after).bind(renew_after).execute(&mut *tx).await?;
             tx.commit().await
         })?;
