@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::BeginWrite as _;
-use super::certificates::NewCertificate;
+use super::certificates::{NewCertificate, insert_certificate};
 use super::notify::{NewEvent, Outbox as _};
 use super::versions::{NewVersion, insert_version, key_binding};
 use super::{Db, Result, on_pool, to_json};
@@ -271,24 +271,12 @@ impl Db {
         renew_after: OffsetDateTime,
         now: OffsetDateTime,
     ) -> Result<Certificate> {
-        const CERT: &str = "INSERT INTO certificates (id, name, dns_names, key_type, account_id, renew_fraction, renew_days, state, created_by, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'valid', $8, $9, $9)";
         const CURRENT: &str = "UPDATE certificates SET current_version_id = $2, current_not_after = $3, renew_after = $4 WHERE id = $1";
         let key = secrets.seal(key_binding(version.id), version.key_pkcs8_der)?;
         let id = version.certificate_id;
         on_pool!(self, p => {
             let mut tx = p.begin_write().await?;
-            sqlx::query(CERT)
-                .bind(id.0)
-                .bind(new.name)
-                .bind(to_json(&new.dns_names))
-                .bind(new.key_type.as_str())
-                .bind(new.account_id.0)
-                .bind(new.policy.fraction)
-                .bind(new.policy.days)
-                .bind(new.created_by)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            insert_certificate!(&mut *tx, "valid", id, new, now)?;
             insert_version!(&mut *tx, version, &key, now)?;
             sqlx::query(CURRENT).bind(id.0).bind(version.id.0).bind(version.not_after).bind(renew_after).execute(&mut *tx).await?;
             tx.commit().await
