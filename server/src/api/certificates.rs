@@ -23,15 +23,14 @@ use super::auth::{Auth, CERT_ISSUE, CERT_READ, OPERATE};
 use super::convert::{self, deployment_responses};
 use super::error::{ApiError, Problem};
 use super::extract::{AppJson, AppPath, AppQuery};
-use super::lookup::{find_account, find_visible, pick_version};
+use super::lookup::{covered, find_account, find_visible, issuing_account, pick_version};
 use super::validate;
 use crate::app::AppState;
 use crate::db::certificates::{CertificateFilter, NewCertificate};
 use crate::domain::lifecycle::{EditError, edited_names};
-use crate::domain::names::{all_covered, normalize, normalize_all};
+use crate::domain::names::{normalize, normalize_all};
 use crate::model::{
-    AccountState, Certificate, CertificateId, CertificateState, KeyType, Order, OrderReason,
-    RenewalPolicy,
+    Certificate, CertificateId, CertificateState, KeyType, Order, OrderReason, RenewalPolicy,
 };
 
 /// Routes of this resource.
@@ -132,32 +131,7 @@ pub(crate) async fn create(
     auth.may_issue(&names)?;
     let key_type = req.key_type.unwrap_or(KeyType::EcdsaP256);
     let policy = parse_policy(req)?;
-    let account = find_account(state, &req.account)
-        .await
-        .map_err(|e| match e {
-            ApiError::NotFound => {
-                ApiError::field("account", format!("no account `{}`", req.account))
-            }
-            other => other,
-        })?;
-    if matches!(
-        account.state,
-        AccountState::Deactivated | AccountState::Failed
-    ) {
-        return Err(ApiError::field(
-            "account",
-            format!("account `{}` is {}", account.name, account.state),
-        ));
-    }
-    all_covered(&account.allowed_domains, &names).map_err(|outside| {
-        ApiError::field(
-            "dns_names",
-            format!(
-                "`{outside}` is outside account `{}`'s allowed domains",
-                account.name
-            ),
-        )
-    })?;
+    let account = issuing_account(state, &req.account, &names, "dns_names").await?;
     let actor = auth.actor();
     let cert = state
         .db
@@ -450,15 +424,7 @@ async fn edit_certificate(
         })?;
     auth.may_issue(&names)?;
     let account = state.db.account(cert.account_id).await?;
-    all_covered(&account.allowed_domains, &names).map_err(|outside| {
-        ApiError::field(
-            "add_dns_names",
-            format!(
-                "`{outside}` is outside account `{}`'s allowed domains",
-                account.name
-            ),
-        )
-    })?;
+    covered(&account, &names, "add_dns_names")?;
     let key_type = req.key_type.unwrap_or(cert.key_type);
     let reuse_key = req.reuse_key.unwrap_or(cert.reuse_key);
     let reorder = names != cert.dns_names || key_type != cert.key_type;

@@ -16,15 +16,15 @@ use super::auth::{Auth, CERT_ISSUE};
 use super::convert;
 use super::error::{ApiError, Problem};
 use super::extract::AppJson;
-use super::lookup::find_account;
+use super::lookup::issuing_account;
 use super::validate;
 use crate::app::AppState;
 use crate::db::certificates::NewCertificate;
 use crate::db::versions::NewVersion;
 use crate::domain::lifecycle::check_import;
-use crate::domain::names::{all_covered, normalize_all};
+use crate::domain::names::normalize_all;
 use crate::domain::renewal;
-use crate::model::{AccountState, CertificateId, RenewalPolicy, VersionId};
+use crate::model::{CertificateId, RenewalPolicy, VersionId};
 
 /// Largest PEM chain, PEM key and base64 PKCS#12 accepted (as documented in the spec).
 const MAX_CHAIN: usize = 64 * 1024;
@@ -112,32 +112,7 @@ async fn import_certificate(
         check_import(&chain_pem, &key, now).map_err(|e| ApiError::field(field, e))?;
     let names = normalize_all(&leaf.dns_names)?;
     auth.may_issue(&names)?;
-    let account = find_account(&state, &req.account)
-        .await
-        .map_err(|e| match e {
-            ApiError::NotFound => {
-                ApiError::field("account", format!("no account `{}`", req.account))
-            }
-            other => other,
-        })?;
-    if matches!(
-        account.state,
-        AccountState::Deactivated | AccountState::Failed
-    ) {
-        return Err(ApiError::field(
-            "account",
-            format!("account `{}` is {}", account.name, account.state),
-        ));
-    }
-    all_covered(&account.allowed_domains, &names).map_err(|outside| {
-        ApiError::field(
-            field,
-            format!(
-                "`{outside}` is outside account `{}`'s allowed domains",
-                account.name
-            ),
-        )
-    })?;
+    let account = issuing_account(&state, &req.account, &names, field).await?;
     let policy = RenewalPolicy::default();
     let renew_after = renewal::renew_at(
         leaf.not_before,

@@ -7,8 +7,10 @@ use uuid::Uuid;
 use super::auth::Auth;
 use super::error::ApiError;
 use crate::app::AppState;
+use crate::domain::names::all_covered;
 use crate::model::{
-    Account, AccountId, Agent, AgentId, Certificate, CertificateId, CertificateVersion, VersionId,
+    Account, AccountId, AccountState, Agent, AgentId, Certificate, CertificateId,
+    CertificateVersion, VersionId,
 };
 
 /// A path segment naming a resource by id or by its unique name.
@@ -32,6 +34,50 @@ pub(super) async fn find_account(state: &AppState, key: &str) -> Result<Account,
     Ok(match Key::parse(key) {
         Key::Id(id) => state.db.account(AccountId(id)).await?,
         Key::Name(name) => state.db.account_by_name(name).await?,
+    })
+}
+
+/// The account a new certificate (created or imported) goes under: it must exist (a bad
+/// `account` field, not 404), be usable, and allow every one of `names` (else an error on
+/// `names_field`).
+pub(super) async fn issuing_account(
+    state: &AppState,
+    key: &str,
+    names: &[String],
+    names_field: &str,
+) -> Result<Account, ApiError> {
+    let account = find_account(state, key).await.map_err(|e| match e {
+        ApiError::NotFound => ApiError::field("account", format!("no account `{key}`")),
+        other => other,
+    })?;
+    if matches!(
+        account.state,
+        AccountState::Deactivated | AccountState::Failed
+    ) {
+        return Err(ApiError::field(
+            "account",
+            format!("account `{}` is {}", account.name, account.state),
+        ));
+    }
+    covered(&account, names, names_field)?;
+    Ok(account)
+}
+
+/// Every one of `names` is within `account`'s allowed domains, else an error on `names_field`
+/// naming the first one outside.
+pub(super) fn covered(
+    account: &Account,
+    names: &[String],
+    names_field: &str,
+) -> Result<(), ApiError> {
+    all_covered(&account.allowed_domains, names).map_err(|outside| {
+        ApiError::field(
+            names_field,
+            format!(
+                "`{outside}` is outside account `{}`'s allowed domains",
+                account.name
+            ),
+        )
     })
 }
 

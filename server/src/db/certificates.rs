@@ -3,7 +3,7 @@
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{Db, Result, from_json, on_pool, to_json};
+use super::{Db, Result, from_json, on_pool};
 use crate::model::{
     AccountId, Certificate, CertificateId, CertificateState, RenewalPolicy, VersionId,
 };
@@ -88,6 +88,31 @@ macro_rules! select_certificates {
     };
 }
 
+/// Inserts the [`NewCertificate`] `$new` as `$id` in state `$state` (a literal) on `$exec`, a
+/// pool or transaction of either backend: a new definition here, an import in
+/// `lifecycle::import_certificate`.
+macro_rules! insert_certificate {
+    ($exec:expr, $state:literal, $id:expr, $new:expr, $now:expr) => {
+        sqlx::query(concat!(
+            "INSERT INTO certificates (id, name, dns_names, key_type, account_id, renew_fraction, renew_days, state, created_by, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, '",
+            $state,
+            "', $8, $9, $9)"
+        ))
+        .bind($id.0)
+        .bind($new.name)
+        .bind($crate::db::to_json(&$new.dns_names))
+        .bind($new.key_type.as_str())
+        .bind($new.account_id.0)
+        .bind($new.policy.fraction)
+        .bind($new.policy.days)
+        .bind($new.created_by)
+        .bind($now)
+        .execute($exec)
+        .await
+    };
+}
+pub(super) use insert_certificate;
+
 impl Db {
     /// Stores a new certificate definition in state `pending`.
     pub async fn insert_certificate(
@@ -95,21 +120,8 @@ impl Db {
         new: &NewCertificate<'_>,
         now: OffsetDateTime,
     ) -> Result<Certificate> {
-        const Q: &str = "INSERT INTO certificates (id, name, dns_names, key_type, account_id, renew_fraction, renew_days, state, created_by, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $9)";
         let id = CertificateId::new();
-        on_pool!(self, p => sqlx::query(Q)
-            .bind(id.0)
-            .bind(new.name)
-            .bind(to_json(&new.dns_names))
-            .bind(new.key_type.as_str())
-            .bind(new.account_id.0)
-            .bind(new.policy.fraction)
-            .bind(new.policy.days)
-            .bind(new.created_by)
-            .bind(now)
-            .execute(p)
-            .await
-            .map(|r| r.rows_affected()))?;
+        on_pool!(self, p => insert_certificate!(p, "pending", id, new, now).map(|r| r.rows_affected()))?;
         self.certificate(id).await
     }
 

@@ -6,9 +6,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::BeginWrite as _;
-use super::certificates::NewCertificate;
+use super::certificates::{NewCertificate, insert_certificate};
 use super::notify::{NewEvent, Outbox as _};
-use super::versions::{INSERT_VERSION, NewVersion, key_binding};
+use super::versions::{NewVersion, insert_version, key_binding};
 use super::{Db, Result, on_pool, to_json};
 use crate::model::{AccountId, Certificate, CertificateId, KeyType, VersionId};
 use crate::secrets::Secrets;
@@ -40,6 +40,16 @@ pub struct DomainFilter {
 pub struct DueVersion {
     pub certificate_id: CertificateId,
     pub version_id: VersionId,
+}
+
+impl From<(Uuid, Uuid)> for DueVersion {
+    /// A `(certificate id, current version id)` row.
+    fn from((c, v): (Uuid, Uuid)) -> Self {
+        DueVersion {
+            certificate_id: CertificateId(c),
+            version_id: VersionId(v),
+        }
+    }
 }
 
 /// The CA's last answer for one version; `None` window: the directory has no `renewalInfo`.
@@ -163,13 +173,7 @@ impl Db {
         const Q: &str = "SELECT c.id, c.current_version_id FROM certificates c LEFT JOIN ari_windows w ON w.version_id = c.current_version_id WHERE c.state IN ('valid', 'failing') AND c.current_version_id IS NOT NULL AND (w.version_id IS NULL OR w.next_poll_at <= $1) AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.certificate_id = c.id AND o.state NOT IN ('done', 'failed')) AND NOT EXISTS (SELECT 1 FROM acme_accounts a WHERE a.id = c.account_id AND a.state = 'deactivated') ORDER BY w.next_poll_at IS NOT NULL, w.next_poll_at LIMIT $2";
         let rows: Vec<(Uuid, Uuid)> =
             on_pool!(self, p => sqlx::query_as(Q).bind(now).bind(limit).fetch_all(p).await)?;
-        Ok(rows
-            .into_iter()
-            .map(|(c, v)| DueVersion {
-                certificate_id: CertificateId(c),
-                version_id: VersionId(v),
-            })
-            .collect())
+        Ok(rows.into_iter().map(DueVersion::from).collect())
     }
 
     /// Current versions of `valid` or `failing` certificates with no order in flight whose CRL
@@ -182,13 +186,7 @@ impl Db {
         const Q: &str = "SELECT c.id, c.current_version_id FROM certificates c LEFT JOIN revocation_checks r ON r.version_id = c.current_version_id WHERE c.state IN ('valid', 'failing') AND c.current_version_id IS NOT NULL AND (r.version_id IS NULL OR r.next_check_at <= $1) AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.certificate_id = c.id AND o.state NOT IN ('done', 'failed')) ORDER BY r.next_check_at IS NOT NULL, r.next_check_at LIMIT $2";
         let rows: Vec<(Uuid, Uuid)> =
             on_pool!(self, p => sqlx::query_as(Q).bind(now).bind(limit).fetch_all(p).await)?;
-        Ok(rows
-            .into_iter()
-            .map(|(c, v)| DueVersion {
-                certificate_id: CertificateId(c),
-                version_id: VersionId(v),
-            })
-            .collect())
+        Ok(rows.into_iter().map(DueVersion::from).collect())
     }
 
     /// Records a CRL check of `version` and when the next one is due.
@@ -273,38 +271,13 @@ impl Db {
         renew_after: OffsetDateTime,
         now: OffsetDateTime,
     ) -> Result<Certificate> {
-        const CERT: &str = "INSERT INTO certificates (id, name, dns_names, key_type, account_id, renew_fraction, renew_days, state, created_by, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'valid', $8, $9, $9)";
         const CURRENT: &str = "UPDATE certificates SET current_version_id = $2, current_not_after = $3, renew_after = $4 WHERE id = $1";
         let key = secrets.seal(key_binding(version.id), version.key_pkcs8_der)?;
         let id = version.certificate_id;
         on_pool!(self, p => {
             let mut tx = p.begin_write().await?;
-            sqlx::query(CERT)
-                .bind(id.0)
-                .bind(new.name)
-                .bind(to_json(&new.dns_names))
-                .bind(new.key_type.as_str())
-                .bind(new.account_id.0)
-                .bind(new.policy.fraction)
-                .bind(new.policy.days)
-                .bind(new.created_by)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(INSERT_VERSION)
-                .bind(version.id.0)
-                .bind(id.0)
-                .bind(version.order_id.map(|o| o.0))
-                .bind(version.chain_pem)
-                .bind(&key)
-                .bind(version.serial)
-                .bind(version.thumbprint)
-                .bind(to_json(&version.dns_names))
-                .bind(version.not_before)
-                .bind(version.not_after)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            insert_certificate!(&mut *tx, "valid", id, new, now)?;
+            insert_version!(&mut *tx, version, &key, now)?;
             sqlx::query(CURRENT).bind(id.0).bind(version.id.0).bind(version.not_after).bind(renew_after).execute(&mut *tx).await?;
             tx.commit().await
         })?;

@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::BeginWrite as _;
+use super::agents::one_row;
 use super::{Db, Error, Pool, Result, from_json, on_pool, to_json};
 use crate::domain::notify::{self as rules, EventSubject, Mute, Subscription};
 use crate::secrets::{Binding, SecretBytes, Secrets};
@@ -404,12 +405,8 @@ impl Db {
 
     /// Deletes a channel with its subscriptions and deliveries.
     pub async fn delete_channel(&self, id: Uuid) -> Result<()> {
-        const Q: &str = "DELETE FROM notification_channels WHERE id = $1";
-        let n = on_pool!(self, p => sqlx::query(Q).bind(id).execute(p).await.map(|r| r.rows_affected()))?;
-        if n == 0 {
-            return Err(Error::NotFound);
-        }
-        Ok(())
+        self.delete_by_id("DELETE FROM notification_channels WHERE id = $1", id)
+            .await
     }
 
     /// A channel's secret (SMTP password, webhook signing secret), if one is stored.
@@ -463,12 +460,8 @@ impl Db {
 
     /// Deletes a subscription.
     pub async fn delete_subscription(&self, id: Uuid) -> Result<()> {
-        const Q: &str = "DELETE FROM notification_subscriptions WHERE id = $1";
-        let n = on_pool!(self, p => sqlx::query(Q).bind(id).execute(p).await.map(|r| r.rows_affected()))?;
-        if n == 0 {
-            return Err(Error::NotFound);
-        }
-        Ok(())
+        self.delete_by_id("DELETE FROM notification_subscriptions WHERE id = $1", id)
+            .await
     }
 
     /// Marks the digest of `subscription` sent for local day `day` (`YYYY-MM-DD`); `false` when
@@ -512,12 +505,15 @@ impl Db {
 
     /// Ends a mute.
     pub async fn delete_mute(&self, id: Uuid) -> Result<()> {
-        const Q: &str = "DELETE FROM notification_mutes WHERE id = $1";
-        let n = on_pool!(self, p => sqlx::query(Q).bind(id).execute(p).await.map(|r| r.rows_affected()))?;
-        if n == 0 {
-            return Err(Error::NotFound);
-        }
-        Ok(())
+        self.delete_by_id("DELETE FROM notification_mutes WHERE id = $1", id)
+            .await
+    }
+
+    /// Runs `q` (a `DELETE … WHERE id = $1`); `NotFound` when it removed no row.
+    async fn delete_by_id(&self, q: &'static str, id: Uuid) -> Result<()> {
+        one_row(
+            on_pool!(self, p => sqlx::query(q).bind(id).execute(p).await.map(|r| r.rows_affected()))?,
+        )
     }
 
     // ------------------------------------------------------------ the outbox

@@ -9,8 +9,8 @@ use uuid::Uuid;
 
 use super::BeginWrite as _;
 use super::notify::{NewEvent, Outbox as _};
-use super::versions::{INSERT_VERSION, NewVersion, key_binding};
-use super::{Db, Error, Result, on_pool, to_json};
+use super::versions::{NewVersion, insert_version, key_binding};
+use super::{Db, Error, Result, on_pool};
 use crate::model::{
     AccountId, CertificateId, CertificateState, Order, OrderEvent, OrderEventKind, OrderId,
     OrderReason, OrderState,
@@ -396,20 +396,7 @@ impl Db {
             if n != 1 {
                 return Ok(false);
             }
-            sqlx::query(INSERT_VERSION)
-                .bind(version.id.0)
-                .bind(version.certificate_id.0)
-                .bind(order.0)
-                .bind(version.chain_pem)
-                .bind(&key)
-                .bind(version.serial)
-                .bind(version.thumbprint)
-                .bind(to_json(&version.dns_names))
-                .bind(version.not_before)
-                .bind(version.not_after)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            insert_version!(&mut *tx, version, &key, now)?;
             sqlx::query(CERT).bind(version.certificate_id.0).bind(version.id.0).bind(renew_after).bind(now).bind(version.not_after).execute(&mut *tx).await?;
             tx.enqueue_event(event).await?;
             tx.commit().await?;

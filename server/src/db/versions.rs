@@ -70,8 +70,31 @@ macro_rules! select_versions {
     };
 }
 
-/// Inserts one version; shared with `orders::complete_order`, which runs it in its transaction.
+/// Inserts one version; see [`insert_version!`].
 pub(super) const INSERT_VERSION: &str = "INSERT INTO certificate_versions (id, certificate_id, order_id, chain_pem, key_enc, serial, thumbprint, dns_names, not_before, not_after, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+
+/// Runs [`INSERT_VERSION`] for the [`NewVersion`] `$new` (its key already sealed as `$key`) on
+/// `$exec`, a transaction of either backend: here, in `orders::complete_order` and in
+/// `lifecycle::import_certificate`.
+macro_rules! insert_version {
+    ($exec:expr, $new:expr, $key:expr, $now:expr) => {
+        sqlx::query($crate::db::versions::INSERT_VERSION)
+            .bind($new.id.0)
+            .bind($new.certificate_id.0)
+            .bind($new.order_id.map(|o| o.0))
+            .bind($new.chain_pem)
+            .bind($key)
+            .bind($new.serial)
+            .bind($new.thumbprint)
+            .bind($crate::db::to_json(&$new.dns_names))
+            .bind($new.not_before)
+            .bind($new.not_after)
+            .bind($now)
+            .execute($exec)
+            .await
+    };
+}
+pub(super) use insert_version;
 
 /// Where a version's private key is sealed.
 pub(crate) fn key_binding(id: VersionId) -> Binding {
@@ -90,20 +113,7 @@ impl Db {
         let key = secrets.seal(key_binding(new.id), new.key_pkcs8_der)?;
         on_pool!(self, p => {
             let mut tx = p.begin_write().await?;
-            sqlx::query(INSERT_VERSION)
-                .bind(new.id.0)
-                .bind(new.certificate_id.0)
-                .bind(new.order_id.map(|o| o.0))
-                .bind(new.chain_pem)
-                .bind(key)
-                .bind(new.serial)
-                .bind(new.thumbprint)
-                .bind(to_json(&new.dns_names))
-                .bind(new.not_before)
-                .bind(new.not_after)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            insert_version!(&mut *tx, new, key, now)?;
             sqlx::query(CURRENT).bind(new.certificate_id.0).bind(new.id.0).bind(now).bind(new.not_after).execute(&mut *tx).await?;
             tx.commit().await
         })?;

@@ -115,14 +115,7 @@ async fn verify_callback(
 
 /// The value of the state cookie, if the browser sent one.
 fn state_cookie(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == STATE_COOKIE)
-        .map(|(_, value)| value.to_owned())
+    crate::ui::session::cookie(headers, STATE_COOKIE).map(str::to_owned)
 }
 
 /// A page with the reason a login failed.
@@ -169,20 +162,8 @@ fn page(status: StatusCode, title: &str, body_html: &str) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    // The callback URL holds the code: never send it on as a Referer.
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // No-referrer among them: the callback URL holds the code, never sent on as a Referer.
+    crate::ui::security_headers(headers, "default-src 'none'; frame-ancestors 'none'");
     response
 }
 

@@ -13,7 +13,7 @@ use std::sync::{Arc, LazyLock};
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use maud::html;
@@ -68,15 +68,23 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/ui/tokens", get(pages::tokens))
         .route("/ui/audit", get(pages::audit))
         .route("/ui/{*rest}", get(not_found).post(not_found))
-        .layer(axum::middleware::map_response(security_headers))
+        .layer(axum::middleware::map_response(dashboard_headers))
 }
 
-/// Adds the security headers to every dashboard response; pages are never cached.
-async fn security_headers(mut response: Response) -> Response {
+/// Adds the security headers to every dashboard response.
+async fn dashboard_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
+    security_headers(headers, CSP);
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
+}
+
+/// The headers every HTML page of the server carries (the dashboard's and the SSO login's):
+/// the policy `csp`, no MIME sniffing, no Referer, and not cached unless the page says so.
+pub(crate) fn security_headers(headers: &mut HeaderMap, csp: &'static str) {
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
+        HeaderValue::from_static(csp),
     );
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -86,11 +94,9 @@ async fn security_headers(mut response: Response) -> Response {
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
-    response
 }
 
 /// What a dashboard request can fail with.

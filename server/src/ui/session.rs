@@ -97,17 +97,21 @@ pub(super) fn clear_cookie() -> HeaderValue {
     )
 }
 
-/// The session id in the request's cookies.
-fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+/// The value of the cookie `name` in the request's `Cookie` headers, if the browser sent it.
+pub(crate) fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .find(|(n, _)| *n == name)
         .map(|(_, value)| value)
-        .filter(|v| !v.is_empty())
+}
+
+/// The session id in the request's cookies.
+fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    cookie(headers, COOKIE).filter(|v| !v.is_empty())
 }
 
 /// A logged-in dashboard user: the caller (for scope checks and audit), the name shown, and

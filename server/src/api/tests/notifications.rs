@@ -752,22 +752,7 @@ async fn an_agent_silent_for_its_expected_intervals_is_stale_once_per_silence() 
         json!({"name": "hosts", "webhook": {"url": "https://hosts.example.com/hook"}}),
     )
     .await;
-    let agent = app
-        .state
-        .db
-        .insert_agent(
-            &app.state.secrets,
-            &crate::db::agents::NewAgent {
-                name: "web1",
-                join_token_hash: &[1; 32],
-                join_token_expires_at: crate::now() + time::Duration::hours(1),
-                ccs_password: "pw",
-                pfx_mode: crate::model::PfxEncryption::Legacy,
-            },
-            crate::now(),
-        )
-        .await
-        .unwrap();
+    let agent = app.agent("web1").await;
     let r = app
         .call(
             "POST",

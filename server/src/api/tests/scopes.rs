@@ -362,22 +362,7 @@ async fn run(
     app.issue(&cert, 90).await;
     // The older version is revoked, so revoking it again is a 409 that needs no CA.
     app.state.db.execute_raw("UPDATE certificate_versions SET revoked_at = created_at, revocation_reason = 4 WHERE id = (SELECT MIN(id) FROM certificate_versions)").await.unwrap();
-    let agent = app
-        .state
-        .db
-        .insert_agent(
-            &app.state.secrets,
-            &crate::db::agents::NewAgent {
-                name: "web1",
-                join_token_hash: &[1; 32],
-                join_token_expires_at: crate::now() + time::Duration::hours(1),
-                ccs_password: "pw",
-                pfx_mode: crate::model::PfxEncryption::Legacy,
-            },
-            crate::now(),
-        )
-        .await
-        .unwrap();
+    let agent = app.agent("web1").await;
     app.state
         .db
         .assign_certificate(agent.id, cert.id, crate::now())

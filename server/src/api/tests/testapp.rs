@@ -12,10 +12,11 @@ use crate::app::{App, AppState};
 use crate::bootstrap::{new_token_secret, token_hash};
 use crate::config::Config;
 use crate::db::accounts::NewAccount;
+use crate::db::agents::NewAgent;
 use crate::db::certificates::NewCertificate;
 use crate::db::tokens::NewToken;
 use crate::model::{
-    Account, AccountState, Certificate, CertificateVersion, KeyType, RenewalPolicy, Scope,
+    Account, AccountState, Agent, Certificate, CertificateVersion, KeyType, RenewalPolicy, Scope,
 };
 use crate::secrets::Secrets;
 use crate::testkit::TestDb;
@@ -194,6 +195,25 @@ impl TestApp {
             .await
             .unwrap();
         self.state.db.account(a.id).await.unwrap()
+    }
+
+    /// A pending agent (join token never handed out).
+    pub(super) async fn agent(&self, name: &str) -> Agent {
+        self.state
+            .db
+            .insert_agent(
+                &self.state.secrets,
+                &NewAgent {
+                    name,
+                    join_token_hash: &[1; 32],
+                    join_token_expires_at: crate::now() + time::Duration::hours(1),
+                    ccs_password: "pw",
+                    pfx_mode: crate::model::PfxEncryption::Legacy,
+                },
+                crate::now(),
+            )
+            .await
+            .unwrap()
     }
 
     /// A certificate definition (no order queued).
