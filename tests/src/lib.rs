@@ -1,5 +1,5 @@
 //! certkeep-tests: the end-to-end fixtures shared by `tests/tests/` and `bench/`: a server
-//! seeded through its database ([`seeded`]), BIND for dns-01 ([`bind`]) and the always-valid
+//! seeded through its database ([`seeded`]), notification channels ([`notify`]), BIND for dns-01 ([`bind`]) and the always-valid
 //! challenge solver for Pebble ([`solver`]). Pebble, the fault proxy and PostgreSQL, which need
 //! nothing of certkeep, are in `certkeep-testsupport`.
 #![allow(
@@ -9,5 +9,6 @@
 )]
 
 pub mod bind;
+pub mod notify;
 pub mod seeded;
 pub mod solver;

@@ -13,11 +13,13 @@ use certkeep_agent::client::AgentClient;
 use certkeep_agent::config::Config as AgentConfig;
 use certkeep_agent::{EnrollOptions, enroll, sync_once};
 use certkeep_api_types::agent::DeploymentStatus;
+use certkeep_api_types::notification::{NotificationEvent, SubscriptionScope};
 use certkeep_api_types::pem::encode as pem;
 use certkeep_api_types::pfx::testing::{KeyKind, TestCa};
 use certkeep_api_types::target::TargetSettings;
 use certkeep_server::model::{AgentId, Certificate, Scope};
 use certkeep_server::testkit::TestServer;
+use certkeep_tests::notify::webhook_subscription;
 use certkeep_tests::seeded::{Seeded, api_token};
 use zeroize::Zeroizing;
 
@@ -641,6 +643,15 @@ async fn targets_come_from_the_server_and_fail_independently() {
     let (agent, config, root) = f.enrolled("web1").await;
     let admin = f.server.admin_token();
     f.assign("web1", "www", &admin).await;
+    webhook_subscription(
+        &f.server.state,
+        "hosts",
+        &[NotificationEvent::AgentInstallFailed],
+        SubscriptionScope::All,
+        None,
+        &[],
+    )
+    .await;
 
     // No target yet: nothing is written and the agent says why.
     let outcome = sync_once(&config).await.unwrap();
@@ -723,6 +734,31 @@ async fn targets_come_from_the_server_and_fail_independently() {
         by_target["nginx"],
         (&Some(renewed), DeploymentStatus::Installed),
         "{deployments:?}"
+    );
+    // The failure raised `agent.install_failed` once, with the report; polls that keep failing
+    // do not raise it again.
+    assert!(!sync_once(&config).await.unwrap().is_success());
+    let db = &f.server.state.db;
+    db.fan_out(100, certkeep_server::now()).await.unwrap();
+    let failed: Vec<_> = db
+        .deliveries(None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.payload)
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].kind, NotificationEvent::AgentInstallFailed);
+    assert_eq!(failed[0].agent_name.as_deref(), Some("web1"));
+    assert_eq!(failed[0].certificate_name.as_deref(), Some("www"));
+    assert!(
+        failed[0]
+            .detail
+            .as_deref()
+            .unwrap_or_default()
+            .contains("target ccs"),
+        "{:?}",
+        failed[0]
     );
     f.server.stop().await;
 }

@@ -6,13 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use certkeep_api_types::notification::{
-    NotificationEvent, SubscriptionScope, WebhookFormat, WebhookSettings,
-};
+use certkeep_api_types::notification::{NotificationEvent, SubscriptionScope};
 use certkeep_server::acme::{AcmeError, CaAuthorization, CaOrder, Issuer, RenewalWindow};
-use certkeep_server::db::notify::{ChannelSettings, NewSubscription};
 use certkeep_server::engine::Engine;
 use certkeep_server::model::{CertificateState, KeyType, OrderReason, OrderState};
+use certkeep_tests::notify::webhook_subscription;
 use certkeep_testsupport::pebble::PebbleOptions;
 use certkeep_testsupport::proxy::{
     Action, Cut, Kind, LeafKey, Proxy, html_error, rate_limited, still_processing, substitute_leaf,
@@ -439,33 +437,16 @@ async fn absurd_retry_after_on_one_directory_neither_panics_nor_stops_the_others
     let panics = count_panics();
     let other = Proxy::start(&env.pebble.pki, env.pebble.port).await;
     let limited = env.account().await;
-    let (db, now) = (&env.state.db, certkeep_server::now());
-    let settings = ChannelSettings::Webhook(WebhookSettings {
-        url: "https://ops.hooks.test/certkeep".into(),
-        format: WebhookFormat::Standard,
-        timeout_secs: 5,
-        ca_file: None,
-    });
-    let channel = db
-        .insert_channel(&env.state.secrets, "ops", &settings, None, now)
-        .await
-        .unwrap();
-    db.insert_subscription(
-        &NewSubscription {
-            name: "ops",
-            channel_id: channel.id,
-            events: &[NotificationEvent::AccountProblem],
-            scope: SubscriptionScope::All,
-            account_id: None,
-            domain_patterns: &[],
-            agent_id: None,
-            digest: false,
-            digest_when_empty: false,
-        },
-        now,
+    let db = &env.state.db;
+    webhook_subscription(
+        &env.state,
+        "ops",
+        &[NotificationEvent::AccountProblem],
+        SubscriptionScope::All,
+        None,
+        &[],
     )
-    .await
-    .unwrap();
+    .await;
     let healthy = register(
         &env.state,
         "healthy-directory",

@@ -3,62 +3,15 @@
 //! subscription covering its names and not to another domain's; a refused EAB raises
 //! `account.problem`.
 
-use certkeep_api_types::notification::{
-    NotificationEvent, SubscriptionScope, WebhookFormat, WebhookSettings,
-};
-use certkeep_server::app::AppState;
+use certkeep_api_types::notification::{NotificationEvent, SubscriptionScope};
 use certkeep_server::db::accounts::NewAccount;
-use certkeep_server::db::notify::{Channel, ChannelSettings, NewSubscription};
 use certkeep_server::model::{AccountState, KeyType, OrderReason};
 use certkeep_testsupport::pebble::PebbleOptions;
 use certkeep_testsupport::proxy::{Kind, LeafKey, substitute_leaf};
-use uuid::Uuid;
+
+use certkeep_tests::notify::webhook_subscription;
 
 use crate::support::{Env, LONG, certificate, enqueue, wait_versions};
-
-/// A standard webhook channel `name` (to `https://<name>.hooks.test/certkeep`) and a subscription
-/// of the same name sending it `events` in `scope` (of `account_id` or `domain_patterns`),
-/// without digest; the channel.
-async fn webhook_subscription(
-    state: &AppState,
-    name: &str,
-    events: &[NotificationEvent],
-    scope: SubscriptionScope,
-    account_id: Option<Uuid>,
-    domain_patterns: &[String],
-) -> Channel {
-    let now = certkeep_server::now();
-    let settings = ChannelSettings::Webhook(WebhookSettings {
-        url: format!("https://{name}.hooks.test/certkeep"),
-        format: WebhookFormat::Standard,
-        timeout_secs: 5,
-        ca_file: None,
-    });
-    let channel = state
-        .db
-        .insert_channel(&state.secrets, name, &settings, None, now)
-        .await
-        .unwrap();
-    state
-        .db
-        .insert_subscription(
-            &NewSubscription {
-                name,
-                channel_id: channel.id,
-                events,
-                scope,
-                account_id,
-                domain_patterns,
-                agent_id: None,
-                digest: false,
-                digest_when_empty: false,
-            },
-            now,
-        )
-        .await
-        .unwrap();
-    channel
-}
 
 #[tokio::test]
 async fn an_order_failing_for_good_notifies_the_subscription_of_its_names_only() {
