@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::api::auth::AuthLimiter;
 use crate::ca::InternalCa;
 use crate::config::Config;
 use crate::db::Db;
@@ -19,6 +20,24 @@ pub struct App {
     pub config: Config,
     /// Wakes the issuance workers when a job was queued.
     pub wake: tokio::sync::Notify,
+    /// Failed authentications per source, shared by the bearer header, the dashboard's token
+    /// login and the SSO callback.
+    pub auth_limiter: Arc<AuthLimiter>,
+}
+
+impl AppState {
+    /// The state of one server process over `db`.
+    pub fn new(db: Db, secrets: Secrets, ca: InternalCa, config: Config) -> Self {
+        let auth_limiter = Arc::new(AuthLimiter::new(config.auth_failures_per_minute));
+        AppState(Arc::new(App {
+            db,
+            secrets,
+            ca,
+            config,
+            wake: tokio::sync::Notify::new(),
+            auth_limiter,
+        }))
+    }
 }
 
 impl std::ops::Deref for AppState {

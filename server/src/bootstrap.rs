@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::app::{App, AppState};
+use crate::app::AppState;
 use crate::ca::InternalCa;
 use crate::config::Config;
 use crate::db::Db;
@@ -119,13 +119,7 @@ pub async fn prepare(config: Config, now: OffsetDateTime) -> anyhow::Result<AppS
     crate::fsutil::replace_private(&config.data_dir.join("ca.pem"), ca.cert_pem().as_bytes())
         .context("write ca.pem")?;
     ensure_admin_token(&db, &config.data_dir, now).await?;
-    Ok(AppState(std::sync::Arc::new(App {
-        db,
-        secrets,
-        ca,
-        config,
-        wake: tokio::sync::Notify::new(),
-    })))
+    Ok(AppState::new(db, secrets, ca, config))
 }
 
 /// On a database without tokens, creates an admin token and writes it once to

@@ -386,6 +386,7 @@ async fn the_login_routes_redirect_sign_in_and_refuse_a_callback_from_another_br
     let server = TestServer::start_with(|c| {
         c.api_addr = format!("127.0.0.1:{port}").parse().unwrap();
         c.ui.oidc = Some(oidc);
+        c.auth_failures_per_minute = 5;
     })
     .await;
     let ca = reqwest::Certificate::from_pem(&std::fs::read(server.ca_file()).unwrap()).unwrap();
@@ -531,5 +532,29 @@ async fn the_login_routes_redirect_sign_in_and_refuse_a_callback_from_another_br
         body.contains("access_denied (&lt;b&gt;no&lt;/b&gt;)"),
         "{body}"
     );
+    // Failed callbacks count in the API's failed-authentication limiter (5 a minute here; the
+    // refusals above were three of them): soon refused with 429 without being looked at.
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let status = http
+            .get(format!(
+                "{}/ui/oidc/callback?code=x&state=forged",
+                server.api_url
+            ))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        statuses.push(status);
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            break;
+        }
+    }
+    assert_eq!(
+        statuses.last(),
+        Some(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    assert!(statuses.len() <= 3, "{statuses:?}");
     server.stop().await;
 }

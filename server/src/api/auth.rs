@@ -68,7 +68,7 @@ impl AuthLimiter {
     }
 
     /// Counts one failure from `source`; whether the address is now over its allowance.
-    fn record_failure(&self, source: Option<IpAddr>) -> bool {
+    pub fn record_failure(&self, source: Option<IpAddr>) -> bool {
         let mut windows = self.windows();
         let fresh = (Instant::now(), 1);
         let count = match windows.get_mut(&source) {

@@ -4,8 +4,6 @@
 //! Every route is registered through utoipa-axum's `routes!`, so the router and the OpenAPI
 //! document come from the same registrations and cannot drift.
 
-use std::sync::Arc;
-
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::{Extension, Router};
@@ -18,7 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
-use self::auth::{Auth, AuthLimiter, READ};
+use self::auth::{Auth, READ};
 use self::error::{ApiError, PROBLEM_MEDIA_TYPE, Problem};
 use crate::app::AppState;
 
@@ -169,7 +167,7 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     crate::metrics::install();
     let (router, api) = routes();
     let max_body = state.config.max_body_bytes;
-    let limiter = Arc::new(AuthLimiter::new(state.config.auth_failures_per_minute));
+    let limiter = state.auth_limiter.clone();
     let mut router = router.merge(SwaggerUi::new("/docs").url("/openapi.json", api.clone()));
     if state.config.ui.enabled {
         router = router.merge(crate::ui::routes());

@@ -71,6 +71,7 @@ struct Callback {
 
 async fn callback(
     State((state, client)): State<RouteState>,
+    extensions: http::Extensions,
     headers: HeaderMap,
     Query(query): Query<Callback>,
 ) -> Response {
@@ -79,7 +80,21 @@ async fn callback(
             tracing::info!(oidc.subject = %identity.subject, oidc.scopes = ?identity.scopes, "SSO login");
             on_verified(&state, identity).await
         }
-        Err(e) => failure(&e),
+        Err(e) => {
+            // A failed callback counts like a wrong API token, in the same limiter.
+            let source = extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|axum::extract::ConnectInfo(addr)| addr.ip());
+            if state.auth_limiter.record_failure(source) {
+                page(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too many failed logins",
+                    "<p>Too many failed logins from this address; try again in a minute.</p>",
+                )
+            } else {
+                failure(&e)
+            }
+        }
     };
     response.headers_mut().append(
         header::SET_COOKIE,

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
-use certkeep_server::app::{App, AppState};
+use certkeep_server::app::AppState;
 use certkeep_server::ca::InternalCa;
 use certkeep_server::config::{Config, EngineConfig};
 use certkeep_server::db::Db;
@@ -54,13 +54,7 @@ pub(crate) async fn app_state(db: Db, secrets: Secrets, config: Config) -> AppSt
     let ca = InternalCa::load_or_create(&db, &secrets, certkeep_server::now())
         .await
         .expect("internal CA");
-    AppState(Arc::new(App {
-        db,
-        secrets,
-        ca,
-        config,
-        wake: tokio::sync::Notify::new(),
-    }))
+    AppState::new(db, secrets, ca, config)
 }
 
 /// Pebble, a proxy in front of it, and a server state on a fresh SQLite database.

@@ -483,15 +483,14 @@ async fn two_notifiers_on_one_postgres_deliver_each_of_200_events_once_per_chann
         .url(pg.pg_name.as_deref().unwrap());
     let app = TestApp::on(pg, quick).await;
     // The second server: its own connection pool to the same database.
-    let other = crate::app::AppState(Arc::new(crate::app::App {
-        db: crate::db::Db::connect_postgres(&secrecy::SecretString::from(url))
+    let other = crate::app::AppState::new(
+        crate::db::Db::connect_postgres(&secrecy::SecretString::from(url))
             .await
             .unwrap(),
-        secrets: app.state.secrets.clone(),
-        ca: app.state.ca.clone(),
-        config: app.state.config.clone(),
-        wake: tokio::sync::Notify::new(),
-    }));
+        app.state.secrets.clone(),
+        app.state.ca.clone(),
+        app.state.config.clone(),
+    );
     let admin = app.token(ADMIN, &[]).await;
     let secret = webhook::new_secret();
     let a = Receiver::start(&secret, &[]).await;

@@ -8,7 +8,7 @@ use certkeep_api_types::pfx::testing::{KeyKind, TestCa};
 use serde_json::Value;
 use tower::ServiceExt as _;
 
-use crate::app::{App, AppState};
+use crate::app::AppState;
 use crate::bootstrap::{new_token_secret, token_hash};
 use crate::config::Config;
 use crate::db::accounts::NewAccount;
@@ -78,13 +78,7 @@ impl TestApp {
             .unwrap();
         let mut config = Config::default();
         adjust(&mut config);
-        let state = AppState(std::sync::Arc::new(App {
-            db: t.db.clone(),
-            secrets,
-            ca,
-            config,
-            wake: tokio::sync::Notify::new(),
-        }));
+        let state = AppState::new(t.db.clone(), secrets, ca, config);
         let (router, _) = crate::api::router(state.clone());
         Self {
             state,
