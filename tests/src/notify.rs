@@ -4,7 +4,8 @@ use certkeep_api_types::notification::{
     NotificationEvent, SubscriptionScope, WebhookFormat, WebhookSettings,
 };
 use certkeep_server::app::AppState;
-use certkeep_server::db::notify::{Channel, ChannelSettings, NewSubscription};
+use certkeep_server::db::Db;
+use certkeep_server::db::notify::{Channel, ChannelSettings, Delivery, NewSubscription};
 use uuid::Uuid;
 
 /// A standard webhook channel `name` (to `https://<name>.hooks.test/certkeep`) and a subscription
@@ -49,4 +50,11 @@ pub async fn webhook_subscription(
         .await
         .unwrap();
     channel
+}
+
+/// Routes every stored event to its channels now (as the delivery task would) and returns the
+/// deliveries, newest first: what each subscription was sent.
+pub async fn routed_deliveries(db: &Db) -> Vec<Delivery> {
+    db.fan_out(100, certkeep_server::now()).await.unwrap();
+    db.deliveries(None, 100).await.unwrap()
 }

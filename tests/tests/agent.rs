@@ -19,7 +19,7 @@ use certkeep_api_types::pfx::testing::{KeyKind, TestCa};
 use certkeep_api_types::target::TargetSettings;
 use certkeep_server::model::{AgentId, Certificate, Scope};
 use certkeep_server::testkit::TestServer;
-use certkeep_tests::notify::webhook_subscription;
+use certkeep_tests::notify::{routed_deliveries, webhook_subscription};
 use certkeep_tests::seeded::{Seeded, api_token};
 use zeroize::Zeroizing;
 
@@ -738,12 +738,8 @@ async fn targets_come_from_the_server_and_fail_independently() {
     // The failure raised `agent.install_failed` once, with the report; polls that keep failing
     // do not raise it again.
     assert!(!sync_once(&config).await.unwrap().is_success());
-    let db = &f.server.state.db;
-    db.fan_out(100, certkeep_server::now()).await.unwrap();
-    let failed: Vec<_> = db
-        .deliveries(None, 100)
+    let failed: Vec<_> = routed_deliveries(&f.server.state.db)
         .await
-        .unwrap()
         .into_iter()
         .map(|d| d.payload)
         .collect();

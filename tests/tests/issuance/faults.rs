@@ -10,7 +10,7 @@ use certkeep_api_types::notification::{NotificationEvent, SubscriptionScope};
 use certkeep_server::acme::{AcmeError, CaAuthorization, CaOrder, Issuer, RenewalWindow};
 use certkeep_server::engine::Engine;
 use certkeep_server::model::{CertificateState, KeyType, OrderReason, OrderState};
-use certkeep_tests::notify::webhook_subscription;
+use certkeep_tests::notify::{routed_deliveries, webhook_subscription};
 use certkeep_testsupport::pebble::PebbleOptions;
 use certkeep_testsupport::proxy::{
     Action, Cut, Kind, LeafKey, Proxy, html_error, rate_limited, still_processing, substitute_leaf,
@@ -549,11 +549,8 @@ async fn absurd_retry_after_on_one_directory_neither_panics_nor_stops_the_others
     }
     // The long rate limit is an account problem: raised once for the paused account (however
     // many of its orders waited), never for the healthy one.
-    db.fan_out(100, certkeep_server::now()).await.unwrap();
-    let problems: Vec<_> = db
-        .deliveries(None, 100)
+    let problems: Vec<_> = routed_deliveries(db)
         .await
-        .unwrap()
         .into_iter()
         .map(|d| d.payload)
         .collect();

@@ -9,7 +9,7 @@ use certkeep_server::model::{AccountState, KeyType, OrderReason};
 use certkeep_testsupport::pebble::PebbleOptions;
 use certkeep_testsupport::proxy::{Kind, LeafKey, substitute_leaf};
 
-use certkeep_tests::notify::webhook_subscription;
+use certkeep_tests::notify::{routed_deliveries, webhook_subscription};
 
 use crate::support::{Env, LONG, certificate, enqueue, wait_versions};
 
@@ -47,8 +47,7 @@ async fn an_order_failing_for_good_notifies_the_subscription_of_its_names_only()
     )
     .await;
     let error = env.run_until_failed(cert.id).await;
-    db.fan_out(100, certkeep_server::now()).await.unwrap();
-    let deliveries = db.deliveries(None, 100).await.unwrap();
+    let deliveries = routed_deliveries(db).await;
     let failed: Vec<_> = deliveries
         .iter()
         .filter(|d| d.payload.kind == NotificationEvent::CertificateRenewalFailed)
@@ -108,8 +107,7 @@ async fn a_refused_eab_raises_account_problem() {
         db.account(account.id).await.unwrap().state,
         AccountState::Failed
     );
-    db.fan_out(100, certkeep_server::now()).await.unwrap();
-    let deliveries = db.deliveries(None, 10).await.unwrap();
+    let deliveries = routed_deliveries(db).await;
     assert_eq!(deliveries.len(), 1, "{deliveries:?}");
     let p = &deliveries[0].payload;
     assert_eq!(p.kind, NotificationEvent::AccountProblem);
@@ -151,11 +149,8 @@ async fn issuance_and_renewal_raise_issued_then_renewed() {
     enqueue(&env.state, &cert, &account, OrderReason::Renewal).await;
     wait_versions(&env.state, cert.id, 2, LONG).await;
     engine.stop().await;
-    db.fan_out(100, certkeep_server::now()).await.unwrap();
-    let mut kinds: Vec<NotificationEvent> = db
-        .deliveries(None, 10)
+    let mut kinds: Vec<NotificationEvent> = routed_deliveries(db)
         .await
-        .unwrap()
         .into_iter()
         .map(|d| d.payload.kind)
         .collect();

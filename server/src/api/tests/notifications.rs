@@ -645,21 +645,7 @@ async fn scans_raise_expiring_once_per_threshold_and_one_digest_a_day() {
         let now = crate::now();
         // A host that still serves an older version, found lagging: a digest line as well.
         let db = &app.state.db;
-        let agent = db
-            .insert_agent(
-                &app.state.secrets,
-                &crate::db::agents::NewAgent {
-                    name: "web-1",
-                    join_token_hash: b"hash",
-                    join_token_expires_at: now,
-                    ccs_password: "pw",
-                    pfx_mode: crate::model::PfxEncryption::Legacy,
-                },
-                now,
-            )
-            .await
-            .unwrap()
-            .id;
+        let agent = app.agent("web-1").await.id;
         let probe = crate::db::served::NewServed {
             certificate_id: cert.id,
             target: "nginx",
