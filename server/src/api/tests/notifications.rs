@@ -158,6 +158,18 @@ async fn subscribe(app: &TestApp, admin: &str, name: &str, channel: &str, patter
     );
 }
 
+/// A webhook channel `name` to `url` signed with `secret`, and a subscription of the same name
+/// sending it `certificate.renewal_failed` for `pattern`.
+async fn hooked(app: &TestApp, admin: &str, name: &str, url: &str, secret: &str, pattern: &str) {
+    add_channel(
+        app,
+        admin,
+        json!({"name": name, "webhook": {"url": url}, "secret": secret}),
+    )
+    .await;
+    subscribe(app, admin, name, name, pattern).await;
+}
+
 /// Raises `certificate.renewal_failed` for a new certificate `name` on `dns_name`.
 async fn renewal_failed(
     app: &TestApp,
@@ -342,20 +354,8 @@ async fn a_webhook_is_signed_retried_after_500s_and_accepted_exactly_once() {
         let secret = webhook::new_secret();
         let med = Receiver::start(&secret, &[500, 500]).await;
         let law = Receiver::start(&secret, &[]).await;
-        add_channel(
-            &app,
-            &admin,
-            json!({"name": "med", "webhook": {"url": med.url}, "secret": secret}),
-        )
-        .await;
-        add_channel(
-            &app,
-            &admin,
-            json!({"name": "law", "webhook": {"url": law.url}, "secret": secret}),
-        )
-        .await;
-        subscribe(&app, &admin, "med", "med", "*.med.example.com").await;
-        subscribe(&app, &admin, "law", "law", "*.law.example.com").await;
+        hooked(&app, &admin, "med", &med.url, &secret, "*.med.example.com").await;
+        hooked(&app, &admin, "law", &law.url, &secret, "*.law.example.com").await;
         let account = app.account("acme").await;
         let stop = CancellationToken::new();
         let worker = crate::notify::spawn(app.state.clone(), stop.clone());
@@ -495,20 +495,8 @@ async fn two_notifiers_on_one_postgres_deliver_each_of_200_events_once_per_chann
     let secret = webhook::new_secret();
     let a = Receiver::start(&secret, &[]).await;
     let b = Receiver::start(&secret, &[]).await;
-    add_channel(
-        &app,
-        &admin,
-        json!({"name": "a", "webhook": {"url": a.url}, "secret": secret}),
-    )
-    .await;
-    add_channel(
-        &app,
-        &admin,
-        json!({"name": "b", "webhook": {"url": b.url}, "secret": secret}),
-    )
-    .await;
-    subscribe(&app, &admin, "a", "a", "*.example.com").await;
-    subscribe(&app, &admin, "b", "b", "*.example.com").await;
+    hooked(&app, &admin, "a", &a.url, &secret, "*.example.com").await;
+    hooked(&app, &admin, "b", &b.url, &secret, "*.example.com").await;
     let account = app.account("acme").await;
     for i in 0..200 {
         renewal_failed(
