@@ -68,6 +68,18 @@ impl Listeners {
     }
 }
 
+/// The process's log: `CERTKEEP_LOG` filter directives (default `info,sqlx=warn`), written to
+/// stderr. `certkeep` and the benchmarks' server processes log the same way.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CERTKEEP_LOG")
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 /// Wall-clock time. The one place outside tests that reads the clock for the listeners.
 #[expect(
     clippy::disallowed_methods,

@@ -26,14 +26,13 @@ use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use time::OffsetDateTime;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tower_http::LatencyUnit;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{
     MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::sensitive_headers::SetSensitiveHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_http::trace::TraceLayer;
 
 use crate::api::error::{ApiError, problem_for_bare_errors};
 use crate::app::AppState;
@@ -238,11 +237,7 @@ pub fn harden(router: Router, limits: &ListenersConfig) -> Router {
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
                 .on_request(())
-                .on_response(
-                    DefaultOnResponse::new()
-                        .level(tracing::Level::INFO)
-                        .latency_unit(LatencyUnit::Millis),
-                )
+                .on_response(log_response)
                 // A failure is logged once, where it is handled (`ApiError`).
                 .on_failure(()),
         )
@@ -253,6 +248,20 @@ pub fn harden(router: Router, limits: &ListenersConfig) -> Router {
             header::COOKIE,
             header::SET_COOKIE,
         ]))
+}
+
+/// Logs a response with its status and latency: at `info`, except a `304 Not Modified`, which
+/// is logged at `debug`. A 304 is an agent's poll that changed nothing; every host sends one per
+/// poll interval, forever, so at `info` they would be most of the log (and a write per poll)
+/// while telling nothing (`CERTKEEP_LOG=info,certkeep_server::listener=debug` shows them).
+fn log_response<B>(response: &Response<B>, latency: Duration, _span: &tracing::Span) {
+    let status = response.status().as_u16();
+    let latency_ms = latency.as_secs_f64() * 1000.0;
+    if response.status() == StatusCode::NOT_MODIFIED {
+        tracing::debug!(status, latency_ms, "finished processing request");
+    } else {
+        tracing::info!(status, latency_ms, "finished processing request");
+    }
 }
 
 /// The span of one request: its id, method and path (not the query, not a header).

@@ -90,6 +90,8 @@ fn main() -> anyhow::Result<()> {
 /// Child: the certkeep server with `agents` enrolled agents, on the production runtime shape
 /// (`tokio::runtime::Runtime::new()`, one worker per core), until stdin closes.
 fn serve(dir: &Path, args: &Args) -> anyhow::Result<()> {
+    // Logs as `certkeep serve` does, into `server.log` (the parent's stderr for this child).
+    certkeep_server::init_logging();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let started = std::time::Instant::now();
@@ -155,6 +157,7 @@ impl ServerChild {
             .args(["--backend", &args.backend])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.join("server.log"))?)
             .spawn()?;
         let stdout = child.stdout.take().context("child stdout")?;
         let mut child = Self(child);

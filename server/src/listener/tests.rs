@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::http::Request;
+use axum::http::{Request, StatusCode};
 use axum::routing::get;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -497,4 +497,52 @@ async fn configured_api_certificate_files_reload_when_they_change() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     server.stop().await;
+}
+
+/// Lines logged at `max_level` while `harden`ed routes answer `GET /poll` (304) and `GET /sync`
+/// (200).
+async fn logged_at(max_level: tracing::Level) -> String {
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .with_max_level(max_level)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let router = super::harden(
+        axum::Router::new()
+            .route("/poll", get(|| async { StatusCode::NOT_MODIFIED }))
+            .route("/sync", get(|| async { "changed" })),
+        &crate::config::ListenersConfig::default(),
+    );
+    for path in ["/poll", "/sync"] {
+        let response = router
+            .clone()
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert!(response.status().as_u16() < 400, "{path}");
+    }
+    logs.text()
+}
+
+#[tokio::test]
+async fn polls_that_changed_nothing_are_logged_only_at_debug() {
+    let info = logged_at(tracing::Level::INFO).await;
+    assert!(
+        info.lines()
+            .any(|l| l.contains("status=200") && l.contains("http.path=/sync")),
+        "{info}"
+    );
+    assert!(
+        !info.contains("status=304"),
+        "a 304 was logged at info:\n{info}"
+    );
+    let debug = logged_at(tracing::Level::DEBUG).await;
+    assert!(
+        debug
+            .lines()
+            .any(|l| l.contains("status=304") && l.contains("http.path=/poll")),
+        "{debug}"
+    );
 }
