@@ -203,6 +203,67 @@ struct Inner {
     renewal_info_asked: Mutex<Vec<String>>,
     /// The `replaces` field of each new-order request (`None` when absent), in order.
     replaces: Mutex<Vec<Option<String>>>,
+    /// Requests per ACME order (see [`Proxy::per_order`]).
+    orders: Mutex<Orders>,
+}
+
+/// Which ACME order each URL belongs to, and the requests counted for each order.
+#[derive(Default)]
+struct Orders {
+    /// URL path → index into `counts`.
+    owner: HashMap<String, usize>,
+    /// Requests by kind, per order in the order of creation.
+    counts: Vec<HashMap<Kind, usize>>,
+}
+
+impl Orders {
+    /// Counts a forwarded request of `kind` at `path` (answered with `location` and `body`)
+    /// for its order, and learns the URLs the answer names (authorizations, challenges,
+    /// finalize, certificate) as that order's.
+    fn count(&mut self, kind: Kind, path: &str, location: Option<&str>, body: &[u8]) {
+        let index = if kind == Kind::NewOrder {
+            let Some(order) = location.map(url_path) else {
+                return;
+            };
+            self.counts.push(HashMap::new());
+            let index = self.counts.len() - 1;
+            self.owner.insert(order.to_owned(), index);
+            index
+        } else {
+            match self.owner.get(path) {
+                Some(index) => *index,
+                None => return,
+            }
+        };
+        *self.counts[index].entry(kind).or_default() += 1;
+        let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return;
+        };
+        let named = json["authorizations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(
+                json["challenges"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|c| &c["url"]),
+            )
+            .chain([&json["finalize"], &json["certificate"], &json["url"]])
+            .filter_map(serde_json::Value::as_str);
+        for url in named {
+            self.owner.insert(url_path(url).to_owned(), index);
+        }
+    }
+}
+
+/// The path of `url` (`https://host:port/path` → `/path`); a path stays as it is.
+fn url_path(url: &str) -> &str {
+    match url.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
+        None => url,
+    }
 }
 
 /// A running proxy; stops when dropped.
@@ -300,6 +361,7 @@ impl Proxy {
             renewal_info: Mutex::default(),
             renewal_info_asked: Mutex::default(),
             replaces: Mutex::default(),
+            orders: Mutex::default(),
         });
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
         let serving = inner.clone();
@@ -371,6 +433,19 @@ impl Proxy {
             .get(&kind)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Requests of each kind that arrived at the proxy so far.
+    pub fn seen_by_kind(&self) -> HashMap<Kind, usize> {
+        self.inner.seen.lock().expect("counts").clone()
+    }
+
+    /// Requests Pebble answered, by kind, for each ACME order in the order they were created:
+    /// the new-order request and every request to a URL the CA's answers named as the order's
+    /// (the order itself, its authorizations, challenges, finalize and certificate). Nonce,
+    /// directory and account requests belong to no order.
+    pub fn per_order(&self) -> Vec<HashMap<Kind, usize>> {
+        self.inner.orders.lock().expect("orders").counts.clone()
     }
 
     /// When the first request of `kind` after `after` arrived, from the request log.
@@ -497,6 +572,14 @@ impl Inner {
         }
         let upstream = self.forward(kind, &parts, body).await?;
         let (mut head, mut bytes) = upstream;
+        let location = head
+            .headers
+            .get(http::header::LOCATION)
+            .and_then(|v| v.to_str().ok());
+        self.orders
+            .lock()
+            .expect("orders")
+            .count(kind, parts.uri.path(), location, &bytes);
         if kind == Kind::Directory {
             bytes = self.with_renewal_info(&mut head, bytes);
         }

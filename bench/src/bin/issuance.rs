@@ -15,8 +15,13 @@
 //! account directory, registered with the same EAB by a warm-up certificate before the clock
 //! starts. The clock runs from the first process start to the last exit (lego has written the
 //! certificate when it exits).
+//!
+//! Both sides reach their Pebble through the test proxy (`testsupport/src/proxy.rs`), which
+//! counts the requests of each ACME order by kind: the report gives the CA requests per
+//! certificate by kind and their distribution, and the ratio to lego (`--uncounted` talks to
+//! Pebble directly and counts nothing).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -29,6 +34,7 @@ use certkeep_testsupport::free_port;
 use certkeep_testsupport::pebble::{Pebble, PebbleOptions};
 use certkeep_testsupport::postgres::PgCluster;
 use certkeep_testsupport::process::LoggedChild;
+use certkeep_testsupport::proxy::{Kind, Proxy};
 use clap::Parser;
 use serde_json::json;
 
@@ -66,6 +72,9 @@ struct Args {
     /// Do not run cargo build; use the `certkeep` binary already in the target directory.
     #[arg(long)]
     no_build: bool,
+    /// Talk to Pebble directly, without the counting proxy (no request counts).
+    #[arg(long)]
+    uncounted: bool,
 }
 
 impl Args {
@@ -94,12 +103,115 @@ struct Measured {
     pebble_cpu: f64,
     /// Where certkeep's time went (from its `/metrics`), empty for lego.
     breakdown: Vec<String>,
+    /// CA requests of the measured certificates, when counted.
+    requests: Option<Requests>,
 }
 
 impl Measured {
     fn per_sec(&self) -> f64 {
         self.certificates as f64 / self.seconds
     }
+}
+
+/// The kinds of CA request reported per certificate, with their names in the report.
+const KINDS: [(Kind, &str); 6] = [
+    (Kind::NewOrder, "newOrder"),
+    (Kind::Authz, "authz"),
+    (Kind::Challenge, "challenge"),
+    (Kind::Order, "order"),
+    (Kind::Finalize, "finalize"),
+    (Kind::Certificate, "certificate"),
+];
+
+/// What the counting proxy saw for the measured certificates of one run.
+struct Requests {
+    /// Requests of each measured order (one order per certificate), all kinds.
+    per_order: Vec<usize>,
+    /// Requests of each kind over the measured orders.
+    by_kind: HashMap<Kind, usize>,
+    /// Nonce, directory and account requests while measuring (they belong to no order).
+    unattributed: HashMap<Kind, usize>,
+}
+
+impl Requests {
+    /// Counts `proxy` saw since `orders_before` orders and `seen_before` requests by kind.
+    fn since(proxy: &Proxy, orders_before: usize, seen_before: &HashMap<Kind, usize>) -> Self {
+        let orders: Vec<HashMap<Kind, usize>> =
+            proxy.per_order().into_iter().skip(orders_before).collect();
+        let mut by_kind = HashMap::new();
+        for (kind, n) in orders.iter().flatten() {
+            *by_kind.entry(*kind).or_default() += n;
+        }
+        let unattributed = [Kind::Nonce, Kind::Directory, Kind::NewAccount]
+            .into_iter()
+            .map(|k| (k, proxy.seen(k) - seen_before.get(&k).copied().unwrap_or(0)))
+            .collect();
+        Self {
+            per_order: orders.iter().map(|o| o.values().sum()).collect(),
+            by_kind,
+            unattributed,
+        }
+    }
+
+    /// Requests per certificate, all kinds, the unattributed ones spread evenly.
+    fn mean(&self) -> f64 {
+        let n = self.per_order.len().max(1) as f64;
+        (self.per_order.iter().sum::<usize>() + self.unattributed.values().sum::<usize>()) as f64
+            / n
+    }
+
+    /// The report lines.
+    fn lines(&self) -> Vec<String> {
+        let n = self.per_order.len().max(1) as f64;
+        let mut sorted = self.per_order.clone();
+        sorted.sort_unstable();
+        let q = |p| stats::quantile(&sorted, p);
+        let kinds: Vec<String> = KINDS
+            .iter()
+            .map(|(k, name)| {
+                let count = self.by_kind.get(k).copied().unwrap_or(0);
+                format!("{name} {:.2}", count as f64 / n)
+            })
+            .collect();
+        let others: Vec<String> = [
+            (Kind::Nonce, "newNonce"),
+            (Kind::Directory, "directory"),
+            (Kind::NewAccount, "newAccount"),
+        ]
+        .iter()
+        .map(|(k, name)| format!("{name} {}", self.unattributed.get(k).copied().unwrap_or(0)))
+        .collect();
+        vec![
+            format!(
+                "CA requests per certificate: {:.2} in all; per order min/p50/p90/max {}/{}/{}/{} ({} orders)",
+                self.mean(),
+                q(0.0),
+                q(0.5),
+                q(0.9),
+                q(1.0),
+                self.per_order.len()
+            ),
+            format!("  by kind, per certificate: {}", kinds.join(", ")),
+            format!("  outside orders, in all: {}", others.join(", ")),
+        ]
+    }
+}
+
+/// A counting proxy in front of `pebble` (unless `--uncounted`) and the directory URL to use.
+async fn front(args: &Args, pebble: &Pebble) -> (Option<Proxy>, String) {
+    if args.uncounted {
+        return (None, pebble.directory_url.clone());
+    }
+    let proxy = Proxy::start(&pebble.pki, pebble.port).await;
+    let url = proxy.directory_url.clone();
+    (Some(proxy), url)
+}
+
+/// What `proxy` has counted so far: orders and requests by kind.
+fn counted(proxy: Option<&Proxy>) -> (usize, HashMap<Kind, usize>) {
+    proxy.map_or_else(Default::default, |p| {
+        (p.per_order().len(), p.seen_by_kind())
+    })
 }
 
 fn main() -> anyhow::Result<()> {
@@ -145,6 +257,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         let mut certkeep = Vec::new();
         let mut lego = Vec::new();
+        let mut requests: HashMap<&str, Vec<f64>> = HashMap::new();
         for run in 0..args.runs {
             let mut order: Vec<&str> = args.sides.iter().map(String::as_str).collect();
             if run % 2 == 1 {
@@ -184,6 +297,12 @@ fn main() -> anyhow::Result<()> {
                 for line in &m.breakdown {
                     println!("  {line}");
                 }
+                if let Some(r) = &m.requests {
+                    for line in r.lines() {
+                        println!("  {line}");
+                    }
+                    requests.entry(side).or_default().push(r.mean());
+                }
             }
         }
         println!("\n## summary (certificates per second)");
@@ -199,6 +318,13 @@ fn main() -> anyhow::Result<()> {
                 "lego:     median {:.2} (runs {})",
                 stats::median(&lego),
                 stats::list(&lego)
+            );
+        }
+        if let (Some(c), Some(l)) = (requests.get("certkeep"), requests.get("lego")) {
+            let (c, l) = (stats::median(c), stats::median(l));
+            println!(
+                "CA requests per certificate: certkeep {c:.2}, lego {l:.2} (medians of the runs), ratio certkeep/lego {:.2}",
+                c / l
             );
         }
         if certkeep.len() == lego.len() && !lego.is_empty() {
@@ -372,6 +498,7 @@ fn metric(text: &str, name: &str, label: &str) -> f64 {
 
 async fn certkeep_run(args: &Args, binary: &Path) -> anyhow::Result<Measured> {
     let pebble = start_pebble().await?;
+    let (proxy, directory_url) = front(args, &pebble).await;
     let server = Arc::new(Server::start(args, binary).await?);
     let eab = &pebble.eab[0];
     let account = server
@@ -379,7 +506,7 @@ async fn certkeep_run(args: &Args, binary: &Path) -> anyhow::Result<Measured> {
             "/acme-accounts",
             &json!({
                 "name": "pebble",
-                "directory_url": pebble.directory_url,
+                "directory_url": directory_url,
                 "contact": ["mailto:bench@certkeep.bench.test"],
                 "allowed_domains": ["*.certkeep.bench.test"],
                 "eab_kid": eab.kid,
@@ -397,6 +524,7 @@ async fn certkeep_run(args: &Args, binary: &Path) -> anyhow::Result<Measured> {
     let queue = Arc::new(Mutex::new(VecDeque::from(certificates)));
     let server_cpu = procfs::cpu_ticks(server.child.id()).unwrap_or(0);
     let pebble_cpu = procfs::cpu_ticks(pebble.pid()).unwrap_or(0);
+    let (orders_before, seen_before) = counted(proxy.as_ref());
     let started = Instant::now();
     let mut submitters = tokio::task::JoinSet::new();
     for _ in 0..args.api_concurrency.max(1) {
@@ -504,12 +632,16 @@ async fn certkeep_run(args: &Args, binary: &Path) -> anyhow::Result<Measured> {
         client_cpu,
         pebble_cpu,
         breakdown,
+        requests: proxy
+            .as_ref()
+            .map(|p| Requests::since(p, orders_before, &seen_before)),
     })
 }
 
 /// One `lego run` for one name in the account directory `path`.
 async fn lego(
     pebble: &Pebble,
+    directory_url: &str,
     work: &Path,
     slot: usize,
     name: &str,
@@ -518,7 +650,7 @@ async fn lego(
     let eab = &pebble.eab[0];
     let out = tokio::process::Command::new("lego")
         .arg("--accept-tos")
-        .args(["--server", &pebble.directory_url])
+        .args(["--server", directory_url])
         .args(["--email", &format!("slot{slot}@lego.bench.test")])
         .arg("--eab")
         .args(["--kid", &eab.kid, "--hmac", &eab.b64url()])
@@ -548,6 +680,8 @@ async fn lego(
 
 async fn lego_run(args: &Args) -> anyhow::Result<Measured> {
     let pebble = Arc::new(start_pebble().await?);
+    let (proxy, directory_url) = front(args, &pebble).await;
+    let directory_url = Arc::new(directory_url);
     let dir = tempfile::tempdir()?;
     let work: Arc<PathBuf> = Arc::new(dir.path().to_path_buf());
     std::fs::create_dir_all(work.join("webroot"))?;
@@ -555,10 +689,11 @@ async fn lego_run(args: &Args) -> anyhow::Result<Measured> {
     // Warm-up: one certificate per slot registers the slot's account before the clock starts.
     let mut warmups = tokio::task::JoinSet::new();
     for slot in 0..args.lego_processes {
-        let (pebble, work) = (pebble.clone(), work.clone());
+        let (pebble, work, url) = (pebble.clone(), work.clone(), directory_url.clone());
         warmups.spawn(async move {
             lego(
                 &pebble,
+                &url,
                 &work,
                 slot,
                 &format!("warm{slot}.lego.bench.test"),
@@ -576,10 +711,12 @@ async fn lego_run(args: &Args) -> anyhow::Result<Measured> {
     let self_pid = std::process::id();
     let children_cpu = procfs::children_cpu_ticks(self_pid).unwrap_or(0);
     let pebble_cpu = procfs::cpu_ticks(pebble.pid()).unwrap_or(0);
+    let (orders_before, seen_before) = counted(proxy.as_ref());
     let started = Instant::now();
     let mut slots = tokio::task::JoinSet::new();
     for slot in 0..args.lego_processes {
         let (pebble, work, queue) = (pebble.clone(), work.clone(), queue.clone());
+        let url = directory_url.clone();
         slots.spawn(async move {
             loop {
                 let next = queue.lock().ok().and_then(|mut q| q.pop_front());
@@ -588,6 +725,7 @@ async fn lego_run(args: &Args) -> anyhow::Result<Measured> {
                 };
                 lego(
                     &pebble,
+                    &url,
                     &work,
                     slot,
                     &format!("c{i}.lego.bench.test"),
@@ -607,5 +745,8 @@ async fn lego_run(args: &Args) -> anyhow::Result<Measured> {
         client_cpu: cpu_seconds(procfs::children_cpu_ticks(self_pid).unwrap_or(0) - children_cpu),
         pebble_cpu: cpu_seconds(procfs::cpu_ticks(pebble.pid()).unwrap_or(0) - pebble_cpu),
         breakdown: Vec::new(),
+        requests: proxy
+            .as_ref()
+            .map(|p| Requests::since(p, orders_before, &seen_before)),
     })
 }

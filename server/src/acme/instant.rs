@@ -1,6 +1,8 @@
-//! [`Issuer`] on top of instant-acme 0.8.5. Each method reopens the order from its URL (the
-//! `Order` type is not serializable), so every call is one self-contained operation that the
-//! engine may repeat after a crash or a transient error.
+//! [`Issuer`] on top of instant-acme 0.8.5. An order is opened once per run of its job (from
+//! new-order's answer, or from its URL when a job resumes: the `Order` type is not
+//! serializable) and kept as an [`IssuerOrder`], so the steps of one run reuse the bodies the
+//! CA already returned; every call is still one self-contained operation that the engine may
+//! repeat after a transient error.
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -20,7 +22,7 @@ use super::directory::fetch_directory;
 use super::http::{AcmeHttp, Observed, observe, observe_bodies};
 use super::{
     AcmeError, CaAuthorization, CaAuthzStatus, CaChallenge, CaOrder, CaOrderStatus, Issuer,
-    RenewalWindow,
+    IssuerOrder, RenewalWindow,
 };
 use crate::model::Account;
 
@@ -125,8 +127,18 @@ impl InstantIssuer {
         })
     }
 
-    async fn reopen(&self, url: &str) -> Result<instant_acme::Order, instant_acme::Error> {
-        self.account.order(url.to_owned()).await
+    /// Keeps `order`, as the response that produced it described it, for the rest of a run.
+    fn keep(&self, order: instant_acme::Order, observed: &Observed) -> Box<dyn IssuerOrder> {
+        let mut order = order;
+        let url = order.url().to_owned();
+        let view = order_view(&url, order.state(), observed.retry_after);
+        Box::new(InstantOrder {
+            order,
+            view,
+            authorizations: None,
+            thumbprint: self.account.key_thumbprint().to_owned(),
+            finalize_timeout: self.finalize_timeout,
+        })
     }
 }
 
@@ -286,7 +298,7 @@ impl Issuer for InstantIssuer {
         &self,
         names: &[String],
         replaces: Option<&str>,
-    ) -> Result<CaOrder, AcmeError> {
+    ) -> Result<Box<dyn IssuerOrder>, AcmeError> {
         let identifiers: Vec<Identifier> =
             names.iter().map(|n| Identifier::Dns(n.clone())).collect();
         let mut new = NewOrder::new(&identifiers);
@@ -304,7 +316,7 @@ impl Issuer for InstantIssuer {
                 serial: Cow::Borrowed(serial),
             });
         }
-        let (mut order, observed) = match run(None, self.account.new_order(&new)).await {
+        let (order, observed) = match run(None, self.account.new_order(&new)).await {
             // RFC 9773 says a CA that takes `replaces` reflects it; one that does not (its
             // order then has no URL for us) is asked again without it, instead of for ever.
             Err(e) if replaces.is_some() && e.to_string().contains("replaces field mismatch") => {
@@ -313,20 +325,88 @@ impl Issuer for InstantIssuer {
             }
             other => other?,
         };
-        let url = order.url().to_owned();
-        Ok(order_view(&url, order.state(), observed.retry_after))
+        Ok(self.keep(order, &observed))
     }
 
-    async fn order(&self, url: &str) -> Result<CaOrder, AcmeError> {
-        let (mut order, observed) = run(None, self.reopen(url)).await?;
-        Ok(order_view(url, order.state(), observed.retry_after))
+    async fn order(&self, url: &str) -> Result<Box<dyn IssuerOrder>, AcmeError> {
+        let (order, observed) = run(None, self.account.order(url.to_owned())).await?;
+        Ok(self.keep(order, &observed))
     }
 
-    async fn authorizations(&self, order_url: &str) -> Result<Vec<CaAuthorization>, AcmeError> {
-        let thumbprint = self.account.key_thumbprint().to_owned();
+    async fn revoke(&self, leaf_der: &[u8], reason: u8) -> Result<(), AcmeError> {
+        let reason = revocation_reason(reason)?;
+        let der = CertificateDer::from(leaf_der);
+        let request = RevocationRequest {
+            certificate: &der,
+            reason: Some(reason),
+        };
+        match run(None, self.account.revoke(&request)).await {
+            Ok(_) => Ok(()),
+            Err(AcmeError::Rejected(text)) if text.contains("alreadyRevoked") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn renewal_window(&self, cert_id: &str) -> Result<RenewalWindow, AcmeError> {
+        let (aki, serial) = cert_id.split_once('.').ok_or_else(|| {
+            AcmeError::Internal(format!("`{cert_id}` is not an ARI certificate id"))
+        })?;
+        let id = CertificateIdentifier {
+            authority_key_identifier: Cow::Borrowed(aki),
+            serial: Cow::Borrowed(serial),
+        };
+        let ((info, retry_after), _) = run(None, self.account.renewal_info(&id)).await?;
+        Ok(RenewalWindow {
+            start: info.suggested_window.start,
+            end: info.suggested_window.end,
+            retry_after,
+        })
+    }
+}
+
+/// An order opened for one run (see [`IssuerOrder`]).
+struct InstantOrder {
+    order: instant_acme::Order,
+    /// What the CA last said about the order.
+    view: CaOrder,
+    /// The authorizations of the current order body, once read (with the `expires` that
+    /// instant-acme drops); cleared when the order body is replaced.
+    authorizations: Option<Vec<CaAuthorization>>,
+    /// The account key's thumbprint, for key authorizations.
+    thumbprint: String,
+    finalize_timeout: Duration,
+}
+
+impl InstantOrder {
+    /// Takes the order body instant-acme holds now (after a poll or finalize) as the last word.
+    fn seen(&mut self, observed: &Observed) -> CaOrder {
+        let url = self.view.url.clone();
+        self.view = order_view(&url, self.order.state(), observed.retry_after);
+        self.authorizations = None;
+        self.view.clone()
+    }
+}
+
+#[async_trait]
+impl IssuerOrder for InstantOrder {
+    fn view(&self) -> &CaOrder {
+        &self.view
+    }
+
+    async fn refresh(&mut self) -> Result<CaOrder, AcmeError> {
+        let order = &mut self.order;
+        let ((), observed) = run(None, async { order.refresh().await.map(|_| ()) }).await?;
+        Ok(self.seen(&observed))
+    }
+
+    async fn authorizations(&mut self) -> Result<Vec<CaAuthorization>, AcmeError> {
+        if let Some(known) = &self.authorizations {
+            return Ok(known.clone());
+        }
+        let thumbprint = &self.thumbprint;
+        let order = &mut self.order;
         // instant-acme drops an authorization's `expires`: read it from the bodies.
         let (result, observed, bodies) = observe_bodies(async {
-            let mut order = self.reopen(order_url).await?;
             let mut out = Vec::new();
             let mut stream = order.authorizations();
             while let Some(handle) = stream.next().await {
@@ -366,18 +446,15 @@ impl Issuer for InstantIssuer {
                 .find(|(url, _)| *url == authz.url)
                 .and_then(|(_, body)| authorization_expires(body));
         }
+        self.authorizations = Some(authzs.clone());
         Ok(authzs)
     }
 
-    async fn challenge_ready(
-        &self,
-        order_url: &str,
-        authz_url: &str,
-        kind: &str,
-    ) -> Result<(), AcmeError> {
+    async fn challenge_ready(&mut self, authz_url: &str, kind: &str) -> Result<(), AcmeError> {
         let kind = parse_challenge_kind(kind);
+        let order = &mut self.order;
+        // The authorizations were read to choose the challenge: no request until the POST.
         let (result, observed) = observe(None, async {
-            let mut order = self.reopen(order_url).await?;
             let mut stream = order.authorizations();
             while let Some(handle) = stream.next().await {
                 let mut handle = handle?;
@@ -410,59 +487,26 @@ impl Issuer for InstantIssuer {
         }
     }
 
-    async fn finalize(&self, order_url: &str, csr_der: &[u8]) -> Result<CaOrder, AcmeError> {
-        let (mut order, observed) = run(Some(self.finalize_timeout), async {
-            let mut order = self.reopen(order_url).await?;
-            // Re-read first: finalize only a `ready` order, never one already finalized.
+    async fn finalize(&mut self, csr_der: &[u8]) -> Result<CaOrder, AcmeError> {
+        let order = &mut self.order;
+        let ((), observed) = run(Some(self.finalize_timeout), async {
+            // Only an order last seen `ready` (this run's poll or a resumed job's read) is
+            // finalized, never one already finalized.
             if order.state().status == OrderStatus::Ready {
                 order.finalize_csr(csr_der).await?;
             }
-            Ok(order)
+            Ok(())
         })
         .await?;
-        Ok(order_view(order_url, order.state(), observed.retry_after))
+        Ok(self.seen(&observed))
     }
 
-    async fn certificate(&self, order_url: &str) -> Result<String, AcmeError> {
-        let (chain, observed) = run(None, async {
-            let mut order = self.reopen(order_url).await?;
-            order.certificate().await
-        })
-        .await?;
+    async fn certificate(&mut self) -> Result<String, AcmeError> {
+        let (chain, observed) = run(None, self.order.certificate()).await?;
         chain.ok_or(AcmeError::Transient {
             detail: "the order is still processing; no certificate yet".into(),
             retry_after: observed.retry_after,
             rate_limited: false,
-        })
-    }
-
-    async fn revoke(&self, leaf_der: &[u8], reason: u8) -> Result<(), AcmeError> {
-        let reason = revocation_reason(reason)?;
-        let der = CertificateDer::from(leaf_der);
-        let request = RevocationRequest {
-            certificate: &der,
-            reason: Some(reason),
-        };
-        match run(None, self.account.revoke(&request)).await {
-            Ok(_) => Ok(()),
-            Err(AcmeError::Rejected(text)) if text.contains("alreadyRevoked") => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
-    async fn renewal_window(&self, cert_id: &str) -> Result<RenewalWindow, AcmeError> {
-        let (aki, serial) = cert_id.split_once('.').ok_or_else(|| {
-            AcmeError::Internal(format!("`{cert_id}` is not an ARI certificate id"))
-        })?;
-        let id = CertificateIdentifier {
-            authority_key_identifier: Cow::Borrowed(aki),
-            serial: Cow::Borrowed(serial),
-        };
-        let ((info, retry_after), _) = run(None, self.account.renewal_info(&id)).await?;
-        Ok(RenewalWindow {
-            start: info.suggested_window.start,
-            end: info.suggested_window.end,
-            retry_after,
         })
     }
 }

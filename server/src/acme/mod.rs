@@ -99,32 +99,43 @@ pub struct RenewalWindow {
 pub trait Issuer: Send + Sync {
     /// Whether the directory advertises ARI (`renewalInfo`); only then is `replaces` sent.
     fn supports_renewal_info(&self) -> bool;
-    /// Places a new order for `names` (A-labels), optionally replacing an ARI certificate id.
+    /// Places a new order for `names` (A-labels), optionally replacing an ARI certificate id;
+    /// the order comes back as the CA's answer described it (no second read).
     async fn new_order(
         &self,
         names: &[String],
         replaces: Option<&str>,
-    ) -> Result<CaOrder, AcmeError>;
-    /// Reads an existing order.
-    async fn order(&self, url: &str) -> Result<CaOrder, AcmeError>;
-    /// Reads the authorizations of an order.
-    async fn authorizations(&self, order_url: &str) -> Result<Vec<CaAuthorization>, AcmeError>;
-    /// Tells the CA a challenge is ready to be validated.
-    async fn challenge_ready(
-        &self,
-        order_url: &str,
-        authz_url: &str,
-        kind: &str,
-    ) -> Result<(), AcmeError>;
-    /// Finalizes a `ready` order with `csr_der` (with the long finalize timeout).
-    async fn finalize(&self, order_url: &str, csr_der: &[u8]) -> Result<CaOrder, AcmeError>;
-    /// Downloads the chain of a `valid` order exactly as served (PEM, leaf first).
-    async fn certificate(&self, order_url: &str) -> Result<String, AcmeError>;
+    ) -> Result<Box<dyn IssuerOrder>, AcmeError>;
+    /// Opens an existing order from its URL (one read: how a resumed job learns its state).
+    async fn order(&self, url: &str) -> Result<Box<dyn IssuerOrder>, AcmeError>;
     /// Revokes `leaf_der` with an RFC 5280 reason code.
     async fn revoke(&self, leaf_der: &[u8], reason: u8) -> Result<(), AcmeError>;
     /// The ARI window and `Retry-After` for the certificate with ARI id `cert_id`. Goes
     /// through the directory's rate gate like every other request.
     async fn renewal_window(&self, cert_id: &str) -> Result<RenewalWindow, AcmeError>;
+}
+
+/// One order, opened for one run of its job. It keeps what the CA last said (the order body
+/// of new-order, of the last poll or of finalize, and the authorization bodies once read), so
+/// the steps of a run use the answers of earlier requests instead of re-reading the order by
+/// URL. Only [`IssuerOrder::refresh`] reads the order again. Every method is one operation
+/// that may be retried as a whole.
+#[async_trait]
+pub trait IssuerOrder: Send + Sync {
+    /// The order as the CA last described it.
+    fn view(&self) -> &CaOrder;
+    /// Reads the order again (a poll); the authorizations are read again after it.
+    async fn refresh(&mut self) -> Result<CaOrder, AcmeError>;
+    /// The order's authorizations: read once per order body, then as read.
+    async fn authorizations(&mut self) -> Result<Vec<CaAuthorization>, AcmeError>;
+    /// Tells the CA the challenge of type `kind` of the authorization at `authz_url` is ready
+    /// to be validated.
+    async fn challenge_ready(&mut self, authz_url: &str, kind: &str) -> Result<(), AcmeError>;
+    /// Finalizes the order with `csr_der` (with the long finalize timeout) if it was last
+    /// seen `ready`, and returns the CA's answer (finalize returns the order).
+    async fn finalize(&mut self, csr_der: &[u8]) -> Result<CaOrder, AcmeError>;
+    /// Downloads the chain of a `valid` order exactly as served (PEM, leaf first).
+    async fn certificate(&mut self) -> Result<String, AcmeError>;
 }
 
 /// Refuses a revocation reason that is not an RFC 5280 code, before any request.

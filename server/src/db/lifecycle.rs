@@ -118,6 +118,19 @@ impl Db {
         Ok(())
     }
 
+    /// When `account`'s recorded validation of `name` lapses, if the ledger holds one.
+    pub async fn domain_validation_expiry(
+        &self,
+        account: AccountId,
+        name: &str,
+    ) -> Result<Option<OffsetDateTime>> {
+        const Q: &str =
+            "SELECT expires_at FROM domain_validations WHERE account_id = $1 AND name = $2";
+        Ok(
+            on_pool!(self, p => sqlx::query_scalar(Q).bind(account.0).bind(name).fetch_optional(p).await)?,
+        )
+    }
+
     /// The ledger, soonest lapse first.
     pub async fn domain_validations(&self, f: &DomainFilter) -> Result<Vec<DomainValidation>> {
         const Q: &str = select_validations!(

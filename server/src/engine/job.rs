@@ -2,14 +2,15 @@
 //! retried. Every step is persisted before the network call that depends on it (order URL
 //! before authorizations, key and CSR before finalize), and a resumed job re-reads the order
 //! from the CA instead of trusting its own memory, so a crash at any point resumes the same
-//! order and never finalizes twice or with a second key.
+//! order and never finalizes twice or with a second key. Within one run the order is opened
+//! once ([`IssuerOrder`]) and the CA's answers are reused: no step re-reads it by URL.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::acme::{
     AcmeError, CaAuthorization, CaAuthzStatus, CaChallenge, CaOrder, CaOrderStatus, Issuer,
-    ari_cert_id,
+    IssuerOrder, ari_cert_id,
 };
 use crate::db::solvers::NewChallengeResponse;
 use crate::db::versions::NewVersion;
@@ -236,12 +237,12 @@ impl Job<'_> {
     }
 
     /// Creates the CA order, or re-reads the one already created.
-    async fn open(&mut self) -> Result<CaOrder, Stop> {
+    async fn open(&mut self) -> Result<Box<dyn IssuerOrder>, Stop> {
         if let Some(url) = &self.order.order_url {
             let ca = self.issuer.order(url).await?;
             self.event(
                 OrderEventKind::Resumed,
-                &format!("order {url} is {:?} at the CA", ca.status),
+                &format!("order {url} is {:?} at the CA", ca.view().status),
             )
             .await?;
             return Ok(ca);
@@ -252,10 +253,11 @@ impl Job<'_> {
             ));
         }
         let replaces = self.replaces().await?;
-        let ca = self
+        let opened = self
             .issuer
             .new_order(&self.cert.dns_names, replaces.as_deref())
             .await?;
+        let ca = opened.view();
         let db = &self.shared.state.db;
         fenced(
             db.record_order_created(
@@ -274,7 +276,7 @@ impl Job<'_> {
             &format!("order {} is {:?} at the CA", ca.url, ca.status),
         )
         .await?;
-        Ok(ca)
+        Ok(opened)
     }
 
     /// The ARI id of the version being renewed, only when the CA advertises `renewalInfo`.
@@ -293,8 +295,9 @@ impl Job<'_> {
 
     /// Follows the CA's order status until the run stops.
     async fn drive(&mut self) -> Result<Outcome, Stop> {
-        let mut ca = self.open().await?;
-        let url = ca.url.clone();
+        let mut opened = self.open().await?;
+        let order = &mut *opened;
+        let mut ca = order.view().clone();
         let mut authorized = false;
         let mut ledgered = false;
         let mut removed = false;
@@ -308,7 +311,7 @@ impl Job<'_> {
             match ca.status {
                 CaOrderStatus::Pending => {
                     if !authorized {
-                        self.authorize(&url).await?;
+                        self.authorize(order).await?;
                         authorized = true;
                     }
                     if let Some(stop) = self
@@ -317,7 +320,7 @@ impl Job<'_> {
                     {
                         return Ok(stop);
                     }
-                    ca = self.issuer.order(&url).await?;
+                    ca = order.refresh().await?;
                     let validated =
                         !matches!(ca.status, CaOrderStatus::Pending | CaOrderStatus::Invalid);
                     if validated && !self.presented.is_empty() {
@@ -330,15 +333,12 @@ impl Job<'_> {
                 }
                 CaOrderStatus::Ready => {
                     if !ledgered {
-                        // Every authorization is valid now (solved, reused or pre-validated):
-                        // their lapse times go into the domain-validation ledger.
-                        let authzs = self.issuer.authorizations(&url).await?;
-                        super::ledger::record(self.shared, self.account.id, &authzs).await?;
+                        self.ledger(order).await?;
                         ledgered = true;
                     }
                     // Waiting on processing is a new wait: its back-off starts over.
                     self.polls = 0;
-                    ca = self.finalize(&url).await?;
+                    ca = self.finalize(order).await?;
                 }
                 CaOrderStatus::Processing => {
                     if self.advance(OrderState::Processing).await? {
@@ -358,22 +358,38 @@ impl Job<'_> {
                     {
                         return Ok(stop);
                     }
-                    ca = self.issuer.order(&url).await?;
+                    ca = order.refresh().await?;
                 }
-                CaOrderStatus::Valid => return self.download(&url).await,
-                CaOrderStatus::Invalid => return self.invalid(&url, ca.error).await,
+                CaOrderStatus::Valid => return self.download(order).await,
+                CaOrderStatus::Invalid => return self.invalid(order, ca.error).await,
             }
         }
     }
 
+    /// Every authorization of a `ready` order is valid (solved, reused or pre-validated):
+    /// their lapse times go into the domain-validation ledger. The authorizations are read
+    /// for that only when this run solved some or the ledger does not know every name's
+    /// validation well beyond the warning horizon ([`super::ledger::knows`]).
+    async fn ledger(&self, order: &mut dyn IssuerOrder) -> Result<(), Stop> {
+        let (shared, account) = (self.shared, self.account.id);
+        if self.presented.is_empty()
+            && super::ledger::knows(shared, account, &self.cert.dns_names).await?
+        {
+            return Ok(());
+        }
+        let authzs = order.authorizations().await?;
+        super::ledger::record(shared, account, &authzs).await?;
+        Ok(())
+    }
+
     /// Skips valid authorizations untouched and hands pending ones to their solver.
-    async fn authorize(&mut self, url: &str) -> Result<(), Stop> {
-        let authzs = self.issuer.authorizations(url).await?;
+    async fn authorize(&mut self, order: &mut dyn IssuerOrder) -> Result<(), Stop> {
+        let authzs = order.authorizations().await?;
         let mut valid = Vec::new();
         for authz in authzs {
             match authz.status {
                 CaAuthzStatus::Valid => valid.push(authz.name),
-                CaAuthzStatus::Pending => self.solve(url, authz).await?,
+                CaAuthzStatus::Pending => self.solve(order, authz).await?,
                 CaAuthzStatus::Invalid | CaAuthzStatus::Other => {
                     return Err(Stop::Failed(format!(
                         "the authorization for {} is not usable ({:?})",
@@ -395,7 +411,11 @@ impl Job<'_> {
     /// Answers one pending authorization: picks the solver (most specific pattern; dns-01 only
     /// for wildcards), records the response before it is published, presents it and tells the
     /// CA. Each step goes into the order history.
-    async fn solve(&mut self, url: &str, authz: CaAuthorization) -> Result<(), Stop> {
+    async fn solve(
+        &mut self,
+        order: &mut dyn IssuerOrder,
+        authz: CaAuthorization,
+    ) -> Result<(), Stop> {
         let name = &authz.name;
         let choice = self
             .shared
@@ -440,9 +460,7 @@ impl Job<'_> {
         )
         .await?;
         if challenge.pending {
-            self.issuer
-                .challenge_ready(url, &authz.url, &challenge.kind)
-                .await?;
+            order.challenge_ready(&authz.url, &challenge.kind).await?;
             self.event(
                 OrderEventKind::ChallengeAnswered,
                 &format!("{what}: the CA was told to validate"),
@@ -454,9 +472,13 @@ impl Job<'_> {
 
     /// Fails an order the CA marked invalid, with the problem document of each invalid
     /// challenge (each also recorded as a `challenge-invalid` event).
-    async fn invalid(&self, url: &str, order_error: Option<String>) -> Result<Outcome, Stop> {
+    async fn invalid(
+        &self,
+        order: &mut dyn IssuerOrder,
+        order_error: Option<String>,
+    ) -> Result<Outcome, Stop> {
         let mut problems = Vec::new();
-        for authz in self.issuer.authorizations(url).await? {
+        for authz in order.authorizations().await? {
             for challenge in &authz.challenges {
                 if let Some(problem) = &challenge.error {
                     let detail = format!("{} for {}: {problem}", challenge.kind, authz.name);
@@ -480,7 +502,7 @@ impl Job<'_> {
     }
 
     /// Finalizes a `ready` order with the stored CSR (made and stored first if there is none).
-    async fn finalize(&mut self, url: &str) -> Result<CaOrder, Stop> {
+    async fn finalize(&mut self, order: &mut dyn IssuerOrder) -> Result<CaOrder, Stop> {
         let db = &self.shared.state.db;
         let csr = match &self.order.csr_der {
             Some(csr) if self.order.has_key => csr.clone(),
@@ -517,13 +539,13 @@ impl Job<'_> {
         self.advance(OrderState::Ready).await?;
         self.event(OrderEventKind::Finalizing, "sending the CSR")
             .await?;
-        match self.issuer.finalize(url, &csr).await {
+        match order.finalize(&csr).await {
             Ok(ca) => Ok(ca),
             Err(e) => {
                 self.event(OrderEventKind::FinalizeFailed, &e.to_string())
                     .await?;
                 // Re-read the order before anything else: the CA may have taken the CSR.
-                match self.issuer.order(url).await {
+                match order.refresh().await {
                     Ok(ca) if ca.status != CaOrderStatus::Ready => Ok(ca),
                     _ => Err(Stop::Acme(e)),
                 }
@@ -582,9 +604,10 @@ impl Job<'_> {
 
     /// Downloads the chain of a valid order and stores it as the new current version, only if
     /// it is the certificate that was asked for: exactly the requested names, the stored key.
-    async fn download(&mut self, url: &str) -> Result<Outcome, Stop> {
+    async fn download(&mut self, order: &mut dyn IssuerOrder) -> Result<Outcome, Stop> {
         self.advance(OrderState::Valid).await?;
-        let chain = self.issuer.certificate(url).await?;
+        let chain = order.certificate().await?;
+        let url = &order.view().url;
         let leaf = issuance::parse_chain(&chain).map_err(Stop::Failed)?;
         issuance::check_leaf_names(&self.cert.dns_names, &leaf).map_err(Stop::Failed)?;
         let state = &self.shared.state;

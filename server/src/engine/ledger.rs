@@ -34,6 +34,32 @@ pub(super) async fn record(
         .await
 }
 
+/// Whether the ledger already holds, for each of `names`, a validation of `account` that
+/// lapses after the warning horizon (`lifecycle.validation_warn_days`). A `ready` order for
+/// such names (reused or pre-validated authorizations) then needs no authorization read: what
+/// its authorizations would say is known, and a validation nearing its lapse is read again
+/// (a re-validation in the CA's portal moves it).
+pub(super) async fn knows(
+    shared: &Shared,
+    account: AccountId,
+    names: &[String],
+) -> Result<bool, crate::db::Error> {
+    let days = i64::from(shared.state.config.lifecycle.validation_warn_days);
+    let horizon = now() + Duration::days(days);
+    for name in names {
+        match shared
+            .state
+            .db
+            .domain_validation_expiry(account, name)
+            .await?
+        {
+            Some(at) if at > horizon => {}
+            _ => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
 /// Reports, once each, the validations that lapse within `lifecycle.validation_warn_days`
 /// (the hook of the `domain.validation_lapsing` event).
 pub(super) async fn note_lapsing(shared: &Shared) -> Result<(), crate::db::Error> {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use certkeep_api_types::notification::{NotificationEvent, SubscriptionScope};
-use certkeep_server::acme::{AcmeError, CaAuthorization, CaOrder, Issuer, RenewalWindow};
+use certkeep_server::acme::{AcmeError, Issuer, IssuerOrder, RenewalWindow};
 use certkeep_server::engine::Engine;
 use certkeep_server::model::{CertificateState, KeyType, OrderReason, OrderState};
 use certkeep_tests::notify::{routed_deliveries, webhook_subscription};
@@ -679,23 +679,15 @@ impl Issuer for PanickingIssuer {
     fn supports_renewal_info(&self) -> bool {
         false
     }
-    async fn new_order(&self, _: &[String], _: Option<&str>) -> Result<CaOrder, AcmeError> {
+    async fn new_order(
+        &self,
+        _: &[String],
+        _: Option<&str>,
+    ) -> Result<Box<dyn IssuerOrder>, AcmeError> {
         panic!("injected panic in new-order")
     }
-    async fn order(&self, _: &str) -> Result<CaOrder, AcmeError> {
+    async fn order(&self, _: &str) -> Result<Box<dyn IssuerOrder>, AcmeError> {
         panic!("injected panic in order")
-    }
-    async fn authorizations(&self, _: &str) -> Result<Vec<CaAuthorization>, AcmeError> {
-        panic!("injected panic in authorizations")
-    }
-    async fn challenge_ready(&self, _: &str, _: &str, _: &str) -> Result<(), AcmeError> {
-        panic!("injected panic in challenge")
-    }
-    async fn finalize(&self, _: &str, _: &[u8]) -> Result<CaOrder, AcmeError> {
-        panic!("injected panic in finalize")
-    }
-    async fn certificate(&self, _: &str) -> Result<String, AcmeError> {
-        panic!("injected panic in certificate")
     }
     async fn revoke(&self, _: &[u8], _: u8) -> Result<(), AcmeError> {
         panic!("injected panic in revoke")

@@ -16,5 +16,6 @@ mod dashboard;
 mod faults;
 mod lifecycle;
 mod notify;
+mod requests;
 mod scale;
 mod support;
