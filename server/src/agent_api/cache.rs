@@ -72,9 +72,9 @@ impl Entry {
                 .map(String::len)
                 .sum::<usize>();
         let manifest = self.manifest.as_ref().map_or(0, |(m, _)| {
-            std::mem::size_of::<CachedManifest>() + m.body.len() + m.etag.len()
+            size_of::<CachedManifest>() + m.body.len() + m.etag.len()
         });
-        std::mem::size_of::<(AgentId, Entry)>() + std::mem::size_of::<Agent>() + strings + manifest
+        size_of::<(AgentId, Entry)>() + size_of::<Agent>() + strings + manifest
     }
 }
 
@@ -180,7 +180,7 @@ impl AgentCache {
             inner.leaves.clear();
             inner.leaf_bytes = 0;
         }
-        inner.leaf_bytes += der.len() + serial.len() + std::mem::size_of::<(Box<[u8]>, AgentId)>();
+        inner.leaf_bytes += der.len() + serial.len() + size_of::<(Box<[u8]>, AgentId)>();
         inner.leaves.insert(der.into(), (id, serial));
     }
 
