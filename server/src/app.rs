@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::agent_api::AgentCache;
 use crate::api::auth::AuthLimiter;
 use crate::ca::InternalCa;
 use crate::config::Config;
@@ -23,12 +24,15 @@ pub struct App {
     /// Failed authentications per source, shared by the bearer header, the dashboard's token
     /// login and the SSO callback.
     pub auth_limiter: Arc<AuthLimiter>,
+    /// Agent identities and manifests, invalidated by every committed change of them.
+    pub agent_cache: Arc<AgentCache>,
 }
 
 impl AppState {
     /// The state of one server process over `db`.
     pub fn new(db: Db, secrets: Secrets, ca: InternalCa, config: Config) -> Self {
         let auth_limiter = Arc::new(AuthLimiter::new(config.auth_failures_per_minute));
+        let agent_cache = AgentCache::new(&config.agent_cache, &db);
         AppState(Arc::new(App {
             db,
             secrets,
@@ -36,6 +40,7 @@ impl AppState {
             config,
             wake: tokio::sync::Notify::new(),
             auth_limiter,
+            agent_cache,
         }))
     }
 }

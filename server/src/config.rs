@@ -57,6 +57,40 @@ pub struct Config {
     pub deployment: DeploymentConfig,
     /// The web dashboard under `/ui/` on the API listener.
     pub ui: UiConfig,
+    /// The agent listener's in-memory cache of agent identities and manifests.
+    pub agent_cache: AgentCacheConfig,
+}
+
+/// The agent listener's cache of identities and manifests (`server/src/agent_api/cache.rs`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentCacheConfig {
+    /// Seconds after which a cached entry is reloaded even without a change notification: the
+    /// bound on staleness should a notification be missed.
+    pub refresh_secs: u64,
+    /// Most agents cached at once (identity and manifest); beyond it entries are evicted.
+    /// 0 disables the cache.
+    pub max_entries: usize,
+}
+
+impl Default for AgentCacheConfig {
+    fn default() -> Self {
+        Self {
+            refresh_secs: 60,
+            max_entries: 100_000,
+        }
+    }
+}
+
+impl AgentCacheConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=86_400).contains(&self.refresh_secs) {
+            return Err(ConfigError::Invalid(
+                "agent_cache.refresh_secs must be 1 to 86400".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The web dashboard (`server/src/ui/`).
@@ -646,6 +680,7 @@ impl Default for Config {
             deployment: DeploymentConfig::default(),
             notifications: NotificationsConfig::default(),
             lifecycle: LifecycleConfig::default(),
+            agent_cache: AgentCacheConfig::default(),
         }
     }
 }
@@ -786,6 +821,7 @@ impl Config {
         self.deployment.validate()?;
         self.ui.validate()?;
         self.notifications.validate()?;
+        self.agent_cache.validate()?;
         if self.listeners.request_timeout_secs <= self.engine.request_timeout_secs.saturating_mul(2)
         {
             return Err(ConfigError::Invalid(

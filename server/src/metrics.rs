@@ -234,6 +234,19 @@ pub async fn render(state: &AppState, now: OffsetDateTime) -> Result<String, cra
         "Active agents holding a non-current version of an assigned certificate",
         [(None, stale.len() as f64)],
     );
+    let cache = state.agent_cache.size();
+    gauge(
+        &mut out,
+        "certkeep_agent_cache_entries",
+        "Agents whose identity (and manifest) this server holds in memory",
+        [(None, cache.entries as f64)],
+    );
+    gauge(
+        &mut out,
+        "certkeep_agent_cache_bytes",
+        "Approximate bytes held by this server's agent cache",
+        [(None, cache.bytes as f64)],
+    );
     let oldest = state.db.oldest_undelivered().await?;
     gauge(
         &mut out,

@@ -31,8 +31,9 @@ struct Args {
     /// Certificates defined on the server.
     #[arg(long, default_value_t = 100)]
     certificates: usize,
-    /// Certificates assigned to each agent.
-    #[arg(long, default_value_t = 5)]
+    /// Certificates assigned to each agent (e.g. `--agents 10000 --certs-per-agent 20` for a
+    /// large fleet).
+    #[arg(long, alias = "certs-per-agent", default_value_t = 5)]
     per_agent: usize,
     /// Measured runs per mode and target (the report shows medians).
     #[arg(long, default_value_t = 5)]
@@ -138,6 +139,12 @@ fn serve(dir: &Path, args: &Args) -> anyhow::Result<()> {
             let _ = std::io::stdin().read_to_end(&mut sink);
         })
         .await?;
+        let cache = fleet.server.state.agent_cache.size();
+        eprintln!(
+            "certkeep agent cache: {} entries, about {} kB",
+            cache.entries,
+            cache.bytes / 1024
+        );
         fleet.server.stop().await;
         Ok(())
     })

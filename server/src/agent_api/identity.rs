@@ -1,5 +1,8 @@
 //! The one door through which an agent's identity enters: the mTLS leaf certificate, mapped to
-//! its agent row and checked against the database on every request (revocation is immediate).
+//! its agent row and checked on every request. The row comes from the agent cache, which every
+//! committed change of an identity (revocation, re-enrollment, renewal, PFX settings)
+//! invalidates before the change is acknowledged on this server, and within the notification
+//! latency on the other servers of one PostgreSQL database (`cache.rs`).
 
 use std::sync::Arc;
 
@@ -17,10 +20,12 @@ use crate::model::{Agent, AgentId, AgentState};
 /// An authenticated, active agent.
 pub struct AgentIdentity {
     pub id: AgentId,
-    pub agent: Agent,
+    /// Its row as cached: the identity columns are current; what the agent reports about
+    /// itself (`last_seen_at`, `os_*`) may be up to `agent_cache.refresh_secs` old.
+    pub agent: Arc<Agent>,
     /// Serial of the client certificate it presented: the current one, or the previous one
     /// while a renewal has not reached the agent.
-    pub serial: String,
+    pub serial: Arc<str>,
 }
 
 /// Agent id and serial from a client certificate issued by the internal CA.
@@ -48,14 +53,31 @@ impl FromRequestParts<AppState> for AgentIdentity {
             .peer_certificates
             .first()
             .ok_or(ApiError::Unauthorized)?;
-        let (id, serial) = parse_leaf(leaf).ok_or(ApiError::Unauthorized)?;
-        let agent = match state.db.agent(id).await {
-            Ok(agent) => agent,
-            Err(crate::db::Error::NotFound) => return Err(ApiError::Unauthorized),
-            Err(e) => return Err(e.into()),
+        let cache = &state.agent_cache;
+        let (id, serial) = match cache.leaf(leaf) {
+            Some(known) => known,
+            None => {
+                let (id, serial) = parse_leaf(leaf).ok_or(ApiError::Unauthorized)?;
+                let serial: Arc<str> = serial.into();
+                cache.remember_leaf(leaf, id, serial.clone());
+                (id, serial)
+            }
         };
-        let current = agent.cert_serial.as_deref() == Some(serial.as_str());
-        let previous = agent.previous_cert_serial.as_deref() == Some(serial.as_str());
+        let agent = match cache.agent(id) {
+            Some(agent) => agent,
+            None => {
+                let ticket = cache.ticket();
+                let agent = match state.db.agent(id).await {
+                    Ok(agent) => Arc::new(agent),
+                    Err(crate::db::Error::NotFound) => return Err(ApiError::Unauthorized),
+                    Err(e) => return Err(e.into()),
+                };
+                cache.put_agent(ticket, agent.clone());
+                agent
+            }
+        };
+        let current = agent.cert_serial.as_deref() == Some(&*serial);
+        let previous = agent.previous_cert_serial.as_deref() == Some(&*serial);
         if agent.state != AgentState::Active || !(current || previous) {
             tracing::warn!(agent.id = %id, "refused a client certificate of a revoked, replaced or unknown agent");
             return Err(ApiError::Unauthorized);

@@ -29,10 +29,13 @@ use crate::db::deployments::NewDeployment;
 use crate::db::served::{NewServed, Served};
 use crate::db::targets::AgentTarget;
 use crate::model::{AgentId, CertificateId, DeploymentStatus, NewAuditEvent};
+use cache::CachedManifest;
 
+pub mod cache;
 mod enroll_limit;
 mod identity;
 
+pub use cache::AgentCache;
 pub use enroll_limit::EnrollLimiter;
 pub use identity::AgentIdentity;
 
@@ -48,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         Duration::from_secs(limits.enroll_window_secs),
     ));
     enroll_limit::spawn_reporter(&limiter, state.db.clone());
+    cache::spawn_listener(&state.agent_cache, state.db.clone());
     Router::new()
         .route(ENROLL_PATH, post(enroll).layer(Extension(limiter)))
         .route(RENEW_PATH, post(renew))
@@ -250,8 +254,9 @@ struct ManifestParts {
     targets: Vec<AgentTarget>,
     /// `(certificate, target id)` of the assignments that name their targets.
     pairs: Vec<(CertificateId, Uuid)>,
-    /// Why a certificate's current version waits, by certificate.
-    holds: Vec<(CertificateId, String)>,
+    /// Why a certificate's current version waits, by certificate; `None` when no rollout
+    /// guard applies (then the manifest depends on stored rows only, and may be cached).
+    holds: Option<Vec<(CertificateId, String)>>,
 }
 
 impl ManifestParts {
@@ -269,6 +274,7 @@ impl ManifestParts {
     fn hold_of(&self, certificate: CertificateId) -> Option<String> {
         self.holds
             .iter()
+            .flatten()
             .find(|(c, _)| *c == certificate)
             .map(|(_, why)| why.clone())
     }
@@ -289,12 +295,13 @@ impl ManifestParts {
     }
 }
 
-/// The certificates whose current version waits for this agent (`domain::rollout`).
+/// The certificates whose current version waits for this agent (`domain::rollout`); `None`
+/// when no rollout guard applies to it.
 async fn holds(
     state: &AppState,
     agent: AgentId,
     sources: &[ManifestSource],
-) -> Result<Vec<(CertificateId, String)>, ApiError> {
+) -> Result<Option<Vec<(CertificateId, String)>>, ApiError> {
     use crate::domain::rollout::{ChangeWindow, Rollout, hold};
 
     let settings = state.db.rollout(agent).await?;
@@ -306,7 +313,7 @@ async fn holds(
         .map_err(|e: String| ApiError::Internal(anyhow::anyhow!(e)))?;
     let canaries = !settings.canary && state.db.any_canary().await?;
     if window.is_none() && !canaries {
-        return Ok(Vec::new());
+        return Ok(None);
     }
     let margin = time::Duration::days(
         i64::try_from(state.config.deployment.window_margin_days).unwrap_or(i64::MAX / 86_400),
@@ -336,7 +343,7 @@ async fn holds(
             holds.push((s.certificate_id, why.to_string()));
         }
     }
-    Ok(holds)
+    Ok(Some(holds))
 }
 
 /// The manifest body from its parts (no X.509 parsing: the file names come from the SANs
@@ -385,70 +392,71 @@ fn build_manifest(
     })
 }
 
-/// The manifest's ETag: a version never changes once stored, so the agent, its PFX mode, the
-/// probe interval, each
-/// listed certificate's id, name and current version, the targets (id, name, settings, probe)
-/// and which targets each assignment names determine the whole manifest. A 304 therefore
-/// serializes no certificate.
-fn manifest_etag(agent: &AgentIdentity, parts: &ManifestParts, probe_interval_secs: u64) -> String {
-    let mut h = Sha256::new();
-    let mut text = |t: &str| {
-        h.update((t.len() as u64).to_be_bytes());
-        h.update(t.as_bytes());
-    };
-    text(&agent.id.0.to_string());
-    text(agent.agent.pfx_mode.as_str());
-    text(&probe_interval_secs.to_string());
-    for s in &parts.sources {
-        text(&s.certificate_id.0.to_string());
-        text(&s.certificate_name);
-        text(&s.version_id.0.to_string());
-    }
-    for t in &parts.targets {
-        text(&t.id.to_string());
-        text(&t.name);
-        text(&crate::db::to_json(&t.settings));
-        text(&crate::db::to_json(&t.probe));
-    }
-    for (c, t) in &parts.pairs {
-        text(&c.0.to_string());
-        text(&t.to_string());
-    }
-    for (c, why) in &parts.holds {
-        text(&c.0.to_string());
-        text(why);
-    }
-    format!("\"{}\"", hex::encode(&h.finalize()[..16]))
+/// The manifest as served: its JSON, and an ETag derived from those bytes alone, so the ETag
+/// changes exactly when the body does.
+fn served_manifest(manifest: &Manifest) -> Result<CachedManifest, ApiError> {
+    let body = serde_json::to_vec(manifest).map_err(|e| ApiError::Internal(e.into()))?;
+    let etag = format!("\"{}\"", hex::encode(&Sha256::digest(&body)[..16]));
+    Ok(CachedManifest {
+        etag: HeaderValue::from_str(&etag).map_err(|e| ApiError::Internal(e.into()))?,
+        body: Bytes::from(body),
+    })
 }
 
-/// `GET /agent/v1/manifest`: what this agent must have, with an ETag.
+/// The agent's manifest: from the cache, else built and (without a rollout guard) cached.
+async fn current_manifest(
+    state: &AppState,
+    agent: &AgentIdentity,
+) -> Result<Arc<CachedManifest>, ApiError> {
+    let cache = &state.agent_cache;
+    if let Some(cached) = cache.manifest(agent.id) {
+        return Ok(cached);
+    }
+    let ticket = cache.ticket();
+    let parts = ManifestParts::load(state, agent.id).await?;
+    let cacheable = parts.holds.is_none();
+    let probe_interval_secs = state.config.deployment.probe_interval_secs;
+    let built = Arc::new(served_manifest(&build_manifest(
+        agent,
+        parts,
+        probe_interval_secs,
+    )?)?);
+    if cacheable {
+        cache.put_manifest(ticket, &agent.agent, built.clone());
+    }
+    Ok(built)
+}
+
+/// `GET /agent/v1/manifest`: what this agent must have, with an ETag. A conditional request
+/// answered from the cache runs no query and serializes nothing.
 async fn manifest(
     State(state): State<AppState>,
     agent: AgentIdentity,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let parts = ManifestParts::load(&state, agent.id).await?;
-    let probe_interval_secs = state.config.deployment.probe_interval_secs;
-    let etag = manifest_etag(&agent, &parts, probe_interval_secs);
-    let etag_value = HeaderValue::from_str(&etag).map_err(|e| ApiError::Internal(e.into()))?;
-    let unchanged = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    let manifest = current_manifest(&state, &agent).await?;
+    let etag = manifest.etag.as_bytes();
+    let unchanged = headers.get(header::IF_NONE_MATCH).is_some_and(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii() == etag)
+    });
     if unchanged {
-        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value)]).into_response());
+        return Ok((
+            StatusCode::NOT_MODIFIED,
+            [(header::ETAG, manifest.etag.clone())],
+        )
+            .into_response());
     }
-    let manifest = build_manifest(&agent, parts, probe_interval_secs)?;
-    let body = serde_json::to_vec(&manifest).map_err(|e| ApiError::Internal(e.into()))?;
     Ok((
         [
-            (header::ETAG, etag_value),
+            (header::ETAG, manifest.etag.clone()),
             (
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             ),
         ],
-        body,
+        manifest.body.clone(),
     )
         .into_response())
 }

@@ -5,6 +5,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
+use super::agent_changes::AgentChange;
 use super::certificates::CertificateRow;
 use super::{Db, Error, Result, from_json, on_pool};
 use crate::model::{
@@ -148,6 +149,14 @@ pub(super) fn one_row(rows: u64) -> Result<()> {
 }
 
 impl Db {
+    /// [`one_row`] for an update of the agent row `id` that may change its identity or
+    /// manifest: when it touched the row, tells the agent cache.
+    fn agent_row_changed(&self, id: AgentId, rows: u64) -> Result<()> {
+        one_row(rows)?;
+        self.agent_changed(AgentChange::Agent(id));
+        Ok(())
+    }
+
     /// Stores a new agent in state `pending` with a hashed join token and sealed CCS password.
     pub async fn insert_agent(
         &self,
@@ -212,9 +221,8 @@ impl Db {
         now: OffsetDateTime,
     ) -> Result<()> {
         const Q: &str = "UPDATE agents SET state = 'active', cert_serial = $2, previous_cert_serial = NULL, cert_not_after = $3, join_token_hash = NULL, join_token_expires_at = NULL, updated_at = $4 WHERE id = $1 AND state <> 'revoked'";
-        one_row(
-            on_pool!(self, p => sqlx::query(Q).bind(id.0).bind(cert_serial).bind(cert_not_after).bind(now).execute(p).await.map(|r| r.rows_affected()))?,
-        )
+        let rows = on_pool!(self, p => sqlx::query(Q).bind(id.0).bind(cert_serial).bind(cert_not_after).bind(now).execute(p).await.map(|r| r.rows_affected()))?;
+        self.agent_row_changed(id, rows)
     }
 
     /// Records a renewed client certificate for an active agent that authenticated with
@@ -231,9 +239,8 @@ impl Db {
         now: OffsetDateTime,
     ) -> Result<()> {
         const Q: &str = "UPDATE agents SET cert_serial = $3, previous_cert_serial = $2, cert_not_after = $4, updated_at = $5 WHERE id = $1 AND state = 'active' AND (cert_serial = $2 OR previous_cert_serial = $2)";
-        one_row(
-            on_pool!(self, p => sqlx::query(Q).bind(id.0).bind(presented_serial).bind(new_serial).bind(new_not_after).bind(now).execute(p).await.map(|r| r.rows_affected()))?,
-        )
+        let rows = on_pool!(self, p => sqlx::query(Q).bind(id.0).bind(presented_serial).bind(new_serial).bind(new_not_after).bind(now).execute(p).await.map(|r| r.rows_affected()))?;
+        self.agent_row_changed(id, rows)
     }
 
     /// The agent has authenticated with its current certificate `serial`: the previous one stops
@@ -247,7 +254,7 @@ impl Db {
     ) -> Result<bool> {
         const Q: &str = "UPDATE agents SET previous_cert_serial = NULL, updated_at = $3 WHERE id = $1 AND cert_serial = $2 AND previous_cert_serial IS NOT NULL";
         let rows = on_pool!(self, p => sqlx::query(Q).bind(id.0).bind(serial).bind(now).execute(p).await.map(|r| r.rows_affected()))?;
-        Ok(rows > 0)
+        Ok(self.agent_row_changed(id, rows).is_ok())
     }
 
     /// Gives a non-revoked agent a new join token (re-enrollment), replacing any unused one.
@@ -282,9 +289,8 @@ impl Db {
     /// Revokes an agent: its client certificate and join token stop working at once.
     pub async fn revoke_agent(&self, id: AgentId, now: OffsetDateTime) -> Result<()> {
         const Q: &str = "UPDATE agents SET state = 'revoked', previous_cert_serial = NULL, join_token_hash = NULL, join_token_expires_at = NULL, updated_at = $2 WHERE id = $1";
-        one_row(
-            on_pool!(self, p => sqlx::query(Q).bind(id.0).bind(now).execute(p).await.map(|r| r.rows_affected()))?,
-        )
+        let rows = on_pool!(self, p => sqlx::query(Q).bind(id.0).bind(now).execute(p).await.map(|r| r.rows_affected()))?;
+        self.agent_row_changed(id, rows)
     }
 
     /// Changes the CCS password (sealed) and/or the PFX encryption of an agent.
@@ -300,9 +306,8 @@ impl Db {
         let sealed = password
             .map(|p| secrets.seal(password_binding(id), p.as_bytes()))
             .transpose()?;
-        one_row(
-            on_pool!(self, p => sqlx::query(Q).bind(id.0).bind(sealed).bind(mode.map(PfxEncryption::as_str)).bind(now).execute(p).await.map(|r| r.rows_affected()))?,
-        )
+        let rows = on_pool!(self, p => sqlx::query(Q).bind(id.0).bind(sealed).bind(mode.map(PfxEncryption::as_str)).bind(now).execute(p).await.map(|r| r.rows_affected()))?;
+        self.agent_row_changed(id, rows)
     }
 
     /// The agent's CCS password, for building its PFX files.
@@ -325,6 +330,7 @@ impl Db {
     ) -> Result<()> {
         const Q: &str = "INSERT INTO agent_assignments (agent_id, certificate_id, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
         on_pool!(self, p => sqlx::query(Q).bind(agent.0).bind(certificate.0).bind(now).execute(p).await.map(|r| r.rows_affected()))?;
+        self.agent_changed(AgentChange::Agent(agent));
         Ok(())
     }
 
@@ -336,6 +342,7 @@ impl Db {
     ) -> Result<()> {
         const Q: &str = "DELETE FROM agent_assignments WHERE agent_id = $1 AND certificate_id = $2";
         on_pool!(self, p => sqlx::query(Q).bind(agent.0).bind(certificate.0).execute(p).await.map(|r| r.rows_affected()))?;
+        self.agent_changed(AgentChange::Agent(agent));
         Ok(())
     }
 

@@ -12,6 +12,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{PgPool, SqlitePool};
 
 pub mod accounts;
+pub mod agent_changes;
 pub mod agents;
 pub mod audit;
 pub mod certificates;
@@ -82,6 +83,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct Db {
     pool: Pool,
     audit_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Who hears of committed writes that may change an agent's identity or manifest.
+    agent_changes: std::sync::Arc<agent_changes::AgentChanges>,
     /// The SQLite lock file, held while any clone of this `Db` lives.
     lock: Option<std::sync::Arc<instances::DataDirLock>>,
     /// Statements run through [`on_pool!`], for tests that bound the queries of a request.
@@ -183,6 +186,7 @@ impl Db {
         Self {
             pool,
             audit_lock: std::sync::Arc::default(),
+            agent_changes: std::sync::Arc::default(),
             lock: None,
             #[cfg(any(test, feature = "testkit"))]
             statements: std::sync::Arc::default(),

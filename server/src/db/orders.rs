@@ -400,8 +400,10 @@ impl Db {
             sqlx::query(CERT).bind(version.certificate_id.0).bind(version.id.0).bind(renew_after).bind(now).bind(version.not_after).execute(&mut *tx).await?;
             tx.enqueue_event(event).await?;
             tx.commit().await?;
-            Ok(true)
-        })
+            Ok::<_, Error>(())
+        })?;
+        self.agent_changed(super::agent_changes::AgentChange::Manifests);
+        Ok(true)
     }
 
     /// Certificates whose renewal time has come (valid, failing, or revoked and waiting for

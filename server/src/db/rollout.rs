@@ -42,6 +42,8 @@ impl Db {
             .execute(p)
             .await
             .map(|r| r.rows_affected()))?;
+        // Whether any agent is a canary decides the holds of every other agent.
+        self.agent_changed(super::agent_changes::AgentChange::All);
         Ok(())
     }
 

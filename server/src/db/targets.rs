@@ -6,6 +6,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::BeginWrite as _;
+use super::agent_changes::AgentChange;
 use super::{Db, Error, Result, from_json, on_pool, to_json};
 use crate::model::{AgentId, CertificateId};
 
@@ -79,6 +80,7 @@ impl Db {
             .execute(p)
             .await
             .map(|r| r.rows_affected()))?;
+        self.agent_changed(AgentChange::Agent(new.agent_id));
         self.target(id).await
     }
 
@@ -111,6 +113,7 @@ impl Db {
             tx.commit().await?;
             Ok::<_, sqlx::Error>(sole)
         })?;
+        self.agent_changed(AgentChange::Agent(target.agent_id));
         if sole.is_empty() {
             Ok(())
         } else {
@@ -145,6 +148,7 @@ impl Db {
             tx.commit().await?;
             Ok::<_, sqlx::Error>(())
         })?;
+        self.agent_changed(AgentChange::Agent(agent));
         Ok(())
     }
 

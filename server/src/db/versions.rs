@@ -117,6 +117,7 @@ impl Db {
             sqlx::query(CURRENT).bind(new.certificate_id.0).bind(new.id.0).bind(now).bind(new.not_after).execute(&mut *tx).await?;
             tx.commit().await
         })?;
+        self.agent_changed(super::agent_changes::AgentChange::Manifests);
         self.version(new.id).await
     }
 
