@@ -5,7 +5,8 @@ use uuid::Uuid;
 
 use super::{Db, Result, from_json, on_pool};
 use crate::model::{
-    AccountId, Certificate, CertificateId, CertificateState, RenewalPolicy, VersionId,
+    AccountId, Certificate, CertificateId, CertificateState, NewAuditEvent, OrderId, OrderReason,
+    RenewalPolicy, VersionId,
 };
 
 /// Filters and page position for listing certificates. `dns_name` is a normalised A-label.
@@ -113,7 +114,118 @@ macro_rules! insert_certificate {
 }
 pub(super) use insert_certificate;
 
+/// A new certificate definition with its first order, owned so that it can wait for the audit
+/// chain's group commit (see [`Db::create_certificate`]).
+#[derive(Debug)]
+pub(super) struct Creation {
+    pub(super) id: CertificateId,
+    pub(super) name: String,
+    pub(super) dns_names: Vec<String>,
+    pub(super) key_type: crate::model::KeyType,
+    pub(super) account_id: AccountId,
+    pub(super) policy: RenewalPolicy,
+    pub(super) created_by: Option<String>,
+    pub(super) order: OrderId,
+    pub(super) reason: OrderReason,
+    pub(super) deadline: OffsetDateTime,
+    pub(super) now: OffsetDateTime,
+}
+
+impl Creation {
+    /// The borrowed form [`insert_certificate!`] binds.
+    pub(super) fn definition(&self) -> NewCertificate<'_> {
+        NewCertificate {
+            name: &self.name,
+            dns_names: &self.dns_names,
+            key_type: self.key_type,
+            account_id: self.account_id,
+            policy: self.policy,
+            created_by: self.created_by.as_deref(),
+        }
+    }
+
+    /// The model of the row [`write_creation!`] stores, as reading it back would return it.
+    fn certificate(&self) -> Certificate {
+        Certificate {
+            id: self.id,
+            name: self.name.clone(),
+            dns_names: self.dns_names.clone(),
+            key_type: self.key_type,
+            account_id: self.account_id,
+            policy: self.policy,
+            reuse_key: false,
+            state: CertificateState::Pending,
+            current_version_id: None,
+            renew_after: None,
+            consecutive_failures: 0,
+            last_error: None,
+            created_by: self.created_by.clone(),
+            created_at: self.now,
+            updated_at: self.now,
+        }
+    }
+}
+
+/// Writes a [`Creation`] on `$conn` (a connection of either backend, inside a transaction): the
+/// certificate in state `pending`, its queued order and the order's `queued` event.
+macro_rules! write_creation {
+    ($conn:expr, $c:expr) => {{
+        let c: &$crate::db::certificates::Creation = $c;
+        let new = c.definition();
+        $crate::db::certificates::insert_certificate!(&mut *$conn, "pending", c.id, new, c.now)?;
+        sqlx::query($crate::db::orders::INSERT_QUEUED_ORDER)
+            .bind(c.order.0)
+            .bind(c.id.0)
+            .bind(c.account_id.0)
+            .bind(c.reason.as_str())
+            .bind(c.now)
+            .bind(c.deadline)
+            .execute(&mut *$conn)
+            .await?;
+        sqlx::query($crate::db::orders::INSERT_ORDER_EVENT)
+            .bind(uuid::Uuid::now_v7())
+            .bind(c.order.0)
+            .bind(c.now)
+            .bind($crate::model::OrderEventKind::Queued.as_str())
+            .bind(c.reason.as_str())
+            .execute(&mut *$conn)
+            .await?;
+    }};
+}
+pub(super) use write_creation;
+
 impl Db {
+    /// Defines a certificate in state `pending` with its first order queued (`reason`, ending at
+    /// `deadline`) and the audit event `audit` builds from the new certificate's and order's ids:
+    /// all three in one transaction, which concurrent creates and audit appends share (the audit
+    /// chain's group commit). Returns the certificate as stored and the order's id.
+    pub async fn create_certificate(
+        &self,
+        new: &NewCertificate<'_>,
+        reason: OrderReason,
+        deadline: OffsetDateTime,
+        audit: impl FnOnce(CertificateId, OrderId) -> NewAuditEvent,
+        now: OffsetDateTime,
+    ) -> Result<(Certificate, OrderId)> {
+        let creation = Creation {
+            id: CertificateId::new(),
+            name: new.name.to_owned(),
+            dns_names: new.dns_names.to_vec(),
+            key_type: new.key_type,
+            account_id: new.account_id,
+            policy: new.policy,
+            created_by: new.created_by.map(str::to_owned),
+            order: OrderId::new(),
+            reason,
+            deadline,
+            now: super::audit::micros(now),
+        };
+        let event = audit(creation.id, creation.order);
+        let (certificate, order) = (creation.certificate(), creation.order);
+        self.commit_audited(event, Some(creation), now).await?;
+        Ok((certificate, order))
+    }
+
     /// Stores a new certificate definition in state `pending`.
     pub async fn insert_certificate(
         &self,

@@ -81,7 +81,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Clone, Debug)]
 pub struct Db {
     pool: Pool,
-    audit_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// The audit chain's group commit.
+    audit: std::sync::Arc<audit::GroupCommit>,
     /// The SQLite lock file, held while any clone of this `Db` lives.
     lock: Option<std::sync::Arc<instances::DataDirLock>>,
     /// Statements run through [`on_pool!`], for tests that bound the queries of a request.
@@ -182,7 +183,7 @@ impl Db {
     fn from_pool(pool: Pool) -> Self {
         Self {
             pool,
-            audit_lock: std::sync::Arc::default(),
+            audit: std::sync::Arc::default(),
             lock: None,
             #[cfg(any(test, feature = "testkit"))]
             statements: std::sync::Arc::default(),
