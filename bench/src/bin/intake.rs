@@ -108,7 +108,8 @@ fn ms(d: Duration) -> f64 {
 
 /// One run on a fresh server: register the account, then create every certificate.
 async fn intake_run(args: &Args, binary: &Path, pebble: &Pebble) -> anyhow::Result<Measured> {
-    let server = Arc::new(Server::start(binary, &args.backend, "[engine]\nenabled = false\n").await?);
+    let server =
+        Arc::new(Server::start(binary, &args.backend, "[engine]\nenabled = false\n").await?);
     let eab = &pebble.eab[0];
     let account = server
         .post(
@@ -176,6 +177,9 @@ async fn create(server: &Server, i: usize) -> anyhow::Result<()> {
             }),
         )
         .await?;
-    ensure!(created["state"] == "pending", "unexpected answer: {created}");
+    ensure!(
+        created["state"] == "pending",
+        "unexpected answer: {created}"
+    );
     Ok(())
 }

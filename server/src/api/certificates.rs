@@ -92,7 +92,13 @@ async fn enqueue(
     let now = crate::now();
     let order = state
         .db
-        .enqueue_order(cert.id, cert.account_id, reason, order_deadline(state, now), now)
+        .enqueue_order(
+            cert.id,
+            cert.account_id,
+            reason,
+            order_deadline(state, now),
+            now,
+        )
         .await?;
     state.wake.notify_one();
     Ok(order)

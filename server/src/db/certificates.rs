@@ -309,3 +309,152 @@ impl Db {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::audit::AuditFilter;
+    use crate::model::KeyType;
+    use crate::testkit::TestDb;
+
+    fn audit_event(id: CertificateId, order: OrderId) -> NewAuditEvent {
+        NewAuditEvent {
+            actor: "token:test".into(),
+            action: "certificate.create".into(),
+            subject: format!("certificate:{id}"),
+            source: None,
+            outcome: "success".into(),
+            detail: format!("order={order}"),
+        }
+    }
+
+    /// Creates certificate `name` under `account` with `dns_name`.
+    async fn create(
+        db: &Db,
+        account: AccountId,
+        name: &str,
+        dns_name: &str,
+    ) -> Result<(Certificate, OrderId)> {
+        let now = crate::now();
+        db.create_certificate(
+            &NewCertificate {
+                name,
+                dns_names: &[dns_name.to_owned()],
+                key_type: KeyType::EcdsaP256,
+                account_id: account,
+                policy: RenewalPolicy::default(),
+                created_by: Some("token:test"),
+            },
+            OrderReason::New,
+            now + time::Duration::days(7),
+            audit_event,
+            now,
+        )
+        .await
+    }
+
+    /// 200 creates at once, a quarter of them with a name already taken: every accepted one has
+    /// its certificate (as answered), its queued order and its audit event; every refused one
+    /// left nothing; the chain holds.
+    #[tokio::test]
+    async fn concurrent_creates_commit_certificate_order_and_audit_together() {
+        for t in TestDb::all().await {
+            let (account, _) = t.account_and_certificate("seed", "seed.example.com").await;
+            let mut tasks = tokio::task::JoinSet::new();
+            for i in 0..200 {
+                let db = t.db.clone();
+                tasks.spawn(async move {
+                    let name = format!("c{}", i % 150);
+                    create(&db, account.id, &name, &format!("{name}.example.com")).await
+                });
+            }
+            let (mut accepted, mut conflicts) = (Vec::new(), 0);
+            while let Some(done) = tasks.join_next().await {
+                match done.unwrap() {
+                    Ok(created) => accepted.push(created),
+                    Err(crate::db::Error::Conflict(_)) => conflicts += 1,
+                    Err(e) => panic!("{}: a create failed: {e}", t.backend),
+                }
+            }
+            assert_eq!((accepted.len(), conflicts), (150, 50), "{}", t.backend);
+            let audit =
+                t.db.list_audit(&AuditFilter {
+                    limit: 1000,
+                    ..AuditFilter::default()
+                })
+                .await
+                .unwrap();
+            assert_eq!(audit.len(), 150, "{}", t.backend);
+            for (cert, order) in &accepted {
+                assert_eq!(
+                    format!("{:?}", t.db.certificate(cert.id).await.unwrap()),
+                    format!("{cert:?}"),
+                    "{}: the answer is the stored row",
+                    t.backend
+                );
+                let orders = t.db.orders_for(cert.id).await.unwrap();
+                assert_eq!(orders.len(), 1, "{}", t.backend);
+                assert_eq!(orders[0].id, *order);
+                assert_eq!(orders[0].state, crate::model::OrderState::Queued);
+                let events = t.db.order_events(*order).await.unwrap();
+                assert_eq!(events.len(), 1, "{}", t.backend);
+                assert_eq!(events[0].kind, crate::model::OrderEventKind::Queued);
+                let subject = format!("certificate:{}", cert.id);
+                assert_eq!(
+                    audit.iter().filter(|e| e.subject == subject).count(),
+                    1,
+                    "{}",
+                    t.backend
+                );
+            }
+            assert_eq!(
+                t.db.verify_audit_chain().await.unwrap(),
+                Ok(150),
+                "{}",
+                t.backend
+            );
+        }
+    }
+
+    /// The audit insert fails (a trigger refuses it): the certificate and its order written
+    /// before it in the same transaction are gone too, and later creates go on.
+    #[tokio::test]
+    async fn a_failed_audit_insert_leaves_no_certificate_or_order() {
+        for t in TestDb::all().await {
+            let (account, _) = t.account_and_certificate("seed", "seed.example.com").await;
+            if t.db.is_shared() {
+                t.db.execute_raw("CREATE FUNCTION refuse_audit() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'injected'; END $$ LANGUAGE plpgsql").await.unwrap();
+                t.db.execute_raw("CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION refuse_audit()").await.unwrap();
+            } else {
+                t.db.execute_raw("CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'injected'); END").await.unwrap();
+            }
+            let refused = create(&t.db, account.id, "lost", "lost.example.com").await;
+            assert!(refused.is_err(), "{}", t.backend);
+            assert!(
+                matches!(
+                    t.db.certificate_by_name("lost").await,
+                    Err(crate::db::Error::NotFound)
+                ),
+                "{}: the certificate was left behind",
+                t.backend
+            );
+            let orders: i64 = on_pool!(t.db, p => sqlx::query_scalar("SELECT COUNT(*) FROM orders").fetch_one(p).await).unwrap();
+            assert_eq!(orders, 0, "{}: an order was left behind", t.backend);
+            let drop = if t.db.is_shared() {
+                "DROP TRIGGER refuse_audit ON audit_events"
+            } else {
+                "DROP TRIGGER refuse_audit"
+            };
+            t.db.execute_raw(drop).await.unwrap();
+            create(&t.db, account.id, "kept", "kept.example.com")
+                .await
+                .unwrap();
+            assert_eq!(
+                t.db.verify_audit_chain().await.unwrap(),
+                Ok(1),
+                "{}",
+                t.backend
+            );
+        }
+    }
+}
