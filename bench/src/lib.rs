@@ -9,6 +9,7 @@ pub mod fleet;
 pub mod loadgen;
 pub mod nginx;
 pub mod procfs;
+pub mod server;
 pub mod stats;
 
 /// Wall-clock time, read through the server's one clock edge.

@@ -7,6 +7,7 @@ use crate::api::auth::AuthLimiter;
 use crate::ca::InternalCa;
 use crate::config::Config;
 use crate::db::Db;
+use crate::engine::Wake;
 use crate::secrets::Secrets;
 
 /// Cheap to clone: one `Arc`.
@@ -19,8 +20,8 @@ pub struct App {
     pub secrets: Secrets,
     pub ca: InternalCa,
     pub config: Config,
-    /// Wakes the issuance workers when a job was queued.
-    pub wake: tokio::sync::Notify,
+    /// Wakes the issuance workers when a job was queued (batched, see [`Wake`]).
+    pub wake: Wake,
     /// Failed authentications per source, shared by the bearer header, the dashboard's token
     /// login and the SSO callback.
     pub auth_limiter: Arc<AuthLimiter>,
@@ -38,7 +39,7 @@ impl AppState {
             secrets,
             ca,
             config,
-            wake: tokio::sync::Notify::new(),
+            wake: Wake::default(),
             auth_limiter,
             agent_cache,
         }))

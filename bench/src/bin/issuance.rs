@@ -29,11 +29,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
 use certkeep_bench::build::{cargo_build, target_dir};
+use certkeep_bench::server::Server;
 use certkeep_bench::{procfs, stats};
 use certkeep_testsupport::free_port;
 use certkeep_testsupport::pebble::{Pebble, PebbleOptions};
-use certkeep_testsupport::postgres::PgCluster;
-use certkeep_testsupport::process::LoggedChild;
 use certkeep_testsupport::proxy::{Kind, Proxy};
 use clap::Parser;
 use serde_json::json;
@@ -384,103 +383,6 @@ fn cpu_seconds(ticks: u64) -> f64 {
     ticks as f64 / procfs::ticks_per_second()
 }
 
-/// A `certkeep serve` child process on a fresh data directory, killed on drop.
-struct Server {
-    child: LoggedChild,
-    _dir: tempfile::TempDir,
-    api: String,
-    token: String,
-    http: reqwest::Client,
-}
-
-impl Server {
-    async fn start(args: &Args, binary: &Path) -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let data = dir.path().join("data");
-        let api_port = free_port();
-        let config = format!(
-            "data_dir = {data:?}\napi_addr = \"127.0.0.1:{api_port}\"\nagent_addr = \"127.0.0.1:{}\"\n\
-             [engine]\nworkers = {}\ndirectory_requests_per_sec = {}\n\
-             [solvers.http01]\naddr = \"127.0.0.1:{}\"\npatterns = [\"*.certkeep.bench.test\"]\n",
-            free_port(),
-            args.workers,
-            args.requests_per_sec,
-            free_port(),
-        );
-        let config_path = dir.path().join("certkeep.toml");
-        std::fs::write(&config_path, config)?;
-        let mut command = Command::new(binary);
-        command
-            .arg("serve")
-            .arg("--config")
-            .arg(&config_path)
-            .current_dir(dir.path())
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .stdout(Stdio::null());
-        if args.backend == "postgres" {
-            let cluster = PgCluster::shared().context("initdb/pg_ctl not on PATH")?;
-            let url_file = dir.path().join("database-url");
-            std::fs::write(&url_file, cluster.create_database().await)?;
-            command.env("CERTKEEP_DATABASE_URL_FILE", &url_file);
-        }
-        // Reading the log until the server serves blocks; keep it off the runtime's workers.
-        let child = tokio::task::spawn_blocking(move || {
-            LoggedChild::start(&mut command, "certkeep is serving")
-        })
-        .await?
-        .map_err(|log| anyhow::anyhow!("certkeep serve {log}"))?;
-        let token = std::fs::read_to_string(data.join("admin-token"))?
-            .trim()
-            .to_owned();
-        let ca = std::fs::read(data.join("ca.pem"))?;
-        let http = reqwest::Client::builder()
-            .tls_certs_only(reqwest::Certificate::from_pem_bundle(&ca)?)
-            .timeout(Duration::from_secs(120))
-            .build()?;
-        Ok(Self {
-            child,
-            _dir: dir,
-            api: format!("https://127.0.0.1:{api_port}"),
-            token,
-            http,
-        })
-    }
-
-    async fn post(
-        &self,
-        path: &str,
-        body: &serde_json::Value,
-    ) -> anyhow::Result<serde_json::Value> {
-        let rsp = self
-            .http
-            .post(format!("{}/api/v1{path}", self.api))
-            .bearer_auth(&self.token)
-            .json(body)
-            .send()
-            .await?;
-        let status = rsp.status();
-        let text = rsp.text().await?;
-        ensure!(
-            status.is_success(),
-            "POST {path}: {status}: {text}\nserver log:\n{}",
-            self.child.tail(20)
-        );
-        Ok(serde_json::from_str(&text)?)
-    }
-
-    async fn metrics(&self) -> anyhow::Result<String> {
-        let rsp = self
-            .http
-            .get(format!("{}/metrics", self.api))
-            .bearer_auth(&self.token)
-            .send()
-            .await?
-            .error_for_status()?;
-        Ok(rsp.text().await?)
-    }
-}
-
 /// Sum of the samples of `name` (exactly that metric) whose labels contain `label`.
 fn metric(text: &str, name: &str, label: &str) -> f64 {
     text.lines()
@@ -499,7 +401,14 @@ fn metric(text: &str, name: &str, label: &str) -> f64 {
 async fn certkeep_run(args: &Args, binary: &Path) -> anyhow::Result<Measured> {
     let pebble = start_pebble().await?;
     let (proxy, directory_url) = front(args, &pebble).await;
-    let server = Arc::new(Server::start(args, binary).await?);
+    let config = format!(
+        "[engine]\nworkers = {}\ndirectory_requests_per_sec = {}\n\
+         [solvers.http01]\naddr = \"127.0.0.1:{}\"\npatterns = [\"*.certkeep.bench.test\"]\n",
+        args.workers,
+        args.requests_per_sec,
+        free_port(),
+    );
+    let server = Arc::new(Server::start(binary, &args.backend, &config).await?);
     let eab = &pebble.eab[0];
     let account = server
         .post(
@@ -556,7 +465,7 @@ async fn certkeep_run(args: &Args, binary: &Path) -> anyhow::Result<Measured> {
     let submitted = started.elapsed().as_secs_f64();
     let (mut progress, mut progressed) = (0.0, Instant::now());
     let text = loop {
-        let text = server.metrics().await?;
+        let text = server.get("/metrics").await?;
         let valid = metric(&text, "certkeep_certificates", "state=\"valid\"");
         if valid > progress {
             (progress, progressed) = (valid, Instant::now());

@@ -294,6 +294,18 @@ impl Auth {
         Err(ApiError::OutOfScope(why))
     }
 
+    /// An audit event of this caller, for [`Auth::audit`] or a write that records its own.
+    pub fn event(&self, action: &str, subject: &str, outcome: &str, detail: &str) -> NewAuditEvent {
+        NewAuditEvent {
+            actor: self.actor(),
+            action: action.to_owned(),
+            subject: subject.to_owned(),
+            source: self.source.map(|ip| ip.to_string()),
+            outcome: outcome.to_owned(),
+            detail: detail.to_owned(),
+        }
+    }
+
     /// Appends an audit event for this caller.
     pub async fn audit(
         &self,
@@ -303,14 +315,7 @@ impl Auth {
         outcome: &str,
         detail: &str,
     ) -> Result<(), ApiError> {
-        let event = NewAuditEvent {
-            actor: self.actor(),
-            action: action.to_owned(),
-            subject: subject.to_owned(),
-            source: self.source.map(|ip| ip.to_string()),
-            outcome: outcome.to_owned(),
-            detail: detail.to_owned(),
-        };
+        let event = self.event(action, subject, outcome, detail);
         state.db.append_audit(&event, crate::now()).await?;
         Ok(())
     }

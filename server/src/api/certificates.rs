@@ -90,14 +90,24 @@ async fn enqueue(
     reason: OrderReason,
 ) -> Result<Order, ApiError> {
     let now = crate::now();
-    let deadline_secs = i64::try_from(state.config.engine.order_deadline_secs).unwrap_or(i64::MAX);
-    let deadline = now.saturating_add(time::Duration::seconds(deadline_secs));
     let order = state
         .db
-        .enqueue_order(cert.id, cert.account_id, reason, deadline, now)
+        .enqueue_order(
+            cert.id,
+            cert.account_id,
+            reason,
+            order_deadline(state, now),
+            now,
+        )
         .await?;
     state.wake.notify_one();
     Ok(order)
+}
+
+/// When an order queued at `now` gives up (`engine.order_deadline_secs`).
+fn order_deadline(state: &AppState, now: time::OffsetDateTime) -> time::OffsetDateTime {
+    let deadline_secs = i64::try_from(state.config.engine.order_deadline_secs).unwrap_or(i64::MAX);
+    now.saturating_add(time::Duration::seconds(deadline_secs))
 }
 
 /// Request a certificate; it is ordered at once.
@@ -133,9 +143,12 @@ pub(crate) async fn create(
     let policy = parse_policy(req)?;
     let account = issuing_account(state, &req.account, &names, "dns_names").await?;
     let actor = auth.actor();
-    let cert = state
+    let now = crate::now();
+    // The definition, its first order and the audit event commit together; the answer is built
+    // from what was written, a new definition has no version to load.
+    let (cert, _) = state
         .db
-        .insert_certificate(
+        .create_certificate(
             &NewCertificate {
                 name: &req.name,
                 dns_names: &names,
@@ -144,23 +157,21 @@ pub(crate) async fn create(
                 policy,
                 created_by: Some(&actor),
             },
-            crate::now(),
+            OrderReason::New,
+            order_deadline(state, now),
+            |id, order| {
+                auth.event(
+                    "certificate.create",
+                    &format!("certificate:{id}"),
+                    "success",
+                    &format!("name={} names={} order={order}", req.name, names.join(",")),
+                )
+            },
+            now,
         )
         .await?;
-    let order = enqueue(state, &cert, OrderReason::New).await?;
-    auth.audit_ok(
-        state,
-        "certificate.create",
-        &format!("certificate:{}", cert.id),
-        &format!(
-            "name={} names={} order={}",
-            cert.name,
-            names.join(","),
-            order.id
-        ),
-    )
-    .await?;
-    certificate_response(state, cert).await
+    state.wake.notify_one();
+    Ok(convert::certificate_response(cert, None))
 }
 
 /// Filters and page of the certificate list.

@@ -1,14 +1,18 @@
 //! `audit_events`: the append-only, hash-chained audit log.
 //!
 //! Each event stores the hash of its predecessor and its own hash over its content, so editing,
-//! reordering or deleting a row breaks the chain at that row. Appends are serialised: a
-//! transaction-scoped advisory lock on PostgreSQL (several servers), a process mutex on SQLite.
+//! reordering or deleting a row breaks the chain at that row. Appends are serialised by the
+//! database: a transaction-scoped advisory lock on PostgreSQL (several servers), the single
+//! writer on SQLite (`BEGIN IMMEDIATE`). Within a process they are group-committed
+//! ([`GroupCommit`]): concurrent appends share one transaction, and an append may carry the
+//! writes it records (a new certificate and its order), which then commit with it or not at all.
 
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::BeginWrite as _;
+use super::certificates::{Creation, write_creation};
 use super::{Db, Pool, Result, on_pool};
 use crate::model::{AuditEvent, NewAuditEvent};
 
@@ -89,61 +93,181 @@ fn event_hash(prev: &[u8], seq: i64, id: Uuid, at: OffsetDateTime, e: &NewAuditE
 }
 
 /// Truncates to microseconds, the precision both backends store.
-fn micros(at: OffsetDateTime) -> OffsetDateTime {
+pub(super) fn micros(at: OffsetDateTime) -> OffsetDateTime {
     let nanos = at.unix_timestamp_nanos();
     OffsetDateTime::from_unix_timestamp_nanos(nanos - nanos.rem_euclid(1000)).unwrap_or(at)
 }
 
+/// Most appends one transaction carries; more wait for the next.
+const MAX_GROUP: usize = 256;
+
+/// Group commit of the chain: appends (each with the writes that go with it) queue here, and one
+/// writer at a time takes every queued append into one transaction, one commit (one fsync) for
+/// all of them. Each append runs in a savepoint of its own, so one failing (a taken name) fails
+/// alone and leaves no trace.
+#[derive(Debug, Default)]
+pub(super) struct GroupCommit {
+    queue: std::sync::Mutex<Vec<Pending>>,
+    /// Held by the task writing a group; serialises groups within the process (the database
+    /// lock serialises them across processes).
+    writer: tokio::sync::Mutex<()>,
+}
+
+/// One queued append and where its result goes.
+#[derive(Debug)]
+struct Pending {
+    id: Uuid,
+    at: OffsetDateTime,
+    event: NewAuditEvent,
+    with: Option<Creation>,
+    reply: tokio::sync::oneshot::Sender<Result<AuditEvent>>,
+}
+
+impl GroupCommit {
+    fn queue(&self) -> std::sync::MutexGuard<'_, Vec<Pending>> {
+        // A panic while holding this lock cannot leave the queue inconsistent.
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes up to [`MAX_GROUP`] queued appends, oldest first.
+    fn take(&self) -> Vec<Pending> {
+        let mut queue = self.queue();
+        let n = queue.len().min(MAX_GROUP);
+        queue.drain(..n).collect()
+    }
+}
+
 impl Db {
-    /// Appends an event to the chain and returns it.
+    /// Appends an event to the chain and returns it (group-committed with concurrent appends).
     pub async fn append_audit(
         &self,
         event: &NewAuditEvent,
         now: OffsetDateTime,
     ) -> Result<AuditEvent> {
+        self.commit_audited(event.clone(), None, now).await
+    }
+
+    /// Appends `event` to the chain in one transaction with `with`'s writes, if any; returns the
+    /// event once committed. The append is queued and written by a task of its own, so a caller
+    /// that stops waiting (a dropped request) neither loses nor delays the others' appends.
+    pub(super) async fn commit_audited(
+        &self,
+        event: NewAuditEvent,
+        with: Option<Creation>,
+        now: OffsetDateTime,
+    ) -> Result<AuditEvent> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.audit.queue().push(Pending {
+            id: Uuid::now_v7(),
+            at: micros(now),
+            event,
+            with,
+            reply,
+        });
+        let db = self.clone();
+        // Every queued append has a task that runs after it was queued, and each task writes
+        // what is queued when its turn comes: no append waits for a later caller.
+        tokio::spawn(async move {
+            let _writer = db.audit.writer.lock().await;
+            let group = db.audit.take();
+            if !group.is_empty() {
+                db.write_group(group).await;
+            }
+        });
+        answer
+            .await
+            .map_err(|_| super::Error::Sqlx(sqlx::Error::WorkerCrashed))?
+    }
+
+    /// Writes `group` in one transaction and answers each append. When the transaction itself
+    /// fails (not one append in it), each append is retried alone, so each gets its own answer.
+    async fn write_group(&self, group: Vec<Pending>) {
+        let results = match self.write_appends(&group).await {
+            Ok(results) => results,
+            Err(e) if group.len() == 1 => vec![Err(e)],
+            Err(e) => {
+                tracing::warn!(error = %e, appends = group.len(), "audit group commit failed; writing its appends one by one");
+                let mut results = Vec::with_capacity(group.len());
+                for p in &group {
+                    results.push(match self.write_appends(std::slice::from_ref(p)).await {
+                        Ok(mut one) => one.pop().unwrap_or(Err(super::Error::NotFound)),
+                        Err(e) => Err(e),
+                    });
+                }
+                results
+            }
+        };
+        for (p, result) in group.into_iter().zip(results) {
+            // The caller may have stopped waiting; the append stands either way.
+            let _ = p.reply.send(result);
+        }
+    }
+
+    /// One transaction over `group`: the chain head is read once under the chain's lock (the
+    /// PostgreSQL advisory lock; SQLite's single writer, taken at `BEGIN IMMEDIATE`), then each
+    /// append (its companion writes, then its event) runs in a savepoint. An append that fails
+    /// is rolled back alone and does not advance the chain.
+    async fn write_appends(&self, group: &[Pending]) -> Result<Vec<Result<AuditEvent>>> {
         const LAST: &str = "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1";
         const INSERT: &str = "INSERT INTO audit_events (seq, id, at, actor, action, subject, source, outcome, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
-        let at = micros(now);
-        let id = Uuid::now_v7();
-        let _local = self.audit_lock.lock().await;
-        let (seq, prev, hash) = on_pool!(self, p => {
+        Ok(on_pool!(self, p => {
             let mut tx = p.begin_write().await?;
             if let Pool::Pg(_) = &self.pool {
                 sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(AUDIT_LOCK_KEY).execute(&mut *tx).await?;
             }
             let last: Option<(i64, Vec<u8>)> = sqlx::query_as(LAST).fetch_optional(&mut *tx).await?;
-            let (seq, prev) = last.map_or((1, vec![0u8; 32]), |(s, h)| (s + 1, h));
-            let hash = event_hash(&prev, seq, id, at, event);
-            sqlx::query(INSERT)
-                .bind(seq)
-                .bind(id)
-                .bind(at)
-                .bind(&event.actor)
-                .bind(&event.action)
-                .bind(&event.subject)
-                .bind(&event.source)
-                .bind(&event.outcome)
-                .bind(&event.detail)
-                .bind(&prev)
-                .bind(&hash)
-                .execute(&mut *tx)
-                .await?;
+            let (mut seq, mut prev) = last.unwrap_or((0, vec![0u8; 32]));
+            let mut results = Vec::with_capacity(group.len());
+            for a in group {
+                let hash = event_hash(&prev, seq + 1, a.id, a.at, &a.event);
+                let written = async {
+                    let mut sp = sqlx::Connection::begin(&mut *tx).await?;
+                    if let Some(c) = &a.with {
+                        write_creation!(sp, c);
+                    }
+                    sqlx::query(INSERT)
+                        .bind(seq + 1)
+                        .bind(a.id)
+                        .bind(a.at)
+                        .bind(&a.event.actor)
+                        .bind(&a.event.action)
+                        .bind(&a.event.subject)
+                        .bind(&a.event.source)
+                        .bind(&a.event.outcome)
+                        .bind(&a.event.detail)
+                        .bind(&prev)
+                        .bind(&hash)
+                        .execute(&mut *sp)
+                        .await?;
+                    sp.commit().await
+                }
+                .await;
+                results.push(match written {
+                    Ok(()) => {
+                        seq += 1;
+                        let prev_hash = std::mem::replace(&mut prev, hash.clone());
+                        Ok(AuditEvent {
+                            seq,
+                            id: a.id,
+                            at: a.at,
+                            actor: a.event.actor.clone(),
+                            action: a.event.action.clone(),
+                            subject: a.event.subject.clone(),
+                            source: a.event.source.clone(),
+                            outcome: a.event.outcome.clone(),
+                            detail: a.event.detail.clone(),
+                            prev_hash,
+                            hash,
+                        })
+                    }
+                    Err(e) => Err(super::Error::from(e)),
+                });
+            }
             tx.commit().await?;
-            Ok::<_, sqlx::Error>((seq, prev, hash))
-        })?;
-        Ok(AuditEvent {
-            seq,
-            id,
-            at,
-            actor: event.actor.clone(),
-            action: event.action.clone(),
-            subject: event.subject.clone(),
-            source: event.source.clone(),
-            outcome: event.outcome.clone(),
-            detail: event.detail.clone(),
-            prev_hash: prev,
-            hash,
-        })
+            Ok::<_, sqlx::Error>(results)
+        })?)
     }
 
     /// Lists events, oldest first, after `after_seq`, filtered.

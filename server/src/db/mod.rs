@@ -82,7 +82,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Clone, Debug)]
 pub struct Db {
     pool: Pool,
-    audit_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// The audit chain's group commit.
+    audit: std::sync::Arc<audit::GroupCommit>,
     /// Who hears of committed writes that may change an agent's identity or manifest.
     agent_changes: std::sync::Arc<agent_changes::AgentChanges>,
     /// The SQLite lock file, held while any clone of this `Db` lives.
@@ -185,7 +186,7 @@ impl Db {
     fn from_pool(pool: Pool) -> Self {
         Self {
             pool,
-            audit_lock: std::sync::Arc::default(),
+            audit: std::sync::Arc::default(),
             agent_changes: std::sync::Arc::default(),
             lock: None,
             #[cfg(any(test, feature = "testkit"))]

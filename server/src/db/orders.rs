@@ -102,6 +102,14 @@ macro_rules! select_orders {
     };
 }
 
+/// Inserts a queued order: `$1` id, `$2` certificate, `$3` account, `$4` reason, `$5` now,
+/// `$6` deadline.
+pub(super) const INSERT_QUEUED_ORDER: &str = "INSERT INTO orders (id, certificate_id, account_id, reason, state, next_attempt_at, deadline_at, created_at, updated_at) VALUES ($1, $2, $3, $4, 'queued', $5, $6, $5, $5)";
+
+/// Inserts a step of an order's history: `$1` id, `$2` order, `$3` at, `$4` kind, `$5` detail.
+pub(super) const INSERT_ORDER_EVENT: &str =
+    "INSERT INTO order_events (id, order_id, at, kind, detail) VALUES ($1, $2, $3, $4, $5)";
+
 impl Db {
     /// Queues an order for `certificate` unless one is already in flight, in which case that
     /// one is returned: a certificate never has two orders at once.
@@ -113,9 +121,8 @@ impl Db {
         deadline: OffsetDateTime,
         now: OffsetDateTime,
     ) -> Result<Order> {
-        const Q: &str = "INSERT INTO orders (id, certificate_id, account_id, reason, state, next_attempt_at, deadline_at, created_at, updated_at) VALUES ($1, $2, $3, $4, 'queued', $5, $6, $5, $5)";
         let id = OrderId::new();
-        let inserted = on_pool!(self, p => sqlx::query(Q)
+        let inserted = on_pool!(self, p => sqlx::query(INSERT_QUEUED_ORDER)
             .bind(id.0)
             .bind(certificate.0)
             .bind(account.0)
@@ -168,9 +175,7 @@ impl Db {
         detail: &str,
         now: OffsetDateTime,
     ) -> Result<()> {
-        const Q: &str =
-            "INSERT INTO order_events (id, order_id, at, kind, detail) VALUES ($1, $2, $3, $4, $5)";
-        on_pool!(self, p => sqlx::query(Q).bind(Uuid::now_v7()).bind(order.0).bind(now).bind(kind.as_str()).bind(detail).execute(p).await.map(|r| r.rows_affected()))?;
+        on_pool!(self, p => sqlx::query(INSERT_ORDER_EVENT).bind(Uuid::now_v7()).bind(order.0).bind(now).bind(kind.as_str()).bind(detail).execute(p).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
 

@@ -212,10 +212,47 @@ impl Shared {
     }
 }
 
+/// Wakes the issuance workers when jobs were queued, batched: while a wake-up is outstanding
+/// (sent, and no worker has claimed since), further ones are dropped, so a burst of creates
+/// wakes one worker rather than every idle one for a claim that finds nothing. A worker that
+/// claims a job passes the wake-up on ([`Wake::notify_one`] again), so idle workers join one
+/// by one for as long as claims succeed.
+#[derive(Debug, Default)]
+pub struct Wake {
+    notify: tokio::sync::Notify,
+    /// A wake-up was sent and no worker has started a claim since.
+    outstanding: std::sync::atomic::AtomicBool,
+}
+
+impl Wake {
+    /// Wakes one idle worker, unless a wake-up is already outstanding (which is enough: the
+    /// worker it reaches claims after this call).
+    pub fn notify_one(&self) {
+        if !self
+            .outstanding
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Waits for a wake-up.
+    async fn notified(&self) {
+        self.notify.notified().await;
+    }
+
+    /// A worker is about to claim: wake-ups from now on are new.
+    fn claiming(&self) {
+        self.outstanding
+            .store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
 /// Claims and runs jobs until shutdown.
 async fn worker(shared: Arc<Shared>, shutdown: CancellationToken) {
     while !shutdown.is_cancelled() {
         let t = now();
+        shared.state.wake.claiming();
         match shared
             .state
             .db
@@ -223,6 +260,8 @@ async fn worker(shared: Arc<Shared>, shutdown: CancellationToken) {
             .await
         {
             Ok(Some(order)) => {
+                // There may be more: another idle worker tries.
+                shared.state.wake.notify_one();
                 supervise(&shared, order, &shutdown).await;
                 continue;
             }
