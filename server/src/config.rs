@@ -57,6 +57,28 @@ pub struct Config {
     pub deployment: DeploymentConfig,
     /// The web dashboard under `/ui/` on the API listener.
     pub ui: UiConfig,
+    /// Built PFX files kept in memory by the agent listener.
+    pub pfx_cache: PfxCacheConfig,
+}
+
+/// Built PFX files kept in memory by the agent listener (`agent_api::pfx_cache`), one per
+/// agent and certificate version, least recently downloaded evicted first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PfxCacheConfig {
+    /// Most PFX files kept; 0 turns the cache off (every download builds its PFX).
+    pub max_entries: usize,
+    /// Most bytes of PFX files kept.
+    pub max_bytes: usize,
+}
+
+impl Default for PfxCacheConfig {
+    fn default() -> Self {
+        Self {
+            max_entries: 10_000,
+            max_bytes: 32 * 1024 * 1024,
+        }
+    }
 }
 
 /// The web dashboard (`server/src/ui/`).
@@ -646,6 +668,7 @@ impl Default for Config {
             deployment: DeploymentConfig::default(),
             notifications: NotificationsConfig::default(),
             lifecycle: LifecycleConfig::default(),
+            pfx_cache: PfxCacheConfig::default(),
         }
     }
 }
