@@ -1139,8 +1139,8 @@ async fn pull(
 
 /// The server keeps built PFX files per agent and version: two agents with the same
 /// certificate each get, warm or cold, a PFX that opens with their own password only; a
-/// password rotated through the API, or a new version, gives a new PFX at the next pull; every
-/// pull is audited.
+/// password or PFX mode changed through the API, or a new version, gives a new PFX at the next
+/// pull; every pull is audited.
 #[tokio::test(flavor = "multi_thread")]
 async fn cached_pfx_files_follow_each_agent_password_and_the_version() {
     const ROTATED: &str = "rotated password for iis-a";
@@ -1218,6 +1218,19 @@ async fn cached_pfx_files_follow_each_agent_password_and_the_version() {
     let (b2, _) = pull(&b_client, &cert, OTHER).await;
     assert_eq!(b2, b1, "iis-b is not affected");
 
+    // iis-b's PFX mode changes: its next PFX is built anew, and still opens with its password.
+    f.call(
+        reqwest::Method::PATCH,
+        "/api/v1/agents/iis-b",
+        &admin,
+        Some(serde_json::json!({ "pfx_encryption": "aes256" })),
+        200,
+    )
+    .await;
+    let (b3, opened) = pull(&b_client, &cert, OTHER).await;
+    assert_ne!(b3, b1, "not the legacy file from the cache");
+    assert_eq!(opened.as_deref(), Some(first.as_str()));
+
     // A new version: both agents get it, each with their own password.
     f.issue(&cert, &["www.example.com"]).await.unwrap();
     let renewed = current_thumbprint(&f, &cert).await;
@@ -1245,6 +1258,6 @@ async fn cached_pfx_files_follow_each_agent_password_and_the_version() {
             .filter(|e| e.actor == format!("agent:{agent}"))
             .count()
     };
-    assert_eq!((by(a), by(b)), (6, 5));
+    assert_eq!((by(a), by(b)), (6, 6));
     f.server.stop().await;
 }

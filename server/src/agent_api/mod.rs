@@ -476,7 +476,7 @@ async fn download_pfx(
         .pfx_source(agent.id, id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    let bundle = cache.pfx(&state, &source, agent.agent.pfx_mode).await?;
+    let bundle = cache.pfx(&state, &source).await?;
     audit_agent_success(
         &state,
         agent.id,

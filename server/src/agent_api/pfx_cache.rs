@@ -78,15 +78,15 @@ impl PfxCache {
         self.slots.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The PFX of `source` in `mode`: a copy of the cached one, else built from the stored
+    /// The PFX of `source` (in its mode): a copy of the cached one, else built from the stored
     /// chain, key and password (`pfx::build_pfx`, which opens its output again to check it)
     /// and kept.
     pub(super) async fn pfx(
         &self,
         state: &AppState,
         source: &PfxSource,
-        mode: PfxEncryption,
     ) -> Result<Vec<u8>, ApiError> {
+        let mode = source.mode;
         let with = BuiltWith {
             password_tag: source.password_tag,
             mode,

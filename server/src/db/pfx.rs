@@ -7,8 +7,8 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use super::agents::open_ccs_password;
-use super::{Db, Result, on_pool};
-use crate::model::{AgentId, CertificateId, VersionId};
+use super::{Db, Error, Result, on_pool};
+use crate::model::{AgentId, CertificateId, PfxEncryption, VersionId};
 use crate::secrets::Secrets;
 
 /// An assigned certificate's current version as one agent downloads it.
@@ -23,6 +23,8 @@ pub struct PfxSource {
     /// the tag changes whenever the password is set (or re-sealed by `rekey`); it says nothing
     /// about the password itself.
     pub password_tag: [u8; 32],
+    /// The agent's PFX encryption mode, read with the password.
+    pub mode: PfxEncryption,
     sealed_password: Vec<u8>,
 }
 
@@ -38,25 +40,30 @@ struct PfxSourceRow {
     version_id: Uuid,
     thumbprint: String,
     ccs_password_enc: Vec<u8>,
+    pfx_encryption: String,
 }
 
 impl Db {
     /// The current version of `certificate` for `agent`, if it is assigned to the agent and
-    /// has one; with the agent's sealed CCS password.
+    /// has one; with the agent's sealed CCS password and PFX mode.
     pub async fn pfx_source(
         &self,
         agent: AgentId,
         certificate: CertificateId,
     ) -> Result<Option<PfxSource>> {
-        const Q: &str = "SELECT v.id AS version_id, v.thumbprint, g.ccs_password_enc FROM agent_assignments a JOIN certificates c ON c.id = a.certificate_id JOIN certificate_versions v ON v.id = c.current_version_id JOIN agents g ON g.id = a.agent_id WHERE a.agent_id = $1 AND a.certificate_id = $2";
+        const Q: &str = "SELECT v.id AS version_id, v.thumbprint, g.ccs_password_enc, g.pfx_encryption FROM agent_assignments a JOIN certificates c ON c.id = a.certificate_id JOIN certificate_versions v ON v.id = c.current_version_id JOIN agents g ON g.id = a.agent_id WHERE a.agent_id = $1 AND a.certificate_id = $2";
         let row: Option<PfxSourceRow> = on_pool!(self, p => sqlx::query_as(Q).bind(agent.0).bind(certificate.0).fetch_optional(p).await)?;
-        Ok(row.map(|r| PfxSource {
-            agent_id: agent,
-            version_id: VersionId(r.version_id),
-            thumbprint: r.thumbprint,
-            password_tag: Sha256::digest(&r.ccs_password_enc).into(),
-            sealed_password: r.ccs_password_enc,
-        }))
+        row.map(|r| {
+            Ok(PfxSource {
+                agent_id: agent,
+                version_id: VersionId(r.version_id),
+                thumbprint: r.thumbprint,
+                password_tag: Sha256::digest(&r.ccs_password_enc).into(),
+                mode: r.pfx_encryption.parse().map_err(Error::Corrupt)?,
+                sealed_password: r.ccs_password_enc,
+            })
+        })
+        .transpose()
     }
 }
 
@@ -115,6 +122,10 @@ mod tests {
                 .unwrap();
             let same = db.pfx_source(agent.id, cert.id).await.unwrap().unwrap();
             assert_eq!(same.password_tag, source.password_tag);
+            assert_eq!(
+                (source.mode, same.mode),
+                (PfxEncryption::Legacy, PfxEncryption::Aes256)
+            );
             // Setting the password, even to the same text, gives a new tag.
             for password in ["second", "second"] {
                 let before = db.pfx_source(agent.id, cert.id).await.unwrap().unwrap();
