@@ -37,7 +37,23 @@ pub struct AgentKeys {
 impl Fleet {
     /// Starts a server (engine off) on SQLite, or on PostgreSQL when `database_url` is given.
     pub async fn start(database_url: Option<String>) -> anyhow::Result<Self> {
-        Self::start_in(database_url, None).await
+        Self::start_with(database_url, |_| {}).await
+    }
+
+    /// [`Fleet::start`] with `adjust` applied to the server's configuration before it starts.
+    pub async fn start_with(
+        database_url: Option<String>,
+        adjust: impl FnOnce(&mut certkeep_server::config::Config),
+    ) -> anyhow::Result<Self> {
+        let server = TestServer::start_with(|config| {
+            if let Some(url) = database_url {
+                config.database_url = Some(secrecy::SecretString::from(url));
+            }
+            adjust(config);
+        })
+        .await;
+        let seeded = Seeded::on(&server.state).await?;
+        Ok(Self { server, seeded })
     }
 
     /// [`Fleet::start`] with the server's data directory (age identity, CA file) at `data_dir`
@@ -46,17 +62,12 @@ impl Fleet {
         database_url: Option<String>,
         data_dir: Option<&std::path::Path>,
     ) -> anyhow::Result<Self> {
-        let server = TestServer::start_with(|config| {
-            if let Some(url) = database_url {
-                config.database_url = Some(secrecy::SecretString::from(url));
-            }
+        Self::start_with(database_url, |config| {
             if let Some(dir) = data_dir {
                 config.data_dir = dir.to_path_buf();
             }
         })
-        .await;
-        let seeded = Seeded::on(&server.state).await?;
-        Ok(Self { server, seeded })
+        .await
     }
 
     /// Defines `count` ECDSA certificates `bench-<i>` (two DNS names each) with one issued

@@ -59,6 +59,8 @@ pub struct Config {
     pub ui: UiConfig,
     /// The agent listener's in-memory cache of agent identities and manifests.
     pub agent_cache: AgentCacheConfig,
+    /// Built PFX files kept in memory by the agent listener.
+    pub pfx_cache: PfxCacheConfig,
 }
 
 /// The agent listener's cache of identities and manifests (`server/src/agent_api/cache.rs`).
@@ -90,6 +92,26 @@ impl AgentCacheConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// Built PFX files kept in memory by the agent listener (`agent_api::pfx_cache`), one per
+/// agent and certificate version, least recently downloaded evicted first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PfxCacheConfig {
+    /// Most PFX files kept; 0 turns the cache off (every download builds its PFX).
+    pub max_entries: usize,
+    /// Most bytes of PFX files kept.
+    pub max_bytes: usize,
+}
+
+impl Default for PfxCacheConfig {
+    fn default() -> Self {
+        Self {
+            max_entries: 10_000,
+            max_bytes: 32 * 1024 * 1024,
+        }
     }
 }
 
@@ -681,6 +703,7 @@ impl Default for Config {
             notifications: NotificationsConfig::default(),
             lifecycle: LifecycleConfig::default(),
             agent_cache: AgentCacheConfig::default(),
+            pfx_cache: PfxCacheConfig::default(),
         }
     }
 }

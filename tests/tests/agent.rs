@@ -1116,3 +1116,148 @@ async fn an_imported_certificate_is_delivered_to_the_ccs_folder() {
     );
     f.server.stop().await;
 }
+
+/// What `client` downloads for `certificate`, opened with `password`; `None` when the password
+/// does not open it (any other failure panics).
+async fn pull(
+    client: &AgentClient,
+    certificate: &Certificate,
+    password: &str,
+) -> (Vec<u8>, Option<String>) {
+    use certkeep_api_types::pfx::{PfxError, open_pfx};
+    let pfx = client
+        .download(&format!("/agent/v1/certificates/{}/pfx", certificate.id))
+        .await
+        .unwrap();
+    let thumbprint = match open_pfx(&pfx, password) {
+        Ok(opened) => Some(opened.thumbprint),
+        Err(PfxError::WrongPassword) => None,
+        Err(e) => panic!("the PFX does not open: {e}"),
+    };
+    (pfx, thumbprint)
+}
+
+/// The server keeps built PFX files per agent and version: two agents with the same
+/// certificate each get, warm or cold, a PFX that opens with their own password only; a
+/// password or PFX mode changed through the API, or a new version, gives a new PFX at the next
+/// pull; every pull is audited.
+#[tokio::test(flavor = "multi_thread")]
+async fn cached_pfx_files_follow_each_agent_password_and_the_version() {
+    const ROTATED: &str = "rotated password for iis-a";
+    const OTHER: &str = "iis-b has a password of its own";
+    let f = Fixture::new().await;
+    let cert = f.certificate("web", &["www.example.com"]).await.unwrap();
+    let (a, a_config, _) = f.enrolled("iis-a").await;
+    let (b, b_token) = f
+        .pending_agent("iis-b", OTHER, time::Duration::hours(24))
+        .await
+        .unwrap();
+    enroll(f.enroll_options("iis-b", b_token)).await.unwrap();
+    let b_state = f.dir.path().join("iis-b").join("state");
+    let admin = f.server.admin_token();
+    for agent in ["iis-a", "iis-b"] {
+        f.assign(agent, "web", &admin).await;
+    }
+    let a_client = client_for(
+        &f,
+        &certkeep_agent::identity::Identity::load(&a_config.state_dir).unwrap(),
+    );
+    let b_client = client_for(
+        &f,
+        &certkeep_agent::identity::Identity::load(&b_state).unwrap(),
+    );
+    let first = current_thumbprint(&f, &cert).await;
+
+    // Two builds of the same PFX differ (fresh salts), so equal bytes mean a cached file.
+    let leaf = TestCa::new().leaf(&["www.example.com"], KeyKind::Ecdsa);
+    let build = || {
+        certkeep_api_types::pfx::build_pfx(
+            &leaf.key_pkcs8_der,
+            &leaf.chain_der,
+            PASSWORD,
+            certkeep_api_types::agent::PfxEncryption::Legacy,
+        )
+        .unwrap()
+    };
+    assert_ne!(build(), build());
+    let (a1, opened) = pull(&a_client, &cert, PASSWORD).await;
+    assert_eq!(opened.as_deref(), Some(first.as_str()));
+    let (b1, opened) = pull(&b_client, &cert, OTHER).await;
+    assert_eq!(opened.as_deref(), Some(first.as_str()));
+    for _ in 0..2 {
+        let (a, opened) = pull(&a_client, &cert, OTHER).await;
+        assert_eq!(a, a1, "served from the cache");
+        assert_eq!(
+            opened, None,
+            "iis-a's PFX does not open with iis-b's password"
+        );
+        let (b, opened) = pull(&b_client, &cert, PASSWORD).await;
+        assert_eq!(b, b1, "served from the cache");
+        assert_eq!(
+            opened, None,
+            "iis-b's PFX does not open with iis-a's password"
+        );
+    }
+    assert_ne!(a1, b1);
+
+    // iis-a's password is rotated: its next PFX opens with the new password only.
+    f.call(
+        reqwest::Method::PATCH,
+        "/api/v1/agents/iis-a",
+        &admin,
+        Some(serde_json::json!({ "ccs_password": ROTATED })),
+        200,
+    )
+    .await;
+    let (a2, opened) = pull(&a_client, &cert, PASSWORD).await;
+    assert_eq!(opened, None, "the old password no longer opens it");
+    assert_ne!(a2, a1);
+    let (a3, opened) = pull(&a_client, &cert, ROTATED).await;
+    assert_eq!(opened.as_deref(), Some(first.as_str()));
+    assert_eq!(a3, a2, "the new PFX is cached in turn");
+    let (b2, _) = pull(&b_client, &cert, OTHER).await;
+    assert_eq!(b2, b1, "iis-b is not affected");
+
+    // iis-b's PFX mode changes: its next PFX is built anew, and still opens with its password.
+    f.call(
+        reqwest::Method::PATCH,
+        "/api/v1/agents/iis-b",
+        &admin,
+        Some(serde_json::json!({ "pfx_encryption": "aes256" })),
+        200,
+    )
+    .await;
+    let (b3, opened) = pull(&b_client, &cert, OTHER).await;
+    assert_ne!(b3, b1, "not the legacy file from the cache");
+    assert_eq!(opened.as_deref(), Some(first.as_str()));
+
+    // A new version: both agents get it, each with their own password.
+    f.issue(&cert, &["www.example.com"]).await.unwrap();
+    let renewed = current_thumbprint(&f, &cert).await;
+    assert_ne!(renewed, first);
+    let (_, opened) = pull(&a_client, &cert, ROTATED).await;
+    assert_eq!(opened.as_deref(), Some(renewed.as_str()));
+    let (_, opened) = pull(&b_client, &cert, OTHER).await;
+    assert_eq!(opened.as_deref(), Some(renewed.as_str()));
+
+    // Every pull is audited, cached or not.
+    let pulls = f
+        .server
+        .state
+        .db
+        .list_audit(&certkeep_server::db::audit::AuditFilter {
+            action: Some("certificate.pfx_pull".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let by = |agent: AgentId| {
+        pulls
+            .iter()
+            .filter(|e| e.actor == format!("agent:{agent}"))
+            .count()
+    };
+    assert_eq!((by(a), by(b)), (6, 6));
+    f.server.stop().await;
+}

@@ -59,6 +59,10 @@ struct Args {
     /// nginx worker processes (default: one per core, like `worker_processes auto`).
     #[arg(long)]
     nginx_workers: Option<usize>,
+    /// `pfx_cache.max_entries` of the certkeep server (0: every download builds its PFX, as
+    /// before the cache). Unset: the server's default.
+    #[arg(long)]
+    pfx_cache_entries: Option<usize>,
     /// Write every sample as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -105,7 +109,12 @@ fn serve(dir: &Path, args: &Args) -> anyhow::Result<()> {
             }
             other => bail!("unknown backend {other}"),
         };
-        let fleet = Fleet::start(database_url).await?;
+        let fleet = Fleet::start_with(database_url, |config| {
+            if let Some(entries) = args.pfx_cache_entries {
+                config.pfx_cache.max_entries = entries;
+            }
+        })
+        .await?;
         let certificates = fleet.certificates(args.certificates.max(1)).await?;
         let mut agents = Vec::with_capacity(args.agents);
         for i in 0..args.agents {
@@ -162,6 +171,10 @@ impl ServerChild {
             .args(["--certificates", &args.certificates.to_string()])
             .args(["--per-agent", &args.per_agent.to_string()])
             .args(["--backend", &args.backend])
+            .args(
+                args.pfx_cache_entries
+                    .map(|n| format!("--pfx-cache-entries={n}")),
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.join("server.log"))?)

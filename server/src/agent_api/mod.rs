@@ -34,10 +34,12 @@ use cache::CachedManifest;
 pub mod cache;
 mod enroll_limit;
 mod identity;
+mod pfx_cache;
 
 pub use cache::AgentCache;
 pub use enroll_limit::EnrollLimiter;
 pub use identity::AgentIdentity;
+use pfx_cache::PfxCache;
 
 /// Most files one report may list.
 const MAX_REPORTED_FILES: usize = 10_000;
@@ -56,7 +58,10 @@ pub fn router(state: AppState) -> Router {
         .route(ENROLL_PATH, post(enroll).layer(Extension(limiter)))
         .route(RENEW_PATH, post(renew))
         .route(MANIFEST_PATH, get(manifest))
-        .route("/agent/v1/certificates/{id}/pfx", get(download_pfx))
+        .route(
+            "/agent/v1/certificates/{id}/pfx",
+            get(download_pfx).layer(Extension(Arc::new(PfxCache::new(&state.config.pfx_cache)))),
+        )
         .route(PFX_PASSWORD_PATH, get(pfx_password))
         .route(PROBE_REPORT_PATH, post(probe_report))
         .route(REPORT_PATH, post(report))
@@ -462,40 +467,34 @@ async fn manifest(
 }
 
 /// `GET /agent/v1/certificates/{id}/pfx`: the current version as PFX, with the agent's
-/// password and encryption mode. Every pull is audited.
+/// password and encryption mode, built once per agent and version ([`PfxCache`]). Every pull
+/// is audited.
 async fn download_pfx(
     State(state): State<AppState>,
-    ConnectInfo(source): ConnectInfo<SocketAddr>,
+    Extension(cache): Extension<Arc<PfxCache>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     agent: AgentIdentity,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = Uuid::parse_str(&id)
         .map(CertificateId)
         .map_err(|_| ApiError::NotFound)?;
-    let assigned = state.db.assigned_certificates(agent.id).await?;
-    let Some(cert) = assigned.into_iter().find(|c| c.id == id) else {
-        return Err(ApiError::NotFound);
-    };
-    let version_id = cert.current_version_id.ok_or(ApiError::NotFound)?;
-    let version = state.db.version(version_id).await?;
-    let chain = chain_der(&version.chain_pem)?;
-    let key = state.db.version_key(&state.secrets, version_id).await?;
-    let password = state
+    let source = state
         .db
-        .agent_ccs_password(&state.secrets, agent.id)
-        .await?;
-    let mode = agent.agent.pfx_mode;
-    let bundle = tokio::task::spawn_blocking(move || pfx::build_pfx(&key, &chain, &password, mode))
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?
-        .map_err(|e| ApiError::Internal(e.into()))?;
+        .pfx_source(agent.id, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let bundle = cache.pfx(&state, &source).await?;
     audit_agent_success(
         &state,
         agent.id,
         "certificate.pfx_pull",
-        format!("certificate:{}", cert.id),
-        source,
-        format!("version {} thumbprint {}", version.id, version.thumbprint),
+        format!("certificate:{id}"),
+        client,
+        format!(
+            "version {} thumbprint {}",
+            source.version_id, source.thumbprint
+        ),
     )
     .await?;
     Ok((

@@ -140,6 +140,15 @@ fn password_binding(id: AgentId) -> Binding {
     Binding::new("agents", "ccs_password_enc", id.0)
 }
 
+/// Opens the sealed CCS password `sealed` of agent `id` (column `agents.ccs_password_enc`).
+pub(super) fn open_ccs_password(
+    secrets: &Secrets,
+    id: AgentId,
+    sealed: &[u8],
+) -> Result<Zeroizing<String>> {
+    Ok(secrets.open_string(password_binding(id), sealed)?)
+}
+
 /// Fails with `NotFound` when an update touched no row.
 pub(super) fn one_row(rows: u64) -> Result<()> {
     if rows == 0 {
@@ -318,7 +327,7 @@ impl Db {
     ) -> Result<Zeroizing<String>> {
         const Q: &str = "SELECT ccs_password_enc FROM agents WHERE id = $1";
         let ct: Vec<u8> = on_pool!(self, p => sqlx::query_scalar(Q).bind(id.0).fetch_one(p).await)?;
-        Ok(secrets.open_string(password_binding(id), &ct)?)
+        open_ccs_password(secrets, id, &ct)
     }
 
     /// Assigns a certificate to an agent; assigning twice is a no-op.

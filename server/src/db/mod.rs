@@ -26,6 +26,7 @@ pub mod notify;
 pub mod oidc_logins;
 pub mod orders;
 pub mod overview;
+pub mod pfx;
 pub mod rekey;
 pub mod rollout;
 pub mod served;
