@@ -3,6 +3,8 @@
 //! `webhook-timestamp` (Unix seconds of this attempt) and `webhook-signature`
 //! (`v1,<base64 HMAC-SHA256 of "id.timestamp.body">`) with the channel's `whsec_...` secret.
 
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -103,20 +105,44 @@ pub async fn send(
     }
 }
 
+/// Most distinct webhook clients kept (one per timeout and CA bundle in use).
+const MAX_CLIENTS: usize = 64;
+
+/// The client for `settings`, built once per (timeout, CA bundle) and reused: building one
+/// loads and parses the system's root certificates, tens of milliseconds that would otherwise
+/// be paid by every delivery. The CA file is read each time, so a replaced bundle takes effect.
 fn client(settings: &WebhookSettings) -> Result<reqwest::Client, String> {
+    static CLIENTS: LazyLock<Mutex<HashMap<(u64, Option<Vec<u8>>), reqwest::Client>>> =
+        LazyLock::new(Mutex::default);
+    let timeout = settings.timeout_secs.clamp(1, 60);
+    let pem = match &settings.ca_file {
+        Some(path) => {
+            Some(std::fs::read(path).map_err(|e| format!("cannot read ca_file {path}: {e}"))?)
+        }
+        None => None,
+    };
+    let key = (timeout, pem);
+    let mut clients = CLIENTS.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(client) = clients.get(&key) {
+        return Ok(client.clone());
+    }
     let mut builder = reqwest::Client::builder()
-        .timeout(Duration::from_secs(settings.timeout_secs.clamp(1, 60)))
+        .timeout(Duration::from_secs(timeout))
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("certkeep/", env!("CARGO_PKG_VERSION")));
-    if let Some(path) = &settings.ca_file {
-        let pem = std::fs::read(path).map_err(|e| format!("cannot read ca_file {path}: {e}"))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+    if let (Some(path), Some(pem)) = (&settings.ca_file, &key.1) {
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
             .map_err(|e| format!("ca_file {path}: not a PEM certificate: {e}"))?;
         builder = builder.tls_certs_merge(certs);
     }
-    builder
+    let client = builder
         .build()
-        .map_err(|e| format!("cannot set up the webhook client: {e}"))
+        .map_err(|e| format!("cannot set up the webhook client: {e}"))?;
+    if clients.len() >= MAX_CLIENTS {
+        clients.clear();
+    }
+    clients.insert(key, client.clone());
+    Ok(client)
 }
 
 fn shorten(s: &str) -> String {
