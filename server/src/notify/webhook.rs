@@ -108,11 +108,14 @@ pub async fn send(
 /// Most distinct webhook clients kept (one per timeout and CA bundle in use).
 const MAX_CLIENTS: usize = 64;
 
+/// What a webhook client is built from: the timeout in seconds and the CA bundle's bytes.
+type ClientKey = (u64, Option<Vec<u8>>);
+
 /// The client for `settings`, built once per (timeout, CA bundle) and reused: building one
 /// loads and parses the system's root certificates, tens of milliseconds that would otherwise
 /// be paid by every delivery. The CA file is read each time, so a replaced bundle takes effect.
 fn client(settings: &WebhookSettings) -> Result<reqwest::Client, String> {
-    static CLIENTS: LazyLock<Mutex<HashMap<(u64, Option<Vec<u8>>), reqwest::Client>>> =
+    static CLIENTS: LazyLock<Mutex<HashMap<ClientKey, reqwest::Client>>> =
         LazyLock::new(Mutex::default);
     let timeout = settings.timeout_secs.clamp(1, 60);
     let pem = match &settings.ca_file {
