@@ -107,10 +107,28 @@ const MAX_GROUP: usize = 256;
 /// alone and leaves no trace.
 #[derive(Debug, Default)]
 pub(super) struct GroupCommit {
-    queue: std::sync::Mutex<Vec<Pending>>,
-    /// Held by the task writing a group; serialises groups within the process (the database
-    /// lock serialises them across processes).
-    writer: tokio::sync::Mutex<()>,
+    queue: std::sync::Mutex<Queue>,
+}
+
+/// The queued appends and whether a writer task is running. Both live under one lock, so an
+/// append either finds the writer running (it will take the append) or starts one: never a
+/// task per append (those would pile up behind the writer, one per append, while it writes).
+#[derive(Debug, Default)]
+struct Queue {
+    pending: Vec<Pending>,
+    writing: bool,
+}
+
+/// Marks the writer stopped should its task panic, so the next append starts another (a writer
+/// that ends normally was marked stopped by [`GroupCommit::next_group`]).
+struct WriterRunning<'a>(&'a GroupCommit);
+
+impl Drop for WriterRunning<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.queue().writing = false;
+        }
+    }
 }
 
 /// One queued append and where its result goes.
@@ -124,18 +142,30 @@ struct Pending {
 }
 
 impl GroupCommit {
-    fn queue(&self) -> std::sync::MutexGuard<'_, Vec<Pending>> {
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
         // A panic while holding this lock cannot leave the queue inconsistent.
         self.queue
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Takes up to [`MAX_GROUP`] queued appends, oldest first.
-    fn take(&self) -> Vec<Pending> {
+    /// Queues `append`; true when no writer is running and the caller must start one.
+    fn push(&self, append: Pending) -> bool {
         let mut queue = self.queue();
-        let n = queue.len().min(MAX_GROUP);
-        queue.drain(..n).collect()
+        queue.pending.push(append);
+        !std::mem::replace(&mut queue.writing, true)
+    }
+
+    /// The next group to write: up to [`MAX_GROUP`] queued appends, oldest first; `None`, with
+    /// the writer marked stopped, when the queue is empty.
+    fn next_group(&self) -> Option<Vec<Pending>> {
+        let mut queue = self.queue();
+        if queue.pending.is_empty() {
+            queue.writing = false;
+            return None;
+        }
+        let n = queue.pending.len().min(MAX_GROUP);
+        Some(queue.pending.drain(..n).collect())
     }
 }
 
@@ -159,23 +189,25 @@ impl Db {
         now: OffsetDateTime,
     ) -> Result<AuditEvent> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.audit.queue().push(Pending {
+        let start_writer = self.audit.push(Pending {
             id: Uuid::now_v7(),
             at: micros(now),
             event,
             with,
             reply,
         });
-        let db = self.clone();
-        // Every queued append has a task that runs after it was queued, and each task writes
-        // what is queued when its turn comes: no append waits for a later caller.
-        tokio::spawn(async move {
-            let _writer = db.audit.writer.lock().await;
-            let group = db.audit.take();
-            if !group.is_empty() {
-                db.write_group(group).await;
-            }
-        });
+        if start_writer {
+            // The writer writes group after group until the queue is empty; an append queued
+            // meanwhile is taken by it (`writing` is cleared only under the queue's lock, after
+            // the queue was seen empty).
+            let db = self.clone();
+            tokio::spawn(async move {
+                let _running = WriterRunning(&db.audit);
+                while let Some(group) = db.audit.next_group() {
+                    db.write_group(group).await;
+                }
+            });
+        }
         answer
             .await
             .map_err(|_| super::Error::Sqlx(sqlx::Error::WorkerCrashed))?
