@@ -385,6 +385,15 @@ async fn generate(args: Args) -> anyhow::Result<()> {
     }
     drop(nginx);
     server.stop().await;
+    // The child's last words (into its log): the size of its agent cache.
+    let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
+    if let Some(line) = log
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("certkeep agent cache:"))
+    {
+        println!("{line}");
+    }
     Ok(())
 }
 
