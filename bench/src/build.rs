@@ -37,3 +37,17 @@ pub fn cargo_build(package: &str, extra: &[&str]) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// The release `certkeep` binary, built first unless `no_build` (then it must exist already).
+pub fn certkeep_binary(no_build: bool) -> anyhow::Result<PathBuf> {
+    let binary = target_dir().join("release/certkeep");
+    if !no_build {
+        cargo_build("certkeep-server", &["--bin", "certkeep"])?;
+    }
+    ensure!(
+        binary.is_file(),
+        "{} is missing (build it first)",
+        binary.display()
+    );
+    Ok(binary)
+}

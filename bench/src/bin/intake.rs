@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
-use certkeep_bench::build::{cargo_build, target_dir};
+use certkeep_bench::build::certkeep_binary;
 use certkeep_bench::server::Server;
 use certkeep_bench::{procfs, stats};
 use certkeep_testsupport::pebble::{Pebble, PebbleOptions};
@@ -57,15 +57,7 @@ fn main() -> anyhow::Result<()> {
         args.backend == "sqlite" || args.backend == "postgres",
         "--backend must be sqlite or postgres"
     );
-    let binary = target_dir().join("release/certkeep");
-    if !args.no_build {
-        cargo_build("certkeep-server", &["--bin", "certkeep"])?;
-    }
-    ensure!(
-        binary.is_file(),
-        "{} is missing (build it first)",
-        binary.display()
-    );
+    let binary = certkeep_binary(args.no_build)?;
     println!("machine: {}", procfs::machine());
     println!(
         "{} creates per run, {} in flight, {} backend, engine off",

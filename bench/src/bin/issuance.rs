@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
-use certkeep_bench::build::{cargo_build, target_dir};
+use certkeep_bench::build::certkeep_binary;
 use certkeep_bench::server::Server;
 use certkeep_bench::{procfs, stats};
 use certkeep_testsupport::free_port;
@@ -232,15 +232,7 @@ fn main() -> anyhow::Result<()> {
             .output()
             .context("lego is not installed (apt-get install -y lego)")?;
     }
-    let binary = target_dir().join("release/certkeep");
-    if !args.no_build {
-        cargo_build("certkeep-server", &["--bin", "certkeep"])?;
-    }
-    ensure!(
-        binary.is_file(),
-        "{} is missing (build it first)",
-        binary.display()
-    );
+    let binary = certkeep_binary(args.no_build)?;
     println!("machine: {}", procfs::machine());
     println!(
         "certificates per side: {} ECDSA P-256 + {} RSA 2048; lego processes: {}; certkeep workers: {}, {} requests/s towards the CA, {} backend",
