@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, ensure};
 use certkeep_testsupport::free_port;
+use certkeep_testsupport::pebble::Pebble;
 use certkeep_testsupport::postgres::PgCluster;
 use certkeep_testsupport::process::LoggedChild;
 
@@ -93,6 +94,35 @@ impl Server {
             self.child.tail(20)
         );
         Ok(serde_json::from_str(&text)?)
+    }
+
+    /// Registers the ACME account `pebble` at `directory_url` (Pebble's directory, or a proxy in
+    /// front of it) with Pebble's first EAB key, for names under `*.certkeep.bench.test`.
+    pub async fn register_pebble_account(
+        &self,
+        pebble: &Pebble,
+        directory_url: &str,
+    ) -> anyhow::Result<()> {
+        let eab = &pebble.eab[0];
+        let account = self
+            .post(
+                "/acme-accounts",
+                &serde_json::json!({
+                    "name": "pebble",
+                    "directory_url": directory_url,
+                    "contact": ["mailto:bench@certkeep.bench.test"],
+                    "allowed_domains": ["*.certkeep.bench.test"],
+                    "eab_kid": eab.kid,
+                    "eab_hmac_key": eab.b64url(),
+                    "extra_roots_pem": pebble.pki.ca_pem,
+                }),
+            )
+            .await?;
+        ensure!(
+            account["state"] == "valid",
+            "account registration failed: {account}"
+        );
+        Ok(())
     }
 
     /// `GET {path}` (from the root, e.g. `/metrics`) as the admin; the body, which must be a success.

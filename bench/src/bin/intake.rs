@@ -102,25 +102,9 @@ fn ms(d: Duration) -> f64 {
 async fn intake_run(args: &Args, binary: &Path, pebble: &Pebble) -> anyhow::Result<Measured> {
     let server =
         Arc::new(Server::start(binary, &args.backend, "[engine]\nenabled = false\n").await?);
-    let eab = &pebble.eab[0];
-    let account = server
-        .post(
-            "/acme-accounts",
-            &json!({
-                "name": "pebble",
-                "directory_url": pebble.directory_url,
-                "contact": ["mailto:bench@certkeep.bench.test"],
-                "allowed_domains": ["*.certkeep.bench.test"],
-                "eab_kid": eab.kid,
-                "eab_hmac_key": eab.b64url(),
-                "extra_roots_pem": pebble.pki.ca_pem,
-            }),
-        )
+    server
+        .register_pebble_account(pebble, &pebble.directory_url)
         .await?;
-    ensure!(
-        account["state"] == "valid",
-        "account registration failed: {account}"
-    );
     // One create before the clock: connections and the token's last-use write are warm.
     create(&server, usize::MAX).await?;
     let queue = Arc::new(Mutex::new((0..args.certificates).collect::<VecDeque<_>>()));

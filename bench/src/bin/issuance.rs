@@ -401,25 +401,9 @@ async fn certkeep_run(args: &Args, binary: &Path) -> anyhow::Result<Measured> {
         free_port(),
     );
     let server = Arc::new(Server::start(binary, &args.backend, &config).await?);
-    let eab = &pebble.eab[0];
-    let account = server
-        .post(
-            "/acme-accounts",
-            &json!({
-                "name": "pebble",
-                "directory_url": directory_url,
-                "contact": ["mailto:bench@certkeep.bench.test"],
-                "allowed_domains": ["*.certkeep.bench.test"],
-                "eab_kid": eab.kid,
-                "eab_hmac_key": eab.b64url(),
-                "extra_roots_pem": pebble.pki.ca_pem,
-            }),
-        )
+    server
+        .register_pebble_account(&pebble, &directory_url)
         .await?;
-    ensure!(
-        account["state"] == "valid",
-        "account registration failed: {account}"
-    );
     let certificates = args.certificates();
     let total = certificates.len();
     let queue = Arc::new(Mutex::new(VecDeque::from(certificates)));
